@@ -1,0 +1,286 @@
+import Foundation
+import PostgresNIO
+
+/// Reads everything a backup or restore decision depends on from a live server.
+public struct ServerInspector: Sendable {
+    public let session: DatabaseSession
+
+    public init(session: DatabaseSession) {
+        self.session = session
+    }
+
+    /// Connects with `settings`, inspects, disconnects.
+    public static func inspect(_ settings: ConnectionSettings) async throws -> ServerInspection {
+        try await DatabaseSession.with(settings) { try await ServerInspector(session: $0).inspect() }
+    }
+
+    public func inspect() async throws -> ServerInspection {
+        let settings = session.settings
+        let server = try await serverVersion()
+        let timescale = try await timescaleDB()
+        let hypertables = timescale.installed ? try await hypertables() : []
+        let (plainCount, plainBytes) = try await plainTables(timescaleInstalled: timescale.installed)
+        let databaseBytes = try await session.value(
+            "SELECT pg_database_size(current_database())", as: Int64.self, purpose: "reading the database size")
+        let lockBudget = try await lockBudget()
+        let role = try await role(timescale: timescale, hypertableCount: hypertables.count)
+
+        var warnings: [String] = settings.warnings
+        if !timescale.preloaded {
+            warnings.append("timescaledb is not in shared_preload_libraries on this server: TimescaleDB cannot work here until it is added and the server restarted.")
+        }
+        if timescale.restoring.databaseSetting || timescale.restoring.session == true {
+            warnings.append("Database \"\(settings.database)\" is in TimescaleDB restore mode (timescaledb.restoring = on): inserts into hypertables fail and no background jobs run. If no restore is running, finish it with SELECT timescaledb_post_restore(), or run ALTER DATABASE \(quoteIdentifier(settings.database)) RESET timescaledb.restoring.")
+        }
+        let others = timescale.restoring.databasesInRestoreMode.filter { $0 != settings.database }
+        if !others.isEmpty {
+            warnings.append("Other databases on this server are stuck in TimescaleDB restore mode: \(others.joined(separator: ", ")). Each needs ALTER DATABASE <name> RESET timescaledb.restoring (or timescaledb_post_restore()) unless a restore is running there.")
+        }
+        if let version = timescale.version, let catalog = timescale.catalogVersion, version != catalog {
+            warnings.append("The TimescaleDB extension is at \(version) but its catalog says \(catalog): a restore or update did not finish. Do not back up this database before resolving it.")
+        }
+        if timescale.installed, !timescale.schedulerRunning, !timescale.restoring.databaseSetting {
+            warnings.append("No TimescaleDB background scheduler runs for this database, so its jobs and policies do not run. A superuser can start it with SELECT _timescaledb_functions.start_background_workers().")
+        }
+        if !lockBudget.sufficient {
+            warnings.append("pg_dump would lock \(lockBudget.relationsToLock) relations but the server's lock table holds about \(lockBudget.budget) (max_locks_per_transaction \(lockBudget.maxLocksPerTransaction) x (max_connections \(lockBudget.maxConnections) + max_prepared_transactions \(lockBudget.maxPreparedTransactions))): a backup would likely fail with \"out of shared memory\". Set max_locks_per_transaction = \(lockBudget.recommendedMaxLocksPerTransaction) or more and restart the server.")
+        }
+
+        return ServerInspection(
+            connection: .init(host: settings.host, port: settings.port, database: settings.database, user: settings.user),
+            server: server,
+            timescaledb: timescale,
+            extensions: try await otherExtensions(),
+            hypertables: hypertables,
+            plainTableCount: plainCount,
+            plainTableBytes: plainBytes,
+            databaseBytes: databaseBytes,
+            role: role,
+            lockBudget: lockBudget,
+            warnings: warnings
+        )
+    }
+
+    func serverVersion() async throws -> ServerInspection.Server {
+        let (version, number) = try await session.row(
+            "SELECT current_setting('server_version'), current_setting('server_version_num')::int4",
+            as: (String, Int32).self, purpose: "reading the server version")
+        return .init(version: version, versionNumber: Int(number), majorVersion: Int(number) / 10000)
+    }
+
+    func timescaleDB() async throws -> ServerInspection.TimescaleDB {
+        let installed = try await session.rows(
+            """
+            SELECT e.extversion, n.nspname::text FROM pg_extension e
+            JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'timescaledb'
+            """, as: (String, String).self, purpose: "looking for the timescaledb extension").first
+        let defaultVersion = try await session.rows(
+            "SELECT default_version FROM pg_available_extensions WHERE name = 'timescaledb'",
+            as: (String?).self, purpose: "reading the installable TimescaleDB versions").first ?? nil
+        let installable = try await session.rows(
+            "SELECT version FROM pg_available_extension_versions WHERE name = 'timescaledb'",
+            as: String.self, purpose: "reading the installable TimescaleDB versions"
+        ).sorted(by: VersionNumber.isOrderedBefore)
+        let preloadLibraries = try await session.value(
+            "SELECT current_setting('shared_preload_libraries')", as: String.self)
+        let preloaded = preloadLibraries.split(separator: ",")
+            .map { $0.trimmingCharacters(in: .whitespaces).trimmingCharacters(in: CharacterSet(charactersIn: "\"")) }
+            .contains { $0 == "timescaledb" || $0.hasSuffix("/timescaledb") }
+        let (license, restoringText) = try await session.row(
+            "SELECT current_setting('timescaledb.license', true), current_setting('timescaledb.restoring', true)",
+            as: (String?, String?).self)
+        let stuck = try await session.rows(
+            """
+            SELECT d.datname::text, (d.datname = current_database()) FROM pg_db_role_setting s
+            JOIN pg_database d ON d.oid = s.setdatabase
+            WHERE s.setrole = 0 AND EXISTS (
+              SELECT 1 FROM unnest(s.setconfig) c
+              WHERE lower(c) IN ('timescaledb.restoring=on', 'timescaledb.restoring=true', 'timescaledb.restoring=1', 'timescaledb.restoring=yes'))
+            ORDER BY 1
+            """, as: (String, Bool).self, purpose: "looking for databases in restore mode")
+
+        var catalogVersion: String?
+        var jobs = 0
+        if installed != nil {
+            catalogVersion = try await session.rows(
+                "SELECT value FROM _timescaledb_catalog.metadata WHERE key = 'timescaledb_version'",
+                as: String.self).first
+            jobs = Int(try await session.value(
+                "SELECT count(*) FROM _timescaledb_config.bgw_job WHERE id >= 1000", as: Int64.self))
+        }
+        let scheduler = try await session.value(
+            """
+            SELECT count(*) FROM pg_stat_activity
+            WHERE backend_type = 'TimescaleDB Background Worker Scheduler' AND datname = current_database()
+            """, as: Int64.self)
+
+        return .init(
+            installed: installed != nil,
+            version: installed?.0,
+            catalogVersion: catalogVersion,
+            schema: installed?.1,
+            license: license.flatMap { $0.isEmpty ? nil : $0 },
+            preloaded: preloaded,
+            defaultVersion: defaultVersion,
+            installableVersions: installable,
+            restoring: .init(
+                session: restoringText.flatMap { $0.isEmpty ? nil : ["on", "true", "1", "yes"].contains($0.lowercased()) },
+                databaseSetting: stuck.contains { $0.1 },
+                databasesInRestoreMode: stuck.map(\.0)),
+            userJobCount: jobs,
+            schedulerRunning: scheduler > 0
+        )
+    }
+
+    func otherExtensions() async throws -> [ServerInspection.Extension] {
+        try await session.rows(
+            """
+            SELECT e.extname::text, e.extversion, n.nspname::text FROM pg_extension e
+            JOIN pg_namespace n ON n.oid = e.extnamespace
+            WHERE e.extname <> 'timescaledb' ORDER BY e.extname
+            """, as: (String, String, String).self, purpose: "listing extensions"
+        ).map { .init(name: $0.0, version: $0.1, schema: $0.2) }
+    }
+
+    func hypertables() async throws -> [ServerInspection.Hypertable] {
+        let tables = try await session.rows(
+            """
+            SELECT h.hypertable_schema::text, h.hypertable_name::text, h.owner::text, h.num_chunks::int8,
+                   coalesce(h.compression_enabled, false),
+                   coalesce(s.table_bytes, 0)::int8, coalesce(s.index_bytes, 0)::int8,
+                   coalesce(s.toast_bytes, 0)::int8, coalesce(s.total_bytes, 0)::int8
+            FROM timescaledb_information.hypertables h
+            CROSS JOIN LATERAL hypertable_detailed_size(format('%I.%I', h.hypertable_schema, h.hypertable_name)::regclass) s
+            ORDER BY 1, 2
+            """, as: (String, String, String, Int64, Bool, Int64, Int64, Int64, Int64).self,
+            purpose: "listing hypertables")
+        let dimensions = try await session.rows(
+            """
+            SELECT hypertable_schema::text, hypertable_name::text, dimension_number::int8, column_name::text,
+                   column_type::text, lower(dimension_type), time_interval::text,
+                   (extract(epoch FROM time_interval) * 1000000)::int8, integer_interval::int8, num_partitions::int8
+            FROM timescaledb_information.dimensions ORDER BY 1, 2, 3
+            """, as: (String, String, Int64, String, String, String, String?, Int64?, Int64?, Int64?).self,
+            purpose: "listing hypertable dimensions")
+        return tables.map { t in
+            ServerInspection.Hypertable(
+                schema: t.0, name: t.1, owner: t.2,
+                dimensions: dimensions.filter { $0.0 == t.0 && $0.1 == t.1 }.map { d in
+                    ServerInspection.Dimension(
+                        number: Int(d.2), column: d.3, columnType: d.4, kind: d.5,
+                        timeInterval: d.6, intervalMicroseconds: d.7, integerInterval: d.8,
+                        partitions: d.9.map(Int.init))
+                },
+                chunkCount: Int(t.3), tableBytes: t.5, indexBytes: t.6, toastBytes: t.7, totalBytes: t.8,
+                compressionEnabled: t.4)
+        }
+    }
+
+    /// User tables that are neither hypertables, chunks, nor owned by an extension.
+    func plainTables(timescaleInstalled: Bool) async throws -> (Int, Int64) {
+        let timescaleFilter = timescaleInstalled
+            ? """
+              AND NOT EXISTS (SELECT 1 FROM _timescaledb_catalog.hypertable h WHERE h.schema_name = n.nspname AND h.table_name = c.relname)
+              AND NOT EXISTS (SELECT 1 FROM _timescaledb_catalog.chunk ch WHERE ch.schema_name = n.nspname AND ch.table_name = c.relname)
+              """
+            : ""
+        let (count, bytes) = try await session.row(
+            PostgresQuery(unsafeSQL: """
+            SELECT count(*), coalesce(sum(pg_total_relation_size(c.oid)), 0)::int8
+            FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
+              AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%'
+              AND n.nspname NOT LIKE '\\_timescaledb\\_%' AND n.nspname NOT LIKE 'timescaledb\\_%'
+              AND NOT EXISTS (SELECT 1 FROM pg_depend dep WHERE dep.classid = 'pg_class'::regclass AND dep.objid = c.oid AND dep.deptype = 'e')
+              \(timescaleFilter)
+            """), as: (Int64, Int64).self, purpose: "counting plain tables")
+        return (Int(count), bytes)
+    }
+
+    func lockBudget() async throws -> ServerInspection.LockBudget {
+        let (locks, connections, prepared, relations) = try await session.row(
+            """
+            SELECT current_setting('max_locks_per_transaction')::int8, current_setting('max_connections')::int8,
+                   current_setting('max_prepared_transactions')::int8,
+                   (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                    WHERE c.relkind IN ('r', 'p', 'm', 'f', 'S', 'v')
+                      AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%')
+            """, as: (Int64, Int64, Int64, Int64).self, purpose: "reading lock settings")
+        return Self.lockBudget(maxLocks: Int(locks), maxConnections: Int(connections),
+                               maxPrepared: Int(prepared), relations: Int(relations))
+    }
+
+    /// pg_dump holds a lock on every relation it dumps until it ends; the shared lock table has
+    /// room for `max_locks_per_transaction` x slots. 20 % headroom covers concurrent sessions.
+    public static func lockBudget(maxLocks: Int, maxConnections: Int, maxPrepared: Int, relations: Int) -> ServerInspection.LockBudget {
+        let slots = max(1, maxConnections + maxPrepared)
+        let budget = maxLocks * slots
+        let needed = (relations * 12 + 9) / 10
+        let recommended = max(maxLocks, (needed + slots - 1) / slots)
+        return .init(maxLocksPerTransaction: maxLocks, maxConnections: maxConnections,
+                     maxPreparedTransactions: maxPrepared, budget: budget, relationsToLock: relations,
+                     sufficient: budget >= needed, recommendedMaxLocksPerTransaction: recommended)
+    }
+
+    func role(timescale: ServerInspection.TimescaleDB, hypertableCount: Int) async throws -> ServerInspection.Role {
+        let (name, superuser, createDB, createRole, owner, canCreate) = try await session.row(
+            """
+            SELECT r.rolname::text, r.rolsuper, r.rolcreatedb, r.rolcreaterole,
+                   pg_has_role(current_user, d.datdba, 'MEMBER'), has_database_privilege(current_database(), 'CREATE')
+            FROM pg_roles r, pg_database d WHERE r.rolname = current_user AND d.datname = current_database()
+            """, as: (String, Bool, Bool, Bool, Bool, Bool).self, purpose: "reading the role's privileges")
+        let unreadable = try await session.value(
+            """
+            SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE c.relkind IN ('r', 'p', 'm', 'f', 'S')
+              AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%'
+              AND NOT has_table_privilege(c.oid, 'SELECT')
+            """, as: Int64.self, purpose: "checking which tables the role can read")
+        let readableHypertables = timescale.installed ? Int(try await session.value(
+            """
+            SELECT count(*) FROM timescaledb_information.hypertables
+            WHERE has_table_privilege(format('%I.%I', hypertable_schema, hypertable_name), 'SELECT')
+            """, as: Int64.self)) : 0
+
+        var capabilities: [ServerInspection.Capability] = []
+        capabilities.append(unreadable == 0
+            ? .init(action: "backup", allowed: true, reason: "can read every table, chunk and sequence, as pg_dump needs")
+            : .init(action: "backup", allowed: false, reason: "cannot read \(unreadable) tables, chunks or sequences; a full backup needs SELECT on all of them (a superuser or the owner of every table)"))
+        capabilities.append(superuser
+            ? .init(action: "restore", allowed: true, reason: "superuser: may run timescaledb_pre_restore/post_restore, load the TimescaleDB catalog and restart background workers")
+            : .init(action: "restore", allowed: false, reason: "not a superuser: a full TimescaleDB restore must load the extension catalog and stop/start background workers, which only a superuser may do; ask an administrator or operator to run it"))
+        if !timescale.installed {
+            capabilities.append(.init(action: "hypertable-export", allowed: false, reason: "TimescaleDB is not installed in this database, so it holds no hypertable"))
+        } else {
+            capabilities.append(readableHypertables > 0
+                ? .init(action: "hypertable-export", allowed: true, reason: "can read \(readableHypertables) of \(hypertableCount) hypertables; no admin rights needed")
+                : .init(action: "hypertable-export", allowed: false, reason: "cannot read any hypertable (needs SELECT on the table)"))
+        }
+        let canImport = (owner || canCreate || superuser) && timescale.installed
+        capabilities.append(.init(
+            action: "hypertable-import", allowed: canImport,
+            reason: canImport
+                ? "may create tables here and TimescaleDB is installed; create_hypertable needs no admin rights"
+                : (timescale.installed ? "needs to own the database or have CREATE on it" : "TimescaleDB must be installed in this database first (CREATE EXTENSION timescaledb; allowed for the database owner)")))
+
+        return .init(name: name, superuser: superuser, createDatabase: createDB, createRole: createRole,
+                     databaseOwner: owner, canCreateInDatabase: canCreate,
+                     unreadableRelations: Int(unreadable), capabilities: capabilities)
+    }
+}
+
+/// Quotes an SQL identifier the way `quote_ident` does.
+public func quoteIdentifier(_ name: String) -> String {
+    "\"" + name.replacingOccurrences(of: "\"", with: "\"\"") + "\""
+}
+
+/// Compares dotted version numbers numerically ("2.9.0" < "2.19.3").
+public enum VersionNumber {
+    public static func components(_ version: String) -> [Int] {
+        version.split(whereSeparator: { !$0.isNumber }).compactMap { Int($0) }
+    }
+
+    public static func isOrderedBefore(_ a: String, _ b: String) -> Bool {
+        components(a).lexicographicallyPrecedes(components(b))
+    }
+}

@@ -1,0 +1,53 @@
+import ArgumentParser
+import TSBackup
+
+@main
+struct TSBackupCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "tsbackup",
+        abstract: "Safe, verified backups and restores of PostgreSQL databases running TimescaleDB.",
+        discussion: """
+            Connections follow libpq conventions: --db takes a postgres:// URL or key=value string; \
+            missing parts come from PGHOST, PGPORT, PGUSER, PGPASSWORD, PGDATABASE and ~/.pgpass. \
+            Prefer PGPASSWORD or ~/.pgpass to a password in the URL.
+
+            Exit codes: 0 success, 1 failed, 2 cannot connect, 3 permission or authentication, \
+            4 not found, 5 precondition not met (versions, extension, settings), 64 usage.
+            """,
+        version: TSBackupVersion.current,
+        subcommands: [InspectCommand.self]
+    )
+}
+
+/// Options every command that talks to a database shares.
+struct DatabaseOptions: ParsableArguments {
+    @Option(name: .customLong("db"), help: ArgumentHelp(
+        "Connection URL (postgres://user@host:port/dbname?sslmode=...) or key=value string.",
+        discussion: "Parts left out come from the PG* environment variables and ~/.pgpass.",
+        valueName: "url"))
+    var url: String?
+
+    func settings() throws -> ConnectionSettings {
+        try ConnectionSettings.resolve(url)
+    }
+}
+
+/// Runs a command body, turning a ``TSBackupError`` into its message on stderr and its exit code.
+func reportingErrors(_ body: () async throws -> Void) async throws {
+    do {
+        try await body()
+    } catch let error as TSBackupError {
+        printError(error)
+        throw ExitCode(error.exitCode)
+    }
+}
+
+func printError(_ error: TSBackupError) {
+    var stderr = StandardError()
+    print("tsbackup: error: \(error.message)", to: &stderr)
+}
+
+func printWarning(_ message: String) {
+    var stderr = StandardError()
+    print("tsbackup: warning: \(message)", to: &stderr)
+}
