@@ -31,6 +31,22 @@ public struct ConnectionSettings: Sendable, Equatable {
         case none, connectionString = "connection string", environment = "PGPASSWORD", passwordFile = "password file"
     }
 
+    public init(host: String, port: Int, user: String, password: String?, database: String,
+                sslMode: SSLMode = .prefer, sslRootCertificate: String? = nil, connectTimeoutSeconds: Int = 10,
+                applicationName: String = "tsbackup", passwordSource: PasswordSource = .none, warnings: [String] = []) {
+        self.host = host
+        self.port = port
+        self.user = user
+        self.password = password
+        self.database = database
+        self.sslMode = sslMode
+        self.sslRootCertificate = sslRootCertificate
+        self.connectTimeoutSeconds = connectTimeoutSeconds
+        self.applicationName = applicationName
+        self.passwordSource = password == nil ? .none : passwordSource
+        self.warnings = warnings
+    }
+
     public var usesUnixSocket: Bool { host.hasPrefix("/") }
 
     /// `user@host:port/database`, safe to print.

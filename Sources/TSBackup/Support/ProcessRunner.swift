@@ -1,0 +1,70 @@
+import Foundation
+import Subprocess
+#if canImport(System)
+import System
+#else
+import SystemPackage
+#endif
+
+/// The outcome of a finished child process, with its output collected.
+public struct ProcessResult: Sendable {
+    /// The exit code, or nil when the process was killed by a signal.
+    public var exitCode: Int32?
+    public var signal: Int32?
+    public var standardOutput: String
+    public var standardError: String
+
+    public var succeeded: Bool { exitCode == 0 }
+
+    /// "exit code 1" / "killed by signal 9", for messages.
+    public var statusDescription: String {
+        if let exitCode { return "exit code \(exitCode)" }
+        return "killed by signal \(signal ?? -1)"
+    }
+}
+
+/// Runs external programs (initdb, pg_ctl, pg_dump, psql...) without a shell.
+///
+/// Secrets reach children through `environment` only, never through `arguments`, which any user
+/// of the machine can read in the process list.
+public enum ProcessRunner {
+    public static func run(
+        _ executable: String,
+        _ arguments: [String],
+        environment: [String: String?] = [:],
+        workingDirectory: String? = nil,
+        input: String? = nil,
+        outputLimit: Int = 256 << 20
+    ) async throws -> ProcessResult {
+        let exe: Executable = executable.contains("/") ? .path(FilePath(executable)) : .name(executable)
+        var env: [Environment.Key: String?] = [:]
+        for (key, value) in environment {
+            guard let envKey = Environment.Key(rawValue: key) else { continue }
+            env[envKey] = value
+        }
+        let environment: Environment = env.isEmpty ? .inherit : .inherit.updating(env)
+        let directory = workingDirectory.map { FilePath($0) }
+        do {
+            let result: ExecutionResult<Void, StringOutput<Unicode.UTF8>, StringOutput<Unicode.UTF8>>
+            if let input {
+                result = try await Subprocess.run(exe, arguments: Arguments(arguments), environment: environment,
+                                                  workingDirectory: directory, input: .string(input),
+                                                  output: .string(limit: outputLimit), error: .string(limit: outputLimit))
+            } else {
+                result = try await Subprocess.run(exe, arguments: Arguments(arguments), environment: environment,
+                                                  workingDirectory: directory,
+                                                  output: .string(limit: outputLimit), error: .string(limit: outputLimit))
+            }
+            var outcome = ProcessResult(exitCode: nil, signal: nil,
+                                        standardOutput: result.standardOutput ?? "",
+                                        standardError: result.standardError ?? "")
+            switch result.terminationStatus {
+            case .exited(let code): outcome.exitCode = Int32(code)
+            case .signaled(let signal): outcome.signal = Int32(signal)
+            }
+            return outcome
+        } catch let error as SubprocessError {
+            throw TSBackupError(.precondition, "Could not start \(executable): \(error). Check that it is installed and executable.")
+        }
+    }
+}

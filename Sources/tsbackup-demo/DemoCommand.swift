@@ -1,0 +1,63 @@
+import ArgumentParser
+import Foundation
+import TSBackup
+import TSBackupSandbox
+
+/// Starts a sandbox cluster with sample data, runs the real `tsbackup` binary against it, shows
+/// the result, and removes the cluster again.
+@main
+struct DemoCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "tsbackup-demo",
+        abstract: "Run tsbackup against a throwaway TimescaleDB cluster filled with sample data."
+    )
+
+    @Option(help: "Devices in the sample data.") var devices = 10
+    @Option(help: "Days of readings (one chunk per day of public.conditions).") var days = 30
+    @Flag(help: "Leave the cluster running until you press Enter, to look around with psql.") var keep = false
+
+    func run() async throws {
+        let tsbackup = try siblingExecutable("tsbackup")
+        step("Starting a throwaway PostgreSQL 15 + TimescaleDB cluster on 127.0.0.1")
+        try await SandboxCluster.with { cluster in
+            print("  data directory \(cluster.directory), port \(cluster.port)")
+            step("Creating database \"demo\" with sample data (\(devices) devices, \(days) days)")
+            try await cluster.createDatabase("demo")
+            let summary = try await cluster.withSuperuser(database: "demo") { session in
+                try await SampleData(.init(devices: devices, days: days)).load(into: session)
+            }
+            print("  \(summary.conditionsRows) rows in public.conditions, \(summary.eventsRows) in public.events, \(summary.readingsRows) in iot.readings")
+
+            let url = cluster.url(database: "demo")
+            let environment = ["PGPASSWORD": cluster.superuserPassword]
+            step("tsbackup inspect --db \(url)")
+            let result = try await ProcessRunner.run(tsbackup, ["inspect", "--db", url], environment: environment)
+            print(result.standardOutput, terminator: "")
+            if !result.standardError.isEmpty { print(result.standardError, terminator: "") }
+            guard result.succeeded else {
+                throw ValidationError("tsbackup inspect failed (\(result.statusDescription))")
+            }
+            if keep {
+                print("\nThe cluster keeps running: PGPASSWORD=\(cluster.superuserPassword) psql '\(url)'")
+                print("Press Enter to stop it and delete its directory.")
+                _ = readLine()
+            }
+            step("Stopping the cluster and deleting its directory")
+        }
+        print("\nDemo finished.")
+    }
+
+    func step(_ text: String) {
+        print("\n==> \(text)")
+    }
+
+    /// The path of another executable built next to this one.
+    func siblingExecutable(_ name: String) throws -> String {
+        let me = URL(fileURLWithPath: (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0])
+        let path = me.deletingLastPathComponent().appendingPathComponent(name).path
+        guard FileManager.default.isExecutableFile(atPath: path) else {
+            throw ValidationError("\(path) is missing; build it first with `swift build`.")
+        }
+        return path
+    }
+}
