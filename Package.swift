@@ -79,6 +79,7 @@ let package = Package(
                 "TSBackup",
                 "TSBackupSandbox",
                 "tsbackup",
+                "tsbackup-demo",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "Subprocess", package: "swift-subprocess"),
             ],

@@ -175,6 +175,7 @@ public final class SandboxCluster: Sendable {
     }
 
     /// Runs `body` on a superuser session to `database`.
+    @discardableResult
     public func withSuperuser<T>(database: String = "postgres", _ body: (DatabaseSession) async throws -> T) async throws -> T {
         try await DatabaseSession.with(settings(database: database), body)
     }
@@ -247,7 +248,7 @@ public final class SandboxCluster: Sendable {
     }
 
     /// Asks the kernel for a free TCP port on 127.0.0.1.
-    static func freeLoopbackPort() throws -> Int {
+    public static func freeLoopbackPort() throws -> Int {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw SandboxError("socket() failed") }
         defer { close(fd) }

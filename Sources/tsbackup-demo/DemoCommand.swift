@@ -20,35 +20,40 @@ struct DemoCommand: AsyncParsableCommand {
         let tsbackup = try siblingExecutable("tsbackup")
         step("Starting a throwaway PostgreSQL 15 + TimescaleDB cluster on 127.0.0.1")
         try await SandboxCluster.with { cluster in
-            print("  data directory \(cluster.directory), port \(cluster.port)")
+            say("  data directory \(cluster.directory), port \(cluster.port)")
             step("Creating database \"demo\" with sample data (\(devices) devices, \(days) days)")
             try await cluster.createDatabase("demo")
             let summary = try await cluster.withSuperuser(database: "demo") { session in
                 try await SampleData(.init(devices: devices, days: days)).load(into: session)
             }
-            print("  \(summary.conditionsRows) rows in public.conditions, \(summary.eventsRows) in public.events, \(summary.readingsRows) in iot.readings")
+            say("  \(summary.conditionsRows) rows in public.conditions, \(summary.eventsRows) in public.events, \(summary.readingsRows) in iot.readings")
 
             let url = cluster.url(database: "demo")
             let environment = ["PGPASSWORD": cluster.superuserPassword]
             step("tsbackup inspect --db \(url)")
             let result = try await ProcessRunner.run(tsbackup, ["inspect", "--db", url], environment: environment)
-            print(result.standardOutput, terminator: "")
-            if !result.standardError.isEmpty { print(result.standardError, terminator: "") }
+            say(result.standardOutput, terminator: "")
+            if !result.standardError.isEmpty { say(result.standardError, terminator: "") }
             guard result.succeeded else {
                 throw ValidationError("tsbackup inspect failed (\(result.statusDescription))")
             }
             if keep {
-                print("\nThe cluster keeps running: PGPASSWORD=\(cluster.superuserPassword) psql '\(url)'")
-                print("Press Enter to stop it and delete its directory.")
+                say("\nThe cluster keeps running: PGPASSWORD=\(cluster.superuserPassword) psql '\(url)'")
+                say("Press Enter to stop it and delete its directory.")
                 _ = readLine()
             }
             step("Stopping the cluster and deleting its directory")
         }
-        print("\nDemo finished.")
+        say("\nDemo finished.")
     }
 
     func step(_ text: String) {
-        print("\n==> \(text)")
+        say("\n==> \(text)")
+    }
+
+    /// Unbuffered, so the demo reads well when piped or logged.
+    func say(_ text: String, terminator: String = "\n") {
+        FileHandle.standardOutput.write(Data((text + terminator).utf8))
     }
 
     /// The path of another executable built next to this one.

@@ -81,11 +81,14 @@ public struct ServerInspector: Sendable {
             "SELECT version FROM pg_available_extension_versions WHERE name = 'timescaledb'",
             as: String.self, purpose: "reading the installable TimescaleDB versions"
         ).sorted(by: VersionNumber.isOrderedBefore)
-        let preloadLibraries = try await session.value(
-            "SELECT current_setting('shared_preload_libraries')", as: String.self)
-        let preloaded = preloadLibraries.split(separator: ",")
-            .map { $0.trimmingCharacters(in: .whitespaces).trimmingCharacters(in: CharacterSet(charactersIn: "\"")) }
-            .contains { $0 == "timescaledb" || $0.hasSuffix("/timescaledb") }
+        // shared_preload_libraries is hidden from non-superusers; the loader's own setting is not,
+        // and it is an integer only when the loader library really is loaded (otherwise at most a
+        // string placeholder from postgresql.conf).
+        let preloaded = try await session.value(
+            """
+            SELECT EXISTS (SELECT 1 FROM pg_settings
+                           WHERE name = 'timescaledb.max_background_workers' AND vartype = 'integer')
+            """, as: Bool.self, purpose: "checking that the TimescaleDB loader is preloaded")
         let (license, restoringText) = try await session.row(
             "SELECT current_setting('timescaledb.license', true), current_setting('timescaledb.restoring', true)",
             as: (String?, String?).self)
@@ -235,6 +238,9 @@ public struct ServerInspector: Sendable {
             WHERE c.relkind IN ('r', 'p', 'm', 'f', 'S')
               AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%'
               AND NOT has_table_privilege(c.oid, 'SELECT')
+              -- pg_dump skips extension members, except the data of extension configuration tables
+              AND (NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
+                   OR c.oid = ANY (ARRAY(SELECT unnest(extconfig) FROM pg_extension)))
             """, as: Int64.self, purpose: "checking which tables the role can read")
         let readableHypertables = timescale.installed ? Int(try await session.value(
             """

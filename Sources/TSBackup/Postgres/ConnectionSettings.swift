@@ -125,7 +125,7 @@ extension ConnectionSettings {
         let osUser = osUserName ?? currentOSUserName()
         let host = value("host", env: "PGHOST") ?? defaultHost()
         if host.contains(",") {
-            throw TSBackupError(.usage, "The connection string names several hosts (\(host)); tsbackup connects to exactly one server. Name the primary you want to back up or restore to.")
+            throw TSBackupError(.usage, "The connection string names several hosts (\(host)); tsbackup connects to exactly one server. Name the one server you mean (the primary) in --db.")
         }
         let portText = value("port", env: "PGPORT") ?? "5432"
         guard let port = Int(portText), (1...65535).contains(port) else {

@@ -39,6 +39,7 @@ public final class DatabaseSession: Sendable {
     }
 
     /// Connects, runs `body`, and closes the connection whatever happens.
+    @discardableResult
     public static func with<T>(_ settings: ConnectionSettings, logger: Logger = .quiet,
                                _ body: (DatabaseSession) async throws -> T) async throws -> T {
         let session = try await connect(settings, logger: logger)

@@ -1,0 +1,58 @@
+import Foundation
+import TSBackup
+import TSBackupSandbox
+
+/// One sandbox cluster per test process, started on first use. Every test works in databases of
+/// its own, so tests can run in parallel. The cluster's watchdog stops and deletes it when the test
+/// process ends, however it ends.
+actor SharedCluster {
+    static let shared = SharedCluster()
+    private var starting: Task<SandboxCluster, any Error>?
+
+    func cluster() async throws -> SandboxCluster {
+        if let starting { return try await starting.value }
+        let task = Task { try await SandboxCluster.start() }
+        starting = task
+        return try await task.value
+    }
+}
+
+/// A fresh database name per call.
+func uniqueDatabaseName(_ prefix: String) -> String {
+    "\(prefix)_\(UUID().uuidString.prefix(8).lowercased())"
+}
+
+/// Creates a database with TimescaleDB and the small sample data set on the shared cluster.
+func makeSampleDatabase(_ prefix: String, options: SampleData.Options = .small) async throws -> (SandboxCluster, String) {
+    let cluster = try await SharedCluster.shared.cluster()
+    let name = uniqueDatabaseName(prefix)
+    try await cluster.createDatabase(name)
+    try await cluster.withSuperuser(database: name) { try await SampleData(options).load(into: $0) }
+    return (cluster, name)
+}
+
+/// Runs the real `tsbackup` binary built next to the test bundle.
+enum CLI {
+    static var executable: String {
+        let me = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+        var directory = URL(fileURLWithPath: me).deletingLastPathComponent()
+        // The test binary may sit inside a .xctest bundle directory on some platforms.
+        while !FileManager.default.isExecutableFile(atPath: directory.appendingPathComponent("tsbackup").path),
+              directory.path != "/" {
+            directory = directory.deletingLastPathComponent()
+        }
+        return directory.appendingPathComponent("tsbackup").path
+    }
+
+    /// Runs tsbackup with `arguments`; only the variables in `environment` are added (PG* variables
+    /// of the test process are cleared so they cannot leak into a test).
+    static func run(_ arguments: [String], environment: [String: String] = [:]) async throws -> ProcessResult {
+        var env: [String: String?] = [:]
+        for key in ["PGHOST", "PGPORT", "PGUSER", "PGPASSWORD", "PGDATABASE", "PGPASSFILE", "PGSSLMODE", "PGSERVICE"] {
+            env[key] = .some(nil)
+        }
+        env["HOME"] = NSTemporaryDirectory()  // no ~/.pgpass of the machine's user
+        for (key, value) in environment { env[key] = value }
+        return try await ProcessRunner.run(executable, arguments, environment: env)
+    }
+}
