@@ -181,23 +181,30 @@ public struct ServerInspector: Sendable {
 
     /// User tables that are neither hypertables, chunks, nor owned by an extension.
     func plainTables(timescaleInstalled: Bool) async throws -> (Int, Int64) {
+        let (count, bytes) = try await session.row(
+            PostgresQuery(unsafeSQL: """
+            SELECT count(*), coalesce(sum(pg_total_relation_size(c.oid)), 0)::int8
+            FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE \(Self.plainTableCondition(timescaleInstalled: timescaleInstalled))
+            """), as: (Int64, Int64).self, purpose: "counting plain tables")
+        return (Int(count), bytes)
+    }
+
+    /// SQL condition on `pg_class c` / `pg_namespace n` selecting plain user tables.
+    static func plainTableCondition(timescaleInstalled: Bool) -> String {
         let timescaleFilter = timescaleInstalled
             ? """
               AND NOT EXISTS (SELECT 1 FROM _timescaledb_catalog.hypertable h WHERE h.schema_name = n.nspname AND h.table_name = c.relname)
               AND NOT EXISTS (SELECT 1 FROM _timescaledb_catalog.chunk ch WHERE ch.schema_name = n.nspname AND ch.table_name = c.relname)
               """
             : ""
-        let (count, bytes) = try await session.row(
-            PostgresQuery(unsafeSQL: """
-            SELECT count(*), coalesce(sum(pg_total_relation_size(c.oid)), 0)::int8
-            FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-            WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
+        return """
+            c.relkind IN ('r', 'p') AND NOT c.relispartition
               AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%'
               AND n.nspname NOT LIKE '\\_timescaledb\\_%' AND n.nspname NOT LIKE 'timescaledb\\_%'
               AND NOT EXISTS (SELECT 1 FROM pg_depend dep WHERE dep.classid = 'pg_class'::regclass AND dep.objid = c.oid AND dep.deptype = 'e')
               \(timescaleFilter)
-            """), as: (Int64, Int64).self, purpose: "counting plain tables")
-        return (Int(count), bytes)
+            """
     }
 
     func lockBudget() async throws -> ServerInspection.LockBudget {

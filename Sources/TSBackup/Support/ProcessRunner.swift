@@ -68,3 +68,42 @@ public enum ProcessRunner {
         }
     }
 }
+
+extension ProcessRunner {
+    /// Runs a program whose standard output is not needed (it writes files), handing each line of
+    /// its standard error to `onErrorLine` as it arrives: pg_dump's progress and warnings.
+    public static func runStreamingErrors(
+        _ executable: String,
+        _ arguments: [String],
+        environment: [String: String?] = [:],
+        onErrorLine: @escaping @Sendable (String) -> Void
+    ) async throws -> ProcessResult {
+        var env: [Environment.Key: String?] = [:]
+        for (key, value) in environment {
+            guard let envKey = Environment.Key(rawValue: key) else { continue }
+            env[envKey] = value
+        }
+        var options = PlatformOptions()
+        // SIGTERM, a grace period, then SIGKILL, when the task running us is cancelled.
+        options.teardownSequence = [.gracefulShutDown(allowedDurationToNextStep: .seconds(5))]
+        do {
+            let result = try await Subprocess.run(
+                .path(FilePath(executable)), arguments: Arguments(arguments),
+                environment: env.isEmpty ? .inherit : .inherit.updating(env),
+                platformOptions: options, input: .none, output: .discarded, error: .sequence
+            ) { execution in
+                for try await line in execution.standardError.strings() {
+                    onErrorLine(line)
+                }
+            }
+            switch result.terminationStatus {
+            case .exited(let code):
+                return ProcessResult(exitCode: Int32(code), signal: nil, standardOutput: "", standardError: "")
+            case .signaled(let signal):
+                return ProcessResult(exitCode: nil, signal: Int32(signal), standardOutput: "", standardError: "")
+            }
+        } catch let error as SubprocessError {
+            throw TSBackupError(.precondition, "Could not start \(executable): \(error). Check that it is installed and executable.")
+        }
+    }
+}

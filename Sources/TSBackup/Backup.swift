@@ -1,0 +1,338 @@
+import Foundation
+import PostgresNIO
+import Synchronization
+
+/// The `backup` use case: a consistent, self-describing, verified logical backup of one database.
+public enum Backup {
+    public struct Request: Sendable {
+        public var settings: ConnectionSettings
+        public var repositoryPath: String
+        public var format: BackupManifest.Format = .directory
+        public var jobs: Int = 2
+        public var label: String?
+        public var checksums = false
+        public var tables: [String] = []
+        public var excludeTables: [String] = []
+        public var excludeSchemas: [String] = []
+        /// Attempts when a chunk disappears under pg_dump (retention dropping it).
+        public var maxAttempts = 3
+
+        public init(settings: ConnectionSettings, repositoryPath: String) {
+            self.settings = settings
+            self.repositoryPath = repositoryPath
+        }
+    }
+
+    /// Where a running backup is, for a progress line.
+    public struct Progress: Sendable {
+        public var phase: String
+        public var tablesDone: Int
+        public var tablesTotal: Int
+        public var bytesWritten: Int64
+        /// Share of the source's table bytes already dumped, 0...1.
+        public var fractionDone: Double
+        public var elapsed: Double
+    }
+
+    public static func run(_ request: Request, onProgress: (@Sendable (Progress) -> Void)? = nil) async throws -> BackupManifest {
+        let repository = try LocalRepository.open(request.repositoryPath, create: true)
+        return try await RepositoryLock.with(repository, command: "backup of \(request.settings.displayName)") { lock in
+            var warnings: [String] = []
+            if let stale = lock.staleHolder {
+                let removed = repository.removeInterruptedEntries()
+                warnings.append("A previous run (\(stale)) ended without releasing the repository\(removed.isEmpty ? "" : "; its unfinished entries \(removed.joined(separator: ", ")) were removed").")
+            }
+            return try await DatabaseSession.with(request.settings) { session in
+                let plan = try await preflight(request, session: session, repository: repository)
+                return try await execute(request, plan: plan, session: session, repository: repository,
+                                         warnings: warnings + plan.warnings, onProgress: onProgress)
+            }
+        }
+    }
+
+    struct Plan {
+        var server: ServerInspection.Server
+        var pgDump: PostgresTool
+        var pgDumpAll: PostgresTool?
+        var pgRestore: PostgresTool
+        var scope: DumpScope
+        var tableBytes: [String: Int64]
+        var warnings: [String]
+    }
+
+    /// Everything that can be checked before a byte is written.
+    static func preflight(_ request: Request, session: DatabaseSession, repository: LocalRepository) async throws -> Plan {
+        let inspector = ServerInspector(session: session)
+        let server = try await inspector.serverVersion()
+        let timescale = try await inspector.timescaleDB()
+        var warnings: [String] = request.settings.warnings
+
+        if !timescale.installed {
+            warnings.append("TimescaleDB is not installed in database \"\(request.settings.database)\"; this is a plain PostgreSQL backup.")
+        }
+        if let version = timescale.version, let catalog = timescale.catalogVersion, version != catalog {
+            throw TSBackupError(.precondition, "The TimescaleDB extension of \(request.settings.displayName) is at \(version) but its catalog says \(catalog): an update or restore did not finish, and a backup of it would not restore. Finish it first (ALTER EXTENSION timescaledb UPDATE in a fresh session, or timescaledb_post_restore()).")
+        }
+        if timescale.restoring.databaseSetting {
+            warnings.append("The source database is in TimescaleDB restore mode (timescaledb.restoring = on); its catalog may be incomplete.")
+        }
+
+        let pgDump = try await PostgresTools.locate("pg_dump", minimumMajor: server.majorVersion)
+        let pgRestore = try await PostgresTools.locate("pg_restore", minimumMajor: server.majorVersion)
+        let pgDumpAll = try? await PostgresTools.locate("pg_dumpall", minimumMajor: server.majorVersion)
+
+        let scope = try await DumpScope.resolve(session: session, tables: request.tables,
+                                                excludeTables: request.excludeTables, excludeSchemas: request.excludeSchemas)
+
+        let unreadable = try await session.rows(
+            """
+            SELECT format('%s.%s', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE c.relkind IN ('r', 'p', 'm', 'f', 'S')
+              AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%'
+              AND NOT has_table_privilege(c.oid, 'SELECT')
+              AND (NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
+                   OR c.oid = ANY (ARRAY(SELECT unnest(extconfig) FROM pg_extension)))
+            ORDER BY 1
+            """, as: String.self, purpose: "checking that every table is readable"
+        ).filter { !scope.excludedTables.contains($0) }
+        if !unreadable.isEmpty {
+            throw TSBackupError(.permission, "Role \"\(request.settings.user)\" cannot read \(unreadable.count) table(s) of \(request.settings.displayName), e.g. \(unreadable.prefix(3).joined(separator: ", ")); pg_dump needs SELECT on every table and chunk. Run the backup as the owner of all tables or a superuser, or GRANT SELECT to this role.")
+        }
+
+        let budget = try await inspector.lockBudget()
+        if !budget.sufficient {
+            throw TSBackupError(.precondition, "pg_dump would lock \(budget.relationsToLock) relations, more than the server's lock table holds with headroom (max_locks_per_transaction \(budget.maxLocksPerTransaction) x (max_connections \(budget.maxConnections) + max_prepared_transactions \(budget.maxPreparedTransactions)) = \(budget.budget)); it would fail with \"out of shared memory\". Set max_locks_per_transaction = \(budget.recommendedMaxLocksPerTransaction) (or more) in postgresql.conf and restart the server, then run the backup again.")
+        }
+
+        let databaseBytes = try await session.value("SELECT pg_database_size(current_database())", as: Int64.self)
+        if let free = FileSystem.freeBytes(at: repository.root), free < databaseBytes {
+            throw TSBackupError(.precondition, "The repository \(repository.root) has \(ByteCount.format(free)) free, less than the database's \(ByteCount.format(databaseBytes)) that a backup may need. Free space there or choose a repository on a larger filesystem.")
+        }
+
+        let tableBytes = Dictionary(try await session.rows(
+            """
+            SELECT format('%s.%s', n.nspname, c.relname), pg_relation_size(c.oid)
+            FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE c.relkind IN ('r', 'p', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+            """, as: (String, Int64).self, purpose: "reading table sizes"
+        ).map { ($0.0, $0.1) }, uniquingKeysWith: { a, _ in a })
+
+        return Plan(server: server, pgDump: pgDump, pgDumpAll: pgDumpAll, pgRestore: pgRestore, scope: scope,
+                    tableBytes: tableBytes, warnings: warnings)
+    }
+
+    static func execute(_ request: Request, plan: Plan, session: DatabaseSession, repository: LocalRepository,
+                        warnings initialWarnings: [String], onProgress: (@Sendable (Progress) -> Void)?) async throws -> BackupManifest {
+        let id = repository.newID()
+        let started = Date()
+        let staging = try repository.beginEntry(id)
+        let archiveName = request.format == .directory ? "dump" : "dump.pgdump"
+        let archivePath = staging + "/" + archiveName
+        let source = BackupManifest.Source(host: request.settings.host, port: request.settings.port,
+                                           database: request.settings.database, user: request.settings.user)
+        var manifest = BackupManifest(
+            id: id, label: request.label, status: .failed, error: nil, startedAt: started, finishedAt: started,
+            durationSeconds: 0, tsbackupVersion: TSBackupVersion.current, source: source, server: plan.server,
+            pgDump: plan.pgDump, timescaledb: nil, extensions: [], hypertables: [], plainTables: [], jobs: [],
+            chunkTables: [], databaseBytes: 0, format: request.format, jobsUsed: request.format == .directory ? request.jobs : 1,
+            checksums: request.checksums, archive: archiveName, rolesFile: "roles.sql", rolesSource: "",
+            files: [], warnings: initialWarnings, retries: [])
+
+        do {
+            var survey: DatabaseSurvey?
+            for attempt in 1...max(1, request.maxAttempts) {
+                try await session.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                let snapshot = try await session.value("SELECT pg_export_snapshot()", as: String.self)
+                let dump = DumpRun(request: request, plan: plan, archivePath: archivePath, snapshot: snapshot,
+                                   started: started, onProgress: onProgress)
+                // The survey reads the same snapshot on our session while pg_dump runs.
+                async let surveyed = DatabaseSurvey.take(session, checksums: request.checksums, excludedTables: plan.scope.excludedTables)
+                let outcome = try await dump.run()
+                let result: DatabaseSurvey
+                do {
+                    result = try await surveyed
+                } catch {
+                    _ = try? await session.execute("ROLLBACK")
+                    throw error
+                }
+                try await session.execute("COMMIT")
+
+                if outcome.succeeded {
+                    survey = result
+                    manifest.warnings += outcome.warnings
+                    break
+                }
+                if outcome.chunkVanished, attempt < request.maxAttempts {
+                    manifest.retries.append(.init(attempt: attempt, reason: outcome.errorSummary))
+                    try? FileManager.default.removeItem(atPath: archivePath)
+                    continue
+                }
+                throw TSBackupError(.failed, "pg_dump failed (\(outcome.status)) on attempt \(attempt): \(outcome.errorSummary)")
+            }
+            guard let survey else { throw TSBackupError(.failed, "pg_dump did not finish.") }
+            manifest.timescaledb = survey.timescaledb
+            manifest.extensions = survey.extensions
+            manifest.hypertables = survey.hypertables
+            manifest.plainTables = survey.plainTables
+            manifest.jobs = survey.jobs
+            manifest.chunkTables = survey.chunkTables
+            manifest.databaseBytes = survey.databaseBytes
+
+            onProgress?(Progress(phase: "roles", tablesDone: 0, tablesTotal: 0, bytesWritten: FileSystem.size(of: staging), fractionDone: 1, elapsed: Date().timeIntervalSince(started)))
+            manifest.rolesSource = try await RoleDump.write(to: staging + "/roles.sql", plan: plan, settings: request.settings, session: session)
+
+            onProgress?(Progress(phase: "checking archive", tablesDone: 0, tablesTotal: 0, bytesWritten: FileSystem.size(of: staging), fractionDone: 1, elapsed: Date().timeIntervalSince(started)))
+            let contents = try await Archive.list(archivePath, pgRestore: plan.pgRestore)
+            let missing = contents.missingTimescaleEntries(chunks: survey.chunkTables, timescaleInstalled: survey.timescaledb != nil)
+            guard missing.isEmpty else {
+                throw TSBackupError(.failed, "The archive pg_dump wrote is incomplete: \(missing.count) expected entr\(missing.count == 1 ? "y is" : "ies are") missing (\(missing.prefix(5).joined(separator: ", "))). The backup was not kept; check pg_dump's options and warnings.")
+            }
+
+            onProgress?(Progress(phase: "hashing", tablesDone: 0, tablesTotal: 0, bytesWritten: FileSystem.size(of: staging), fractionDone: 1, elapsed: Date().timeIntervalSince(started)))
+            manifest.files = try FileSystem.regularFiles(under: staging).map { path in
+                let (hex, bytes) = try FileSystem.sha256(of: staging + "/" + path)
+                return .init(path: path, bytes: bytes, sha256: hex)
+            }
+            manifest.status = .complete
+            manifest.finishedAt = Date()
+            manifest.durationSeconds = manifest.finishedAt.timeIntervalSince(started)
+            try repository.commitEntry(staging: staging, manifest: manifest)
+            return manifest
+        } catch {
+            let failure = (error as? TSBackupError) ?? TSBackupError(.failed, "The backup failed: \(error)")
+            manifest.status = .failed
+            manifest.error = failure.message
+            manifest.finishedAt = Date()
+            manifest.durationSeconds = manifest.finishedAt.timeIntervalSince(started)
+            repository.failEntry(staging: staging, manifest: manifest)
+            throw failure
+        }
+    }
+}
+
+/// One pg_dump run on an exported snapshot, with its stderr sorted into progress, expected
+/// warnings, other warnings and errors.
+struct DumpRun: Sendable {
+    let request: Backup.Request
+    let plan: Backup.Plan
+    let archivePath: String
+    let snapshot: String
+    let started: Date
+    let onProgress: (@Sendable (Backup.Progress) -> Void)?
+
+    struct Outcome {
+        var succeeded: Bool
+        var status: String
+        var warnings: [String]
+        var errors: [String]
+        /// A relation pg_dump meant to lock was gone (a chunk dropped by retention meanwhile).
+        var chunkVanished: Bool
+        var errorSummary: String { errors.isEmpty ? "no error message" : errors.joined(separator: " ").singleLine(limit: 600) }
+    }
+
+    var arguments: [String] {
+        var arguments = ["--format=\(request.format == .directory ? "directory" : "custom")",
+                         "--file=\(archivePath)", "--snapshot=\(snapshot)", "--no-password", "--verbose"]
+        if request.format == .directory { arguments.append("--jobs=\(max(1, request.jobs))") }
+        return arguments + plan.scope.pgDumpArguments + [request.settings.database]
+    }
+
+    func run() async throws -> Outcome {
+        let collector = Mutex(StderrCollector())
+        let totalBytes = max(1, plan.tableBytes.values.reduce(0, +))
+        let tableCount = plan.tableBytes.count
+        let lastReport = Mutex(Date.distantPast)
+        let archivePath = archivePath
+        let started = started
+        let tableBytes = plan.tableBytes
+        let onProgress = onProgress
+        var environment: [String: String?] = request.settings.libpqEnvironment.mapValues { $0 }
+        environment["PGOPTIONS"] = .some(nil)
+        let result = try await ProcessRunner.runStreamingErrors(plan.pgDump.path, arguments, environment: environment) { line in
+            let dumped = collector.withLock { $0.take(line, tableBytes: tableBytes) }
+            guard let onProgress, dumped else { return }
+            let now = Date()
+            let due = lastReport.withLock { last in
+                guard now.timeIntervalSince(last) >= 0.25 else { return false }
+                last = now
+                return true
+            }
+            guard due else { return }
+            let (done, bytesDone) = collector.withLock { ($0.tablesDumped, $0.bytesDumped) }
+            onProgress(.init(phase: "dumping", tablesDone: done, tablesTotal: tableCount,
+                             bytesWritten: FileSystem.size(of: archivePath),
+                             fractionDone: min(1, Double(bytesDone) / Double(totalBytes)), elapsed: now.timeIntervalSince(started)))
+        }
+        let collected = collector.withLock { $0 }
+        return Outcome(succeeded: result.succeeded && collected.errors.isEmpty, status: result.statusDescription,
+                       warnings: collected.warnings, errors: collected.errors, chunkVanished: collected.chunkVanished)
+    }
+}
+
+/// Sorts pg_dump's stderr lines.
+struct StderrCollector: Sendable {
+    var warnings: [String] = []
+    var errors: [String] = []
+    var tablesDumped = 0
+    var bytesDumped: Int64 = 0
+    var chunkVanished = false
+    /// Lines still expected after a "circular foreign-key constraints" warning.
+    private var circularTail = 0
+    private var lastWasError = false
+
+    static let expectedCircular: Set<String> = ["hypertable", "chunk", "continuous_agg"]
+
+    /// Returns true when the line reported a table being dumped.
+    mutating func take(_ raw: String, tableBytes: [String: Int64]) -> Bool {
+        let line = raw.trimmingCharacters(in: .whitespaces)
+        guard !line.isEmpty else { return false }
+        let body = line.hasPrefix("pg_dump: ") ? String(line.dropFirst("pg_dump: ".count)) : line
+
+        if body.hasPrefix("warning: there are circular foreign-key constraints on this table:") {
+            circularTail = 3
+            lastWasError = false
+            return false
+        }
+        if circularTail > 0 {
+            circularTail -= 1
+            if body.hasPrefix("detail: ") {
+                let table = String(body.dropFirst("detail: ".count))
+                if !Self.expectedCircular.contains(table) {
+                    warnings.append("circular foreign-key constraints on table \(table)")
+                }
+                return false
+            }
+            if body.hasPrefix("hint: ") { return false }
+            circularTail = 0
+        }
+        if body.hasPrefix("error: ") {
+            errors.append(String(body.dropFirst("error: ".count)))
+            lastWasError = true
+            return false
+        }
+        if body.hasPrefix("warning: ") {
+            warnings.append(String(body.dropFirst("warning: ".count)))
+            lastWasError = false
+            return false
+        }
+        if body.hasPrefix("detail: ") || body.hasPrefix("hint: ") || !line.hasPrefix("pg_dump: ") {
+            // Continuation of the previous message.
+            if lastWasError {
+                errors[errors.count - 1] += " " + body
+                if body.contains("LOCK TABLE"), errors.last?.contains("does not exist") == true { chunkVanished = true }
+            } else if !warnings.isEmpty {
+                warnings[warnings.count - 1] += " " + body
+            }
+            return false
+        }
+        lastWasError = false
+        // Verbose progress: `dumping contents of table "schema.name"`.
+        if body.hasPrefix("dumping contents of table \"") {
+            let name = body.dropFirst("dumping contents of table \"".count).dropLast()
+            tablesDumped += 1
+            bytesDumped += tableBytes[String(name)] ?? 0
+            return true
+        }
+        return false
+    }
+}

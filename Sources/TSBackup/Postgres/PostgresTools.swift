@@ -1,0 +1,49 @@
+import Foundation
+
+/// A PostgreSQL client program found on this machine, with its version.
+public struct PostgresTool: Sendable, Equatable, Codable {
+    public var path: String
+    /// What `--version` printed, e.g. "pg_dump (PostgreSQL) 15.20 (Debian 15.20-0+deb12u1)".
+    public var version: String
+    public var majorVersion: Int
+}
+
+/// Finds pg_dump, pg_restore, pg_dumpall and psql of a suitable major version: on PATH and in
+/// Debian's per-major directories `/usr/lib/postgresql/<major>/bin`.
+public enum PostgresTools {
+    /// The newest `name` whose major version is at least `minimumMajor` (pg_dump and pg_restore
+    /// can read older servers and archives, not newer ones).
+    public static func locate(_ name: String, minimumMajor: Int, environment: [String: String] = ProcessInfo.processInfo.environment) async throws -> PostgresTool {
+        var candidates: [String] = []
+        for directory in (environment["PATH"] ?? "/usr/bin:/bin").split(separator: ":") {
+            candidates.append("\(directory)/\(name)")
+        }
+        let debianRoot = "/usr/lib/postgresql"
+        let majors = ((try? FileManager.default.contentsOfDirectory(atPath: debianRoot)) ?? []).compactMap(Int.init).sorted(by: >)
+        candidates += majors.map { "\(debianRoot)/\($0)/bin/\(name)" }
+
+        var found: [PostgresTool] = []
+        var seen = Set<String>()
+        for candidate in candidates where FileManager.default.isExecutableFile(atPath: candidate) {
+            let resolved = (candidate as NSString).resolvingSymlinksInPath
+            guard seen.insert(resolved).inserted else { continue }
+            // Debian's /usr/bin/pg_dump is a wrapper that picks a version by itself; use the real
+            // per-major binaries so the version we check is the version that runs.
+            if resolved.hasSuffix("pg_wrapper") { continue }
+            guard let result = try? await ProcessRunner.run(resolved, ["--version"]), result.succeeded,
+                  let major = majorVersion(fromVersionOutput: result.standardOutput) else { continue }
+            found.append(PostgresTool(path: resolved, version: result.standardOutput.trimmingCharacters(in: .whitespacesAndNewlines), majorVersion: major))
+        }
+        if let best = found.filter({ $0.majorVersion >= minimumMajor }).max(by: { $0.majorVersion < $1.majorVersion }) {
+            return best
+        }
+        let have = found.isEmpty ? "none was found" : "only " + found.map { "\($0.path) (\($0.majorVersion))" }.joined(separator: ", ") + " was found"
+        throw TSBackupError(.precondition, "tsbackup needs \(name) from PostgreSQL \(minimumMajor) or newer (the server's major version), but \(have). Install postgresql-client-\(minimumMajor) (e.g. apt-get install postgresql-client-\(minimumMajor)) or put a newer \(name) on PATH.")
+    }
+
+    /// "pg_dump (PostgreSQL) 15.20 (Debian ...)" -> 15; "... 9.6.24" -> 9.
+    static func majorVersion(fromVersionOutput output: String) -> Int? {
+        guard let range = output.range(of: #"\(PostgreSQL\) (\d+)"#, options: .regularExpression) else { return nil }
+        return Int(output[range].split(separator: " ").last ?? "")
+    }
+}

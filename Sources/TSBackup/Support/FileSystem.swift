@@ -1,0 +1,94 @@
+import Crypto
+import Foundation
+
+/// Durable file operations: a backup is only as good as what reached the disk.
+public enum FileSystem {
+    /// Flushes a file or directory to stable storage.
+    public static func sync(_ path: String) throws {
+        let fd = open(path, O_RDONLY)
+        guard fd >= 0 else { throw ioError("open \(path) to sync it") }
+        defer { close(fd) }
+        guard fsync(fd) == 0 else { throw ioError("fsync \(path)") }
+    }
+
+    /// Writes `data` to `path` through a temporary file, fsyncs it, renames it into place and
+    /// fsyncs the directory, so readers see the old contents or the new, never a torn file.
+    public static func writeAtomically(_ data: Data, to path: String) throws {
+        let temporary = path + ".tmp"
+        guard FileManager.default.createFile(atPath: temporary, contents: nil) else { throw ioError("create \(temporary)") }
+        do {
+            let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: temporary))
+            defer { try? handle.close() }
+            try handle.write(contentsOf: data)
+            try handle.synchronize()
+        } catch {
+            try? FileManager.default.removeItem(atPath: temporary)
+            throw ioError("write \(path)", underlying: error)
+        }
+        try rename(temporary, to: path)
+    }
+
+    /// Renames and fsyncs the directory holding the result.
+    public static func rename(_ from: String, to: String) throws {
+        guard Foundation.rename(from, to) == 0 else { throw ioError("rename \(from) to \(to)") }
+        try sync((to as NSString).deletingLastPathComponent)
+    }
+
+    /// Every regular file under `directory`, as paths relative to it, sorted.
+    public static func regularFiles(under directory: String) throws -> [String] {
+        guard let enumerator = FileManager.default.enumerator(atPath: directory) else { return [] }
+        var files: [String] = []
+        while let relative = enumerator.nextObject() as? String {
+            var isDirectory: ObjCBool = false
+            if FileManager.default.fileExists(atPath: directory + "/" + relative, isDirectory: &isDirectory), !isDirectory.boolValue {
+                files.append(relative)
+            }
+        }
+        return files.sorted()
+    }
+
+    /// SHA-256 (hex) and size of a file, read in 1 MiB pieces.
+    public static func sha256(of path: String) throws -> (hex: String, bytes: Int64) {
+        guard let handle = FileHandle(forReadingAtPath: path) else { throw ioError("open \(path)") }
+        defer { try? handle.close() }
+        var hasher = SHA256()
+        var total: Int64 = 0
+        while true {
+            let chunk = try handle.read(upToCount: 1 << 20) ?? Data()
+            if chunk.isEmpty { break }
+            hasher.update(data: chunk)
+            total += Int64(chunk.count)
+        }
+        return (hasher.finalize().map { String(format: "%02x", $0) }.joined(), total)
+    }
+
+    public static func sha256(of data: Data) -> String {
+        SHA256.hash(data: data).map { String(format: "%02x", $0) }.joined()
+    }
+
+    /// Bytes available to this user on the filesystem holding `path`.
+    public static func freeBytes(at path: String) -> Int64? {
+        var info = statvfs()
+        guard statvfs(path, &info) == 0 else { return nil }
+        return Int64(info.f_bavail) * Int64(info.f_frsize)
+    }
+
+    /// Total size of the regular files under `directory` (or of one file).
+    public static func size(of path: String) -> Int64 {
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else { return 0 }
+        if !isDirectory.boolValue {
+            return ((try? FileManager.default.attributesOfItem(atPath: path))?[.size] as? NSNumber)?.int64Value ?? 0
+        }
+        return ((try? regularFiles(under: path)) ?? []).reduce(0) { $0 + size(of: path + "/" + $1) }
+    }
+
+    static func ioError(_ what: String, underlying: (any Error)? = nil) -> TSBackupError {
+        let code = errno
+        let reason = underlying.map { "\($0)" } ?? String(cString: strerror(code))
+        if code == ENOSPC || reason.contains("No space left") {
+            return TSBackupError(.failed, "Could not \(what): the disk is full. Free space on that filesystem or use a repository elsewhere, then run the command again.")
+        }
+        return TSBackupError(.failed, "Could not \(what): \(reason). Check the path, its permissions and free space.")
+    }
+}

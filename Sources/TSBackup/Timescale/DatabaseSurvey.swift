@@ -1,0 +1,107 @@
+import Foundation
+import PostgresNIO
+
+/// The figures a manifest records about a database, read in one snapshot: the one pg_dump
+/// reads, so they describe exactly what the archive holds.
+public struct DatabaseSurvey: Sendable {
+    public var timescaledb: BackupManifest.TimescaleDB?
+    public var extensions: [ServerInspection.Extension]
+    public var hypertables: [BackupManifest.Hypertable]
+    public var plainTables: [BackupManifest.PlainTable]
+    public var jobs: [BackupManifest.Job]
+    /// Every chunk table, "schema.name", for checking the archive's table of contents.
+    public var chunkTables: [String]
+    public var databaseBytes: Int64
+
+    /// Reads everything in the transaction `session` has open. With `checksums`, also an
+    /// order-independent hash of every table's rows (one scan per table).
+    public static func take(_ session: DatabaseSession, checksums: Bool, excludedTables: Set<String> = []) async throws -> DatabaseSurvey {
+        try await TableContent.prepare(session)
+        let inspector = ServerInspector(session: session)
+        let timescale = try await inspector.timescaleDB()
+        var survey = DatabaseSurvey(
+            timescaledb: timescale.version.map {
+                .init(version: $0, catalogVersion: timescale.catalogVersion, license: timescale.license, schema: timescale.schema ?? "public")
+            },
+            extensions: try await inspector.otherExtensions(),
+            hypertables: [], plainTables: [], jobs: [], chunkTables: [],
+            databaseBytes: try await session.value("SELECT pg_database_size(current_database())", as: Int64.self))
+
+        if timescale.installed {
+            for table in try await inspector.hypertables() {
+                let qualified = "\(quoteIdentifier(table.schema)).\(quoteIdentifier(table.name))"
+                let (rows, hash) = try await TableContent.measure(session, table: qualified, hash: checksums)
+                let (indexes, constraints, foreignKeys) = try await session.row(
+                    """
+                    SELECT (SELECT count(*) FROM pg_index WHERE indrelid = c.oid),
+                           (SELECT count(*) FROM pg_constraint WHERE conrelid = c.oid),
+                           (SELECT count(*) FROM pg_constraint WHERE conrelid = c.oid AND contype = 'f')
+                    FROM pg_class c WHERE c.oid = \(qualified)::regclass
+                    """, as: (Int64, Int64, Int64).self, purpose: "counting indexes and constraints of \(qualified)")
+                survey.hypertables.append(.init(
+                    schema: table.schema, name: table.name, owner: table.owner, dimensions: table.dimensions,
+                    chunkCount: table.chunkCount, rowCount: rows, totalBytes: table.totalBytes,
+                    indexCount: Int(indexes), constraintCount: Int(constraints), foreignKeyCount: Int(foreignKeys),
+                    contentHash: hash))
+            }
+            survey.chunkTables = try await session.rows(
+                "SELECT format('%s.%s', schema_name, table_name) FROM _timescaledb_catalog.chunk WHERE NOT dropped ORDER BY id",
+                as: String.self, purpose: "listing chunks")
+            survey.jobs = try await session.rows(
+                """
+                SELECT j.id::int8, j.application_name::text, format('%s.%s', j.proc_schema, j.proc_name), j.owner::text,
+                       (SELECT format('%s.%s', h.schema_name, h.table_name) FROM _timescaledb_catalog.hypertable h WHERE h.id = j.hypertable_id)
+                FROM _timescaledb_config.bgw_job j WHERE j.id >= 1000 ORDER BY j.id
+                """, as: (Int64, String, String, String, String?).self, purpose: "listing background jobs"
+            ).map { .init(id: Int($0.0), application: $0.1, procedure: $0.2, owner: $0.3, hypertable: $0.4) }
+        }
+
+        for (schema, name, bytes) in try await plainTables(session, timescaleInstalled: timescale.installed) {
+            guard !excludedTables.contains("\(schema).\(name)") else { continue }
+            let qualified = "\(quoteIdentifier(schema)).\(quoteIdentifier(name))"
+            let (rows, hash) = try await TableContent.measure(session, table: qualified, hash: checksums)
+            survey.plainTables.append(.init(schema: schema, name: name, rowCount: rows, totalBytes: bytes, contentHash: hash))
+        }
+        return survey
+    }
+
+    /// User tables that are neither hypertables, chunks nor extension members: (schema, name, bytes).
+    static func plainTables(_ session: DatabaseSession, timescaleInstalled: Bool) async throws -> [(String, String, Int64)] {
+        try await session.rows(
+            PostgresQuery(unsafeSQL: """
+            SELECT n.nspname::text, c.relname::text, pg_total_relation_size(c.oid)
+            FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE \(ServerInspector.plainTableCondition(timescaleInstalled: timescaleInstalled))
+            ORDER BY 1, 2
+            """), as: (String, String, Int64).self, purpose: "listing plain tables")
+    }
+}
+
+/// Row counts and content hashes of tables, computed the same way at backup and after restore.
+public enum TableContent {
+    /// Makes every value's text form independent of the session's settings.
+    public static func prepare(_ session: DatabaseSession) async throws {
+        for setting in ["SET TimeZone = 'UTC'", "SET DateStyle = 'ISO, YMD'", "SET IntervalStyle = 'postgres'",
+                        "SET extra_float_digits = 3", "SET bytea_output = 'hex'"] {
+            try await session.execute(setting)
+        }
+    }
+
+    /// The exact row count and, when asked, an order-independent hash of the rows: the sums of
+    /// the two halves of each row's md5 (sums, not XOR, so duplicate rows count), with the count,
+    /// hashed once more. Identical for the same rows in any physical order or chunk layout.
+    public static func measure(_ session: DatabaseSession, table qualifiedName: String, hash: Bool) async throws -> (Int64, String?) {
+        guard hash else {
+            return (try await session.value(PostgresQuery(unsafeSQL: "SELECT count(*) FROM \(qualifiedName)"), as: Int64.self,
+                                            purpose: "counting the rows of \(qualifiedName)"), nil)
+        }
+        let (count, high, low) = try await session.row(
+            PostgresQuery(unsafeSQL: """
+            SELECT count(*),
+                   coalesce(sum(('x' || substr(h, 1, 16))::bit(64)::int8::numeric), 0)::text,
+                   coalesce(sum(('x' || substr(h, 17, 16))::bit(64)::int8::numeric), 0)::text
+            FROM (SELECT md5(t::text) AS h FROM \(qualifiedName) t) rows
+            """), as: (Int64, String, String).self, purpose: "hashing the rows of \(qualifiedName)")
+        return (count, "v1:" + FileSystem.sha256(of: Data("\(count):\(high):\(low)".utf8)))
+    }
+}

@@ -1,0 +1,77 @@
+import Foundation
+
+/// The `verify` use case: is a stored backup intact and restorable?
+public enum Verify {
+    public struct Report: Codable, Sendable {
+        public var id: String
+        public var ok: Bool
+        public var filesChecked: Int
+        public var bytesChecked: Int64
+        /// Each problem names the file or archive entry concerned.
+        public var problems: [String]
+
+        enum CodingKeys: String, CodingKey {
+            case id, ok
+            case filesChecked = "files_checked"
+            case bytesChecked = "bytes_checked"
+            case problems
+        }
+    }
+
+    /// Re-hashes every file against the manifest and checks the archive's table of contents.
+    public static func run(repositoryPath: String, id: String) async throws -> Report {
+        let repository = try LocalRepository.open(repositoryPath, create: false)
+        let entry = try repository.entry(id)
+        guard let manifest = entry.manifest else {
+            return Report(id: id, ok: false, filesChecked: 0, bytesChecked: 0,
+                          problems: ["the entry has no readable manifest.json: the run that wrote it was interrupted"])
+        }
+        return try await check(manifest, directory: entry.directory)
+    }
+
+    static func check(_ manifest: BackupManifest, directory: String) async throws -> Report {
+        var problems: [String] = []
+        if manifest.status != .complete {
+            problems.append("the backup is marked \(manifest.status.rawValue)\(manifest.error.map { ": \($0)" } ?? "")")
+        }
+        var bytes: Int64 = 0
+        for file in manifest.files {
+            let path = directory + "/" + file.path
+            guard FileManager.default.fileExists(atPath: path) else {
+                problems.append("missing file \(file.path)")
+                continue
+            }
+            let (hex, size) = try FileSystem.sha256(of: path)
+            bytes += size
+            if size != file.bytes {
+                problems.append("\(file.path) has \(size) bytes, the manifest says \(file.bytes)")
+            } else if hex != file.sha256 {
+                problems.append("\(file.path) is corrupt: its SHA-256 differs from the manifest's")
+            }
+        }
+        let listed = Set(manifest.files.map(\.path))
+        let unexpected = (try FileSystem.regularFiles(under: directory)).filter { $0 != "manifest.json" && !listed.contains($0) }
+        for file in unexpected {
+            problems.append("unexpected file \(file), not in the manifest")
+        }
+
+        if manifest.status == .complete {
+            do {
+                let pgRestore = try await PostgresTools.locate("pg_restore", minimumMajor: manifest.pgDump.majorVersion)
+                let contents = try await Archive.list(directory + "/" + manifest.archive, pgRestore: pgRestore)
+                let missing = contents.missingTimescaleEntries(chunks: manifest.chunkTables, timescaleInstalled: manifest.timescaledb != nil)
+                if !missing.isEmpty {
+                    problems.append("the archive's table of contents lacks \(missing.count) entr\(missing.count == 1 ? "y" : "ies"): \(missing.prefix(5).joined(separator: ", "))")
+                }
+                let dataEntries = contents.items.filter { $0.type == "TABLE DATA" }.count
+                let expected = manifest.chunkTables.count + manifest.plainTables.count
+                if dataEntries < expected {
+                    problems.append("the archive holds \(dataEntries) table data entries, fewer than the \(expected) chunks and plain tables recorded")
+                }
+            } catch let error as TSBackupError {
+                problems.append(error.message)
+            }
+        }
+        return Report(id: manifest.id, ok: problems.isEmpty, filesChecked: manifest.files.count, bytesChecked: bytes, problems: problems)
+    }
+}

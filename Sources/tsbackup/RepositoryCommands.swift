@@ -1,0 +1,125 @@
+import ArgumentParser
+import Foundation
+import TSBackup
+
+struct ListCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "list", abstract: "List the backups in a repository, oldest first.")
+
+    @OptionGroup var repository: RepositoryOptions
+    @Flag(help: "Print JSON.") var json = false
+
+    func run() async throws {
+        try await reportingErrors {
+            let repo = try LocalRepository.open(try repository.resolved(), create: false)
+            let entries = repo.entries()
+            if json {
+                let rows = entries.map { entry in
+                    ListedEntry(id: entry.id, state: entry.state.rawValue, manifest: entry.manifest?.summary)
+                }
+                print(try JSONOutput.encode(rows))
+                return
+            }
+            guard !entries.isEmpty else {
+                print("No backups in \(repo.root).")
+                return
+            }
+            let iso = ISO8601DateFormatter()
+            var table = TextTable(header: ["ID", "TAKEN (UTC)", "DATABASE", "SIZE", "POSTGRESQL", "TIMESCALEDB", "STATUS", "LABEL"], indent: "")
+            for entry in entries {
+                guard let m = entry.manifest else {
+                    table.add([entry.id, "-", "-", ByteCount.format(FileSystem.size(of: entry.directory)), "-", "-", "interrupted", "-"])
+                    continue
+                }
+                table.add([entry.id, iso.string(from: m.startedAt), m.source.database, ByteCount.format(m.totalFileBytes),
+                           String(m.server.versionNumber / 10000) + "." + String(m.server.versionNumber % 10000),
+                           m.timescaledb?.version ?? "-", entry.state.rawValue, m.label ?? ""])
+            }
+            print(table.render())
+        }
+    }
+
+    struct ListedEntry: Codable {
+        var id: String
+        var state: String
+        var manifest: BackupManifest.Summary?
+    }
+}
+
+struct ShowCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "show", abstract: "Show a backup's manifest.")
+
+    @Argument(help: "The backup id (see list).") var id: String
+    @OptionGroup var repository: RepositoryOptions
+    @Flag(help: "Print the manifest as stored (JSON).") var json = false
+
+    func run() async throws {
+        try await reportingErrors {
+            let repo = try LocalRepository.open(try repository.resolved(), create: false)
+            let entry = try repo.entry(id)
+            guard let manifest = entry.manifest else {
+                throw TSBackupError(.failed, "Backup \(id) has no manifest: the run that wrote it was interrupted, so it holds no usable backup. Delete it with `tsbackup delete \(id) --repo \(repo.root) --yes`.")
+            }
+            print(json ? try JSONOutput.encode(manifest) : manifest.renderReport(), terminator: json ? "\n" : "")
+        }
+    }
+}
+
+struct VerifyCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "verify",
+        abstract: "Re-hash a backup's files and check its archive is complete.",
+        discussion: "Exits non-zero and names each missing or corrupt file when anything is wrong.")
+
+    @Argument(help: "The backup id (see list).") var id: String
+    @OptionGroup var repository: RepositoryOptions
+    @Flag(help: "Print JSON.") var json = false
+
+    func run() async throws {
+        try await reportingErrors {
+            let report = try await Verify.run(repositoryPath: try repository.resolved(), id: id)
+            if json {
+                print(try JSONOutput.encode(report))
+            } else if report.ok {
+                print("Backup \(id) verified: \(report.filesChecked) files, \(ByteCount.format(report.bytesChecked)), checksums and table of contents match the manifest.")
+            } else {
+                print("Backup \(id) FAILED verification:")
+                for problem in report.problems { print("  - \(problem)") }
+            }
+            if !report.ok {
+                throw TSBackupError(.failed, "Backup \(id) is damaged or incomplete (\(report.problems.count) problem\(report.problems.count == 1 ? "" : "s")); do not restore it. Take a new backup.")
+            }
+        }
+    }
+}
+
+struct DeleteCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "delete", abstract: "Delete a backup from a repository.")
+
+    @Argument(help: "The backup id (see list).") var id: String
+    @OptionGroup var repository: RepositoryOptions
+    @Flag(help: "Do not ask for confirmation.") var yes = false
+
+    func run() async throws {
+        try await reportingErrors {
+            let repo = try LocalRepository.open(try repository.resolved(), create: false)
+            try await RepositoryLock.with(repo, command: "delete \(id)") { _ in
+                let entry = try repo.entry(id)
+                if !yes {
+                    guard isatty(0) == 1 else {
+                        throw TSBackupError(.usage, "Deleting backup \(id) needs confirmation; no terminal is attached to ask. Add --yes to delete without asking.")
+                    }
+                    print("Delete backup \(id) (\(entry.manifest?.source.database ?? "incomplete"), \(ByteCount.format(FileSystem.size(of: entry.directory))))? Type yes: ", terminator: "")
+                    guard readLine()?.lowercased() == "yes" else {
+                        print("Nothing deleted.")
+                        return
+                    }
+                }
+                try repo.deleteEntry(entry)
+                print("Deleted backup \(id).")
+            }
+        }
+    }
+}
