@@ -35,17 +35,18 @@ public enum Backup {
     }
 
     public static func run(_ request: Request, onProgress: (@Sendable (Progress) -> Void)? = nil) async throws -> BackupManifest {
-        let repository = try LocalRepository.open(request.repositoryPath, create: true)
-        return try await RepositoryLock.with(repository, command: "backup of \(request.settings.displayName)") { lock in
-            var warnings: [String] = []
-            if let stale = lock.staleHolder {
-                let removed = repository.removeInterruptedEntries()
-                warnings.append("A previous run (\(stale)) ended without releasing the repository\(removed.isEmpty ? "" : "; its unfinished entries \(removed.joined(separator: ", ")) were removed").")
-            }
-            return try await DatabaseSession.with(request.settings) { session in
-                let plan = try await preflight(request, session: session, repository: repository)
+        // Nothing is created before the source has been checked: a refused backup leaves no trace.
+        try await DatabaseSession.with(request.settings) { session in
+            let plan = try await preflight(request, session: session)
+            let repository = try LocalRepository.open(request.repositoryPath, create: true)
+            return try await RepositoryLock.with(repository, command: "backup of \(request.settings.displayName)") { lock in
+                var warnings = plan.warnings
+                if let stale = lock.staleHolder {
+                    let removed = repository.removeInterruptedEntries()
+                    warnings.append("A previous run (\(stale)) ended without releasing the repository\(removed.isEmpty ? "" : "; its unfinished entries \(removed.joined(separator: ", ")) were removed").")
+                }
                 return try await execute(request, plan: plan, session: session, repository: repository,
-                                         warnings: warnings + plan.warnings, onProgress: onProgress)
+                                         warnings: warnings, onProgress: onProgress)
             }
         }
     }
@@ -61,7 +62,7 @@ public enum Backup {
     }
 
     /// Everything that can be checked before a byte is written.
-    static func preflight(_ request: Request, session: DatabaseSession, repository: LocalRepository) async throws -> Plan {
+    static func preflight(_ request: Request, session: DatabaseSession) async throws -> Plan {
         let inspector = ServerInspector(session: session)
         let server = try await inspector.serverVersion()
         let timescale = try await inspector.timescaleDB()
@@ -105,8 +106,8 @@ public enum Backup {
         }
 
         let databaseBytes = try await session.value("SELECT pg_database_size(current_database())", as: Int64.self)
-        if let free = FileSystem.freeBytes(at: repository.root), free < databaseBytes {
-            throw TSBackupError(.precondition, "The repository \(repository.root) has \(ByteCount.format(free)) free, less than the database's \(ByteCount.format(databaseBytes)) that a backup may need. Free space there or choose a repository on a larger filesystem.")
+        if let free = FileSystem.freeBytes(at: FileSystem.nearestExistingAncestor(of: request.repositoryPath)), free < databaseBytes {
+            throw TSBackupError(.precondition, "The repository \(request.repositoryPath) has \(ByteCount.format(free)) free, less than the database's \(ByteCount.format(databaseBytes)) that a backup may need. Free space there or choose a repository on a larger filesystem.")
         }
 
         let tableBytes = Dictionary(try await session.rows(

@@ -100,6 +100,11 @@ public final class DatabaseSession: Sendable {
         return first
     }
 
+    /// Runs one statement and decodes the single column of every row.
+    public func values<Value: PostgresDecodable>(_ query: PostgresQuery, as type: Value.Type, purpose: String? = nil) async throws -> [Value] {
+        try await rows(query, as: (Value).self, purpose: purpose)
+    }
+
     /// Runs one statement expected to return exactly one row with one column.
     public func value<Value: PostgresDecodable>(_ query: PostgresQuery, as type: Value.Type, purpose: String? = nil) async throws -> Value {
         try await row(query, as: (Value).self, purpose: purpose)

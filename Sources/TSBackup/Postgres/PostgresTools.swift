@@ -34,7 +34,9 @@ public enum PostgresTools {
                   let major = majorVersion(fromVersionOutput: result.standardOutput) else { continue }
             found.append(PostgresTool(path: resolved, version: result.standardOutput.trimmingCharacters(in: .whitespacesAndNewlines), majorVersion: major))
         }
-        if let best = found.filter({ $0.majorVersion >= minimumMajor }).max(by: { $0.majorVersion < $1.majorVersion }) {
+        // The newest major wins; among equals the first found, so PATH order overrides Debian's layout.
+        if let newest = found.filter({ $0.majorVersion >= minimumMajor }).map(\.majorVersion).max(),
+           let best = found.first(where: { $0.majorVersion == newest }) {
             return best
         }
         let have = found.isEmpty ? "none was found" : "only " + found.map { "\($0.path) (\($0.majorVersion))" }.joined(separator: ", ") + " was found"

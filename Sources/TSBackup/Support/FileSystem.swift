@@ -73,6 +73,15 @@ public enum FileSystem {
         return Int64(info.f_bavail) * Int64(info.f_frsize)
     }
 
+    /// `path` itself if it exists, else its closest existing parent directory.
+    public static func nearestExistingAncestor(of path: String) -> String {
+        var url = URL(fileURLWithPath: path).standardizedFileURL
+        while !FileManager.default.fileExists(atPath: url.path), url.path != "/" {
+            url = url.deletingLastPathComponent()
+        }
+        return url.path
+    }
+
     /// Total size of the regular files under `directory` (or of one file).
     public static func size(of path: String) -> Int64 {
         var isDirectory: ObjCBool = false

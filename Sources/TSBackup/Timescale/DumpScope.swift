@@ -102,9 +102,9 @@ public struct DumpScope: Sendable, Equatable {
     static func classify(condition: String, session: DatabaseSession, timescale: Bool) async throws -> [Relation] {
         let kind = timescale
             ? """
-              CASE WHEN n.nspname LIKE '\\_timescaledb\\_%' OR n.nspname LIKE 'timescaledb\\_%' THEN 'internal'
-                   WHEN EXISTS (SELECT 1 FROM _timescaledb_catalog.hypertable h WHERE h.schema_name = n.nspname AND h.table_name = c.relname) THEN 'hypertable'
+              CASE WHEN EXISTS (SELECT 1 FROM _timescaledb_catalog.hypertable h WHERE h.schema_name = n.nspname AND h.table_name = c.relname) THEN 'hypertable'
                    WHEN EXISTS (SELECT 1 FROM _timescaledb_catalog.chunk ch WHERE ch.schema_name = n.nspname AND ch.table_name = c.relname) THEN 'chunk'
+                   WHEN n.nspname LIKE '\\_timescaledb\\_%' OR n.nspname LIKE 'timescaledb\\_%' THEN 'internal'
                    ELSE 'plain' END
               """
             : "'plain'"

@@ -1,0 +1,187 @@
+import Foundation
+import PostgresNIO
+import Testing
+import TSBackup
+import TSBackupSandbox
+
+/// A scratch directory per test, removed afterwards.
+struct ScratchDirectory {
+    let path: String
+
+    init(_ name: String) throws {
+        path = FileManager.default.temporaryDirectory.appendingPathComponent("tsbackup-\(name)-\(UUID().uuidString.prefix(8))").path
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+    }
+
+    func remove() { try? FileManager.default.removeItem(atPath: path) }
+
+    /// A fake `pg_dump` placed first on PATH: prints a version, then runs `body` (shell).
+    func fakePgDump(_ body: String) throws -> [String: String] {
+        let bin = path + "/bin"
+        try FileManager.default.createDirectory(atPath: bin, withIntermediateDirectories: true)
+        let script = """
+            #!/bin/sh
+            if [ "$1" = "--version" ]; then echo "pg_dump (PostgreSQL) 15.99"; exit 0; fi
+            \(body)
+            """
+        try script.write(toFile: bin + "/pg_dump", atomically: true, encoding: .utf8)
+        chmod(bin + "/pg_dump", 0o755)
+        return ["PATH": bin + ":" + (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin")]
+    }
+}
+
+func backupManifest(_ repository: String, _ id: String) throws -> BackupManifest {
+    let data = try Data(contentsOf: URL(fileURLWithPath: "\(repository)/backups/\(id)/manifest.json"))
+    return try JSONOutput.decode(BackupManifest.self, from: data)
+}
+
+func runBackup(_ cluster: SandboxCluster, _ database: String, repository: String, _ extra: [String] = [],
+               environment: [String: String] = [:]) async throws -> ProcessResult {
+    try await CLI.run(["backup", "--db", cluster.url(database: database), "--repo", repository, "--json"] + extra,
+                      environment: ["PGPASSWORD": cluster.superuserPassword].merging(environment) { $1 })
+}
+
+@Suite("backup into a repository")
+struct BackupTests {
+    @Test("a backup records exact figures, hashes every file and verifies")
+    func completeBackup() async throws {
+        let (cluster, database) = try await makeSampleDatabase("bk")
+        let scratch = try ScratchDirectory("repo")
+        defer { scratch.remove() }
+        let repository = scratch.path + "/repo"
+
+        let result = try await runBackup(cluster, database, repository: repository, ["--checksums", "--label", "nightly"])
+        #expect(result.exitCode == 0, "\(result.standardError)")
+        let summary = try JSONOutput.decode(BackupManifest.Summary.self, from: Data(result.standardOutput.utf8))
+        #expect(summary.status == "complete")
+        let manifest = try backupManifest(repository, summary.id)
+        #expect(manifest.label == "nightly")
+        #expect(manifest.checksums)
+        #expect(manifest.timescaledb?.version == PostgresInstallation.installedTimescaleDBVersion())
+        #expect(manifest.timescaledb?.catalogVersion == manifest.timescaledb?.version)
+        #expect(manifest.server.majorVersion == 15)
+        #expect(manifest.pgDump.majorVersion >= 15)
+
+        // Figures equal what SQL says about the (unchanged) source.
+        let truth = try await cluster.withSuperuser(database: database) { session in
+            try await session.rows(
+                """
+                SELECT h.schema_name::text, h.table_name::text,
+                       (SELECT count(*) FROM _timescaledb_catalog.chunk c WHERE c.hypertable_id = h.id AND NOT c.dropped)
+                FROM _timescaledb_catalog.hypertable h ORDER BY 1, 2
+                """, as: (String, String, Int64).self)
+        }
+        #expect(manifest.hypertables.map { "\($0.schema).\($0.name)" } == truth.map { "\($0.0).\($0.1)" })
+        let expected = SampleData(.small).expected
+        let rows = Dictionary(uniqueKeysWithValues: manifest.hypertables.map { ($0.name, $0.rowCount) })
+        #expect(rows == ["conditions": Int64(expected.conditionsRows), "events": Int64(expected.eventsRows), "readings": Int64(expected.readingsRows)])
+        for (table, row) in zip(manifest.hypertables, truth) {
+            #expect(Int64(table.chunkCount) == row.2)
+            #expect(table.contentHash?.hasPrefix("v1:") == true)
+        }
+        #expect(manifest.chunkTables.count == truth.reduce(0) { $0 + Int($1.2) })
+        let conditions = try #require(manifest.hypertables.first { $0.name == "conditions" })
+        #expect(conditions.foreignKeyCount == 1)
+        #expect(conditions.indexCount == 2)
+        #expect(manifest.plainTables.map(\.name) == ["devices"])
+        #expect(manifest.plainTables.first?.rowCount == Int64(expected.devices))
+
+        // Every file is listed with its real size and hash.
+        let directory = "\(repository)/backups/\(manifest.id)"
+        let onDisk = try FileSystem.regularFiles(under: directory).filter { $0 != "manifest.json" }
+        #expect(Set(onDisk) == Set(manifest.files.map(\.path)))
+        for file in manifest.files.prefix(5) {
+            let (hex, bytes) = try FileSystem.sha256(of: directory + "/" + file.path)
+            #expect(hex == file.sha256)
+            #expect(bytes == file.bytes)
+        }
+        #expect(manifest.files.contains { $0.path == "roles.sql" })
+        let roles = try String(contentsOfFile: directory + "/roles.sql", encoding: .utf8)
+        #expect(roles.contains("CREATE ROLE postgres"))
+
+        // No secret anywhere in the repository.
+        let grep = try await ProcessRunner.run("grep", ["-r", "-l", "-F", cluster.superuserPassword, repository])
+        #expect(grep.exitCode == 1, "password found in: \(grep.standardOutput)")
+
+        let verify = try await CLI.run(["verify", manifest.id, "--repo", repository])
+        #expect(verify.exitCode == 0, "\(verify.standardOutput) \(verify.standardError)")
+
+        let list = try await CLI.run(["list", "--repo", repository])
+        #expect(list.standardOutput.contains(manifest.id) && list.standardOutput.contains("complete") && list.standardOutput.contains("nightly"))
+        let show = try await CLI.run(["show", manifest.id, "--repo", repository])
+        #expect(show.standardOutput.contains("public.conditions") && show.standardOutput.contains(String(expected.conditionsRows)))
+    }
+
+    @Test("the manifest describes exactly what the archive holds while the source keeps changing")
+    func snapshotConsistency() async throws {
+        let (cluster, database) = try await makeSampleDatabase("busy")
+        let scratch = try ScratchDirectory("busy")
+        defer { scratch.remove() }
+        let repository = scratch.path + "/repo"
+
+        // A writer inserts rows (also into new chunks) until the backup is done.
+        let writer = Task {
+            try await DatabaseSession.with(cluster.settings(database: database)) { session in
+                var n = 0
+                while !Task.isCancelled {
+                    n += 1
+                    try await session.execute("""
+                        INSERT INTO public.conditions (time, device_id, temperature)
+                        SELECT timestamptz '2026-06-01' + make_interval(hours => \(n) * 7 + g), 1 + g % 4, \(n)
+                        FROM generate_series(1, 20) g
+                        """)
+                }
+                return n
+            }
+        }
+        try await Task.sleep(for: .milliseconds(300))
+        let result = try await runBackup(cluster, database, repository: repository, ["--jobs", "2"])
+        writer.cancel()
+        let batches = (try? await writer.value) ?? 0
+        #expect(result.exitCode == 0, "\(result.standardError)")
+        let summary = try JSONOutput.decode(BackupManifest.Summary.self, from: Data(result.standardOutput.utf8))
+        let manifest = try backupManifest(repository, summary.id)
+        let recorded = try #require(manifest.hypertables.first { $0.name == "conditions" })
+
+        // Count the rows of every chunk data file of `conditions` in the archive.
+        let directory = "\(repository)/backups/\(manifest.id)/dump"
+        let listing = try await ProcessRunner.run("/usr/lib/postgresql/15/bin/pg_restore", ["--list", directory])
+        let contents = ArchiveContents(listing: listing.standardOutput)
+        let conditionChunks = try await cluster.withSuperuser(database: database) { session in
+            Set(try await session.values(
+                "SELECT c.table_name::text FROM _timescaledb_catalog.chunk c JOIN _timescaledb_catalog.hypertable h ON h.id = c.hypertable_id WHERE h.table_name = 'conditions'",
+                as: String.self))
+        }
+        var archived = 0
+        var chunkFiles = 0
+        for item in contents.items where item.type == "TABLE DATA" && conditionChunks.contains(item.name) {
+            let file = "\(directory)/\(item.dumpID).dat.gz"
+            // Data lines only: each file ends with the "\." terminator and blank lines.
+            let lines = try await ProcessRunner.run("sh", ["-c", "gzip -dc '\(file)' | grep -c -v -e '^\\\\\\.$' -e '^$'"])
+            archived += Int(lines.standardOutput.trimmingCharacters(in: .whitespacesAndNewlines)) ?? -1
+            chunkFiles += 1
+        }
+        #expect(chunkFiles == recorded.chunkCount)
+        #expect(Int64(archived) == recorded.rowCount)
+        let now = try await cluster.withSuperuser(database: database) {
+            try await $0.value("SELECT count(*) FROM public.conditions", as: Int64.self)
+        }
+        #expect(batches > 1)
+        #expect(now > recorded.rowCount, "the writer kept writing after the snapshot")
+    }
+
+    @Test("custom format works and verifies")
+    func customFormat() async throws {
+        let (cluster, database) = try await makeSampleDatabase("custom")
+        let scratch = try ScratchDirectory("custom")
+        defer { scratch.remove() }
+        let repository = scratch.path + "/repo"
+        let result = try await runBackup(cluster, database, repository: repository, ["--format", "custom"])
+        #expect(result.exitCode == 0, "\(result.standardError)")
+        let id = try JSONOutput.decode(BackupManifest.Summary.self, from: Data(result.standardOutput.utf8)).id
+        let manifest = try backupManifest(repository, id)
+        #expect(manifest.archive == "dump.pgdump")
+        #expect(manifest.files.map(\.path).sorted() == ["dump.pgdump", "roles.sql"])
+        #expect(try await CLI.run(["verify", id, "--repo", repository]).exitCode == 0)
+    }
+}
