@@ -8,6 +8,8 @@ public struct ArchiveContents: Sendable {
         public var type: String
         public var schema: String
         public var name: String
+        /// The owning role, for object types that have one.
+        public var owner: String?
         /// The line as printed, for `pg_restore -L` lists.
         public var line: String
     }
@@ -45,11 +47,17 @@ public struct ArchiveContents: Sendable {
             guard let type = Self.knownTypes.first(where: { rest.hasPrefix($0 + " ") }) else { continue }
             let words = rest.dropFirst(type.count + 1).split(separator: " ")
             guard words.count >= 2 else { continue }
-            items.append(Item(dumpID: id, type: type, schema: String(words[0]), name: String(words[1]), line: line))
+            let owned: Set<String> = ["TABLE", "TABLE DATA", "SEQUENCE", "VIEW", "MATERIALIZED VIEW", "FUNCTION", "PROCEDURE",
+                                      "SCHEMA", "TYPE", "DOMAIN", "AGGREGATE"]
+            let owner = owned.contains(type) && words.count >= 3 ? String(words[words.count - 1]) : nil
+            items.append(Item(dumpID: id, type: type, schema: String(words[0]), name: String(words[1]), owner: owner, line: line))
         }
         self.items = items
         self.header = header
     }
+
+    /// Every role that owns an object in the archive.
+    public var owners: Set<String> { Set(items.compactMap(\.owner)) }
 
     public func contains(type: String, schema: String, name: String) -> Bool {
         items.contains { $0.type == type && $0.schema == schema && $0.name == name }

@@ -1,0 +1,149 @@
+import Foundation
+import PostgresNIO
+
+/// Proves a restored database equals what the manifest recorded, catalog first: an INSERT into a
+/// database whose TimescaleDB catalog did not load can crash the whole server, so inserts are only
+/// tried once hypertables, dimensions and chunks are known to be right.
+struct RestoreVerification: Sendable {
+    let manifest: BackupManifest
+    let settings: ConnectionSettings
+    /// How long to wait for the TimescaleDB scheduler to appear.
+    var schedulerWait: Duration = .seconds(20)
+
+    typealias Check = Restore.Report.Check
+
+    func run() async throws -> [Check] {
+        try await DatabaseSession.with(settings) { session in
+            var checks = try await catalog(session)
+            let catalogIntact = checks.allSatisfy(\.ok)
+            checks += try await contents(session)
+            checks += try await structure(session)
+            checks += try await timescaleState(session)
+            if catalogIntact {
+                checks += try await inserts(session)
+            } else {
+                checks.append(.init(subject: "database", check: "insert test", expected: "catalog intact", actual: "skipped: catalog differs", ok: false))
+            }
+            return checks
+        }
+    }
+
+    func catalog(_ session: DatabaseSession) async throws -> [Check] {
+        guard manifest.timescaledb != nil else { return [] }
+        let restored = try await ServerInspector(session: session).hypertables()
+        var checks: [Check] = [
+            .init(subject: "database", check: "hypertables", expected: String(manifest.hypertables.count),
+                  actual: String(restored.count), ok: restored.count == manifest.hypertables.count),
+        ]
+        for expected in manifest.hypertables {
+            let name = "\(expected.schema).\(expected.name)"
+            guard let actual = restored.first(where: { $0.schema == expected.schema && $0.name == expected.name }) else {
+                checks.append(.init(subject: name, check: "is a hypertable", expected: "yes", actual: "no", ok: false))
+                continue
+            }
+            let wanted = expected.dimensions.map(\.summary).joined(separator: "; ")
+            let found = actual.dimensions.map(\.summary).joined(separator: "; ")
+            checks.append(.init(subject: name, check: "dimensions", expected: wanted, actual: found, ok: wanted == found))
+            checks.append(.init(subject: name, check: "chunks", expected: String(expected.chunkCount),
+                                actual: String(actual.chunkCount), ok: expected.chunkCount == actual.chunkCount))
+        }
+        return checks
+    }
+
+    func contents(_ session: DatabaseSession) async throws -> [Check] {
+        try await TableContent.prepare(session)
+        var checks: [Check] = []
+        let tables = manifest.hypertables.map { ($0.schema, $0.name, $0.rowCount, $0.contentHash) }
+            + manifest.plainTables.map { ($0.schema, $0.name, $0.rowCount, $0.contentHash) }
+        for (schema, name, rows, hash) in tables {
+            let qualified = "\(quoteIdentifier(schema)).\(quoteIdentifier(name))"
+            let (count, actualHash) = try await TableContent.measure(session, table: qualified, hash: manifest.checksums && hash != nil)
+            checks.append(.init(subject: "\(schema).\(name)", check: "rows", expected: String(rows), actual: String(count), ok: rows == count))
+            if let hash, manifest.checksums {
+                checks.append(.init(subject: "\(schema).\(name)", check: "content hash", expected: hash,
+                                    actual: actualHash ?? "none", ok: hash == actualHash))
+            }
+        }
+        return checks
+    }
+
+    /// Indexes, constraints and foreign keys: a restore without pre_restore silently loses FKs.
+    func structure(_ session: DatabaseSession) async throws -> [Check] {
+        var checks: [Check] = []
+        for table in manifest.hypertables {
+            let qualified = "\(quoteIdentifier(table.schema)).\(quoteIdentifier(table.name))"
+            let (indexes, constraints, foreignKeys) = try await session.row(
+                PostgresQuery(unsafeSQL: """
+                SELECT (SELECT count(*) FROM pg_index WHERE indrelid = c.oid),
+                       (SELECT count(*) FROM pg_constraint WHERE conrelid = c.oid),
+                       (SELECT count(*) FROM pg_constraint WHERE conrelid = c.oid AND contype = 'f')
+                FROM pg_class c WHERE c.oid = '\(qualified.replacingOccurrences(of: "'", with: "''"))'::regclass
+                """), as: (Int64, Int64, Int64).self)
+            let subject = "\(table.schema).\(table.name)"
+            checks.append(.init(subject: subject, check: "indexes", expected: String(table.indexCount), actual: String(indexes), ok: Int64(table.indexCount) == indexes))
+            checks.append(.init(subject: subject, check: "constraints", expected: String(table.constraintCount), actual: String(constraints), ok: Int64(table.constraintCount) == constraints))
+            checks.append(.init(subject: subject, check: "foreign keys", expected: String(table.foreignKeyCount), actual: String(foreignKeys), ok: Int64(table.foreignKeyCount) == foreignKeys))
+        }
+        return checks
+    }
+
+    func timescaleState(_ session: DatabaseSession) async throws -> [Check] {
+        guard manifest.timescaledb != nil else { return [] }
+        var checks: [Check] = []
+        let jobs = try await session.rows(
+            "SELECT id::int8, owner::text FROM _timescaledb_config.bgw_job WHERE id >= 1000 ORDER BY id",
+            as: (Int64, String).self)
+        let expectedJobs = manifest.jobs.map { "\($0.id):\($0.owner)" }.joined(separator: ",")
+        let actualJobs = jobs.map { "\($0.0):\($0.1)" }.joined(separator: ",")
+        checks.append(.init(subject: "database", check: "background jobs", expected: expectedJobs.isEmpty ? "none" : expectedJobs,
+                            actual: actualJobs.isEmpty ? "none" : actualJobs, ok: expectedJobs == actualJobs))
+
+        let restoring = try await session.value(
+            """
+            SELECT EXISTS (SELECT 1 FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase
+                           WHERE d.datname = current_database() AND array_to_string(s.setconfig, ',') LIKE '%timescaledb.restoring%')
+            """, as: Bool.self)
+        checks.append(.init(subject: "database", check: "timescaledb.restoring", expected: "not set", actual: restoring ? "set" : "not set", ok: !restoring))
+
+        let deadline = ContinuousClock.now + schedulerWait
+        var running = false
+        while true {
+            running = try await session.value(
+                """
+                SELECT EXISTS (SELECT 1 FROM pg_stat_activity
+                               WHERE backend_type = 'TimescaleDB Background Worker Scheduler' AND datname = current_database())
+                """, as: Bool.self)
+            if running || ContinuousClock.now >= deadline { break }
+            try await Task.sleep(for: .milliseconds(250))
+        }
+        checks.append(.init(subject: "database", check: "TimescaleDB scheduler", expected: "running", actual: running ? "running" : "not running", ok: running))
+        return checks
+    }
+
+    /// Inserts a copy of one row into every hypertable, in a transaction that is rolled back:
+    /// proves the insert path (chunk routing, triggers, constraints) works without changing data.
+    func inserts(_ session: DatabaseSession) async throws -> [Check] {
+        var checks: [Check] = []
+        for table in manifest.hypertables where table.rowCount > 0 {
+            let qualified = "\(quoteIdentifier(table.schema)).\(quoteIdentifier(table.name))"
+            let columns = try await session.value(
+                PostgresQuery(unsafeSQL: """
+                SELECT string_agg(quote_ident(attname), ', ' ORDER BY attnum) FROM pg_attribute
+                WHERE attrelid = '\(qualified.replacingOccurrences(of: "'", with: "''"))'::regclass
+                  AND attnum > 0 AND NOT attisdropped AND attgenerated = ''
+                """), as: String.self)
+            try await session.execute("BEGIN")
+            var outcome = "inserted and rolled back"
+            var ok = true
+            do {
+                try await session.execute("INSERT INTO \(qualified) (\(columns)) OVERRIDING SYSTEM VALUE SELECT \(columns) FROM \(qualified) LIMIT 1 ON CONFLICT DO NOTHING")
+            } catch let error as TSBackupError {
+                outcome = error.message
+                ok = false
+            }
+            try await session.execute("ROLLBACK")
+            checks.append(.init(subject: "\(table.schema).\(table.name)", check: "insert test", expected: "inserted and rolled back", actual: outcome, ok: ok))
+        }
+        return checks
+    }
+}
