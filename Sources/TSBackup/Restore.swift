@@ -130,10 +130,12 @@ final class RestoreRun: @unchecked Sendable {
             try await step("timescaledb_post_restore") { try await self.postRestore() }
             try await step("restart background workers and analyze") { try await self.restartAndAnalyze() }
             let verification = RestoreVerification(manifest: manifest, settings: targetSettings)
-            report.checks = try await step("verify against the manifest") { try await verification.run() }
-            let failed = report.checks.filter { !$0.ok }
-            guard failed.isEmpty else {
-                throw TSBackupError(.failed, "The restored database does not match backup \(manifest.id): \(failed.count) check\(failed.count == 1 ? "" : "s") failed (\(failed.prefix(3).map { "\($0.subject) \($0.check): expected \($0.expected), found \($0.actual)" }.joined(separator: "; "))).")
+            try await step("verify against the manifest") {
+                self.report.checks = try await verification.run()
+                let failed = self.report.checks.filter { !$0.ok }
+                guard failed.isEmpty else {
+                    throw TSBackupError(.failed, "The restored database does not match backup \(self.manifest.id): \(failed.count) check\(failed.count == 1 ? "" : "s") failed (\(failed.prefix(3).map { "\($0.subject) \($0.check): expected \($0.expected), found \($0.actual)" }.joined(separator: "; "))).")
+                }
             }
             if let target = request.promoteTo {
                 try await step("promote to \(target)") { try await self.promote(to: target) }
@@ -335,7 +337,7 @@ final class RestoreRun: @unchecked Sendable {
     }
 
     static func terminateSessions(on database: String, session: DatabaseSession) async throws {
-        try await session.execute(
+        try await session.query(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = \(database) AND pid <> pg_backend_pid()")
     }
 
