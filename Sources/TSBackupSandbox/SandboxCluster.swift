@@ -116,9 +116,10 @@ public final class SandboxCluster: Sendable {
             ("fsync", options.durable ? "on" : "off"),
             ("full_page_writes", options.durable ? "on" : "off"),
             ("max_connections", "50"),
-            ("max_worker_processes", "24"),
+            // Every database with TimescaleDB gets a scheduler worker; tests create dozens.
+            ("max_worker_processes", "160"),
             ("timescaledb.telemetry_level", "off"),
-            ("timescaledb.max_background_workers", "16"),
+            ("timescaledb.max_background_workers", "150"),
             ("log_min_messages", "warning"),
             ("log_line_prefix", "'%m [%p] %d '"),
         ]
