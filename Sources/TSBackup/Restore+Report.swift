@@ -14,8 +14,8 @@ extension Restore.Report {
         if !checks.isEmpty {
             var table = TextTable(header: ["SUBJECT", "CHECK", "EXPECTED", "ACTUAL", "VERDICT"])
             for check in checks {
-                let expected = check.expected.count > 24 ? String(check.expected.prefix(21)) + "..." : check.expected
-                let actual = check.actual.count > 24 ? String(check.actual.prefix(21)) + "..." : check.actual
+                let expected = check.expected.count > 44 ? String(check.expected.prefix(41)) + "..." : check.expected
+                let actual = check.actual.count > 44 ? String(check.actual.prefix(41)) + "..." : check.actual
                 table.add([check.subject, check.check, expected, actual, check.ok ? "ok" : "MISMATCH"])
             }
             out += "\nVerification\n" + table.render() + "\n"

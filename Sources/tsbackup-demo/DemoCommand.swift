@@ -30,13 +30,14 @@ struct DemoCommand: AsyncParsableCommand {
 
             let url = cluster.url(database: "demo")
             let environment = ["PGPASSWORD": cluster.superuserPassword]
-            step("tsbackup inspect --db \(url)")
-            let result = try await ProcessRunner.run(tsbackup, ["inspect", "--db", url], environment: environment)
-            say(result.standardOutput, terminator: "")
-            if !result.standardError.isEmpty { say(result.standardError, terminator: "") }
-            guard result.succeeded else {
-                throw ValidationError("tsbackup inspect failed (\(result.statusDescription))")
-            }
+            let repository = cluster.directory + "/repository"
+            try await show(tsbackup, ["inspect", "--db", url], environment: environment)
+            try await show(tsbackup, ["backup", "--db", url, "--repo", repository, "--checksums", "--label", "demo"], environment: environment)
+            try await show(tsbackup, ["list", "--repo", repository], environment: environment)
+            let id = try LocalRepository.open(repository, create: false).entries().last?.id ?? "none"
+            try await show(tsbackup, ["verify", id, "--repo", repository], environment: environment)
+            try await show(tsbackup, ["restore", id, "--repo", repository, "--target", cluster.url(database: "postgres"),
+                                      "--into", "demo_restored"], environment: environment)
             if keep {
                 say("\nThe cluster keeps running: PGPASSWORD=\(cluster.superuserPassword) psql '\(url)'")
                 say("Press Enter to stop it and delete its directory.")
@@ -45,6 +46,17 @@ struct DemoCommand: AsyncParsableCommand {
             step("Stopping the cluster and deleting its directory")
         }
         say("\nDemo finished.")
+    }
+
+    /// Runs the real tsbackup binary, echoing the command and its output.
+    func show(_ tsbackup: String, _ arguments: [String], environment: [String: String]) async throws {
+        step("tsbackup " + arguments.joined(separator: " "))
+        let result = try await ProcessRunner.run(tsbackup, arguments, environment: environment)
+        say(result.standardOutput, terminator: "")
+        if !result.standardError.isEmpty { say(result.standardError, terminator: "") }
+        guard result.succeeded else {
+            throw ValidationError("tsbackup \(arguments[0]) failed (\(result.statusDescription))")
+        }
     }
 
     func step(_ text: String) {
