@@ -12,6 +12,7 @@ let package = Package(
     products: [
         .executable(name: "tsbackup", targets: ["tsbackup"]),
         .executable(name: "tsbackup-demo", targets: ["tsbackup-demo"]),
+        .executable(name: "tsbackup-bench", targets: ["tsbackup-bench"]),
         .library(name: "TSBackup", targets: ["TSBackup"]),
     ],
     dependencies: [
@@ -65,6 +66,15 @@ let package = Package(
                 "TSBackupSandbox",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Subprocess", package: "swift-subprocess"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(
+            name: "tsbackup-bench",
+            dependencies: [
+                "TSBackupSandbox",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "PostgresNIO", package: "postgres-nio"),
             ],
             swiftSettings: swiftSettings
         ),

@@ -11,6 +11,8 @@ public enum Backup {
         public var jobs: Int = 2
         public var label: String?
         public var checksums = false
+        /// pg_dump's --compress level (0-9); nil keeps pg_dump's default (gzip level 6).
+        public var compression: Int?
         public var tables: [String] = []
         public var excludeTables: [String] = []
         public var excludeSchemas: [String] = []
@@ -136,7 +138,7 @@ public enum Backup {
             durationSeconds: 0, tsbackupVersion: TSBackupVersion.current, source: source, server: plan.server,
             pgDump: plan.pgDump, timescaledb: nil, extensions: [], hypertables: [], plainTables: [], jobs: [],
             chunkTables: [], databaseBytes: 0, format: request.format, jobsUsed: request.format == .directory ? request.jobs : 1,
-            checksums: request.checksums, archive: archiveName, rolesFile: "roles.sql", rolesSource: "",
+            checksums: request.checksums, compression: request.compression, archive: archiveName, rolesFile: "roles.sql", rolesSource: "",
             files: [], warnings: initialWarnings, retries: [])
 
         do {
@@ -235,6 +237,7 @@ struct DumpRun: Sendable {
         var arguments = ["--format=\(request.format == .directory ? "directory" : "custom")",
                          "--file=\(archivePath)", "--snapshot=\(snapshot)", "--no-password", "--verbose"]
         if request.format == .directory { arguments.append("--jobs=\(max(1, request.jobs))") }
+        if let level = request.compression { arguments.append("--compress=\(level)") }
         return arguments + plan.scope.pgDumpArguments + [request.settings.database]
     }
 

@@ -26,6 +26,9 @@ struct BackupCommand: AsyncParsableCommand {
     @Option(help: "Archive format: directory (parallel) or custom (one file).")
     var format: BackupManifest.Format = .directory
 
+    @Option(help: "pg_dump compression level 0-9 (default: pg_dump's, gzip 6).")
+    var compress: Int?
+
     @Option(help: "A label stored in the manifest.")
     var label: String?
 
@@ -46,6 +49,7 @@ struct BackupCommand: AsyncParsableCommand {
 
     func validate() throws {
         if let jobs, jobs < 1 { throw ValidationError("--jobs must be at least 1.") }
+        if let compress, !(0...9).contains(compress) { throw ValidationError("--compress takes a level from 0 to 9.") }
         if format == .custom, let jobs, jobs > 1 {
             throw ValidationError("--jobs applies to the directory format only; pg_dump writes custom archives with one job.")
         }
@@ -57,6 +61,7 @@ struct BackupCommand: AsyncParsableCommand {
             request.format = format
             request.jobs = format == .directory ? (jobs ?? 2) : 1
             request.label = label
+            request.compression = compress
             request.checksums = checksums
             request.tables = tables
             request.excludeTables = excludeTables

@@ -49,6 +49,8 @@ public struct BackupManifest: Codable, Sendable, Equatable {
     public var jobsUsed: Int
     /// Content hashes per table were computed in the dump's snapshot.
     public var checksums: Bool
+    /// pg_dump's --compress level, nil for its default.
+    public var compression: Int?
     /// The archive, relative to the backup's directory: a directory (`dump`) or a file (`dump.pgdump`).
     public var archive: String
     /// Roles the database needs, as SQL without passwords, relative to the backup's directory.
@@ -134,7 +136,7 @@ public struct BackupManifest: Codable, Sendable, Equatable {
         case databaseBytes = "database_bytes"
         case format
         case jobsUsed = "parallel_jobs"
-        case checksums, archive
+        case checksums, compression, archive
         case rolesFile = "roles_file"
         case rolesSource = "roles_source"
         case files, warnings, retries

@@ -1,0 +1,356 @@
+import Foundation
+import PostgresNIO
+import TSBackup
+import TSBackupSandbox
+
+/// Runs every scenario against one durable sandbox cluster, side by side with the raw tools.
+final class Bench {
+    let cluster: SandboxCluster
+    let tsbackup: String
+    let pgBin = "/usr/lib/postgresql/15/bin"
+    let work: String
+    let repetitions: Int
+    let scaleRepetitions: Int
+    let full: Bool
+    var results: BenchResults
+    let log: (String) -> Void
+
+    init(cluster: SandboxCluster, tsbackup: String, work: String, full: Bool, repetitions: Int,
+         results: BenchResults, log: @escaping (String) -> Void) {
+        self.cluster = cluster
+        self.tsbackup = tsbackup
+        self.work = work
+        self.full = full
+        self.repetitions = repetitions
+        self.scaleRepetitions = full ? repetitions : 1
+        self.results = results
+        self.log = log
+    }
+
+    var environment: [String: String?] {
+        ["PGHOST": "127.0.0.1", "PGPORT": String(cluster.port), "PGUSER": SandboxCluster.superuser,
+         "PGPASSWORD": cluster.superuserPassword, "PGDATABASE": "postgres", "PGOPTIONS": nil]
+    }
+
+    // MARK: Scenarios
+
+    func run() async throws {
+        let base = full
+            ? SampleData.Options(devices: 50, days: 90, readingsPerDay: 288, chunkInterval: "1 day", events: 200_000, eventsPerChunk: 20_000, sensors: 50, spacePartitions: 4)
+            : SampleData.Options(devices: 20, days: 60, readingsPerDay: 96, chunkInterval: "1 day", events: 50_000, eventsPerChunk: 5_000, sensors: 20, spacePartitions: 2)
+        try await createDataset("base", base)
+        let backups = try await backupScenario(database: "base")
+        try await restoreScenario(database: "base", customDump: backups.customDump, repository: backups.repository, id: backups.id)
+        endToEnd()
+        try await dropDatabase("base")
+        try await scaleScenarios()
+    }
+
+    struct BaseBackups {
+        var customDump: String
+        var repository: String
+        var id: String
+    }
+
+    func backupScenario(database: String) async throws -> BaseBackups {
+        let scenario = "backup"
+        log("\n== Backup (\(repetitions) runs each)")
+        let custom = work + "/base.pgdump"
+        let plain = try await repeatRuns(scenario, "pg_dump -Fc", repetitions) {
+            try await self.pgDump(database, ["--format=custom", "--file=\(custom)"], output: custom, keep: true)
+        }
+        var pgDumpDirectory: [Int?: Measurement] = [:]
+        for level in [0, 1, nil] as [Int?] {
+            let label = "pg_dump -Fd -j2" + (level.map { " -Z\($0)" } ?? " (default -Z)")
+            let out = work + "/base.dir"
+            pgDumpDirectory[level] = try await repeatRuns(scenario, label, repetitions) {
+                try await self.pgDump(database, ["--format=directory", "--jobs=2", "--file=\(out)"] + (level.map { ["--compress=\($0)"] } ?? []), output: out, keep: false)
+            }
+        }
+        var keptRepository = ""
+        var keptID = ""
+        let tsDefault = try await repeatRuns(scenario, "tsbackup backup (default: -Fd -j2)", repetitions) {
+            let run = try await self.tsbackupBackup(database, [])
+            keptRepository = run.repository
+            keptID = run.id
+            return run.counters
+        }
+        let tsZ0 = try await repeatRuns(scenario, "tsbackup backup -j2 --compress 0", repetitions) {
+            try await self.tsbackupBackup(database, ["--compress", "0"], keep: false).counters
+        }
+        let tsCustom = try await repeatRuns(scenario, "tsbackup backup --format custom", repetitions) {
+            try await self.tsbackupBackup(database, ["--format", "custom"], keep: false).counters
+        }
+        let tsChecksums = try await repeatRuns(scenario, "tsbackup backup --checksums", repetitions) {
+            try await self.tsbackupBackup(database, ["--checksums"], keep: false).counters
+        }
+        ratio(scenario, "tsbackup default / pg_dump -Fd -j2 (same settings)", tsDefault, pgDumpDirectory[nil]!)
+        ratio(scenario, "tsbackup --compress 0 / pg_dump -Fd -j2 -Z0", tsZ0, pgDumpDirectory[0]!)
+        ratio(scenario, "tsbackup --format custom / pg_dump -Fc", tsCustom, plain)
+        ratio(scenario, "tsbackup --checksums / pg_dump -Fd -j2", tsChecksums, pgDumpDirectory[nil]!)
+        ratio(scenario, "tsbackup default / pg_dump -Fc (what the documentation implies)", tsDefault, plain)
+        return BaseBackups(customDump: custom, repository: keptRepository, id: keptID)
+    }
+
+    func restoreScenario(database: String, customDump: String, repository: String, id: String) async throws {
+        let scenario = "restore"
+        log("\n== Restore (\(repetitions) runs each)")
+        let source = try await digests(database)
+        var documentedSame = true
+        var tsbackupSame = true
+        let documented = try await repeatRuns(scenario, "documented procedure (serial pg_restore -Fc)", repetitions) {
+            let into = "documented_\(UUID().uuidString.prefix(6).lowercased())"
+            let walBefore = try await self.walSyncs()
+            let seconds = try await self.documentedRestore(customDump, into: into)
+            let walAfter = try await self.walSyncs()
+            if documentedSame { documentedSame = try await self.digests(into) == source }
+            try await self.dropDatabase(into)
+            return ["seconds": seconds, "wal_sync": Double(walAfter.0 - walBefore.0), "wal_bytes": Double(walAfter.1 - walBefore.1)]
+        }
+        let restored = try await repeatRuns(scenario, "tsbackup restore (phased, -j2, verified)", repetitions) {
+            let into = "tsrestore_\(UUID().uuidString.prefix(6).lowercased())"
+            let walBefore = try await self.walSyncs()
+            var counters = try await self.tsbackupRestore(repository: repository, id: id, into: into)
+            let walAfter = try await self.walSyncs()
+            if tsbackupSame { tsbackupSame = try await self.digests(into) == source }
+            try await self.dropDatabase(into)
+            counters["wal_sync"] = Double(walAfter.0 - walBefore.0)
+            counters["wal_bytes"] = Double(walAfter.1 - walBefore.1)
+            return counters
+        }
+        ratio(scenario, "speedup: documented / tsbackup restore (including verification)", documented, restored, inverse: true)
+        if let procedure = restored.medianCounter("procedure_seconds") {
+            results.findings.append(.init(scenario: scenario, name: "speedup: documented / tsbackup procedure only (preflight and verification excluded)",
+                                          value: documented.median / procedure, text: String(format: "%.2fx (%.2f s vs %.2f s)", documented.median / procedure, documented.median, procedure)))
+        }
+        let walDocumented = documented.medianCounter("wal_sync") ?? 0
+        let walTS = restored.medianCounter("wal_sync") ?? 0
+        results.findings.append(.init(scenario: scenario, name: "WAL syncs (pg_stat_wal.wal_sync, median)", value: walTS,
+                                      text: String(format: "documented %.0f, tsbackup %.0f", walDocumented, walTS)))
+        results.findings.append(.init(scenario: scenario, name: "identical content (md5 of every table's ordered rows vs the source)",
+                                      value: documentedSame && tsbackupSame ? 1 : 0,
+                                      text: "documented: \(documentedSame ? "identical" : "DIFFERENT"), tsbackup: \(tsbackupSame ? "identical" : "DIFFERENT")"))
+        try? FileManager.default.removeItem(atPath: customDump)
+        try? FileManager.default.removeItem(atPath: repository)
+    }
+
+    func endToEnd() {
+        func median(_ name: String) -> Double {
+            results.measurements.first { $0.name == name }?.median ?? .nan
+        }
+        let documented = median("pg_dump -Fc") + median("documented procedure (serial pg_restore -Fc)")
+        let tsbackup = median("tsbackup backup (default: -Fd -j2)") + median("tsbackup restore (phased, -j2, verified)")
+        results.findings.append(.init(scenario: "end-to-end", name: "backup + restore, sum of medians: documented / tsbackup",
+                                      value: documented / tsbackup,
+                                      text: String(format: "documented %.2f s, tsbackup %.2f s: %.2fx", documented, tsbackup, documented / tsbackup)))
+    }
+
+    func scaleScenarios() async throws {
+        log("\n== Scale (\(scaleRepetitions) run\(scaleRepetitions == 1 ? "" : "s") each\(full ? "" : ", quick mode"))")
+        // Chunk count grows, rows stay small: one chunk per hour of one device.
+        let chunkDays = full ? [50, 210, 420] : [10, 40, 100]
+        for days in chunkDays {
+            let options = SampleData.Options(devices: 2, days: days, readingsPerDay: 24, chunkInterval: "1 hour",
+                                             events: 100, eventsPerChunk: 100, sensors: 1, spacePartitions: 2)
+            try await scalePoint("chunks", name: "\(days * 24) chunks", x: Double(days * 24), options: options)
+        }
+        // Data grows, chunks stay few and large (30-day chunks).
+        let sizes = full ? [(100, 96), (100, 384), (100, 1_440)] : [(20, 96), (20, 288), (20, 864)]
+        for (devices, perDay) in sizes {
+            let options = SampleData.Options(devices: devices, days: 60, readingsPerDay: perDay, chunkInterval: "30 days",
+                                             events: 1_000, eventsPerChunk: 1_000, sensors: 2, spacePartitions: 2)
+            try await scalePoint("size", name: "\(devices * 60 * perDay) rows", x: Double(devices * 60 * perDay), options: options)
+        }
+        // Wide rows: a 1 kB text column on every reading.
+        let wide = SampleData.Options(devices: 10, days: 30, readingsPerDay: full ? 288 : 48, chunkInterval: "7 days",
+                                      events: 1_000, eventsPerChunk: 1_000, sensors: 2, spacePartitions: 2, noteLength: 1_000)
+        try await scalePoint("wide rows", name: "\(10 * 30 * (full ? 288 : 48)) rows x 1 kB", x: Double(10 * 30 * (full ? 288 : 48)), options: wide)
+    }
+
+    func scalePoint(_ axis: String, name: String, x: Double, options: SampleData.Options) async throws {
+        let database = "scale_\(UUID().uuidString.prefix(6).lowercased())"
+        let dataBytes = try await createDataset(database, options, label: "\(axis): \(name)")
+        let scenario = "scale: \(axis)"
+        let dump = work + "/\(database).pgdump"
+        let pgDump = try await repeatRuns(scenario, "\(name): pg_dump -Fc", scaleRepetitions) {
+            try await self.pgDump(database, ["--format=custom", "--file=\(dump)"], output: dump, keep: true)
+        }
+        var repository = ""
+        var id = ""
+        let backup = try await repeatRuns(scenario, "\(name): tsbackup backup", scaleRepetitions) {
+            let run = try await self.tsbackupBackup(database, [])
+            repository = run.repository
+            id = run.id
+            return run.counters
+        }
+        let documented = try await repeatRuns(scenario, "\(name): documented restore", scaleRepetitions) {
+            let into = "documented_\(UUID().uuidString.prefix(6).lowercased())"
+            let seconds = try await self.documentedRestore(dump, into: into)
+            try await self.dropDatabase(into)
+            return ["seconds": seconds]
+        }
+        let restore = try await repeatRuns(scenario, "\(name): tsbackup restore", scaleRepetitions) {
+            let into = "tsrestore_\(UUID().uuidString.prefix(6).lowercased())"
+            let counters = try await self.tsbackupRestore(repository: repository, id: id, into: into)
+            try await self.dropDatabase(into)
+            return counters
+        }
+        let peak = max(backup.medianCounter("max_rss_kb") ?? 0, restore.medianCounter("max_rss_kb") ?? 0)
+        results.findings.append(.init(
+            scenario: scenario, name: name, value: x,
+            text: ByteCount.format(dataBytes) + String(format: " database; backup %.2f s (pg_dump -Fc %.2f s, x%.2f); restore %.2f s (documented %.2f s, speedup %.2fx); peak RSS %.0f MB",
+                         backup.median, pgDump.median, backup.median / pgDump.median,
+                         restore.median, documented.median, documented.median / restore.median, peak / 1024)))
+        try? FileManager.default.removeItem(atPath: dump)
+        try? FileManager.default.removeItem(atPath: repository)
+        try await dropDatabase(database)
+    }
+
+    // MARK: Operations
+
+    @discardableResult
+    func createDataset(_ database: String, _ options: SampleData.Options, label: String? = nil) async throws -> Int64 {
+        log("  creating dataset \(label ?? database) ...")
+        try await cluster.createDatabase(database)
+        try await cluster.withSuperuser(database: database) { try await SampleData(options).load(into: $0) }
+        let (bytes, chunks) = try await cluster.withSuperuser(database: database) {
+            try await $0.row("SELECT pg_database_size(current_database()), (SELECT count(*) FROM _timescaledb_catalog.chunk)", as: (Int64, Int64).self)
+        }
+        let expected = SampleData(options).expected
+        results.datasets[label ?? database] = "\(expected.conditionsRows + expected.eventsRows + expected.readingsRows) rows, \(chunks) chunks, \(ByteCount.format(bytes)) database"
+        return bytes
+    }
+
+    /// Runs `body` `count` times; `body` returns counters, of which "seconds" is the timing.
+    func repeatRuns(_ scenario: String, _ name: String, _ count: Int, _ body: () async throws -> [String: Double]) async throws -> Measurement {
+        var measurement = Measurement(scenario: scenario, name: name)
+        for _ in 0..<count {
+            var counters = try await body()
+            measurement.seconds.append(counters.removeValue(forKey: "seconds") ?? .nan)
+            for (key, value) in counters { measurement.counters[key, default: []].append(value) }
+        }
+        let (low, high) = measurement.spread
+        var line = "  " + name.padding(toLength: max(62, name.count), withPad: " ", startingAt: 0)
+            + String(format: " median %7.2f s  (%.2f-%.2f)", measurement.median, low, high)
+        if let bytes = measurement.medianCounter("bytes") { line += "  " + ByteCount.format(Int64(bytes)) }
+        if let wal = measurement.medianCounter("wal_sync") { line += String(format: "  wal_sync %.0f", wal) }
+        if let rss = measurement.medianCounter("max_rss_kb") { line += String(format: "  rss %.0f MB", rss / 1024) }
+        log(line)
+        results.measurements.append(measurement)
+        return measurement
+    }
+
+    func ratio(_ scenario: String, _ name: String, _ a: Measurement, _ b: Measurement, inverse: Bool = false) {
+        let value = inverse ? a.median / b.median : a.median / b.median
+        results.findings.append(.init(scenario: scenario, name: name, value: value,
+                                      text: String(format: "%.2fx (%.2f s vs %.2f s)", value, a.median, b.median)))
+    }
+
+    func timed(_ body: () async throws -> Void) async throws -> Double {
+        let start = ContinuousClock.now
+        try await body()
+        let elapsed = ContinuousClock.now - start
+        return Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+    }
+
+    func check(_ result: ProcessResult, _ what: String) throws {
+        guard result.succeeded else {
+            throw SandboxError("\(what) failed (\(result.statusDescription)): \(result.standardError.suffix(1500)) \(result.standardOutput.suffix(1500))")
+        }
+    }
+
+    func pgDump(_ database: String, _ options: [String], output: String, keep: Bool) async throws -> [String: Double] {
+        try? FileManager.default.removeItem(atPath: output)
+        var result: ProcessResult?
+        let seconds = try await timed {
+            result = try await ProcessRunner.run(pgBin + "/pg_dump", options + ["--no-password", database], environment: environment)
+        }
+        try check(result!, "pg_dump")
+        let bytes = FileSystem.size(of: output)
+        if !keep { try? FileManager.default.removeItem(atPath: output) }
+        return ["seconds": seconds, "bytes": Double(bytes)]
+    }
+
+    struct BackupRun {
+        var repository: String
+        var id: String
+        var counters: [String: Double]
+    }
+
+    /// The real tsbackup binary, under GNU time for its peak memory.
+    func tsbackupBackup(_ database: String, _ options: [String], keep: Bool = true) async throws -> BackupRun {
+        let repository = work + "/repo-\(UUID().uuidString.prefix(8))"
+        var result: ProcessResult?
+        let seconds = try await timed {
+            result = try await ProcessRunner.run("/usr/bin/time", ["-f", "TSBACKUP_MAX_RSS_KB=%M", tsbackup, "backup", "--db",
+                                                                   cluster.url(database: database), "--repo", repository, "--json"] + options,
+                                                 environment: environment)
+        }
+        try check(result!, "tsbackup backup")
+        let summary = try JSONOutput.decode(BackupManifest.Summary.self, from: Data(result!.standardOutput.utf8))
+        var counters: [String: Double] = ["seconds": seconds, "bytes": Double(summary.bytes)]
+        counters["max_rss_kb"] = maxRSS(result!.standardError)
+        if !keep { try? FileManager.default.removeItem(atPath: repository) }
+        return BackupRun(repository: repository, id: summary.id, counters: counters)
+    }
+
+    func tsbackupRestore(repository: String, id: String, into: String) async throws -> [String: Double] {
+        var result: ProcessResult?
+        let seconds = try await timed {
+            result = try await ProcessRunner.run("/usr/bin/time", ["-f", "TSBACKUP_MAX_RSS_KB=%M", tsbackup, "restore", id, "--repo", repository,
+                                                                   "--target", cluster.url(database: "postgres"), "--into", into, "--jobs", "2", "--json"],
+                                                 environment: environment)
+        }
+        try check(result!, "tsbackup restore")
+        let report = try JSONOutput.decode(Restore.Report.self, from: Data(result!.standardOutput.utf8))
+        let procedure = report.steps.filter { $0.name != "preflight" && $0.name != "verify against the manifest" }.reduce(0) { $0 + $1.seconds }
+        var counters: [String: Double] = ["seconds": seconds, "procedure_seconds": procedure]
+        counters["max_rss_kb"] = maxRSS(result!.standardError)
+        return counters
+    }
+
+    /// The procedure as TimescaleDB documents it: new database, extension, pre_restore, serial
+    /// pg_restore, post_restore.
+    func documentedRestore(_ dump: String, into: String) async throws -> Double {
+        try await timed {
+            try await cluster.withSuperuser { try await $0.execute("CREATE DATABASE \(into)") }
+            try await cluster.withSuperuser(database: into) { session in
+                try await session.execute("CREATE EXTENSION timescaledb")
+                try await session.execute("SELECT timescaledb_pre_restore()")
+            }
+            var env = environment
+            env["PGDATABASE"] = into
+            let result = try await ProcessRunner.run(pgBin + "/pg_restore", ["--dbname=\(into)", "--no-password", dump], environment: env)
+            try check(result, "pg_restore")
+            try await cluster.withSuperuser(database: into) { try await $0.execute("SELECT timescaledb_post_restore()") }
+        }
+    }
+
+    func maxRSS(_ stderr: String) -> Double? {
+        guard let line = stderr.split(separator: "\n").last(where: { $0.hasPrefix("TSBACKUP_MAX_RSS_KB=") }) else { return nil }
+        return Double(line.dropFirst("TSBACKUP_MAX_RSS_KB=".count))
+    }
+
+    /// Cluster-wide WAL sync count and bytes; a counter machine noise cannot move.
+    func walSyncs() async throws -> (Int64, Int64) {
+        try await cluster.withSuperuser { try await $0.row("SELECT wal_sync, wal_bytes::int8 FROM pg_stat_wal", as: (Int64, Int64).self) }
+    }
+
+    func dropDatabase(_ name: String) async throws {
+        try await cluster.withSuperuser { try await $0.execute("DROP DATABASE IF EXISTS \(quoteIdentifier(name)) WITH (FORCE)") }
+    }
+
+    /// md5 of each user table's rows in a fixed order, independent of tsbackup's own hashing.
+    func digests(_ database: String) async throws -> [String: String] {
+        try await cluster.withSuperuser(database: database) { session in
+            try await TableContent.prepare(session)
+            var result: [String: String] = [:]
+            for table in ["public.devices", "public.conditions", "public.events", "iot.readings"] {
+                result[table] = try await session.value(
+                    PostgresQuery(unsafeSQL: "SELECT md5(coalesce(string_agg(t::text, E'\\n' ORDER BY t::text), '')) FROM \(table) t"),
+                    as: String.self)
+            }
+            return result
+        }
+    }
+}

@@ -1,0 +1,82 @@
+import ArgumentParser
+import Foundation
+import PostgresNIO
+import TSBackup
+import TSBackupSandbox
+
+/// tsbackup against the documented TimescaleDB procedure and raw pg_dump/pg_restore, measured
+/// side by side in one run on one throwaway cluster. Prints ratios of medians; asserts nothing.
+@main
+struct BenchCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "tsbackup-bench",
+        abstract: "Benchmark tsbackup against pg_dump/pg_restore and the documented restore procedure.",
+        discussion: "--quick (default) takes a few minutes with small data; --full uses 5,000+ chunks and 1 GB+ of data for release notes."
+    )
+
+    @Flag(help: "Small data, scale points run once.") var quick = false
+    @Flag(help: "Large data (>= 5,000 chunks, >= 1 GB), every point repeated.") var full = false
+    @Option(help: "Runs per measurement (at least 3).") var repetitions = 3
+    @Option(help: "Directory for the JSON results.") var output = "bench/results"
+
+    func validate() throws {
+        if quick && full { throw ValidationError("Choose --quick or --full.") }
+        if repetitions < 3 { throw ValidationError("--repetitions must be at least 3: a median of fewer runs says little on a shared machine.") }
+    }
+
+    func run() async throws {
+        let tsbackup = try siblingExecutable("tsbackup")
+        let mode = full ? "full" : "quick"
+        let buildKind = tsbackup.contains("/release/") ? "release" : "debug"
+        say("tsbackup benchmark, \(mode) mode, \(buildKind) build of \(tsbackup), \(ProcessInfo.processInfo.activeProcessorCount) cores")
+        let started = Date()
+        try await SandboxCluster.with(.init(durable: true, settings: ["max_locks_per_transaction": "512", "shared_buffers": "'256MB'"])) { cluster in
+            let versions = try await cluster.withSuperuser {
+                try await $0.row("SELECT current_setting('server_version'), (SELECT default_version FROM pg_available_extensions WHERE name = 'timescaledb')",
+                                 as: (String, String).self)
+            }
+            let pgDump = try await PostgresTools.locate("pg_dump", minimumMajor: 15)
+            let results = BenchResults(
+                mode: mode, startedAt: started, cores: ProcessInfo.processInfo.activeProcessorCount,
+                memoryBytes: ProcessInfo.processInfo.physicalMemory, postgres: versions.0, timescaledb: versions.1,
+                pgDump: pgDump.version, tsbackupVersion: TSBackupVersion.current, tsbackupBuild: buildKind, repetitions: repetitions)
+            let work = cluster.directory + "/bench"
+            try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
+            let bench = Bench(cluster: cluster, tsbackup: tsbackup, work: work, full: full, repetitions: repetitions,
+                              results: results, log: say)
+            try await bench.run()
+            report(bench.results)
+            try FileManager.default.createDirectory(atPath: output, withIntermediateDirectories: true)
+            let stamp = ISO8601DateFormatter().string(from: started).replacingOccurrences(of: ":", with: "")
+            let path = "\(output)/bench-\(mode)-\(stamp).json"
+            try Data(try JSONOutput.encode(bench.results).utf8).write(to: URL(fileURLWithPath: path))
+            say("\nAll figures: \(path)  (total \(Int(Date().timeIntervalSince(started))) s)")
+        }
+    }
+
+    func report(_ results: BenchResults) {
+        say("\n== Findings (ratios of medians measured in this run)")
+        var table = TextTable(header: ["SCENARIO", "FIGURE", "VALUE"])
+        for finding in results.findings {
+            table.add([finding.scenario, finding.name, finding.text])
+        }
+        say(table.render())
+        say("\nDatasets")
+        for (name, description) in results.datasets.sorted(by: { $0.key < $1.key }) {
+            say("  \(name): \(description)")
+        }
+    }
+
+    func say(_ text: String) {
+        FileHandle.standardOutput.write(Data((text + "\n").utf8))
+    }
+
+    func siblingExecutable(_ name: String) throws -> String {
+        let me = URL(fileURLWithPath: (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0])
+        let path = me.deletingLastPathComponent().appendingPathComponent(name).path
+        guard FileManager.default.isExecutableFile(atPath: path) else {
+            throw ValidationError("\(path) is missing; build it first (scripts/bench.sh does).")
+        }
+        return path
+    }
+}
