@@ -38,7 +38,9 @@ public enum Backup {
 
     public static func run(_ request: Request, onProgress: (@Sendable (Progress) -> Void)? = nil) async throws -> BackupManifest {
         // Nothing is created before the source has been checked: a refused backup leaves no trace.
-        try await DatabaseSession.with(request.settings) { session in
+        let started = Date()
+        return try await DatabaseSession.with(request.settings) { session in
+            onProgress?(Progress(phase: "preflight", tablesDone: 0, tablesTotal: 0, bytesWritten: 0, fractionDone: 0, elapsed: Date().timeIntervalSince(started)))
             let plan = try await preflight(request, session: session)
             let repository = try LocalRepository.open(request.repositoryPath, create: true)
             return try await RepositoryLock.with(repository, command: "backup of \(request.settings.displayName)") { lock in
@@ -48,7 +50,7 @@ public enum Backup {
                     warnings.append("A previous run (\(stale)) ended without releasing the repository\(removed.isEmpty ? "" : "; its unfinished entries \(removed.joined(separator: ", ")) were removed").")
                 }
                 return try await execute(request, plan: plan, session: session, repository: repository,
-                                         warnings: warnings, onProgress: onProgress)
+                                         warnings: warnings, started: started, onProgress: onProgress)
             }
         }
     }
@@ -125,9 +127,8 @@ public enum Backup {
     }
 
     static func execute(_ request: Request, plan: Plan, session: DatabaseSession, repository: LocalRepository,
-                        warnings initialWarnings: [String], onProgress: (@Sendable (Progress) -> Void)?) async throws -> BackupManifest {
+                        warnings initialWarnings: [String], started: Date, onProgress: (@Sendable (Progress) -> Void)?) async throws -> BackupManifest {
         let id = repository.newID()
-        let started = Date()
         let staging = try repository.beginEntry(id)
         let archiveName = request.format == .directory ? "dump" : "dump.pgdump"
         let archivePath = staging + "/" + archiveName
@@ -146,6 +147,7 @@ public enum Backup {
             for attempt in 1...max(1, request.maxAttempts) {
                 try await session.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                 let snapshot = try await session.value("SELECT pg_export_snapshot()", as: String.self)
+                onProgress?(Progress(phase: "dumping", tablesDone: 0, tablesTotal: plan.tableBytes.count, bytesWritten: 0, fractionDone: 0, elapsed: Date().timeIntervalSince(started)))
                 let dump = DumpRun(request: request, plan: plan, archivePath: archivePath, snapshot: snapshot,
                                    started: started, onProgress: onProgress)
                 // The survey reads the same snapshot on our session while pg_dump runs.

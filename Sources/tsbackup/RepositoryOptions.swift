@@ -14,15 +14,17 @@ struct RepositoryOptions: ParsableArguments {
 }
 
 /// A progress line on stderr, only when stderr is a terminal; redrawn in place.
+/// With TSBACKUP_TRACE=1 every update is a line of its own instead, for timing phases in logs.
 struct ProgressLine {
-    static var enabled: Bool { isatty(2) == 1 }
+    static var trace: Bool { ProcessInfo.processInfo.environment["TSBACKUP_TRACE"] == "1" }
+    static var enabled: Bool { isatty(2) == 1 || trace }
 
     static func show(_ text: String) {
-        FileHandle.standardError.write(Data(("\r\u{1B}[2K" + text).utf8))
+        FileHandle.standardError.write(Data((trace ? text + "\n" : "\r\u{1B}[2K" + text).utf8))
     }
 
     static func clear() {
-        FileHandle.standardError.write(Data("\r\u{1B}[2K".utf8))
+        if !trace { FileHandle.standardError.write(Data("\r\u{1B}[2K".utf8)) }
     }
 
     static func duration(_ seconds: Double) -> String {
