@@ -119,7 +119,7 @@ final class RestoreRun: @unchecked Sendable {
             try await step("create extension and enter restore mode") { try await self.prepareDatabase() }
             let procedure = try RestoreProcedure(archive: archivePath, pgRestore: tools.pgRestore, settings: targetSettings, jobs: request.jobs)
             defer { procedure.removeLists() }
-            try await step("list the archive") { try await procedure.splitLists() }
+            try await step("split the archive's contents") { try procedure.splitLists(tools.contents) }
             try await step("pg_restore pre-data") { try await procedure.restorePreData() }
             try await step("pg_restore TimescaleDB catalog data") { try await procedure.restoreCatalogData() }
             try await step("pg_restore data and post-data, \(request.jobs) jobs") { try await procedure.restoreRest() }
@@ -176,11 +176,13 @@ final class RestoreRun: @unchecked Sendable {
 
     struct Tools {
         var pgRestore: PostgresTool
+        /// The archive's table of contents, read once.
+        var contents: ArchiveContents
     }
 
     func preflight() async throws -> Tools {
-        let verification = try await Verify.check(manifest, directory: directory)
-        guard verification.ok else {
+        let (verification, listing) = try await Verify.check(manifest, directory: directory)
+        guard verification.ok, let contents = listing else {
             throw TSBackupError(.precondition, "Backup \(manifest.id) does not verify (\(verification.problems.prefix(3).joined(separator: "; "))); tsbackup never restores a damaged backup. Restore another backup, or take a new one.")
         }
         return try await DatabaseSession.with(request.target) { session in
@@ -216,7 +218,7 @@ final class RestoreRun: @unchecked Sendable {
                 }
             }
 
-            try await checkRoles(session)
+            try await checkRoles(session, contents: contents)
 
             let exists = try await session.value("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = \(database))", as: Bool.self)
             if exists {
@@ -237,14 +239,13 @@ final class RestoreRun: @unchecked Sendable {
             if used + 1 > maxWorkers {
                 report.warnings.append("The target has no free background-worker slot (max_worker_processes \(maxWorkers), \(used) in use): the restored database's TimescaleDB scheduler may not start, so its jobs would not run. Raise max_worker_processes.")
             }
-            return Tools(pgRestore: pgRestore)
+            return Tools(pgRestore: pgRestore, contents: contents)
         }
     }
 
     /// Owners of objects and jobs must exist on the target, or the restore loses them.
-    func checkRoles(_ session: DatabaseSession) async throws {
+    func checkRoles(_ session: DatabaseSession, contents: ArchiveContents) async throws {
         var needed = Set(manifest.hypertables.map(\.owner) + manifest.jobs.map(\.owner))
-        let contents = try await Archive.list(archivePath, pgRestore: try await PostgresTools.locate("pg_restore", minimumMajor: manifest.pgDump.majorVersion))
         needed.formUnion(contents.owners)
         needed.remove("")
         let existing = Set(try await session.values("SELECT rolname::text FROM pg_roles", as: String.self))

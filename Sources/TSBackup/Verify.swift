@@ -26,10 +26,12 @@ public enum Verify {
             return Report(id: id, ok: false, filesChecked: 0, bytesChecked: 0,
                           problems: ["the entry has no readable manifest.json: the run that wrote it was interrupted"])
         }
-        return try await check(manifest, directory: entry.directory)
+        return try await check(manifest, directory: entry.directory).report
     }
 
-    static func check(_ manifest: BackupManifest, directory: String) async throws -> Report {
+    /// The report, and the archive's table of contents when it could be read.
+    static func check(_ manifest: BackupManifest, directory: String) async throws -> (report: Report, contents: ArchiveContents?) {
+        var listing: ArchiveContents?
         var problems: [String] = []
         if manifest.status != .complete {
             problems.append("the backup is marked \(manifest.status.rawValue)\(manifest.error.map { ": \($0)" } ?? "")")
@@ -59,6 +61,7 @@ public enum Verify {
             do {
                 let pgRestore = try await PostgresTools.locate("pg_restore", minimumMajor: manifest.pgDump.majorVersion)
                 let contents = try await Archive.list(directory + "/" + manifest.archive, pgRestore: pgRestore)
+                listing = contents
                 let missing = contents.missingTimescaleEntries(chunks: manifest.chunkTables, timescaleInstalled: manifest.timescaledb != nil)
                 if !missing.isEmpty {
                     problems.append("the archive's table of contents lacks \(missing.count) entr\(missing.count == 1 ? "y" : "ies"): \(missing.prefix(5).joined(separator: ", "))")
@@ -72,6 +75,6 @@ public enum Verify {
                 problems.append(error.message)
             }
         }
-        return Report(id: manifest.id, ok: problems.isEmpty, filesChecked: manifest.files.count, bytesChecked: bytes, problems: problems)
+        return (Report(id: manifest.id, ok: problems.isEmpty, filesChecked: manifest.files.count, bytesChecked: bytes, problems: problems), listing)
     }
 }

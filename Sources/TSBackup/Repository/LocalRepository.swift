@@ -137,12 +137,7 @@ public struct LocalRepository: Sendable {
     /// Makes a staged entry final: every file fsynced, the manifest written last and atomically,
     /// then the directory renamed from `<id>.partial` to `<id>`.
     public func commitEntry(staging: String, manifest: BackupManifest) throws {
-        for file in try FileSystem.regularFiles(under: staging) {
-            try FileSystem.sync(staging + "/" + file)
-        }
-        for directory in Set(try FileSystem.regularFiles(under: staging).map { (staging + "/" + $0 as NSString).deletingLastPathComponent }) {
-            try FileSystem.sync(directory)
-        }
+        try FileSystem.syncTree(staging)
         try FileSystem.writeAtomically(Data((try JSONOutput.encode(manifest) + "\n").utf8), to: staging + "/manifest.json")
         try FileSystem.rename(staging, to: backupsDirectory + "/" + manifest.id)
     }

@@ -38,8 +38,7 @@ final class RestoreProcedure: @unchecked Sendable {
             && (item.schema == "_timescaledb_catalog" || item.schema == "_timescaledb_config")
     }
 
-    func splitLists() async throws {
-        let contents = try await Archive.list(archive, pgRestore: pgRestore)
+    func splitLists(_ contents: ArchiveContents) throws {
         let catalog = contents.items.filter(Self.isCatalogData).map(\.line)
         let rest = contents.items.filter { !Self.isCatalogData($0) }.map(\.line)
         try (catalog.joined(separator: "\n") + "\n").write(toFile: catalogList, atomically: true, encoding: .utf8)
