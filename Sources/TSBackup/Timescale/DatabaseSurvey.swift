@@ -81,18 +81,24 @@ public struct DatabaseSurvey: Sendable {
 public enum TableContent {
     /// Makes every value's text form independent of the session's settings.
     public static func prepare(_ session: DatabaseSession) async throws {
-        for setting in ["SET TimeZone = 'UTC'", "SET DateStyle = 'ISO, YMD'", "SET IntervalStyle = 'postgres'",
-                        "SET extra_float_digits = 3", "SET bytea_output = 'hex'"] {
-            try await session.execute(setting)
+        for setting in settings {
+            try await session.execute("SET " + setting)
         }
     }
+
+    /// The settings ``prepare(_:)`` makes, as `name = value`; also used by psql children that
+    /// must print values the same way.
+    public static let settings = ["TimeZone = 'UTC'", "DateStyle = 'ISO, YMD'", "IntervalStyle = 'postgres'",
+                                  "extra_float_digits = 3", "bytea_output = 'hex'"]
 
     /// The exact row count and, when asked, an order-independent hash of the rows: the sums of
     /// the two halves of each row's md5 (sums, not XOR, so duplicate rows count), with the count,
     /// hashed once more. Identical for the same rows in any physical order or chunk layout.
-    public static func measure(_ session: DatabaseSession, table qualifiedName: String, hash: Bool) async throws -> (Int64, String?) {
+    /// `condition` (SQL on the table's columns) restricts both to the rows it selects.
+    public static func measure(_ session: DatabaseSession, table qualifiedName: String, hash: Bool, where condition: String? = nil) async throws -> (Int64, String?) {
+        let filter = condition.map { " WHERE \($0)" } ?? ""
         guard hash else {
-            return (try await session.value(PostgresQuery(unsafeSQL: "SELECT count(*) FROM \(qualifiedName)"), as: Int64.self,
+            return (try await session.value(PostgresQuery(unsafeSQL: "SELECT count(*) FROM \(qualifiedName)\(filter)"), as: Int64.self,
                                             purpose: "counting the rows of \(qualifiedName)"), nil)
         }
         let (count, high, low) = try await session.row(
@@ -100,7 +106,7 @@ public enum TableContent {
             SELECT count(*),
                    coalesce(sum(('x' || substr(h, 1, 16))::bit(64)::int8::numeric), 0)::text,
                    coalesce(sum(('x' || substr(h, 17, 16))::bit(64)::int8::numeric), 0)::text
-            FROM (SELECT md5(t::text) AS h FROM \(qualifiedName) t) rows
+            FROM (SELECT md5(t::text) AS h FROM \(qualifiedName) t\(filter)) rows
             """), as: (Int64, String, String).self, purpose: "hashing the rows of \(qualifiedName)")
         return (count, "v1:" + FileSystem.sha256(of: Data("\(count):\(high):\(low)".utf8)))
     }
