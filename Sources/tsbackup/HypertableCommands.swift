@@ -8,7 +8,7 @@ struct ExportHypertableCommand: AsyncParsableCommand {
         discussion: """
             Stores the table's definition (pg_dump --schema-only of the root table, without \
             TimescaleDB's insert blocker), its dimensions, compression settings and jobs, and its \
-            rows as compressed COPY text, one file per chunk, copied by parallel psql processes on \
+            rows as compressed COPY text, in files of consecutive chunks, copied by parallel psql processes on \
             one exported snapshot while the same snapshot is counted and hashed. Needs only SELECT \
             on the table. --since/--until bound the primary (time) dimension: [since, until); \
             timestamps without an offset are UTC.
@@ -27,14 +27,18 @@ struct ExportHypertableCommand: AsyncParsableCommand {
     @Option(help: "Only rows whose time column is before this value.")
     var until: String?
 
-    @Option(help: "Chunks copied at once (default 2).")
+    @Option(help: "Data files written at once (default 2).")
     var jobs: Int = 2
+
+    @Option(help: "At most this many chunks per data file (1: a file per chunk). By default chunks are grouped into files of about table size / (2 x jobs), 8 to 256 MB.")
+    var chunksPerFile: Int?
 
     @Flag(help: "Print the entry's summary as JSON.")
     var json = false
 
     func validate() throws {
         if jobs < 1 { throw ValidationError("--jobs must be at least 1.") }
+        if let chunksPerFile, chunksPerFile < 1 { throw ValidationError("--chunks-per-file must be at least 1.") }
     }
 
     func run() async throws {
@@ -43,6 +47,7 @@ struct ExportHypertableCommand: AsyncParsableCommand {
             request.since = since
             request.until = until
             request.jobs = jobs
+            request.chunksPerFile = chunksPerFile
             let manifest = try await HypertableExport.run(request)
             if json {
                 print(try JSONOutput.encode(manifest.summary))

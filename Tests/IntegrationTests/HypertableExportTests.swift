@@ -56,16 +56,19 @@ struct HypertableExportTests {
         defer { scratch.remove() }
         let repository = scratch.path + "/repo"
 
-        let (exported, manifest) = try await exportHypertable(cluster, source, table: "\(schema).\(name)", repository: repository)
+        // A file per chunk here, so the import loads several files in parallel.
+        let (exported, manifest) = try await exportHypertable(cluster, source, table: "\(schema).\(name)", repository: repository, ["--chunks-per-file", "1"])
         #expect(exported.exitCode == 0, "\(exported.standardError)")
         let export = try #require(manifest)
         #expect(export.kind == "hypertable")
+        #expect(export.dataFiles.allSatisfy { $0.chunks.count == 1 })
         #expect(export.definitionRemoved == ["TRIGGER \(name) ts_insert_blocker"])
         #expect(!(try String(contentsOfFile: "\(repository)/backups/\(export.id)/schema.sql", encoding: .utf8)).contains("ts_insert_blocker"))
         let chunkCount = try await cluster.withSuperuser(database: source) {
             try await $0.value("SELECT count(*) FROM timescaledb_information.chunks WHERE hypertable_schema = \(schema) AND hypertable_name = \(name)", as: Int64.self)
         }
-        #expect(export.dataFiles.count == Int(chunkCount))
+        #expect(export.chunkCount == Int(chunkCount))
+        #expect(Set(export.dataFiles.flatMap(\.chunks)).count == Int(chunkCount))
         let sourceRows = try await orderedRowsDigest(cluster, source, "\(quoteIdentifier(schema)).\(quoteIdentifier(name))")
         #expect(export.rowCount == sourceRows.0)
         #expect(export.dataFiles.reduce(0) { $0 + $1.rows } == sourceRows.0)
@@ -128,7 +131,7 @@ struct HypertableExportTests {
         #expect(expected.0 == 4 * 60)
         #expect(export.rowCount == expected.0)
         #expect(export.window?.column == "time" && export.window?.since == "2026-01-05" && export.window?.until == "2026-01-07 12:00:00+00")
-        #expect(export.dataFiles.count == 3, "only the chunks overlapping the window")
+        #expect(export.chunkCount == 3, "only the chunks overlapping the window")
 
         let target = uniqueDatabaseName("hx_win_dst")
         try await cluster.createDatabase(target)
@@ -140,7 +143,7 @@ struct HypertableExportTests {
                                                                     ["--since", "150", "--until", "420"])
         #expect(integer.exitCode == 0, "\(integer.standardError)")
         #expect(integerManifest?.rowCount == 270)
-        #expect(integerManifest?.dataFiles.count == 4)
+        #expect(integerManifest?.chunkCount == 4)
         let digest = try await orderedRowsDigest(cluster, source, "public.events", where: "seq >= 150 AND seq < 420")
         let (importedEvents, _) = try await importHypertable(cluster, try #require(integerManifest).id, into: target, repository: repository)
         #expect(importedEvents.exitCode == 0, "\(importedEvents.standardError)")
@@ -250,7 +253,7 @@ struct HypertableExportTests {
             }
         }
         try await Task.sleep(for: .milliseconds(300))
-        let (exported, manifest) = try await exportHypertable(cluster, database, table: "public.conditions", repository: repository, ["--jobs", "3"])
+        let (exported, manifest) = try await exportHypertable(cluster, database, table: "public.conditions", repository: repository, ["--jobs", "3", "--chunks-per-file", "4"])
         writer.cancel()
         let batches = (try? await writer.value) ?? 0
         #expect(exported.exitCode == 0, "\(exported.standardError)")
@@ -275,8 +278,9 @@ struct HypertableExportTests {
         let scratch = try ScratchDirectory("hx-bad")
         defer { scratch.remove() }
         let repository = scratch.path + "/repo"
-        let (_, manifest) = try await exportHypertable(cluster, database, table: "public.events", repository: repository)
+        let (_, manifest) = try await exportHypertable(cluster, database, table: "public.events", repository: repository, ["--chunks-per-file", "3"])
         let export = try #require(manifest)
+        #expect(export.dataFiles.count == 4)
         let victim = try #require(export.dataFiles.dropFirst(2).first)
         let path = "\(repository)/backups/\(export.id)/\(victim.path)"
         var bytes = try Data(contentsOf: URL(fileURLWithPath: path))

@@ -17,6 +17,8 @@ public enum HypertableExport {
         public var since: String?
         public var until: String?
         public var jobs = 2
+        /// At most this many chunks per data file; nil groups chunks by size alone.
+        public var chunksPerFile: Int?
 
         public init(settings: ConnectionSettings, repositoryPath: String, table: String) {
             self.settings = settings
@@ -145,7 +147,7 @@ public enum HypertableExport {
             try await TableContent.prepare(session)
             try await session.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             let snapshot = try await session.value("SELECT pg_export_snapshot()", as: String.self)
-            let result: Result<(Int64, String?), any Error>
+            let result: (Int64, String)
             do {
                 try await describe(plan: plan, session: session, into: &manifest)
                 let chunks = try await chunks(plan: plan, session: session)
@@ -156,31 +158,18 @@ public enum HypertableExport {
                 }
                 try await dumpDefinition(request, plan: plan, snapshot: snapshot, staging: staging, into: &manifest)
                 try FileManager.default.createDirectory(atPath: staging + "/data", withIntermediateDirectories: false)
-                // The rows are hashed on this session while psql children copy them, all on one snapshot.
-                async let measured = TableContent.measure(session, table: plan.qualified, hash: true, where: plan.condition)
-                let columns = manifest.copyColumns
-                let files: Result<[HypertableManifest.DataFile], any Error>
-                do {
-                    files = .success(try await copyChunks(chunks, request: request, plan: plan, snapshot: snapshot, staging: staging, columns: columns))
-                } catch {
-                    files = .failure(error)
-                }
-                // Always awaited, so the session is idle before the transaction ends.
-                do {
-                    result = .success(try await measured)
-                } catch {
-                    result = .failure(error)
-                }
-                manifest.dataFiles = try files.get()
-            }
-            catch {
+                let copied = try await copyChunks(chunks, request: request, plan: plan, snapshot: snapshot, staging: staging,
+                                                  columns: manifest.columns)
+                manifest.dataFiles = copied.map(\.0)
+                result = try await ContentParts.combine(copied.map(\.1), session: session)
+            } catch {
                 _ = try? await session.execute("ROLLBACK")
                 throw error
             }
             _ = try? await session.execute("COMMIT")
-            let (rows, hash) = try result.get()
+            let (rows, hash) = result
             manifest.rowCount = rows
-            manifest.contentHash = hash ?? ""
+            manifest.contentHash = hash
             let copied = manifest.dataFiles.reduce(0) { $0 + $1.rows }
             guard copied == rows else {
                 throw TSBackupError(.failed, "The data files hold \(copied) rows but the snapshot counted \(rows) in \(plan.schema).\(plan.name) (\(manifest.windowDescription)); the export is inconsistent and was not kept. Run it again; if it repeats, report it with the server version.")
@@ -260,7 +249,7 @@ public enum HypertableExport {
     struct Chunk {
         var qualified: String
         var display: String
-        var name: String
+        var bytes: Int64
     }
 
     /// The chunks holding rows of the window, in time order.
@@ -271,13 +260,14 @@ public enum HypertableExport {
         if let until = plan.untilLiteral { overlap += " AND \(start) < \(until)" }
         return try await session.rows(
             PostgresQuery(unsafeSQL: """
-            SELECT format('%I.%I', c.chunk_schema, c.chunk_name), format('%s.%s', c.chunk_schema, c.chunk_name), c.chunk_name::text
+            SELECT format('%I.%I', c.chunk_schema, c.chunk_name), format('%s.%s', c.chunk_schema, c.chunk_name),
+                   pg_relation_size(format('%I.%I', c.chunk_schema, c.chunk_name)::regclass)
             FROM timescaledb_information.chunks c
             WHERE c.hypertable_schema = '\(plan.schema.replacingOccurrences(of: "'", with: "''"))'
               AND c.hypertable_name = '\(plan.name.replacingOccurrences(of: "'", with: "''"))'\(overlap)
             ORDER BY c.range_start, c.range_start_integer, c.chunk_name
-            """), as: (String, String, String).self, purpose: "listing the chunks of \(plan.schema).\(plan.name)"
-        ).map { Chunk(qualified: $0.0, display: $0.1, name: $0.2) }
+            """), as: (String, String, Int64).self, purpose: "listing the chunks of \(plan.schema).\(plan.name)"
+        ).map { Chunk(qualified: $0.0, display: $0.1, bytes: $0.2) }
     }
 
     /// `pg_dump --schema-only --table` on the snapshot, without TimescaleDB's insert blocker.
@@ -305,31 +295,76 @@ public enum HypertableExport {
         }
     }
 
-    /// One psql per chunk, `jobs` at a time, each on the exported snapshot.
+    /// Consecutive chunks grouped into files of about `limit` bytes (table size on disk): a psql
+    /// per chunk would spend more time connecting than copying when chunks are small, while a
+    /// few files per job keep the jobs busy.
+    static func batches(_ chunks: [Chunk], jobs: Int, chunksPerFile: Int? = nil) -> [[Chunk]] {
+        let total = chunks.reduce(0) { $0 + $1.bytes }
+        let limit = min(256 << 20, max(8 << 20, total / Int64(max(1, jobs) * 2)))
+        var batches: [[Chunk]] = []
+        var current: [Chunk] = []
+        var size: Int64 = 0
+        for chunk in chunks {
+            if !current.isEmpty, size + chunk.bytes > limit || current.count >= (chunksPerFile ?? Int.max) {
+                batches.append(current)
+                current = []
+                size = 0
+            }
+            current.append(chunk)
+            size += chunk.bytes
+        }
+        if !current.isEmpty { batches.append(current) }
+        return batches
+    }
+
+    /// One psql per batch of chunks, `jobs` at a time, each on the exported snapshot; beside each
+    /// psql a session of ours counts and hashes the same rows in the same snapshot.
     static func copyChunks(_ chunks: [Chunk], request: Request, plan: Plan, snapshot: String, staging: String,
-                           columns: [HypertableManifest.Column]) async throws -> [HypertableManifest.DataFile] {
+                           columns: [HypertableManifest.Column]) async throws -> [(HypertableManifest.DataFile, ContentParts)] {
         var environment: [String: String?] = request.settings.libpqEnvironment.mapValues { $0 }
         environment["PGOPTIONS"] = .some(nil)
         let environmentCopy = environment
-        let columnList = columns.map { quoteIdentifier($0.name) }.joined(separator: ", ")
+        let copyList = columns.filter { !$0.generated }.map { quoteIdentifier($0.name) }.joined(separator: ", ")
+        let rowList = columns.map { quoteIdentifier($0.name) }.joined(separator: ", ")
         let filter = plan.condition.map { " WHERE \($0)" } ?? ""
         let suffix = plan.compressorName == "zstd" ? "zst" : "gz"
-        let jobs = chunks.enumerated().map { index, chunk in
-            (index, chunk, String(format: "data/%05d_%@.copy.%@", index + 1, chunk.name, suffix))
+        let settings = request.settings
+        let jobs = batches(chunks, jobs: request.jobs, chunksPerFile: request.chunksPerFile).enumerated().map { index, batch in
+            (batch, String(format: "data/%05d.copy.%@", index + 1, suffix))
         }
-        return try await Concurrently.map(jobs, limit: max(1, request.jobs)) { index, chunk, path in
+        return try await Concurrently.map(jobs, limit: max(1, request.jobs)) { batch, path in
             let script = """
                 BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY;
                 SET TRANSACTION SNAPSHOT '\(snapshot)';
                 \(TableContent.settings.map { "SET LOCAL " + $0 + ";" }.joined(separator: "\n"))
-                COPY (SELECT \(columnList) FROM ONLY \(chunk.qualified)\(filter)) TO STDOUT;
+                \(batch.map { "COPY (SELECT \(copyList) FROM ONLY \($0.qualified)\(filter)) TO STDOUT;" }.joined(separator: "\n"))
                 COMMIT;
 
                 """
-            let exported = try await CopyPipeline.export(
-                psql: plan.psql.path, environment: environmentCopy, script: script, compressor: plan.compressor,
-                outputPath: staging + "/" + path, what: "chunk \(chunk.display) of \(plan.schema).\(plan.name)")
-            return HypertableManifest.DataFile(path: path, chunk: chunk.display, rows: exported.rows, rawBytes: exported.rawBytes)
+            let what = batch.count == 1 ? "chunk \(batch[0].display)" : "\(batch.count) chunks (\(batch[0].display) ...)"
+            async let parts = DatabaseSession.with(settings) { session in
+                try await session.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                try await session.execute("SET TRANSACTION SNAPSHOT '\(snapshot)'")
+                try await TableContent.prepare(session)
+                let rows = batch.map { "SELECT \(rowList) FROM ONLY \($0.qualified)\(filter)" }.joined(separator: " UNION ALL ")
+                let parts = try await ContentParts.measure(session, rowsQuery: rows, purpose: "hashing \(what)")
+                try await session.execute("COMMIT")
+                return parts
+            }
+            let exported: CopyPipeline.Exported
+            do {
+                exported = try await CopyPipeline.export(
+                    psql: plan.psql.path, environment: environmentCopy, script: script, compressor: plan.compressor,
+                    outputPath: staging + "/" + path, what: "\(what) of \(plan.schema).\(plan.name)")
+            } catch {
+                _ = try? await parts
+                throw error
+            }
+            let measured = try await parts
+            guard measured.count == exported.rows else {
+                throw TSBackupError(.failed, "psql copied \(exported.rows) rows of \(what) but the snapshot holds \(measured.count); the export is inconsistent and was not kept. Run it again; if it repeats, report it with the server version.")
+            }
+            return (HypertableManifest.DataFile(path: path, chunks: batch.map(\.display), rows: exported.rows, rawBytes: exported.rawBytes), measured)
         }
     }
 }

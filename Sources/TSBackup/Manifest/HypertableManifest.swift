@@ -121,8 +121,8 @@ public struct HypertableManifest: Codable, Sendable, Equatable {
     public struct DataFile: Codable, Sendable, Equatable {
         /// Relative to the entry's directory.
         public var path: String
-        /// The source chunk, "schema.name".
-        public var chunk: String
+        /// The source chunks whose rows the file holds, one after the other: "schema.name".
+        public var chunks: [String]
         public var rows: Int64
         /// Uncompressed bytes of COPY text.
         public var rawBytes: Int64
@@ -130,6 +130,7 @@ public struct HypertableManifest: Codable, Sendable, Equatable {
 
     public var totalFileBytes: Int64 { files.reduce(0) { $0 + $1.bytes } }
     public var rawDataBytes: Int64 { dataFiles.reduce(0) { $0 + $1.rawBytes } }
+    public var chunkCount: Int { dataFiles.reduce(0) { $0 + $1.chunks.count } }
     /// The columns the data files hold, in order.
     public var copyColumns: [Column] { columns.filter { !$0.generated } }
 
@@ -203,7 +204,7 @@ extension HypertableManifest.Job {
 
 extension HypertableManifest.DataFile {
     enum CodingKeys: String, CodingKey {
-        case path, chunk, rows
+        case path, chunks, rows
         case rawBytes = "raw_bytes"
     }
 }
@@ -216,7 +217,7 @@ extension HypertableManifest {
             id: id, kind: kind, status: status.rawValue, label: nil, startedAt: startedAt,
             durationSeconds: (durationSeconds * 1000).rounded() / 1000, database: source.database,
             host: "\(source.host):\(source.port)", postgresVersion: server.version,
-            timescaledbVersion: timescaledb?.version, hypertables: 1, chunks: dataFiles.count, rows: rowCount,
+            timescaledbVersion: timescaledb?.version, hypertables: 1, chunks: chunkCount, rows: rowCount,
             bytes: totalFileBytes, files: files.count, warnings: warnings, retries: 0, error: error)
     }
 
@@ -226,7 +227,7 @@ extension HypertableManifest {
     }
 
     public var completionLine: String {
-        "Hypertable export \(id) complete: \(table.qualifiedName) from database \(source.database), \(windowDescription), \(rowCount) rows from \(dataFiles.count) chunks; \(ByteCount.format(totalFileBytes)) in \(files.count) files (\(ByteCount.format(rawDataBytes)) uncompressed); \(String(format: "%.1f", durationSeconds)) s."
+        "Hypertable export \(id) complete: \(table.qualifiedName) from database \(source.database), \(windowDescription), \(rowCount) rows from \(chunkCount) chunks; \(ByteCount.format(totalFileBytes)) in \(files.count) files (\(ByteCount.format(rawDataBytes)) uncompressed); \(String(format: "%.1f", durationSeconds)) s."
     }
 
     /// The readable report `tsbackup show` prints.
@@ -242,7 +243,7 @@ extension HypertableManifest {
         head.add(["TimescaleDB", timescaledb.map { "\($0.version) (license \($0.license ?? "unknown"))" } ?? "not installed"])
         head.add(["Rows", "\(rowCount), \(windowDescription)"])
         head.add(["Content hash", contentHash])
-        head.add(["Data", "\(dataFiles.count) files, \(dataFormat) COPY compressed with \(compressionProgram), \(ByteCount.format(totalFileBytes)) (\(ByteCount.format(rawDataBytes)) uncompressed), \(parallelJobs) job\(parallelJobs == 1 ? "" : "s")"])
+        head.add(["Data", "\(chunkCount) chunks in \(dataFiles.count) files, \(dataFormat) COPY compressed with \(compressionProgram), \(ByteCount.format(totalFileBytes)) (\(ByteCount.format(rawDataBytes)) uncompressed), \(parallelJobs) job\(parallelJobs == 1 ? "" : "s")"])
         head.add(["Definition", "\(definitionFile): " + definitionObjects.map { "\($0.type) \($0.name)" }.joined(separator: ", ")])
         head.add(["Compression", compression.enabled ? "enabled, segment by [\(compression.segmentBy.joined(separator: ", "))], order by [\(compression.orderBy.joined(separator: ", "))]" : "not enabled"])
         if !jobs.isEmpty {
@@ -255,8 +256,10 @@ extension HypertableManifest {
                       d.kind == "space" ? "\(d.partitions ?? 0) partitions" : (d.timeInterval ?? d.intervalLength.map(String.init) ?? "?")])
         }
         out += "\n\nDimensions\n" + dims.render()
-        var data = TextTable(header: ["FILE", "CHUNK", "ROWS", "RAW"])
-        for f in dataFiles { data.add([f.path, f.chunk, String(f.rows), ByteCount.format(f.rawBytes)]) }
+        var data = TextTable(header: ["FILE", "CHUNKS", "ROWS", "RAW"])
+        for f in dataFiles {
+            data.add([f.path, f.chunks.count == 1 ? f.chunks[0] : "\(f.chunks.count): \(f.chunks.first ?? "") ... \(f.chunks.last ?? "")", String(f.rows), ByteCount.format(f.rawBytes)])
+        }
         if !dataFiles.isEmpty { out += "\n\nData files\n" + data.render() }
         if !warnings.isEmpty {
             out += "\n\nWarnings\n" + warnings.map { "  ! \($0)" }.joined(separator: "\n")

@@ -94,11 +94,9 @@ public enum TableContent {
     /// The exact row count and, when asked, an order-independent hash of the rows: the sums of
     /// the two halves of each row's md5 (sums, not XOR, so duplicate rows count), with the count,
     /// hashed once more. Identical for the same rows in any physical order or chunk layout.
-    /// `condition` (SQL on the table's columns) restricts both to the rows it selects.
-    public static func measure(_ session: DatabaseSession, table qualifiedName: String, hash: Bool, where condition: String? = nil) async throws -> (Int64, String?) {
-        let filter = condition.map { " WHERE \($0)" } ?? ""
+    public static func measure(_ session: DatabaseSession, table qualifiedName: String, hash: Bool) async throws -> (Int64, String?) {
         guard hash else {
-            return (try await session.value(PostgresQuery(unsafeSQL: "SELECT count(*) FROM \(qualifiedName)\(filter)"), as: Int64.self,
+            return (try await session.value(PostgresQuery(unsafeSQL: "SELECT count(*) FROM \(qualifiedName)"), as: Int64.self,
                                             purpose: "counting the rows of \(qualifiedName)"), nil)
         }
         let (count, high, low) = try await session.row(
@@ -106,7 +104,7 @@ public enum TableContent {
             SELECT count(*),
                    coalesce(sum(('x' || substr(h, 1, 16))::bit(64)::int8::numeric), 0)::text,
                    coalesce(sum(('x' || substr(h, 17, 16))::bit(64)::int8::numeric), 0)::text
-            FROM (SELECT md5(t::text) AS h FROM \(qualifiedName) t\(filter)) rows
+            FROM (SELECT md5(t::text) AS h FROM \(qualifiedName) t) rows
             """), as: (Int64, String, String).self, purpose: "hashing the rows of \(qualifiedName)")
         return (count, "v1:" + FileSystem.sha256(of: Data("\(count):\(high):\(low)".utf8)))
     }
