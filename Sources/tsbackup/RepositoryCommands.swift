@@ -92,7 +92,8 @@ struct VerifyCommand: AsyncParsableCommand {
             if json {
                 print(try JSONOutput.encode(report))
             } else if report.ok {
-                print("Backup \(id) verified: \(report.filesChecked) files, \(ByteCount.format(report.bytesChecked)), checksums and table of contents match the manifest.")
+                let checked = try? LocalRepository.open(try repository.resolved(), create: false).entry(id).hypertable != nil
+                print("\(checked == true ? "Hypertable export" : "Backup") \(id) verified: \(report.filesChecked) files, \(ByteCount.format(report.bytesChecked)), checksums and \(checked == true ? "row counts" : "table of contents") match the manifest.")
             } else {
                 print("Backup \(id) FAILED verification:")
                 for problem in report.problems { print("  - \(problem)") }

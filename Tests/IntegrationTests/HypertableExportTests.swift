@@ -189,6 +189,21 @@ struct HypertableExportTests {
             try await $0.values("SELECT conname::text FROM pg_constraint WHERE conrelid = 'archive.readings_2026'::regclass AND contype = 'u'", as: String.self)
         }
         #expect(unique == ["readings_2026_sensor_id_time_key"])
+
+        // Rows the target's foreign key rejects: the import is undone, not left half-made.
+        let strict = uniqueDatabaseName("hx_fk")
+        try await cluster.createDatabase(strict)
+        try await cluster.withSuperuser(database: strict) { session in
+            try await session.execute("CREATE TABLE public.devices (id integer PRIMARY KEY)")
+            try await session.execute("INSERT INTO public.devices VALUES (1)")
+        }
+        let (rejected, _) = try await importHypertable(cluster, export.id, into: strict, repository: repository)
+        #expect(rejected.exitCode == 1)
+        #expect(rejected.standardError.contains("conditions_device_id_fkey") && rejected.standardError.contains("undone"))
+        let left = try await cluster.withSuperuser(database: strict) {
+            try await $0.value("SELECT to_regclass('public.conditions') IS NOT NULL", as: Bool.self)
+        }
+        #expect(!left)
     }
 
     @Test("a reader exports and a non-superuser database owner imports")
@@ -300,6 +315,10 @@ struct HypertableExportTests {
             try await $0.value("SELECT to_regclass('public.events') IS NOT NULL", as: Bool.self)
         }
         #expect(!left, "a failed import drops the table it created")
+
+        let delete = try await CLI.run(["delete", export.id, "--repo", repository, "--yes"])
+        #expect(delete.exitCode == 0, "\(delete.standardError)")
+        #expect(!FileManager.default.fileExists(atPath: "\(repository)/backups/\(export.id)"))
     }
 
     @Test("refusals: table exists, extension missing, not a hypertable; missing trigger functions are skipped")

@@ -125,7 +125,9 @@ public enum HypertableImport {
             } catch {
                 // A half-made table must not look like an import: drop what this run created.
                 _ = try? await session.execute("DROP TABLE IF EXISTS \(qualified) CASCADE")
-                throw error
+                guard let failure = error as? TSBackupError else { throw error }
+                if failure.message.contains("dropped") || failure.message.contains("undone") { throw failure }
+                throw TSBackupError(failure.kind, failure.message + " The import was undone: \(display) was dropped again. Fix the cause in the target database (or import under another name with --as) and import again.")
             }
         }
     }

@@ -62,7 +62,7 @@ enum CopyPipeline {
             }
             return counted
         } catch let error as SubprocessError {
-            throw TSBackupError(.precondition, "Could not run psql or \(compressor[0]) for \(what): \(error). Check that both are installed and executable.")
+            throw TSBackupError(.failed, "psql or \(compressor[0]) failed for \(what): \(error). Check that both are installed and that the repository has free space.")
         }
     }
 
@@ -99,7 +99,7 @@ enum CopyPipeline {
             }
             return rows
         } catch let error as SubprocessError {
-            throw TSBackupError(.precondition, "Could not run psql or \(decompressor[0]) for \(what): \(error). Check that both are installed and executable.")
+            throw TSBackupError(.failed, "psql or \(decompressor[0]) failed for \(what): \(error). Check that both are installed and executable.")
         }
     }
 
