@@ -206,6 +206,34 @@ struct HypertableExportTests {
         #expect(!left)
     }
 
+    @Test("identity, serial and generated columns come back; sequences continue after the imported rows")
+    func sequencesAndGeneratedColumns() async throws {
+        let cluster = try await SharedCluster.shared.cluster()
+        let database = uniqueDatabaseName("hx_seq")
+        try await cluster.createDatabase(database)
+        try await cluster.withSuperuser(database: database) { session in
+            for statement in [
+                "CREATE TABLE public.ticks (id bigint GENERATED ALWAYS AS IDENTITY, n serial, time timestamptz NOT NULL, price numeric(10,2), doubled numeric GENERATED ALWAYS AS (price * 2) STORED, PRIMARY KEY (id, time))",
+                "SELECT create_hypertable('public.ticks', 'time', chunk_time_interval => interval '1 day')",
+                "INSERT INTO public.ticks (time, price) SELECT timestamptz '2026-01-01' + g * interval '1 hour', g / 7.0 FROM generate_series(1, 200) g",
+            ] { try await session.execute(statement) }
+        }
+        let scratch = try ScratchDirectory("hx-seq")
+        defer { scratch.remove() }
+        let repository = scratch.path + "/repo"
+        let (exported, manifest) = try await exportHypertable(cluster, database, table: "public.ticks", repository: repository)
+        #expect(exported.exitCode == 0, "\(exported.standardError)")
+        let export = try #require(manifest)
+        #expect(export.columns.filter(\.generated).map(\.name) == ["doubled"])
+        let (imported, _) = try await importHypertable(cluster, export.id, into: database, repository: repository, ["--as", "public.ticks_copy"])
+        #expect(imported.exitCode == 0, "\(imported.standardError)")
+        #expect(try await orderedRowsDigest(cluster, database, "public.ticks_copy") == orderedRowsDigest(cluster, database, "public.ticks"))
+        let (id, n) = try await cluster.withSuperuser(database: database) {
+            try await $0.row("INSERT INTO public.ticks_copy (time, price) VALUES ('2026-02-01', 1) RETURNING id, n", as: (Int64, Int32).self)
+        }
+        #expect(id == 201 && n == 201)
+    }
+
     @Test("a reader exports and a non-superuser database owner imports")
     func nonSuperusers() async throws {
         let (cluster, source) = try await makeSampleDatabase("hx_roles")

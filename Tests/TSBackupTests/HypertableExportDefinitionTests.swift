@@ -93,6 +93,23 @@ struct HypertableExportDefinitionTests {
         #expect(all.contains(#"ADD CONSTRAINT "old conditions_device_id_fkey" FOREIGN KEY (device_id) REFERENCES public.devices(id)"#))
         #expect(all.contains("IS 'it''s; here'"))
         #expect(all.contains("DEFAULT 'a;b'::text"))
+        let identity = TableDefinition(pgDumpOutput: """
+            --
+            -- Name: idt; Type: TABLE; Schema: public; Owner: postgres
+            --
+
+            ALTER TABLE public.idt ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+                SEQUENCE NAME public.idt_id_seq
+                START WITH 1
+            );
+            ALTER TABLE ONLY public.idt ALTER COLUMN s SET DEFAULT nextval('public.idt_s_seq'::regclass);
+            ALTER SEQUENCE public.idt_s_seq OWNED BY public.idt.s;
+            """)
+        let identityRenamer = DefinitionRenamer(definition: identity, from: ("public", "idt"), to: ("public", "idt2"))
+        let renamed = identity.objects.flatMap(\.statements).map(identityRenamer.rewrite)
+        #expect(renamed[0].contains("SEQUENCE NAME public.idt2_id_seq"))
+        #expect(renamed[1].contains("nextval('public.idt2_s_seq'::regclass)"))
+        #expect(renamed[2] == "ALTER SEQUENCE public.idt2_s_seq OWNED BY public.idt2.s")
         #expect(DefinitionRenamer.renamed(String(repeating: "x", count: 70), from: "conditions", to: "c").utf8.count == 63)
     }
 

@@ -284,6 +284,7 @@ public enum HypertableImport {
             }
         }
         try await session.execute("RESET search_path")
+        try await advanceSequences(qualified: qualified, session: session)
         try await restoreTimescaleSettings(manifest: manifest, qualified: qualified, extensionSchema: extensionSchema,
                                            session: session, skipped: &skipped, warnings: &warnings)
     }
@@ -328,6 +329,24 @@ public enum HypertableImport {
                 skipped.append("job \(job.id) (\(job.procedure)): \(error.message)")
                 warnings.append("Job \(job.id) (\(job.procedure), config \(job.config ?? "{}")) was not restored (the target does not support it): \(error.message)")
             }
+        }
+    }
+
+    /// pg_dump --schema-only leaves serial and identity sequences at their start; set each past
+    /// the largest imported value so the next insert does not collide with an imported row.
+    static func advanceSequences(qualified: String, session: DatabaseSession) async throws {
+        let literal = "'" + qualified.replacingOccurrences(of: "'", with: "''") + "'"
+        let owned = try await session.rows(
+            PostgresQuery(unsafeSQL: """
+            SELECT a.attname::text, pg_get_serial_sequence(\(literal), a.attname)
+            FROM pg_attribute a WHERE a.attrelid = \(literal)::regclass AND a.attnum > 0 AND NOT a.attisdropped
+              AND pg_get_serial_sequence(\(literal), a.attname) IS NOT NULL
+            """), as: (String, String).self, purpose: "finding the sequences of \(qualified)")
+        for (column, sequence) in owned {
+            let sequenceLiteral = "'" + sequence.replacingOccurrences(of: "'", with: "''") + "'"
+            try await session.execute(
+                "SELECT setval(\(sequenceLiteral)::regclass, m) FROM (SELECT max(\(quoteIdentifier(column))) AS m FROM \(qualified)) x WHERE m IS NOT NULL",
+                purpose: "advancing sequence \(sequence) past the imported values")
         }
     }
 

@@ -42,10 +42,6 @@ public struct TableDefinition: Sendable, Equatable {
         self.objects = objects
     }
 
-    init(objects: [Object]) {
-        self.objects = objects
-    }
-
     /// "-- Name: readings ts_insert_blocker; Type: TRIGGER; Schema: iot; Owner: postgres"
     static func header(_ line: Substring) -> (name: String, type: String)? {
         let fields = line.dropFirst("-- ".count).components(separatedBy: "; ")
@@ -267,6 +263,8 @@ struct DefinitionRenamer {
                 for (i, token) in tokens.enumerated() {
                     guard case .word(let keyword, false) = token, ["index", "constraint", "sequence"].contains(keyword) else { continue }
                     var j = i + 1
+                    // GENERATED ... AS IDENTITY (SEQUENCE NAME schema.name ...)
+                    if keyword == "sequence", j + 1 < tokens.count, tokens[j] == .word("name", quoted: false), case .word = tokens[j + 1] { j += 1 }
                     // CREATE SEQUENCE schema.name / ADD CONSTRAINT name / CREATE INDEX name ON
                     if j + 2 < tokens.count, tokens[j + 1] == .symbol("."), case .word = tokens[j + 2] { j += 2 }
                     guard j < tokens.count, case .word(let name, let quoted) = tokens[j] else { continue }
