@@ -22,6 +22,9 @@ public enum Verify {
     public static func run(repositoryPath: String, id: String) async throws -> Report {
         let repository = try LocalRepository.open(repositoryPath, create: false)
         let entry = try repository.entry(id)
+        if let export = entry.hypertable {
+            return try check(export, directory: entry.directory)
+        }
         guard let manifest = entry.manifest else {
             return Report(id: id, ok: false, filesChecked: 0, bytesChecked: 0,
                           problems: ["the entry has no readable manifest.json: the run that wrote it was interrupted"])
@@ -36,26 +39,8 @@ public enum Verify {
         if manifest.status != .complete {
             problems.append("the backup is marked \(manifest.status.rawValue)\(manifest.error.map { ": \($0)" } ?? "")")
         }
-        var bytes: Int64 = 0
-        for file in manifest.files {
-            let path = directory + "/" + file.path
-            guard FileManager.default.fileExists(atPath: path) else {
-                problems.append("missing file \(file.path)")
-                continue
-            }
-            let (hex, size) = try FileSystem.sha256(of: path)
-            bytes += size
-            if size != file.bytes {
-                problems.append("\(file.path) has \(size) bytes, the manifest says \(file.bytes)")
-            } else if hex != file.sha256 {
-                problems.append("\(file.path) is corrupt: its SHA-256 differs from the manifest's")
-            }
-        }
-        let listed = Set(manifest.files.map(\.path))
-        let unexpected = (try FileSystem.regularFiles(under: directory)).filter { $0 != "manifest.json" && !listed.contains($0) }
-        for file in unexpected {
-            problems.append("unexpected file \(file), not in the manifest")
-        }
+        let (fileProblems, bytes) = try checkFiles(manifest.files, directory: directory)
+        problems += fileProblems
 
         if manifest.status == .complete {
             do {
@@ -76,5 +61,54 @@ public enum Verify {
             }
         }
         return (Report(id: manifest.id, ok: problems.isEmpty, filesChecked: manifest.files.count, bytesChecked: bytes, problems: problems), listing)
+    }
+
+    /// A hypertable export: every file against the manifest, and the data files' row counts
+    /// adding up to the exported rows.
+    static func check(_ manifest: HypertableManifest, directory: String) throws -> Report {
+        var problems: [String] = []
+        if manifest.status != .complete {
+            problems.append("the export is marked \(manifest.status.rawValue)\(manifest.error.map { ": \($0)" } ?? "")")
+        }
+        let (fileProblems, bytes) = try checkFiles(manifest.files, directory: directory)
+        problems += fileProblems
+        let listed = Set(manifest.files.map(\.path))
+        for file in manifest.dataFiles where !listed.contains(file.path) {
+            problems.append("data file \(file.path) has no checksum in the manifest")
+        }
+        if !listed.contains(manifest.definitionFile) {
+            problems.append("the definition \(manifest.definitionFile) has no checksum in the manifest")
+        }
+        let rows = manifest.dataFiles.reduce(0) { $0 + $1.rows }
+        if manifest.status == .complete, rows != manifest.rowCount {
+            problems.append("the data files hold \(rows) rows, the manifest records \(manifest.rowCount)")
+        }
+        return Report(id: manifest.id, ok: problems.isEmpty, filesChecked: manifest.files.count, bytesChecked: bytes, problems: problems)
+    }
+
+    /// Re-hashes `files` under `directory`; files there that the manifest does not list are problems too.
+    static func checkFiles(_ files: [BackupManifest.FileEntry], directory: String) throws -> (problems: [String], bytes: Int64) {
+        var problems: [String] = []
+        var bytes: Int64 = 0
+        for file in files {
+            let path = directory + "/" + file.path
+            guard FileManager.default.fileExists(atPath: path) else {
+                problems.append("missing file \(file.path)")
+                continue
+            }
+            let (hex, size) = try FileSystem.sha256(of: path)
+            bytes += size
+            if size != file.bytes {
+                problems.append("\(file.path) has \(size) bytes, the manifest says \(file.bytes)")
+            } else if hex != file.sha256 {
+                problems.append("\(file.path) is corrupt: its SHA-256 differs from the manifest's")
+            }
+        }
+        let listed = Set(files.map(\.path))
+        let unexpected = (try FileSystem.regularFiles(under: directory)).filter { $0 != "manifest.json" && !listed.contains($0) }
+        for file in unexpected {
+            problems.append("unexpected file \(file), not in the manifest")
+        }
+        return (problems, bytes)
     }
 }

@@ -115,7 +115,7 @@ public final class SandboxCluster: Sendable {
             ("unix_socket_directories", "'\(directory)'"),
             ("fsync", options.durable ? "on" : "off"),
             ("full_page_writes", options.durable ? "on" : "off"),
-            ("max_connections", "50"),
+            ("max_connections", "200"),
             // Every database with TimescaleDB gets a scheduler worker; tests create dozens.
             ("max_worker_processes", "160"),
             ("timescaledb.telemetry_level", "off"),

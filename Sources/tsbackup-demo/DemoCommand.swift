@@ -15,6 +15,8 @@ struct DemoCommand: AsyncParsableCommand {
     @Option(help: "Devices in the sample data.") var devices = 10
     @Option(help: "Days of readings (one chunk per day of public.conditions).") var days = 30
     @Flag(help: "Leave the cluster running until you press Enter, to look around with psql.") var keep = false
+    @Flag(name: .customLong("sandbox-only"), help: "Only start the cluster with sample data (implies --keep); run no tsbackup command.")
+    var sandboxOnly = false
 
     func run() async throws {
         let tsbackup = try siblingExecutable("tsbackup")
@@ -31,14 +33,16 @@ struct DemoCommand: AsyncParsableCommand {
             let url = cluster.url(database: "demo")
             let environment = ["PGPASSWORD": cluster.superuserPassword]
             let repository = cluster.directory + "/repository"
-            try await show(tsbackup, ["inspect", "--db", url], environment: environment)
-            try await show(tsbackup, ["backup", "--db", url, "--repo", repository, "--checksums", "--label", "demo"], environment: environment)
-            try await show(tsbackup, ["list", "--repo", repository], environment: environment)
-            let id = try LocalRepository.open(repository, create: false).entries().last?.id ?? "none"
-            try await show(tsbackup, ["verify", id, "--repo", repository], environment: environment)
-            try await show(tsbackup, ["restore", id, "--repo", repository, "--target", cluster.url(database: "postgres"),
-                                      "--into", "demo_restored"], environment: environment)
-            if keep {
+            if !sandboxOnly {
+                try await show(tsbackup, ["inspect", "--db", url], environment: environment)
+                try await show(tsbackup, ["backup", "--db", url, "--repo", repository, "--checksums", "--label", "demo"], environment: environment)
+                try await show(tsbackup, ["list", "--repo", repository], environment: environment)
+                let id = try LocalRepository.open(repository, create: false).entries().last?.id ?? "none"
+                try await show(tsbackup, ["verify", id, "--repo", repository], environment: environment)
+                try await show(tsbackup, ["restore", id, "--repo", repository, "--target", cluster.url(database: "postgres"),
+                                          "--into", "demo_restored"], environment: environment)
+            }
+            if keep || sandboxOnly {
                 say("\nThe cluster keeps running: PGPASSWORD=\(cluster.superuserPassword) psql '\(url)'")
                 say("Press Enter to stop it and delete its directory.")
                 _ = readLine()

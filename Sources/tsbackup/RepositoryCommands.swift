@@ -15,7 +15,7 @@ struct ListCommand: AsyncParsableCommand {
             let entries = repo.entries()
             if json {
                 let rows = entries.map { entry in
-                    ListedEntry(id: entry.id, state: entry.state.rawValue, manifest: entry.manifest?.summary)
+                    ListedEntry(id: entry.id, state: entry.state.rawValue, manifest: entry.manifest?.summary ?? entry.hypertable?.summary)
                 }
                 print(try JSONOutput.encode(rows))
                 return
@@ -27,6 +27,12 @@ struct ListCommand: AsyncParsableCommand {
             let iso = ISO8601DateFormatter()
             var table = TextTable(header: ["ID", "TAKEN (UTC)", "DATABASE", "SIZE", "POSTGRESQL", "TIMESCALEDB", "STATUS", "LABEL"], indent: "")
             for entry in entries {
+                if let h = entry.hypertable {
+                    table.add([entry.id, iso.string(from: h.startedAt), "\(h.source.database) (hypertable \(h.table.qualifiedName))", ByteCount.format(h.totalFileBytes),
+                               String(h.server.versionNumber / 10000) + "." + String(h.server.versionNumber % 10000),
+                               h.timescaledb?.version ?? "-", entry.state.rawValue, h.window == nil ? "" : h.windowDescription])
+                    continue
+                }
                 guard let m = entry.manifest else {
                     table.add([entry.id, "-", "-", ByteCount.format(FileSystem.size(of: entry.directory)), "-", "-", "interrupted", "-"])
                     continue
@@ -58,6 +64,10 @@ struct ShowCommand: AsyncParsableCommand {
         try await reportingErrors {
             let repo = try LocalRepository.open(try repository.resolved(), create: false)
             let entry = try repo.entry(id)
+            if let export = entry.hypertable {
+                print(json ? try JSONOutput.encode(export) : export.renderReport(), terminator: json ? "\n" : "")
+                return
+            }
             guard let manifest = entry.manifest else {
                 throw TSBackupError(.failed, "Backup \(id) has no manifest: the run that wrote it was interrupted, so it holds no usable backup. Delete it with `tsbackup delete \(id) --repo \(repo.root) --yes`.")
             }
@@ -82,7 +92,8 @@ struct VerifyCommand: AsyncParsableCommand {
             if json {
                 print(try JSONOutput.encode(report))
             } else if report.ok {
-                print("Backup \(id) verified: \(report.filesChecked) files, \(ByteCount.format(report.bytesChecked)), checksums and table of contents match the manifest.")
+                let checked = try? LocalRepository.open(try repository.resolved(), create: false).entry(id).hypertable != nil
+                print("\(checked == true ? "Hypertable export" : "Backup") \(id) verified: \(report.filesChecked) files, \(ByteCount.format(report.bytesChecked)), checksums and \(checked == true ? "row counts" : "table of contents") match the manifest.")
             } else {
                 print("Backup \(id) FAILED verification:")
                 for problem in report.problems { print("  - \(problem)") }
@@ -111,7 +122,7 @@ struct DeleteCommand: AsyncParsableCommand {
                     guard isatty(0) == 1 else {
                         throw TSBackupError(.usage, "Deleting backup \(id) needs confirmation; no terminal is attached to ask. Add --yes to delete without asking.")
                     }
-                    print("Delete backup \(id) (\(entry.manifest?.source.database ?? "incomplete"), \(ByteCount.format(FileSystem.size(of: entry.directory))))? Type yes: ", terminator: "")
+                    print("Delete backup \(id) (\(entry.manifest?.source.database ?? entry.hypertable.map { "\($0.source.database), hypertable \($0.table.qualifiedName)" } ?? "incomplete"), \(ByteCount.format(FileSystem.size(of: entry.directory))))? Type yes: ", terminator: "")
                     guard readLine()?.lowercased() == "yes" else {
                         print("Nothing deleted.")
                         return

@@ -15,7 +15,8 @@ struct TSBackupCommand: AsyncParsableCommand {
             4 not found, 5 precondition not met (versions, extension, settings), 64 usage.
             """,
         version: TSBackupVersion.current,
-        subcommands: [InspectCommand.self, BackupCommand.self, RestoreCommand.self, ListCommand.self, ShowCommand.self, VerifyCommand.self, DeleteCommand.self]
+        subcommands: [InspectCommand.self, BackupCommand.self, RestoreCommand.self, ListCommand.self, ShowCommand.self, VerifyCommand.self,
+                      DeleteCommand.self, ExportHypertableCommand.self, ImportHypertableCommand.self]
     )
 }
 

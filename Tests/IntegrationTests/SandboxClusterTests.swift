@@ -24,7 +24,7 @@ struct SandboxClusterTests {
         let script = """
             set -u
             work=$(mktemp -d); out="$work/out"; mkfifo "$work/in"
-            "$DEMO" --keep --days 2 < "$work/in" > "$out" 2>&1 &
+            "$DEMO" --sandbox-only --days 2 < "$work/in" > "$out" 2>&1 &
             pid=$!
             exec 3> "$work/in"
             for i in $(seq 1 240); do grep -q 'keeps running' "$out" && break; sleep 0.25; done

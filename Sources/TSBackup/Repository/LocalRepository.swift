@@ -30,7 +30,18 @@ public struct LocalRepository: Sendable {
         public var id: String
         public var directory: String
         public var state: EntryState
+        /// The manifest of a database backup (`"kind": "database"`).
         public var manifest: BackupManifest?
+        /// The manifest of a single-hypertable export (`"kind": "hypertable"`).
+        public var hypertable: HypertableManifest?
+
+        public var kind: String? { manifest?.kind ?? hypertable?.kind }
+        public var error: String? { manifest?.error ?? hypertable?.error }
+    }
+
+    /// Read before the whole manifest, to pick the type that decodes it.
+    private struct ManifestKind: Decodable {
+        var kind: String?
     }
 
     /// Opens an existing repository, or creates it when `create` is set.
@@ -75,8 +86,14 @@ public struct LocalRepository: Sendable {
             if name.hasSuffix(Self.partialSuffix) {
                 return Entry(id: String(name.dropLast(Self.partialSuffix.count)), directory: directory, state: .incomplete, manifest: nil)
             }
-            guard let data = FileManager.default.contents(atPath: directory + "/manifest.json"),
-                  let manifest = try? JSONOutput.decode(BackupManifest.self, from: data) else {
+            let data = FileManager.default.contents(atPath: directory + "/manifest.json")
+            if let data, (try? JSONOutput.decode(ManifestKind.self, from: data))?.kind == HypertableManifest.kind {
+                guard let export = try? JSONOutput.decode(HypertableManifest.self, from: data) else {
+                    return Entry(id: name, directory: directory, state: .incomplete, manifest: nil)
+                }
+                return Entry(id: name, directory: directory, state: export.status == .complete ? .complete : .failed, hypertable: export)
+            }
+            guard let data, let manifest = try? JSONOutput.decode(BackupManifest.self, from: data) else {
                 // A finished directory must hold a readable manifest; without one it is not a backup.
                 return Entry(id: name, directory: directory, state: .incomplete, manifest: nil)
             }
@@ -96,8 +113,23 @@ public struct LocalRepository: Sendable {
     /// The manifest of a complete entry.
     public func completeManifest(_ id: String) throws -> (Entry, BackupManifest) {
         let entry = try entry(id)
+        if entry.hypertable != nil {
+            throw TSBackupError(.usage, "Entry \(id) is a single-hypertable export, not a database backup. Use `tsbackup import-hypertable \(id)` with it.")
+        }
         guard entry.state == .complete, let manifest = entry.manifest else {
             throw TSBackupError(.precondition, "Backup \(id) is \(entry.state.rawValue)\(entry.manifest?.error.map { " (\($0))" } ?? ""), not complete, so it cannot be used. Take a new backup; delete this one with `tsbackup delete \(id) --repo \(root) --yes`.")
+        }
+        return (entry, manifest)
+    }
+
+    /// The manifest of a complete single-hypertable export.
+    public func completeHypertableManifest(_ id: String) throws -> (Entry, HypertableManifest) {
+        let entry = try entry(id)
+        if entry.manifest != nil {
+            throw TSBackupError(.usage, "Entry \(id) is a database backup, not a single-hypertable export; import-hypertable reads entries written by `tsbackup export-hypertable`.")
+        }
+        guard entry.state == .complete, let manifest = entry.hypertable else {
+            throw TSBackupError(.precondition, "Export \(id) is \(entry.state.rawValue)\(entry.error.map { " (\($0))" } ?? ""), not complete, so it cannot be imported. Export the hypertable again; delete this entry with `tsbackup delete \(id) --repo \(root) --yes`.")
         }
         return (entry, manifest)
     }
@@ -137,18 +169,35 @@ public struct LocalRepository: Sendable {
     /// Makes a staged entry final: every file fsynced, the manifest written last and atomically,
     /// then the directory renamed from `<id>.partial` to `<id>`.
     public func commitEntry(staging: String, manifest: BackupManifest) throws {
+        try commitEntry(staging: staging, id: manifest.id, manifestJSON: try JSONOutput.encode(manifest))
+    }
+
+    public func commitEntry(staging: String, manifest: HypertableManifest) throws {
+        try commitEntry(staging: staging, id: manifest.id, manifestJSON: try JSONOutput.encode(manifest))
+    }
+
+    private func commitEntry(staging: String, id: String, manifestJSON: String) throws {
         try FileSystem.syncTree(staging)
-        try FileSystem.writeAtomically(Data((try JSONOutput.encode(manifest) + "\n").utf8), to: staging + "/manifest.json")
-        try FileSystem.rename(staging, to: backupsDirectory + "/" + manifest.id)
+        try FileSystem.writeAtomically(Data((manifestJSON + "\n").utf8), to: staging + "/manifest.json")
+        try FileSystem.rename(staging, to: backupsDirectory + "/" + id)
     }
 
     /// Records a failed run: its data is removed, its manifest says why.
     public func failEntry(staging: String, manifest: BackupManifest) {
+        failEntry(staging: staging, id: manifest.id, manifestJSON: try? JSONOutput.encode(manifest))
+    }
+
+    public func failEntry(staging: String, manifest: HypertableManifest) {
+        failEntry(staging: staging, id: manifest.id, manifestJSON: try? JSONOutput.encode(manifest))
+    }
+
+    private func failEntry(staging: String, id: String, manifestJSON: String?) {
         for name in (try? FileManager.default.contentsOfDirectory(atPath: staging)) ?? [] {
             try? FileManager.default.removeItem(atPath: staging + "/" + name)
         }
-        if (try? FileSystem.writeAtomically(Data(try JSONOutput.encode(manifest).utf8), to: staging + "/manifest.json")) != nil {
-            try? FileSystem.rename(staging, to: backupsDirectory + "/" + manifest.id)
+        guard let manifestJSON else { return }
+        if (try? FileSystem.writeAtomically(Data(manifestJSON.utf8), to: staging + "/manifest.json")) != nil {
+            try? FileSystem.rename(staging, to: backupsDirectory + "/" + id)
         }
     }
 

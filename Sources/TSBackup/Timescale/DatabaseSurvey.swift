@@ -81,11 +81,15 @@ public struct DatabaseSurvey: Sendable {
 public enum TableContent {
     /// Makes every value's text form independent of the session's settings.
     public static func prepare(_ session: DatabaseSession) async throws {
-        for setting in ["SET TimeZone = 'UTC'", "SET DateStyle = 'ISO, YMD'", "SET IntervalStyle = 'postgres'",
-                        "SET extra_float_digits = 3", "SET bytea_output = 'hex'"] {
-            try await session.execute(setting)
+        for setting in settings {
+            try await session.execute("SET " + setting)
         }
     }
+
+    /// The settings ``prepare(_:)`` makes, as `name = value`; also used by psql children that
+    /// must print values the same way.
+    public static let settings = ["TimeZone = 'UTC'", "DateStyle = 'ISO, YMD'", "IntervalStyle = 'postgres'",
+                                  "extra_float_digits = 3", "bytea_output = 'hex'"]
 
     /// The exact row count and, when asked, an order-independent hash of the rows: the sums of
     /// the two halves of each row's md5 (sums, not XOR, so duplicate rows count), with the count,

@@ -1,0 +1,443 @@
+import Foundation
+import PostgresNIO
+
+/// The `export-hypertable` use case: one hypertable (or a time window of it) with its definition
+/// and TimescaleDB settings, restorable without the rest of the database and without admin rights.
+///
+/// `pg_dump -t` cannot do this: it dumps the root table, which holds no rows. Here the rows are
+/// copied chunk by chunk, each by its own psql on one exported snapshot, while this session
+/// counts and hashes the same rows in that snapshot.
+public enum HypertableExport {
+    public struct Request: Sendable {
+        public var settings: ConnectionSettings
+        public var repositoryPath: String
+        /// "schema.name"; unqualified means public.
+        public var table: String
+        /// Inclusive lower and exclusive upper bound on the primary dimension.
+        public var since: String?
+        public var until: String?
+        public var jobs = 2
+        /// At most this many chunks per data file; nil groups chunks by size alone.
+        public var chunksPerFile: Int?
+
+        public init(settings: ConnectionSettings, repositoryPath: String, table: String) {
+            self.settings = settings
+            self.repositoryPath = repositoryPath
+            self.table = table
+        }
+    }
+
+    public static func run(_ request: Request) async throws -> HypertableManifest {
+        let (schema, name) = try QualifiedName.parse(request.table, option: "--table")
+        return try await DatabaseSession.with(request.settings) { session in
+            let plan = try await preflight(request, schema: schema, name: name, session: session)
+            let repository = try LocalRepository.open(request.repositoryPath, create: true)
+            return try await RepositoryLock.with(repository, command: "export-hypertable \(plan.qualified) of \(request.settings.displayName)") { lock in
+                var warnings = request.settings.warnings
+                if let stale = lock.staleHolder {
+                    let removed = repository.removeInterruptedEntries()
+                    warnings.append("A previous run (\(stale)) ended without releasing the repository\(removed.isEmpty ? "" : "; its unfinished entries \(removed.joined(separator: ", ")) were removed").")
+                }
+                return try await execute(request, plan: plan, session: session, repository: repository, warnings: warnings)
+            }
+        }
+    }
+
+    struct Plan {
+        var schema: String
+        var name: String
+        /// Quoted "schema"."name".
+        var qualified: String
+        var server: ServerInspection.Server
+        var timescaledb: BackupManifest.TimescaleDB
+        var pgDump: PostgresTool
+        var psql: PostgresTool
+        var compressor: [String]
+        var compressorName: String
+        var primaryColumn: String
+        var primaryType: String
+        var integerTime: Bool
+        /// SQL condition of the window on the table's columns; nil for all rows.
+        var condition: String?
+        /// The window's bounds as typed SQL literals.
+        var sinceLiteral: String?
+        var untilLiteral: String?
+    }
+
+    static func preflight(_ request: Request, schema: String, name: String, session: DatabaseSession) async throws -> Plan {
+        let inspector = ServerInspector(session: session)
+        let server = try await inspector.serverVersion()
+        let timescale = try await inspector.timescaleDB()
+        guard timescale.installed, let version = timescale.version else {
+            throw TSBackupError(.precondition, "TimescaleDB is not installed in database \"\(request.settings.database)\" of \(request.settings.displayName), so it has no hypertables. Check --db; a plain table is copied with `pg_dump -t`.")
+        }
+        let qualified = "\(quoteIdentifier(schema)).\(quoteIdentifier(name))"
+        let relation = try await session.rows(
+            "SELECT c.relkind::text, has_table_privilege(c.oid, 'SELECT') FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = \(schema) AND c.relname = \(name)",
+            as: (String, Bool).self, purpose: "looking up \(schema).\(name)").first
+        guard let relation else {
+            throw TSBackupError(.notFound, "There is no table \(schema).\(name) in database \"\(request.settings.database)\" of \(request.settings.displayName). Check --table (SCHEMA.NAME); `tsbackup inspect --db ...` lists the hypertables.")
+        }
+        let isHypertable = try await session.value(
+            "SELECT EXISTS (SELECT 1 FROM _timescaledb_catalog.hypertable WHERE schema_name = \(schema) AND table_name = \(name))",
+            as: Bool.self, purpose: "checking that \(schema).\(name) is a hypertable")
+        guard isHypertable else {
+            throw TSBackupError(.usage, "\(schema).\(name) is a plain table (relkind \(relation.0)), not a hypertable; export-hypertable copies hypertables only. For a plain table `pg_dump -t \(schema).\(name)` is enough.")
+        }
+        guard relation.1 else {
+            throw TSBackupError(.permission, "Role \"\(request.settings.user)\" cannot read \(schema).\(name) on \(request.settings.displayName). Ask its owner for GRANT SELECT ON \(qualified) TO \(quoteIdentifier(request.settings.user)), or export as the owner.")
+        }
+        let (primaryColumn, primaryType, integerTime) = try await session.row(
+            """
+            SELECT d.column_name::text, format_type(d.column_type, NULL),
+                   d.column_type NOT IN ('timestamptz'::regtype, 'timestamp'::regtype, 'date'::regtype)
+            FROM _timescaledb_catalog.dimension d JOIN _timescaledb_catalog.hypertable h ON h.id = d.hypertable_id
+            WHERE h.schema_name = \(schema) AND h.table_name = \(name) AND d.interval_length IS NOT NULL
+            ORDER BY d.id LIMIT 1
+            """, as: (String, String, Bool).self, purpose: "reading the primary dimension of \(schema).\(name)")
+
+        var conditions: [String] = []
+        var literals: [String: String] = [:]
+        for (option, value, op) in [("--since", request.since, ">="), ("--until", request.until, "<")] {
+            guard let value else { continue }
+            let literal = "'\(value.replacingOccurrences(of: "'", with: "''"))'::\(primaryType)"
+            do {
+                try await session.execute("SELECT \(literal)", purpose: "checking \(option)")
+            } catch let error as TSBackupError where error.kind == .failed {
+                throw TSBackupError(.usage, "\(option) \(value) is not a value of \(schema).\(name)'s time column \(primaryColumn) (\(primaryType)): \(error.message) Give a \(integerTime ? "whole number" : "timestamp such as 2026-01-05 or 2026-01-05 12:00:00+00 (UTC unless an offset is given)").")
+            }
+            conditions.append("\(quoteIdentifier(primaryColumn)) \(op) \(literal)")
+            literals[option] = literal
+        }
+        if let since = request.since, let until = request.until {
+            let empty = try await session.value(PostgresQuery(unsafeSQL: "SELECT NOT ('\(since.replacingOccurrences(of: "'", with: "''"))'::\(primaryType) < '\(until.replacingOccurrences(of: "'", with: "''"))'::\(primaryType))"), as: Bool.self)
+            if empty {
+                throw TSBackupError(.usage, "--since \(since) is not before --until \(until): the window [since, until) holds no rows. Swap or correct them.")
+            }
+        }
+
+        let pgDump = try await PostgresTools.locate("pg_dump", minimumMajor: server.majorVersion)
+        let psql = try await PostgresTools.locate("psql", minimumMajor: server.majorVersion)
+        let compressor = try Compressor.locate()
+        return Plan(schema: schema, name: name, qualified: qualified, server: server,
+                    timescaledb: .init(version: version, catalogVersion: timescale.catalogVersion, license: timescale.license, schema: timescale.schema ?? "public"),
+                    pgDump: pgDump, psql: psql, compressor: compressor.compress, compressorName: compressor.name,
+                    primaryColumn: primaryColumn, primaryType: primaryType, integerTime: integerTime,
+                    condition: conditions.isEmpty ? nil : conditions.joined(separator: " AND "),
+                    sinceLiteral: literals["--since"], untilLiteral: literals["--until"])
+    }
+
+    static func execute(_ request: Request, plan: Plan, session: DatabaseSession, repository: LocalRepository,
+                        warnings initialWarnings: [String]) async throws -> HypertableManifest {
+        let id = repository.newID()
+        let started = Date()
+        let staging = try repository.beginEntry(id)
+        var manifest = HypertableManifest(
+            id: id, status: .failed, error: nil, startedAt: started, finishedAt: started, durationSeconds: 0,
+            tsbackupVersion: TSBackupVersion.current,
+            source: .init(host: request.settings.host, port: request.settings.port, database: request.settings.database, user: request.settings.user),
+            server: plan.server, pgDump: plan.pgDump, psql: plan.psql, timescaledb: plan.timescaledb,
+            table: .init(schema: plan.schema, name: plan.name, owner: ""), columns: [], dimensions: [],
+            compression: .init(enabled: false, segmentBy: [], orderBy: []), jobs: [],
+            window: request.since == nil && request.until == nil ? nil : .init(column: plan.primaryColumn, since: request.since, until: request.until),
+            definitionFile: "schema.sql", definitionObjects: [], definitionRemoved: [], dataFormat: "text",
+            compressionProgram: plan.compressorName, parallelJobs: max(1, request.jobs), dataFiles: [],
+            rowCount: 0, contentHash: "", files: [], warnings: initialWarnings)
+        do {
+            try await TableContent.prepare(session)
+            try await session.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            let snapshot = try await session.value("SELECT pg_export_snapshot()", as: String.self)
+            let result: (Int64, String)
+            do {
+                try await describe(plan: plan, session: session, into: &manifest)
+                let chunks = try await chunks(plan: plan, session: session)
+                if !chunks.isEmpty {
+                    // Holding the chunks keeps retention from dropping one before its psql reads it.
+                    try await session.execute("LOCK TABLE \(chunks.map(\.qualified).joined(separator: ", ")) IN ACCESS SHARE MODE",
+                                              purpose: "locking the chunks of \(plan.schema).\(plan.name)")
+                }
+                try await dumpDefinition(request, plan: plan, snapshot: snapshot, staging: staging, into: &manifest)
+                try FileManager.default.createDirectory(atPath: staging + "/data", withIntermediateDirectories: false)
+                let copied = try await copyChunks(chunks, request: request, plan: plan, snapshot: snapshot, staging: staging,
+                                                  columns: manifest.columns)
+                manifest.dataFiles = copied.map(\.0)
+                result = try await ContentParts.combine(copied.map(\.1), session: session)
+            } catch {
+                _ = try? await session.execute("ROLLBACK")
+                throw error
+            }
+            _ = try? await session.execute("COMMIT")
+            let (rows, hash) = result
+            manifest.rowCount = rows
+            manifest.contentHash = hash
+            let copied = manifest.dataFiles.reduce(0) { $0 + $1.rows }
+            guard copied == rows else {
+                throw TSBackupError(.failed, "The data files hold \(copied) rows but the snapshot counted \(rows) in \(plan.schema).\(plan.name) (\(manifest.windowDescription)); the export is inconsistent and was not kept. Run it again; if it repeats, report it with the server version.")
+            }
+
+            manifest.files = try FileSystem.regularFiles(under: staging).map { path in
+                let (hex, bytes) = try FileSystem.sha256(of: staging + "/" + path)
+                return .init(path: path, bytes: bytes, sha256: hex)
+            }
+            manifest.status = .complete
+            manifest.finishedAt = Date()
+            manifest.durationSeconds = manifest.finishedAt.timeIntervalSince(started)
+            try repository.commitEntry(staging: staging, manifest: manifest)
+            return manifest
+        } catch {
+            let failure = (error as? TSBackupError) ?? TSBackupError(.failed, "The export failed: \(error)")
+            manifest.status = .failed
+            manifest.error = failure.message
+            manifest.finishedAt = Date()
+            manifest.durationSeconds = manifest.finishedAt.timeIntervalSince(started)
+            repository.failEntry(staging: staging, manifest: manifest)
+            throw failure
+        }
+    }
+
+    /// Columns, dimensions, compression settings and jobs, read from the catalog in the snapshot.
+    static func describe(plan: Plan, session: DatabaseSession, into manifest: inout HypertableManifest) async throws {
+        let (schema, name) = (plan.schema, plan.name)
+        manifest.table.owner = try await session.value(
+            "SELECT pg_get_userbyid(c.relowner)::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = \(schema) AND c.relname = \(name)",
+            as: String.self, purpose: "reading the owner of \(schema).\(name)")
+        manifest.columns = try await session.rows(
+            PostgresQuery(unsafeSQL: """
+            SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), a.attnotnull, a.attgenerated <> ''
+            FROM pg_attribute a WHERE a.attrelid = '\(plan.qualified.replacingOccurrences(of: "'", with: "''"))'::regclass
+              AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum
+            """), as: (String, String, Bool, Bool).self, purpose: "reading the columns of \(schema).\(name)"
+        ).map { .init(name: $0.0, type: $0.1, notNull: $0.2, generated: $0.3) }
+        let dimensions = try await session.rows(
+            """
+            SELECT d.column_name::text, format_type(d.column_type, NULL), d.interval_length, d.num_slices::int8,
+                   CASE WHEN d.interval_length IS NOT NULL AND d.column_type IN ('timestamptz'::regtype, 'timestamp'::regtype, 'date'::regtype)
+                        THEN justify_hours(d.interval_length * interval '1 microsecond')::text END,
+                   CASE WHEN d.partitioning_func IS NOT NULL THEN format('%I.%I', d.partitioning_func_schema, d.partitioning_func) END,
+                   CASE WHEN d.integer_now_func IS NOT NULL THEN format('%I.%I', d.integer_now_func_schema, d.integer_now_func) END
+            FROM _timescaledb_catalog.dimension d JOIN _timescaledb_catalog.hypertable h ON h.id = d.hypertable_id
+            WHERE h.schema_name = \(schema) AND h.table_name = \(name) ORDER BY d.id
+            """, as: (String, String, Int64?, Int64?, String?, String?, String?).self, purpose: "reading the dimensions of \(schema).\(name)")
+        manifest.dimensions = dimensions.enumerated().map { index, d in
+            .init(number: index + 1, column: d.0, columnType: d.1, kind: d.2 == nil ? "space" : "time",
+                  intervalLength: d.2, timeInterval: d.4, partitions: d.3.map(Int.init),
+                  partitioningFunction: d.5, integerNowFunction: d.6)
+        }
+        let enabled = try await session.value(
+            "SELECT coalesce((SELECT compression_enabled FROM timescaledb_information.hypertables WHERE hypertable_schema = \(schema) AND hypertable_name = \(name)), false)",
+            as: Bool.self, purpose: "reading the compression state of \(schema).\(name)")
+        manifest.compression.enabled = enabled
+        if enabled {
+            let settings = try await session.rows(
+                """
+                SELECT attname::text, segmentby_column_index::int8, orderby_column_index::int8, orderby_asc, orderby_nullsfirst
+                FROM timescaledb_information.compression_settings WHERE hypertable_schema = \(schema) AND hypertable_name = \(name)
+                """, as: (String, Int64?, Int64?, Bool?, Bool?).self, purpose: "reading the compression settings of \(schema).\(name)")
+            manifest.compression.segmentBy = settings.filter { $0.1 != nil }.sorted { $0.1! < $1.1! }.map(\.0)
+            manifest.compression.orderBy = settings.filter { $0.2 != nil }.sorted { $0.2! < $1.2! }.map { s in
+                "\(SQLText.identifier(s.0))\(s.3 == false ? " DESC" : "")\(s.4 == true ? " NULLS FIRST" : (s.3 == false ? " NULLS LAST" : ""))"
+            }
+        }
+        manifest.jobs = try await session.rows(
+            """
+            SELECT job_id::int8, proc_name::text, schedule_interval::text, config::text
+            FROM timescaledb_information.jobs WHERE hypertable_schema = \(schema) AND hypertable_name = \(name) ORDER BY job_id
+            """, as: (Int64, String, String, String?).self, purpose: "reading the jobs of \(schema).\(name)"
+        ).map { .init(id: Int($0.0), procedure: $0.1, scheduleInterval: $0.2, config: $0.3) }
+    }
+
+    struct Chunk {
+        var qualified: String
+        var display: String
+        var bytes: Int64
+    }
+
+    /// The chunks holding rows of the window, in time order.
+    static func chunks(plan: Plan, session: DatabaseSession) async throws -> [Chunk] {
+        var overlap = ""
+        let (start, end) = plan.integerTime ? ("c.range_start_integer", "c.range_end_integer") : ("c.range_start", "c.range_end")
+        if let since = plan.sinceLiteral { overlap += " AND \(end) > \(since)" }
+        if let until = plan.untilLiteral { overlap += " AND \(start) < \(until)" }
+        return try await session.rows(
+            PostgresQuery(unsafeSQL: """
+            SELECT format('%I.%I', c.chunk_schema, c.chunk_name), format('%s.%s', c.chunk_schema, c.chunk_name),
+                   pg_relation_size(format('%I.%I', c.chunk_schema, c.chunk_name)::regclass)
+            FROM timescaledb_information.chunks c
+            WHERE c.hypertable_schema = '\(plan.schema.replacingOccurrences(of: "'", with: "''"))'
+              AND c.hypertable_name = '\(plan.name.replacingOccurrences(of: "'", with: "''"))'\(overlap)
+            ORDER BY c.range_start, c.range_start_integer, c.chunk_name
+            """), as: (String, String, Int64).self, purpose: "listing the chunks of \(plan.schema).\(plan.name)"
+        ).map { Chunk(qualified: $0.0, display: $0.1, bytes: $0.2) }
+    }
+
+    /// `pg_dump --schema-only --table` on the snapshot, without TimescaleDB's insert blocker.
+    static func dumpDefinition(_ request: Request, plan: Plan, snapshot: String, staging: String,
+                               into manifest: inout HypertableManifest) async throws {
+        var environment: [String: String?] = request.settings.libpqEnvironment.mapValues { $0 }
+        environment["PGOPTIONS"] = .some(nil)
+        let result = try await ProcessRunner.run(plan.pgDump.path, [
+            "--schema-only", "--table=\(plan.qualified)", "--snapshot=\(snapshot)", "--no-password", request.settings.database,
+        ], environment: environment)
+        guard result.succeeded else {
+            throw TSBackupError(.failed, "pg_dump could not dump the definition of \(plan.schema).\(plan.name) (\(result.statusDescription)): \(result.standardError.singleLine(limit: 500)).")
+        }
+        let (text, removed) = TableDefinition.removing(from: result.standardOutput, where: TableDefinition.isInsertBlocker)
+        let definition = TableDefinition(pgDumpOutput: text)
+        guard definition.objects.contains(where: { $0.type == "TABLE" }) else {
+            throw TSBackupError(.failed, "pg_dump's schema dump of \(plan.schema).\(plan.name) holds no CREATE TABLE; the export was not kept. Check pg_dump's version (\(plan.pgDump.version)).")
+        }
+        manifest.definitionObjects = definition.objects.map { .init(type: $0.type, name: $0.name) }
+        manifest.definitionRemoved = removed.map { "\($0.type) \($0.name)" }
+        do {
+            try text.write(toFile: staging + "/" + manifest.definitionFile, atomically: false, encoding: .utf8)
+        } catch {
+            throw FileSystem.ioError("write \(manifest.definitionFile)", underlying: error)
+        }
+    }
+
+    /// Consecutive chunks grouped into files of about `limit` bytes (table size on disk): a psql
+    /// per chunk would spend more time connecting than copying when chunks are small, while a
+    /// few files per job keep the jobs busy.
+    static func batches(_ chunks: [Chunk], jobs: Int, chunksPerFile: Int? = nil) -> [[Chunk]] {
+        let total = chunks.reduce(0) { $0 + $1.bytes }
+        let limit = min(256 << 20, max(8 << 20, total / Int64(max(1, jobs) * 2)))
+        var batches: [[Chunk]] = []
+        var current: [Chunk] = []
+        var size: Int64 = 0
+        for chunk in chunks {
+            if !current.isEmpty, size + chunk.bytes > limit || current.count >= (chunksPerFile ?? Int.max) {
+                batches.append(current)
+                current = []
+                size = 0
+            }
+            current.append(chunk)
+            size += chunk.bytes
+        }
+        if !current.isEmpty { batches.append(current) }
+        return batches
+    }
+
+    /// One psql per batch of chunks, `jobs` at a time, each on the exported snapshot; beside each
+    /// psql a session of ours counts and hashes the same rows in the same snapshot.
+    static func copyChunks(_ chunks: [Chunk], request: Request, plan: Plan, snapshot: String, staging: String,
+                           columns: [HypertableManifest.Column]) async throws -> [(HypertableManifest.DataFile, ContentParts)] {
+        var environment: [String: String?] = request.settings.libpqEnvironment.mapValues { $0 }
+        environment["PGOPTIONS"] = .some(nil)
+        let environmentCopy = environment
+        let copyList = columns.filter { !$0.generated }.map { quoteIdentifier($0.name) }.joined(separator: ", ")
+        let rowList = columns.map { quoteIdentifier($0.name) }.joined(separator: ", ")
+        let filter = plan.condition.map { " WHERE \($0)" } ?? ""
+        let suffix = plan.compressorName == "zstd" ? "zst" : "gz"
+        let settings = request.settings
+        let jobs = batches(chunks, jobs: request.jobs, chunksPerFile: request.chunksPerFile).enumerated().map { index, batch in
+            (batch, String(format: "data/%05d.copy.%@", index + 1, suffix))
+        }
+        return try await Concurrently.map(jobs, limit: max(1, request.jobs)) { batch, path in
+            let script = """
+                BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY;
+                SET TRANSACTION SNAPSHOT '\(snapshot)';
+                \(TableContent.settings.map { "SET LOCAL " + $0 + ";" }.joined(separator: "\n"))
+                \(batch.map { "COPY (SELECT \(copyList) FROM ONLY \($0.qualified)\(filter)) TO STDOUT;" }.joined(separator: "\n"))
+                COMMIT;
+
+                """
+            let what = batch.count == 1 ? "chunk \(batch[0].display)" : "\(batch.count) chunks (\(batch[0].display) ...)"
+            async let parts = DatabaseSession.with(settings) { session in
+                try await session.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                try await session.execute("SET TRANSACTION SNAPSHOT '\(snapshot)'")
+                try await TableContent.prepare(session)
+                let rows = batch.map { "SELECT \(rowList) FROM ONLY \($0.qualified)\(filter)" }.joined(separator: " UNION ALL ")
+                let parts = try await ContentParts.measure(session, rowsQuery: rows, purpose: "hashing \(what)")
+                try await session.execute("COMMIT")
+                return parts
+            }
+            let exported: CopyPipeline.Exported
+            do {
+                exported = try await CopyPipeline.export(
+                    psql: plan.psql.path, environment: environmentCopy, script: script, compressor: plan.compressor,
+                    outputPath: staging + "/" + path, what: "\(what) of \(plan.schema).\(plan.name)")
+            } catch {
+                _ = try? await parts
+                throw error
+            }
+            let measured = try await parts
+            guard measured.count == exported.rows else {
+                throw TSBackupError(.failed, "psql copied \(exported.rows) rows of \(what) but the snapshot holds \(measured.count); the export is inconsistent and was not kept. Run it again; if it repeats, report it with the server version.")
+            }
+            return (HypertableManifest.DataFile(path: path, chunks: batch.map(\.display), rows: exported.rows, rawBytes: exported.rawBytes), measured)
+        }
+    }
+}
+
+/// The compressor for data files: zstd when installed (faster at the same ratio), else gzip.
+enum Compressor {
+    static func locate(environment: [String: String] = ProcessInfo.processInfo.environment) throws -> (name: String, compress: [String]) {
+        if let zstd = find("zstd", environment: environment) { return ("zstd", [zstd, "-q", "-c", "-3", "-T1"]) }
+        if let gzip = find("gzip", environment: environment) { return ("gzip", [gzip, "-c", "-6"]) }
+        throw TSBackupError(.precondition, "Neither zstd nor gzip was found on PATH; tsbackup compresses exported data with one of them. Install zstd (apt-get install zstd).")
+    }
+
+    static func decompressor(for name: String, environment: [String: String] = ProcessInfo.processInfo.environment) throws -> [String] {
+        guard let path = find(name, environment: environment) else {
+            throw TSBackupError(.precondition, "The export's data files are compressed with \(name), which is not installed here. Install it (apt-get install \(name)) and import again.")
+        }
+        return [path, "-d", "-c", "-q"]
+    }
+
+    static func find(_ name: String, environment: [String: String]) -> String? {
+        for directory in (environment["PATH"] ?? "/usr/bin:/bin").split(separator: ":") {
+            let candidate = "\(directory)/\(name)"
+            if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
+        }
+        return nil
+    }
+}
+
+/// "schema.name" as given on the command line: unquoted parts fold to lower case as in SQL,
+/// double-quoted parts are taken as written; no schema means public.
+enum QualifiedName {
+    static func parse(_ text: String, option: String) throws -> (schema: String, name: String) {
+        var parts: [String] = [""]
+        var inQuotes = false
+        var chars = Array(text.trimmingCharacters(in: .whitespaces))[...]
+        while let c = chars.popFirst() {
+            if c == "\"" {
+                if inQuotes, chars.first == "\"" { parts[parts.count - 1].append("\""); chars.removeFirst(); continue }
+                inQuotes.toggle()
+            } else if c == "." && !inQuotes {
+                parts.append("")
+            } else {
+                parts[parts.count - 1] += inQuotes ? String(c) : String(c).lowercased()
+            }
+        }
+        guard !inQuotes, (1...2).contains(parts.count), !parts.contains(where: \.isEmpty) else {
+            throw TSBackupError(.usage, "\(option) \(text) is not a table name; give SCHEMA.NAME (e.g. public.conditions), with double quotes around parts that have capitals or dots.")
+        }
+        return parts.count == 1 ? ("public", parts[0]) : (parts[0], parts[1])
+    }
+}
+
+/// Runs `body` on every element, at most `limit` at a time; results in input order. The first
+/// error cancels the rest.
+enum Concurrently {
+    static func map<Element: Sendable, Output: Sendable>(
+        _ elements: [Element], limit: Int, _ body: @escaping @Sendable (Element) async throws -> Output
+    ) async throws -> [Output] {
+        try await withThrowingTaskGroup(of: (Int, Output).self) { group in
+            var results = [Output?](repeating: nil, count: elements.count)
+            var next = 0
+            func start() {
+                let index = next
+                let element = elements[index]
+                group.addTask { (index, try await body(element)) }
+                next += 1
+            }
+            while next < min(limit, elements.count) { start() }
+            while let (index, output) = try await group.next() {
+                results[index] = output
+                if next < elements.count { start() }
+            }
+            return results.map { $0! }
+        }
+    }
+}

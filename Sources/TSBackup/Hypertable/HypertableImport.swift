@@ -1,0 +1,364 @@
+import Foundation
+import PostgresNIO
+
+/// The `import-hypertable` use case: recreate an exported hypertable in an existing database
+/// (as its owner, no superuser needed), load its rows in parallel, and prove they are the rows
+/// that were exported.
+public enum HypertableImport {
+    public struct Request: Sendable {
+        public var repositoryPath: String
+        public var id: String
+        public var target: ConnectionSettings
+        /// "schema.name" to create instead of the exported name.
+        public var targetTable: String?
+        public var jobs = 2
+
+        public init(repositoryPath: String, id: String, target: ConnectionSettings) {
+            self.repositoryPath = repositoryPath
+            self.id = id
+            self.target = target
+        }
+    }
+
+    public struct Report: Codable, Sendable {
+        public var id: String
+        public var target: String
+        public var table: String
+        public var rows: Int64
+        public var files: Int
+        /// Compressed bytes read and uncompressed COPY text loaded.
+        public var bytes: Int64
+        public var rawBytes: Int64
+        public var durationSeconds: Double
+        public var loadSeconds: Double
+        public var contentHash: String
+        public var verified: Bool
+        /// Definition objects not created, each with the reason.
+        public var skipped: [String]
+        public var warnings: [String]
+
+        enum CodingKeys: String, CodingKey {
+            case id, target, table, rows, files, bytes
+            case rawBytes = "raw_bytes"
+            case durationSeconds = "duration_seconds"
+            case loadSeconds = "load_seconds"
+            case contentHash = "content_hash"
+            case verified, skipped, warnings
+        }
+
+        public var completionLine: String {
+            let rate = loadSeconds > 0 ? String(format: "%.0f rows/s, %.1f MB/s", Double(rows) / loadSeconds, Double(rawBytes) / 1_000_000 / loadSeconds) : "-"
+            return "Imported \(id) into \(table) on \(target): \(rows) rows from \(files) files, row count and content hash match the export; load \(String(format: "%.1f", loadSeconds)) s (\(rate)), total \(String(format: "%.1f", durationSeconds)) s."
+        }
+    }
+
+    /// When an object of the definition is created, and what its failure means.
+    enum Phase {
+        /// Before create_hypertable, in its transaction: a failure refuses the import.
+        case table
+        /// After the load: a failure undoes the import.
+        case required
+        /// After the load: a failure is reported and the object skipped.
+        case optional
+    }
+
+    static func phase(of type: String) -> Phase {
+        switch type {
+        case "TABLE", "SEQUENCE", "SEQUENCE OWNED BY", "DEFAULT", "CONSTRAINT": .table
+        case "INDEX", "FK CONSTRAINT", "TRIGGER": .required
+        default: .optional
+        }
+    }
+
+    public static func run(_ request: Request) async throws -> Report {
+        let started = Date()
+        let repository = try LocalRepository.open(request.repositoryPath, create: false)
+        let (entry, manifest) = try repository.completeHypertableManifest(request.id)
+        let (schema, name) = try request.targetTable.map { try QualifiedName.parse($0, option: "--as") }
+            ?? (manifest.table.schema, manifest.table.name)
+        let qualified = "\(quoteIdentifier(schema)).\(quoteIdentifier(name))"
+        let display = "\(schema).\(name)"
+
+        let definitionPath = entry.directory + "/" + manifest.definitionFile
+        try checkFile(manifest.definitionFile, in: entry.directory, manifest: manifest)
+        let text: String
+        do {
+            text = try String(contentsOfFile: definitionPath, encoding: .utf8)
+        } catch {
+            throw FileSystem.ioError("read \(definitionPath)", underlying: error)
+        }
+        var definition = TableDefinition(pgDumpOutput: text)
+        if (schema, name) != (manifest.table.schema, manifest.table.name) {
+            let renamer = DefinitionRenamer(definition: definition, from: (manifest.table.schema, manifest.table.name), to: (schema, name))
+            for i in definition.objects.indices {
+                definition.objects[i].statements = definition.objects[i].statements.map(renamer.rewrite)
+            }
+        }
+
+        return try await DatabaseSession.with(request.target) { session in
+            var warnings = request.target.warnings
+            var skipped: [String] = []
+            let extensionSchema = try await preflight(request, manifest: manifest, schema: schema, name: name, session: session)
+            let psql = try await PostgresTools.locate("psql", minimumMajor: try await ServerInspector(session: session).serverVersion().majorVersion)
+            let decompressor = try Compressor.decompressor(for: manifest.compressionProgram)
+
+            try await createTable(definition: definition, manifest: manifest, schema: schema, qualified: qualified,
+                                  extensionSchema: extensionSchema, session: session, skipped: &skipped)
+            do {
+                let loadStarted = Date()
+                try await load(manifest: manifest, directory: entry.directory, qualified: qualified, display: display,
+                               request: request, psql: psql, decompressor: decompressor)
+                let loadSeconds = Date().timeIntervalSince(loadStarted)
+                try await finish(definition: definition, manifest: manifest, qualified: qualified, extensionSchema: extensionSchema,
+                                 session: session, skipped: &skipped, warnings: &warnings)
+
+                try await TableContent.prepare(session)
+                let (rows, hash) = try await TableContent.measure(session, table: qualified, hash: true)
+                guard rows == manifest.rowCount, hash == manifest.contentHash else {
+                    throw TSBackupError(.failed, "The imported table \(display) holds \(rows) rows with content hash \(hash ?? "-"), but export \(manifest.id) recorded \(manifest.rowCount) rows with \(manifest.contentHash). The table was dropped again; run `tsbackup verify \(manifest.id)` and check the target's triggers and defaults.")
+                }
+                try await session.execute("ANALYZE \(qualified)", purpose: "analyzing \(display)")
+                return Report(id: manifest.id, target: request.target.displayName, table: display, rows: rows,
+                              files: manifest.dataFiles.count, bytes: manifest.dataFiles.reduce(0) { total, file in total + (manifest.files.first { $0.path == file.path }?.bytes ?? 0) },
+                              rawBytes: manifest.rawDataBytes, durationSeconds: Date().timeIntervalSince(started), loadSeconds: loadSeconds,
+                              contentHash: hash ?? "", verified: true, skipped: skipped, warnings: warnings)
+            } catch {
+                // A half-made table must not look like an import: drop what this run created.
+                _ = try? await session.execute("DROP TABLE IF EXISTS \(qualified) CASCADE")
+                guard let failure = error as? TSBackupError else { throw error }
+                if failure.message.contains("dropped") || failure.message.contains("undone") { throw failure }
+                throw TSBackupError(failure.kind, failure.message + " The import was undone: \(display) was dropped again. Fix the cause in the target database (or import under another name with --as) and import again.")
+            }
+        }
+    }
+
+    /// Checks the target; returns the TimescaleDB extension's schema there.
+    static func preflight(_ request: Request, manifest: HypertableManifest, schema: String, name: String,
+                          session: DatabaseSession) async throws -> String {
+        let target = request.target.displayName
+        let installed = try await session.rows(
+            "SELECT e.extversion, n.nspname::text FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname = 'timescaledb'",
+            as: (String, String).self, purpose: "looking for the timescaledb extension").first
+        guard let (version, extensionSchema) = installed else {
+            throw TSBackupError(.precondition, "TimescaleDB is not installed in database \"\(request.target.database)\" of \(target), so a hypertable cannot be created there. Run CREATE EXTENSION timescaledb in that database (as its owner), then import again.")
+        }
+        if let source = manifest.timescaledb?.version, VersionNumber.isOrderedBefore(version, source) {
+            throw TSBackupError(.precondition, "The target's TimescaleDB is \(version), older than the \(source) the hypertable was exported from; settings may not exist there. Update it (ALTER EXTENSION timescaledb UPDATE) or import into a server with \(source) or newer.")
+        }
+        let exists = try await session.value(
+            "SELECT EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = \(schema) AND c.relname = \(name))",
+            as: Bool.self, purpose: "checking that \(schema).\(name) does not exist")
+        if exists {
+            throw TSBackupError(.precondition, "\(schema).\(name) already exists in database \"\(request.target.database)\" of \(target); import-hypertable never writes into an existing table. Import under another name with --as SCHEMA.NAME, or drop the table first if it is expendable.")
+        }
+        return extensionSchema
+    }
+
+    /// The table, its constraints and its dimensions, in one transaction: either the empty
+    /// hypertable exists afterwards, or nothing does.
+    static func createTable(definition: TableDefinition, manifest: HypertableManifest, schema: String, qualified: String,
+                            extensionSchema: String, session: DatabaseSession, skipped: inout [String]) async throws {
+        try await session.execute("BEGIN")
+        do {
+            try await session.execute("SELECT pg_catalog.set_config('search_path', '', true)")
+            try await session.execute("SET LOCAL check_function_bodies = false")
+            try await session.execute("CREATE SCHEMA IF NOT EXISTS \(quoteIdentifier(schema))", purpose: "creating schema \(schema)")
+            for object in definition.objects where phase(of: object.type) == .table {
+                for statement in object.statements {
+                    // The table belongs to the role that imports it: the exported owner may not exist
+                    // here, and a non-superuser cannot give tables away.
+                    if isOwnerChange(statement) { continue }
+                    try await session.execute(statement, purpose: "creating \(object.type) \(object.name)")
+                }
+            }
+            let ext = quoteIdentifier(extensionSchema)
+            let literal = { (value: String) in "'" + value.replacingOccurrences(of: "'", with: "''") + "'" }
+            for dimension in manifest.dimensions {
+                let column = literal(dimension.column)
+                if dimension.number == 1 {
+                    var call = "SELECT \(ext).create_hypertable(\(literal(qualified)), \(column), chunk_time_interval => \(dimension.intervalLength ?? 0), create_default_indexes => false"
+                    if let function = dimension.partitioningFunction { call += ", time_partitioning_func => \(literal(function))" }
+                    try await session.execute(call + ")", purpose: "making \(qualified) a hypertable")
+                } else if dimension.kind == "space" {
+                    var call = "SELECT \(ext).add_dimension(\(literal(qualified)), \(column), number_partitions => \(dimension.partitions ?? 1)"
+                    // The default hash function moved between schemas across versions; name only custom ones.
+                    if let function = dimension.partitioningFunction, !function.hasSuffix(".get_partition_hash") {
+                        call += ", partitioning_func => \(literal(function))"
+                    }
+                    try await session.execute(call + ")", purpose: "adding dimension \(dimension.column)")
+                } else {
+                    try await session.execute("SELECT \(ext).add_dimension(\(literal(qualified)), \(column), chunk_time_interval => \(dimension.intervalLength ?? 0))",
+                                              purpose: "adding dimension \(dimension.column)")
+                }
+                if let function = dimension.integerNowFunction {
+                    try await session.execute("SELECT \(ext).set_integer_now_func(\(literal(qualified)), \(literal(function)))",
+                                              purpose: "setting the integer now function \(function)")
+                }
+            }
+            try await session.execute("COMMIT")
+        } catch let error as TSBackupError {
+            _ = try? await session.execute("ROLLBACK")
+            throw TSBackupError(.precondition, "\(qualified) cannot be created on \(session.settings.displayName): \(error.message) Nothing was created. Create what is missing there (types, schemas, functions the columns use) or import into another database.")
+        }
+    }
+
+    /// pg_dump writes `ALTER TABLE ONLY`, which TimescaleDB refuses on a hypertable (the
+    /// constraint must reach every chunk).
+    static func onHypertable(_ statement: String) -> String {
+        guard let range = statement.range(of: #"^ALTER TABLE ONLY\s"#, options: .regularExpression) else { return statement }
+        return statement.replacingCharacters(in: range, with: "ALTER TABLE ")
+    }
+
+    static func isOwnerChange(_ statement: String) -> Bool {
+        let words = SQLText.tokenize(statement).compactMap { token, _ -> String? in
+            if case .word(let word, false) = token { return word }
+            return nil
+        }
+        return words.first == "alter" && words.dropLast().suffix(2) == ["owner", "to"]
+    }
+
+    static func checkFile(_ path: String, in directory: String, manifest: HypertableManifest) throws {
+        guard let entry = manifest.files.first(where: { $0.path == path }) else {
+            throw TSBackupError(.failed, "Export \(manifest.id) does not list \(path) among its files; the manifest is damaged. Export the hypertable again.")
+        }
+        guard FileManager.default.fileExists(atPath: directory + "/" + path) else {
+            throw TSBackupError(.failed, "Export \(manifest.id) lacks its file \(path). Run `tsbackup verify \(manifest.id)`; export the hypertable again.")
+        }
+        let (hex, bytes) = try FileSystem.sha256(of: directory + "/" + path)
+        guard hex == entry.sha256, bytes == entry.bytes else {
+            throw TSBackupError(.failed, "The file \(path) of export \(manifest.id) is corrupt (its SHA-256 differs from the manifest's); nothing more was loaded. Run `tsbackup verify \(manifest.id)` and export the hypertable again.")
+        }
+    }
+
+    /// Every data file, hashed and then piped into its own psql, `jobs` at a time.
+    static func load(manifest: HypertableManifest, directory: String, qualified: String, display: String,
+                     request: Request, psql: PostgresTool, decompressor: [String]) async throws {
+        var environment: [String: String?] = request.target.libpqEnvironment.mapValues { $0 }
+        // Values are read back the way the export printed them.
+        environment["PGOPTIONS"] = "-c TimeZone=UTC -c DateStyle=ISO,YMD -c IntervalStyle=postgres"
+        let columns = manifest.copyColumns.map { quoteIdentifier($0.name) }.joined(separator: ", ")
+        let command = "COPY \(qualified) (\(columns)) FROM STDIN"
+        let env = environment
+        _ = try await Concurrently.map(manifest.dataFiles, limit: max(1, request.jobs)) { file in
+            try checkFile(file.path, in: directory, manifest: manifest)
+            let rows = try await CopyPipeline.load(psql: psql.path, environment: env, command: command, decompressor: decompressor,
+                                                   inputPath: directory + "/" + file.path, what: "\(file.path) into \(display)")
+            guard rows == file.rows else {
+                throw TSBackupError(.failed, "Loading \(file.path) into \(display) gave \(rows) rows, the export recorded \(file.rows). The import was undone; run `tsbackup verify \(manifest.id)`.")
+            }
+            return rows
+        }
+    }
+
+    /// Indexes, foreign keys, triggers, comments and grants after the load; what the target
+    /// cannot take is skipped with a reason, never silently.
+    static func finish(definition: TableDefinition, manifest: HypertableManifest, qualified: String, extensionSchema: String,
+                       session: DatabaseSession, skipped: inout [String], warnings: inout [String]) async throws {
+        try await session.execute("SELECT pg_catalog.set_config('search_path', '', false)")
+        for object in definition.objects where phase(of: object.type) != .table {
+            statements: for statement in object.statements {
+                if isOwnerChange(statement) { continue }
+                if object.type == "FK CONSTRAINT" {
+                    for (schema, name) in SQLText.qualifiedNames(after: "references", in: statement) where !(try await relationExists(schema, name, session)) {
+                        let reason = "FK CONSTRAINT \(object.name): the referenced table \(schema).\(name) does not exist in the target database"
+                        skipped.append(reason)
+                        warnings.append("Skipped \(reason); the imported rows are not checked against it. Create the table and add the constraint by hand if it is needed.")
+                        continue statements
+                    }
+                }
+                if object.type == "TRIGGER" {
+                    for (schema, name) in SQLText.qualifiedNames(after: "function", in: statement) + SQLText.qualifiedNames(after: "procedure", in: statement)
+                    where !(try await functionExists(schema, name, session)) {
+                        let reason = "TRIGGER \(object.name): its function \(schema).\(name) does not exist in the target database"
+                        skipped.append(reason)
+                        warnings.append("Skipped \(reason). Create the function and the trigger by hand if it is needed.")
+                        continue statements
+                    }
+                }
+                do {
+                    try await session.execute(onHypertable(statement), purpose: "creating \(object.type) \(object.name)")
+                } catch let error as TSBackupError where phase(of: object.type) == .optional {
+                    skipped.append("\(object.type) \(object.name): \(error.message)")
+                    warnings.append("Skipped \(object.type) \(object.name): \(error.message)")
+                }
+            }
+        }
+        try await session.execute("RESET search_path")
+        try await advanceSequences(qualified: qualified, session: session)
+        try await restoreTimescaleSettings(manifest: manifest, qualified: qualified, extensionSchema: extensionSchema,
+                                           session: session, skipped: &skipped, warnings: &warnings)
+    }
+
+    /// Compression settings and policies, where the target supports them (Apache-licensed
+    /// builds do not): each one that cannot be restored is named.
+    static func restoreTimescaleSettings(manifest: HypertableManifest, qualified: String, extensionSchema: String,
+                                         session: DatabaseSession, skipped: inout [String], warnings: inout [String]) async throws {
+        let ext = quoteIdentifier(extensionSchema)
+        let literal = { (value: String) in "'" + value.replacingOccurrences(of: "'", with: "''") + "'" }
+        if manifest.compression.enabled {
+            var options = ["timescaledb.compress"]
+            if !manifest.compression.segmentBy.isEmpty {
+                options.append("timescaledb.compress_segmentby = \(literal(manifest.compression.segmentBy.map(SQLText.identifier).joined(separator: ", ")))")
+            }
+            if !manifest.compression.orderBy.isEmpty {
+                options.append("timescaledb.compress_orderby = \(literal(manifest.compression.orderBy.joined(separator: ", ")))")
+            }
+            do {
+                try await session.execute("ALTER TABLE \(qualified) SET (\(options.joined(separator: ", ")))", purpose: "enabling compression")
+            } catch let error as TSBackupError {
+                skipped.append("compression settings: \(error.message)")
+                warnings.append("Compression settings were not restored (the target does not support them): \(error.message)")
+            }
+        }
+        for job in manifest.jobs {
+            let config = job.config.map(literal) ?? "'{}'"
+            let call: String? = switch job.procedure {
+            case "policy_compression": "SELECT \(ext).add_compression_policy(\(literal(qualified)), compress_after => (\(config)::jsonb ->> 'compress_after')::interval)"
+            case "policy_retention": "SELECT \(ext).add_retention_policy(\(literal(qualified)), drop_after => (\(config)::jsonb ->> 'drop_after')::interval)"
+            case "policy_reorder": "SELECT \(ext).add_reorder_policy(\(literal(qualified)), (\(config)::jsonb ->> 'index_name'))"
+            default: nil
+            }
+            guard let call else {
+                skipped.append("job \(job.id) (\(job.procedure)): tsbackup does not recreate this kind of job")
+                warnings.append("Job \(job.id) (\(job.procedure), every \(job.scheduleInterval), config \(job.config ?? "{}")) was not restored; recreate it by hand.")
+                continue
+            }
+            do {
+                try await session.execute(call, purpose: "adding \(job.procedure)")
+            } catch let error as TSBackupError {
+                skipped.append("job \(job.id) (\(job.procedure)): \(error.message)")
+                warnings.append("Job \(job.id) (\(job.procedure), config \(job.config ?? "{}")) was not restored (the target does not support it): \(error.message)")
+            }
+        }
+    }
+
+    /// pg_dump --schema-only leaves serial and identity sequences at their start; set each past
+    /// the largest imported value so the next insert does not collide with an imported row.
+    static func advanceSequences(qualified: String, session: DatabaseSession) async throws {
+        let literal = "'" + qualified.replacingOccurrences(of: "'", with: "''") + "'"
+        let owned = try await session.rows(
+            PostgresQuery(unsafeSQL: """
+            SELECT a.attname::text, pg_get_serial_sequence(\(literal), a.attname)
+            FROM pg_attribute a WHERE a.attrelid = \(literal)::regclass AND a.attnum > 0 AND NOT a.attisdropped
+              AND pg_get_serial_sequence(\(literal), a.attname) IS NOT NULL
+            """), as: (String, String).self, purpose: "finding the sequences of \(qualified)")
+        for (column, sequence) in owned {
+            let sequenceLiteral = "'" + sequence.replacingOccurrences(of: "'", with: "''") + "'"
+            try await session.execute(
+                "SELECT setval(\(sequenceLiteral)::regclass, m) FROM (SELECT max(\(quoteIdentifier(column))) AS m FROM \(qualified)) x WHERE m IS NOT NULL",
+                purpose: "advancing sequence \(sequence) past the imported values")
+        }
+    }
+
+    static func relationExists(_ schema: String, _ name: String, _ session: DatabaseSession) async throws -> Bool {
+        try await session.value(
+            "SELECT EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = \(schema) AND c.relname = \(name))",
+            as: Bool.self, purpose: "looking for \(schema).\(name)")
+    }
+
+    static func functionExists(_ schema: String, _ name: String, _ session: DatabaseSession) async throws -> Bool {
+        try await session.value(
+            "SELECT EXISTS (SELECT 1 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = \(schema) AND p.proname = \(name))",
+            as: Bool.self, purpose: "looking for function \(schema).\(name)")
+    }
+}

@@ -1,0 +1,346 @@
+import Foundation
+
+/// A table's definition as `pg_dump --schema-only --table` prints it, split into the objects
+/// pg_dump names in its `-- Name: ...; Type: ...` headers, so an import can run each object at
+/// the right moment (constraints before the load, indexes and triggers after it) and skip the
+/// ones the target cannot take.
+public struct TableDefinition: Sendable, Equatable {
+    public struct Object: Sendable, Equatable {
+        /// pg_dump's type: "TABLE", "CONSTRAINT", "INDEX", "TRIGGER", "FK CONSTRAINT", "COMMENT", "ACL", ...
+        public var type: String
+        /// pg_dump's name, e.g. "conditions conditions_device_id_fkey".
+        public var name: String
+        /// The SQL statements, each without its terminating semicolon.
+        public var statements: [String]
+    }
+
+    public var objects: [Object]
+
+    /// Parses pg_dump's plain output. The preamble (SET commands) and psql meta-commands
+    /// (`\restrict`) are dropped: the importer sets up its own session.
+    public init(pgDumpOutput text: String) {
+        var objects: [Object] = []
+        var current: Object?
+        var body = ""
+        func flush() {
+            if var object = current {
+                object.statements = SQLText.statements(body)
+                objects.append(object)
+            }
+            body = ""
+        }
+        for line in text.split(separator: "\n", omittingEmptySubsequences: false) {
+            if line.hasPrefix("-- Name: "), let header = Self.header(line) {
+                flush()
+                current = Object(type: header.type, name: header.name, statements: [])
+                continue
+            }
+            if line.hasPrefix("\\") { continue }
+            if current != nil { body += line + "\n" }
+        }
+        flush()
+        self.objects = objects
+    }
+
+    /// "-- Name: readings ts_insert_blocker; Type: TRIGGER; Schema: iot; Owner: postgres"
+    static func header(_ line: Substring) -> (name: String, type: String)? {
+        let fields = line.dropFirst("-- ".count).components(separatedBy: "; ")
+        guard fields.count >= 2, fields[0].hasPrefix("Name: "), fields[1].hasPrefix("Type: ") else { return nil }
+        return (String(fields[0].dropFirst("Name: ".count)), String(fields[1].dropFirst("Type: ".count)))
+    }
+
+    /// TimescaleDB's trigger on every hypertable's root table; `create_hypertable` adds it again
+    /// and refuses to run while it exists.
+    public static func isInsertBlocker(_ object: Object) -> Bool {
+        object.type == "TRIGGER" && object.name.split(separator: " ").last == "ts_insert_blocker"
+    }
+
+    /// The pg_dump text without the objects `drop` selects, headers and all, for storing.
+    public static func removing(from text: String, where drop: (Object) -> Bool) -> (text: String, removed: [Object]) {
+        var kept: [Substring] = []
+        var removed: [Object] = []
+        var skipping = false
+        var pendingSeparator: [Substring] = []
+        for line in text.split(separator: "\n", omittingEmptySubsequences: false) {
+            // A header is preceded by a lone "--" line; hold it until we know whether it is kept.
+            if line == "--" {
+                pendingSeparator.append(line)
+                continue
+            }
+            // A comment right after a "--" line starts the next section: an object or the footer.
+            if line.hasPrefix("-- "), !pendingSeparator.isEmpty {
+                skipping = false
+                if line.hasPrefix("-- Name: "), let header = Self.header(line) {
+                    let object = Object(type: header.type, name: header.name, statements: [])
+                    if drop(object) {
+                        skipping = true
+                        removed.append(object)
+                    }
+                }
+            }
+            if !skipping {
+                kept += pendingSeparator
+                kept.append(line)
+            }
+            pendingSeparator = []
+        }
+        kept += pendingSeparator
+        return (kept.joined(separator: "\n"), removed)
+    }
+}
+
+/// Just enough of PostgreSQL's lexical rules to split statements and rename identifiers safely:
+/// quoted identifiers, string literals (also E'' and dollar quotes) and comments are never torn.
+enum SQLText {
+    enum Token: Equatable {
+        /// An identifier or keyword; `quoted` ones keep their case and characters.
+        case word(String, quoted: Bool)
+        case string(String)
+        case symbol(Character)
+        /// Whitespace, comments and anything copied through unchanged.
+        case other(String)
+    }
+
+    /// Tokens with their exact source text, so unchanged tokens are written back byte for byte.
+    static func tokenize(_ sql: String) -> [(token: Token, text: String)] {
+        let chars = Array(sql)
+        var tokens: [(Token, String)] = []
+        var i = 0
+        func isWordStart(_ c: Character) -> Bool { c.isLetter || c == "_" }
+        func isWordPart(_ c: Character) -> Bool { c.isLetter || c.isNumber || c == "_" || c == "$" }
+        while i < chars.count {
+            let c = chars[i]
+            let start = i
+            if c == "-" && i + 1 < chars.count && chars[i + 1] == "-" {
+                while i < chars.count && chars[i] != "\n" { i += 1 }
+                tokens.append((.other(String(chars[start..<i])), String(chars[start..<i])))
+            } else if c == "/" && i + 1 < chars.count && chars[i + 1] == "*" {
+                var depth = 0
+                repeat {
+                    if chars[i] == "/" && i + 1 < chars.count && chars[i + 1] == "*" { depth += 1; i += 2 }
+                    else if chars[i] == "*" && i + 1 < chars.count && chars[i + 1] == "/" { depth -= 1; i += 2 }
+                    else { i += 1 }
+                } while depth > 0 && i < chars.count
+                tokens.append((.other(String(chars[start..<i])), String(chars[start..<i])))
+            } else if c == "\"" {
+                var value = ""
+                i += 1
+                while i < chars.count {
+                    if chars[i] == "\"" {
+                        if i + 1 < chars.count && chars[i + 1] == "\"" { value.append("\""); i += 2; continue }
+                        i += 1
+                        break
+                    }
+                    value.append(chars[i])
+                    i += 1
+                }
+                tokens.append((.word(value, quoted: true), String(chars[start..<i])))
+            } else if c == "'" || ((c == "E" || c == "e") && i + 1 < chars.count && chars[i + 1] == "'" && !(tokens.last.map { isWordLike($0.0) } ?? false)) {
+                let escapes = c != "'"
+                if escapes { i += 1 }
+                var value = ""
+                i += 1
+                while i < chars.count {
+                    if escapes && chars[i] == "\\" && i + 1 < chars.count { value.append(chars[i + 1]); i += 2; continue }
+                    if chars[i] == "'" {
+                        if i + 1 < chars.count && chars[i + 1] == "'" { value.append("'"); i += 2; continue }
+                        i += 1
+                        break
+                    }
+                    value.append(chars[i])
+                    i += 1
+                }
+                tokens.append((.string(value), String(chars[start..<i])))
+            } else if c == "$", let tagEnd = dollarTagEnd(chars, from: i) {
+                let tag = String(chars[i...tagEnd])
+                i = tagEnd + 1
+                var bodyEnd = i
+                while bodyEnd < chars.count && !String(chars[bodyEnd..<min(chars.count, bodyEnd + tag.count)]).elementsEqual(tag) { bodyEnd += 1 }
+                let value = String(chars[i..<min(bodyEnd, chars.count)])
+                i = min(chars.count, bodyEnd + tag.count)
+                tokens.append((.string(value), String(chars[start..<i])))
+            } else if isWordStart(c) {
+                while i < chars.count && isWordPart(chars[i]) { i += 1 }
+                let text = String(chars[start..<i])
+                tokens.append((.word(text.lowercased(), quoted: false), text))
+            } else if c.isWhitespace || c.isNumber {
+                while i < chars.count && (chars[i].isWhitespace == c.isWhitespace) && (c.isWhitespace || chars[i].isNumber || chars[i] == ".") { i += 1 }
+                tokens.append((.other(String(chars[start..<i])), String(chars[start..<i])))
+            } else {
+                i += 1
+                tokens.append((.symbol(c), String(c)))
+            }
+        }
+        return tokens
+    }
+
+    private static func isWordLike(_ token: Token) -> Bool {
+        if case .word = token { return true }
+        return false
+    }
+
+    /// `$tag$` starting at `i`: the index of its closing `$`.
+    private static func dollarTagEnd(_ chars: [Character], from i: Int) -> Int? {
+        var j = i + 1
+        while j < chars.count, chars[j].isLetter || chars[j].isNumber || chars[j] == "_" {
+            if j == i + 1 && chars[j].isNumber { return nil }
+            j += 1
+        }
+        return j < chars.count && chars[j] == "$" ? j : nil
+    }
+
+    /// Splits a script on semicolons outside quotes and comments; empty statements are dropped.
+    static func statements(_ sql: String) -> [String] {
+        var statements: [String] = []
+        var current = ""
+        for (token, text) in tokenize(sql) {
+            if token == .symbol(";") {
+                statements.append(current)
+                current = ""
+            } else {
+                current += text
+            }
+        }
+        statements.append(current)
+        return statements.map { stripComments($0).trimmingCharacters(in: .whitespacesAndNewlines) }.filter { !$0.isEmpty }
+    }
+
+    private static func stripComments(_ sql: String) -> String {
+        tokenize(sql).map { token, text in
+            if case .other(let value) = token, value.hasPrefix("--") || value.hasPrefix("/*") { return "" }
+            return text
+        }.joined()
+    }
+
+    /// An identifier as pg_dump would print it: bare when it is lower case and plain, else quoted.
+    static func identifier(_ name: String) -> String {
+        let plain = !name.isEmpty && name.first.map { $0.isLowercase || $0 == "_" } == true
+            && name.allSatisfy { ($0.isLowercase && $0.isASCII) || $0.isNumber || $0 == "_" }
+        return plain && !reservedWords.contains(name) ? name : quoteIdentifier(name)
+    }
+
+    /// Words pg_dump always quotes when they are identifiers (a superset is harmless).
+    static let reservedWords: Set<String> = [
+        "all", "analyse", "analyze", "and", "any", "array", "as", "asc", "asymmetric", "both", "case", "cast", "check",
+        "collate", "column", "constraint", "create", "current_catalog", "current_date", "current_role", "current_time",
+        "current_timestamp", "current_user", "default", "deferrable", "desc", "distinct", "do", "else", "end", "except",
+        "false", "fetch", "for", "foreign", "from", "grant", "group", "having", "in", "initially", "intersect", "into",
+        "lateral", "leading", "limit", "localtime", "localtimestamp", "not", "null", "offset", "on", "only", "or", "order",
+        "placing", "primary", "references", "returning", "select", "session_user", "some", "symmetric", "table", "then",
+        "to", "trailing", "true", "union", "unique", "user", "using", "variadic", "when", "where", "window", "with",
+        "time", "timestamp", "interval", "value", "values", "name", "type", "position", "authorization", "binary",
+    ]
+
+    /// The qualified names (`schema.name`) following `keyword` (e.g. REFERENCES, FUNCTION) in `sql`.
+    static func qualifiedNames(after keyword: String, in sql: String) -> [(schema: String, name: String)] {
+        let tokens = tokenize(sql).filter { if case .other = $0.token { return false }; return true }.map(\.token)
+        var found: [(String, String)] = []
+        for (i, token) in tokens.enumerated() where token == .word(keyword.lowercased(), quoted: false) {
+            guard i + 3 < tokens.count, case .word(let schema, _) = tokens[i + 1], tokens[i + 2] == .symbol("."),
+                  case .word(let name, _) = tokens[i + 3] else { continue }
+            found.append((schema, name))
+        }
+        return found
+    }
+}
+
+/// Renames a table, and the indexes, constraints and sequences that belong to it, in its stored
+/// definition: the new table may sit beside the original, and index and sequence names are
+/// unique per schema.
+struct DefinitionRenamer {
+    let from: (schema: String, name: String)
+    let to: (schema: String, name: String)
+    /// Old object name -> new object name (indexes, constraints, sequences).
+    let objectNames: [String: String]
+
+    init(definition: TableDefinition, from: (schema: String, name: String), to: (schema: String, name: String)) {
+        self.from = from
+        self.to = to
+        var names: [String: String] = [:]
+        for object in definition.objects {
+            for statement in object.statements {
+                let tokens = SQLText.tokenize(statement).map(\.token).filter { if case .other = $0 { return false }; return true }
+                for (i, token) in tokens.enumerated() {
+                    guard case .word(let keyword, false) = token, ["index", "constraint", "sequence"].contains(keyword) else { continue }
+                    var j = i + 1
+                    // GENERATED ... AS IDENTITY (SEQUENCE NAME schema.name ...)
+                    if keyword == "sequence", j + 1 < tokens.count, tokens[j] == .word("name", quoted: false), case .word = tokens[j + 1] { j += 1 }
+                    // CREATE SEQUENCE schema.name / ADD CONSTRAINT name / CREATE INDEX name ON
+                    if j + 2 < tokens.count, tokens[j + 1] == .symbol("."), case .word = tokens[j + 2] { j += 2 }
+                    guard j < tokens.count, case .word(let name, let quoted) = tokens[j] else { continue }
+                    if !quoted, ["on", "if", "concurrently"].contains(name) { continue }
+                    if name == from.name { continue }
+                    names[name] = Self.renamed(name, from: from.name, to: to.name)
+                }
+            }
+        }
+        objectNames = names
+    }
+
+    /// "conditions_time_idx" for "conditions" -> "copy" gives "copy_time_idx"; other names get
+    /// the new table's name in front. Cut to PostgreSQL's 63 bytes.
+    static func renamed(_ name: String, from old: String, to new: String) -> String {
+        let result = name.hasPrefix(old) ? new + name.dropFirst(old.count) : new + "_" + name
+        var bytes = Array(result.utf8)
+        if bytes.count > 63 {
+            bytes = Array(bytes.prefix(63))
+            while String(bytes: bytes, encoding: .utf8) == nil { bytes.removeLast() }
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    func rewrite(_ statement: String) -> String {
+        let tokens = SQLText.tokenize(statement)
+        var out = ""
+        var i = 0
+        var previousWord: String?
+        /// Index of the next token that is not whitespace or a comment.
+        func next(_ k: Int) -> Int? {
+            var j = k
+            while j < tokens.count { if case .other = tokens[j].token { j += 1 } else { return j } }
+            return nil
+        }
+        while i < tokens.count {
+            let (token, text) = tokens[i]
+            if case .word(let word, let quoted) = token {
+                // schema . name
+                if word == from.schema, let dot = next(i + 1), tokens[dot].token == .symbol("."),
+                   let nameIndex = next(dot + 1), case .word(let name, _) = tokens[nameIndex].token {
+                    if name == from.name {
+                        out += SQLText.identifier(to.schema) + "." + SQLText.identifier(to.name)
+                        i = nameIndex + 1
+                        previousWord = name
+                        continue
+                    }
+                    if let renamed = objectNames[name] {
+                        out += SQLText.identifier(to.schema) + "." + SQLText.identifier(renamed)
+                        i = nameIndex + 1
+                        previousWord = name
+                        continue
+                    }
+                }
+                if let renamed = objectNames[word], let previousWord, ["index", "constraint", "sequence", "on"].contains(previousWord) || (previousWord == "cluster") {
+                    out += SQLText.identifier(renamed)
+                } else {
+                    out += text
+                }
+                previousWord = quoted ? nil : word
+            } else if case .string(let value) = token, text.hasPrefix("'") {
+                // nextval('schema.sequence'::regclass)
+                let parts = value.split(separator: ".", maxSplits: 1).map(String.init)
+                if parts.count == 2, parts[0] == from.schema || parts[0] == SQLText.identifier(from.schema),
+                   let renamed = objectNames[parts[1]] ?? objectNames[parts[1].trimmingCharacters(in: CharacterSet(charactersIn: "\""))] {
+                    let qualified = SQLText.identifier(to.schema) + "." + SQLText.identifier(renamed)
+                    out += "'" + qualified.replacingOccurrences(of: "'", with: "''") + "'"
+                } else {
+                    out += text
+                }
+            } else {
+                out += text
+                if case .symbol = token { previousWord = nil }
+            }
+            i += 1
+        }
+        return out
+    }
+}
