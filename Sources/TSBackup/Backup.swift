@@ -183,21 +183,18 @@ public enum Backup {
             manifest.chunkTables = survey.chunkTables
             manifest.databaseBytes = survey.databaseBytes
 
-            onProgress?(Progress(phase: "roles", tablesDone: 0, tablesTotal: 0, bytesWritten: FileSystem.size(of: staging), fractionDone: 1, elapsed: Date().timeIntervalSince(started)))
-            manifest.rolesSource = try await RoleDump.write(to: staging + "/roles.sql", plan: plan, settings: request.settings, session: session)
-
-            onProgress?(Progress(phase: "checking archive", tablesDone: 0, tablesTotal: 0, bytesWritten: FileSystem.size(of: staging), fractionDone: 1, elapsed: Date().timeIntervalSince(started)))
+            onProgress?(Progress(phase: "roles and archive check", tablesDone: 0, tablesTotal: 0, bytesWritten: FileSystem.size(of: staging), fractionDone: 1, elapsed: Date().timeIntervalSince(started)))
+            // Two independent child processes: run them side by side.
+            async let rolesSource = RoleDump.write(to: staging + "/roles.sql", plan: plan, settings: request.settings, session: session)
             let contents = try await Archive.list(archivePath, pgRestore: plan.pgRestore)
+            manifest.rolesSource = try await rolesSource
             let missing = contents.missingTimescaleEntries(chunks: survey.chunkTables, timescaleInstalled: survey.timescaledb != nil)
             guard missing.isEmpty else {
                 throw TSBackupError(.failed, "The archive pg_dump wrote is incomplete: \(missing.count) expected entr\(missing.count == 1 ? "y is" : "ies are") missing (\(missing.prefix(5).joined(separator: ", "))). The backup was not kept; check pg_dump's options and warnings.")
             }
 
             onProgress?(Progress(phase: "hashing", tablesDone: 0, tablesTotal: 0, bytesWritten: FileSystem.size(of: staging), fractionDone: 1, elapsed: Date().timeIntervalSince(started)))
-            manifest.files = try FileSystem.regularFiles(under: staging).map { path in
-                let (hex, bytes) = try FileSystem.sha256(of: staging + "/" + path)
-                return .init(path: path, bytes: bytes, sha256: hex)
-            }
+            manifest.files = try await FileSystem.hashFiles(under: staging)
             manifest.status = .complete
             manifest.finishedAt = Date()
             manifest.durationSeconds = manifest.finishedAt.timeIntervalSince(started)

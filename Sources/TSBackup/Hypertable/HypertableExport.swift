@@ -175,10 +175,7 @@ public enum HypertableExport {
                 throw TSBackupError(.failed, "The data files hold \(copied) rows but the snapshot counted \(rows) in \(plan.schema).\(plan.name) (\(manifest.windowDescription)); the export is inconsistent and was not kept. Run it again; if it repeats, report it with the server version.")
             }
 
-            manifest.files = try FileSystem.regularFiles(under: staging).map { path in
-                let (hex, bytes) = try FileSystem.sha256(of: staging + "/" + path)
-                return .init(path: path, bytes: bytes, sha256: hex)
-            }
+            manifest.files = try await FileSystem.hashFiles(under: staging)
             manifest.status = .complete
             manifest.finishedAt = Date()
             manifest.durationSeconds = manifest.finishedAt.timeIntervalSince(started)

@@ -25,7 +25,7 @@ public enum PostgresTools {
         var found: [PostgresTool] = []
         var seen = Set<String>()
         for candidate in candidates where FileManager.default.isExecutableFile(atPath: candidate) {
-            let resolved = (candidate as NSString).resolvingSymlinksInPath
+            guard let resolved = realPath(candidate) else { continue }
             guard seen.insert(resolved).inserted else { continue }
             // Debian's /usr/bin/pg_dump is a wrapper that picks a version by itself; use the real
             // per-major binaries so the version we check is the version that runs.
@@ -41,6 +41,14 @@ public enum PostgresTools {
         }
         let have = found.isEmpty ? "none was found" : "only " + found.map { "\($0.path) (\($0.majorVersion))" }.joined(separator: ", ") + " was found"
         throw TSBackupError(.precondition, "tsbackup needs \(name) from PostgreSQL \(minimumMajor) or newer (the server's major version), but \(have). Install postgresql-client-\(minimumMajor) (e.g. apt-get install postgresql-client-\(minimumMajor)) or put a newer \(name) on PATH.")
+    }
+
+    /// The canonical path (every symlink, relative ones included, resolved), so that
+    /// /bin/pg_dump, /usr/bin/pg_dump and Debian's pg_wrapper behind them are recognised.
+    static func realPath(_ path: String) -> String? {
+        guard let resolved = realpath(path, nil) else { return nil }
+        defer { free(resolved) }
+        return String(cString: resolved)
     }
 
     /// "pg_dump (PostgreSQL) 15.20 (Debian ...)" -> 15; "... 9.6.24" -> 9.

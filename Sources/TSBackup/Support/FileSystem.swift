@@ -88,6 +88,25 @@ public enum FileSystem {
         return (hasher.finalize().map { String(format: "%02x", $0) }.joined(), total)
     }
 
+    /// Size and SHA-256 of every regular file under `directory`, hashed on all cores, sorted by path.
+    public static func hashFiles(under directory: String) async throws -> [BackupManifest.FileEntry] {
+        let files = try regularFiles(under: directory)
+        let lanes = max(1, min(ProcessInfo.processInfo.activeProcessorCount, files.count))
+        return try await withThrowingTaskGroup(of: [BackupManifest.FileEntry].self) { group in
+            for lane in 0..<lanes {
+                group.addTask {
+                    try stride(from: lane, to: files.count, by: lanes).map { index in
+                        let (hex, bytes) = try sha256(of: directory + "/" + files[index])
+                        return BackupManifest.FileEntry(path: files[index], bytes: bytes, sha256: hex)
+                    }
+                }
+            }
+            var all: [BackupManifest.FileEntry] = []
+            for try await part in group { all += part }
+            return all.sorted { $0.path < $1.path }
+        }
+    }
+
     public static func sha256(of data: Data) -> String {
         SHA256.hash(data: data).map { String(format: "%02x", $0) }.joined()
     }
