@@ -195,17 +195,12 @@ public enum Backup {
 
             onProgress?(Progress(phase: "hashing", tablesDone: 0, tablesTotal: 0, bytesWritten: FileSystem.size(of: staging), fractionDone: 1, elapsed: Date().timeIntervalSince(started)))
             manifest.files = try await FileSystem.hashFiles(under: staging)
-            manifest.status = .complete
-            manifest.finishedAt = Date()
-            manifest.durationSeconds = manifest.finishedAt.timeIntervalSince(started)
+            manifest.markFinished(.complete)
             try repository.commitEntry(staging: staging, manifest: manifest)
             return manifest
         } catch {
             let failure = (error as? TSBackupError) ?? TSBackupError(.failed, "The backup failed: \(error)")
-            manifest.status = .failed
-            manifest.error = failure.message
-            manifest.finishedAt = Date()
-            manifest.durationSeconds = manifest.finishedAt.timeIntervalSince(started)
+            manifest.markFinished(.failed, error: failure.message)
             repository.failEntry(staging: staging, manifest: manifest)
             throw failure
         }

@@ -275,6 +275,17 @@ public struct SandboxError: Error, CustomStringConvertible {
     public init(_ description: String) { self.description = "sandbox cluster: " + description }
 }
 
+/// The path of another executable built next to the running one (the demo and the benchmark run
+/// the real `tsbackup` binary this way).
+public func siblingExecutable(_ name: String) throws -> String {
+    let me = URL(fileURLWithPath: (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0])
+    let path = me.deletingLastPathComponent().appendingPathComponent(name).path
+    guard FileManager.default.isExecutableFile(atPath: path) else {
+        throw SandboxError("\(path) is missing; build it first (`swift build --product \(name)`)")
+    }
+    return path
+}
+
 /// Where Debian keeps each PostgreSQL major's programs.
 public enum PostgresInstallation {
     public static func binDirectory(major: Int) throws -> String {

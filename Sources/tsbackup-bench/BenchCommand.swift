@@ -71,12 +71,4 @@ struct BenchCommand: AsyncParsableCommand {
         FileHandle.standardOutput.write(Data((text + "\n").utf8))
     }
 
-    func siblingExecutable(_ name: String) throws -> String {
-        let me = URL(fileURLWithPath: (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0])
-        let path = me.deletingLastPathComponent().appendingPathComponent(name).path
-        guard FileManager.default.isExecutableFile(atPath: path) else {
-            throw ValidationError("\(path) is missing; build it first (scripts/bench.sh does).")
-        }
-        return path
-    }
 }

@@ -72,13 +72,4 @@ struct DemoCommand: AsyncParsableCommand {
         FileHandle.standardOutput.write(Data((text + terminator).utf8))
     }
 
-    /// The path of another executable built next to this one.
-    func siblingExecutable(_ name: String) throws -> String {
-        let me = URL(fileURLWithPath: (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0])
-        let path = me.deletingLastPathComponent().appendingPathComponent(name).path
-        guard FileManager.default.isExecutableFile(atPath: path) else {
-            throw ValidationError("\(path) is missing; build it first with `swift build`.")
-        }
-        return path
-    }
 }

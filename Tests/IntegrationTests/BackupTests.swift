@@ -15,18 +15,23 @@ struct ScratchDirectory {
 
     func remove() { try? FileManager.default.removeItem(atPath: path) }
 
-    /// A fake `pg_dump` placed first on PATH: prints a version, then runs `body` (shell).
-    func fakePgDump(_ body: String) throws -> [String: String] {
+    /// A fake PostgreSQL tool placed first on PATH: answers `--version` as 15.99 (so it is chosen
+    /// over the real 15.x), then runs `body` (shell). Returns the environment that puts it first.
+    func fakeTool(_ name: String, _ body: String) throws -> [String: String] {
         let bin = path + "/bin"
         try FileManager.default.createDirectory(atPath: bin, withIntermediateDirectories: true)
         let script = """
             #!/bin/sh
-            if [ "$1" = "--version" ]; then echo "pg_dump (PostgreSQL) 15.99"; exit 0; fi
+            if [ "$1" = "--version" ]; then echo "\(name) (PostgreSQL) 15.99"; exit 0; fi
             \(body)
             """
-        try script.write(toFile: bin + "/pg_dump", atomically: true, encoding: .utf8)
-        chmod(bin + "/pg_dump", 0o755)
+        try script.write(toFile: bin + "/" + name, atomically: true, encoding: .utf8)
+        chmod(bin + "/" + name, 0o755)
         return ["PATH": bin + ":" + (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin")]
+    }
+
+    func fakePgDump(_ body: String) throws -> [String: String] {
+        try fakeTool("pg_dump", body)
     }
 }
 

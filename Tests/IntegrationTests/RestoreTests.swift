@@ -165,16 +165,10 @@ struct RestoreTests {
         let backup = try await BackedUpDatabase.make("rsempty", backupOptions: [])
         defer { backup.scratch.remove() }
         // A pg_restore that silently skips the catalog phase: the failure plain `pg_restore -j` causes.
-        let bin = backup.scratch.path + "/bin"
-        try FileManager.default.createDirectory(atPath: bin, withIntermediateDirectories: true)
-        try """
-            #!/bin/sh
-            if [ "$1" = "--version" ]; then echo "pg_restore (PostgreSQL) 15.99"; exit 0; fi
+        let path = try backup.scratch.fakeTool("pg_restore", """
             case "$*" in *catalog.list*) exit 0 ;; esac
             exec /usr/lib/postgresql/15/bin/pg_restore "$@"
-            """.write(toFile: bin + "/pg_restore", atomically: true, encoding: .utf8)
-        chmod(bin + "/pg_restore", 0o755)
-        let path = ["PATH": bin + ":" + (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin")]
+            """)
 
         let into = uniqueDatabaseName("empty")
         let result = try await backup.restore(["--into", into, "--json"], environment: path)
@@ -201,18 +195,12 @@ struct RestoreTests {
     func pgRestoreError() async throws {
         let backup = try await BackedUpDatabase.make("rserr", backupOptions: [])
         defer { backup.scratch.remove() }
-        let bin = backup.scratch.path + "/bin"
-        try FileManager.default.createDirectory(atPath: bin, withIntermediateDirectories: true)
-        try """
-            #!/bin/sh
-            if [ "$1" = "--version" ]; then echo "pg_restore (PostgreSQL) 15.99"; exit 0; fi
+        let path = try backup.scratch.fakeTool("pg_restore", """
             case "$*" in *rest.list*) echo "pg_restore: error: COPY failed for table \\"x\\": ERROR:  boom" >&2; echo "pg_restore: warning: errors ignored on restore: 1" >&2; exit 1 ;; esac
             exec /usr/lib/postgresql/15/bin/pg_restore "$@"
-            """.write(toFile: bin + "/pg_restore", atomically: true, encoding: .utf8)
-        chmod(bin + "/pg_restore", 0o755)
+            """)
         let into = uniqueDatabaseName("err")
-        let result = try await backup.restore(["--into", into],
-                                              environment: ["PATH": bin + ":" + (ProcessInfo.processInfo.environment["PATH"] ?? "")])
+        let result = try await backup.restore(["--into", into], environment: path)
         #expect(result.exitCode == 1)
         #expect(result.standardError.contains("pg_restore data and post-data") && result.standardError.contains("boom"))
         #expect(result.standardError.contains("was dropped"))

@@ -176,17 +176,12 @@ public enum HypertableExport {
             }
 
             manifest.files = try await FileSystem.hashFiles(under: staging)
-            manifest.status = .complete
-            manifest.finishedAt = Date()
-            manifest.durationSeconds = manifest.finishedAt.timeIntervalSince(started)
+            manifest.markFinished(.complete)
             try repository.commitEntry(staging: staging, manifest: manifest)
             return manifest
         } catch {
             let failure = (error as? TSBackupError) ?? TSBackupError(.failed, "The export failed: \(error)")
-            manifest.status = .failed
-            manifest.error = failure.message
-            manifest.finishedAt = Date()
-            manifest.durationSeconds = manifest.finishedAt.timeIntervalSince(started)
+            manifest.markFinished(.failed, error: failure.message)
             repository.failEntry(staging: staging, manifest: manifest)
             throw failure
         }

@@ -4,7 +4,7 @@ import Foundation
 ///
 /// Stored as `manifest.json` in the backup's directory, written last (like a commit record).
 /// The schema is documented in `docs/manifest.md`.
-public struct BackupManifest: Codable, Sendable, Equatable {
+public struct BackupManifest: EntryManifest, Equatable {
     public static let currentFormatVersion = 1
 
     public enum Status: String, Codable, Sendable {

@@ -5,7 +5,7 @@ import Foundation
 ///
 /// Stored as `manifest.json` with `"kind": "hypertable"`, written last. Documented in
 /// `docs/manifest.md`.
-public struct HypertableManifest: Codable, Sendable, Equatable {
+public struct HypertableManifest: EntryManifest, Equatable {
     public static let kind = "hypertable"
 
     public var formatVersion: Int = 1

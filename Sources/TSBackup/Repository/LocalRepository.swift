@@ -1,5 +1,25 @@
 import Foundation
 
+/// What every kind of repository entry's manifest has: the commit-record fields.
+public protocol EntryManifest: Codable, Sendable {
+    var id: String { get }
+    var status: BackupManifest.Status { get set }
+    var error: String? { get set }
+    var startedAt: Date { get }
+    var finishedAt: Date { get set }
+    var durationSeconds: Double { get set }
+}
+
+extension EntryManifest {
+    /// Closes the run: its outcome and when it ended.
+    public mutating func markFinished(_ status: BackupManifest.Status, error: String? = nil) {
+        self.status = status
+        self.error = error
+        finishedAt = Date()
+        durationSeconds = finishedAt.timeIntervalSince(startedAt)
+    }
+}
+
 /// A directory of backups.
 ///
 /// ```
@@ -168,36 +188,20 @@ public struct LocalRepository: Sendable {
 
     /// Makes a staged entry final: every file fsynced, the manifest written last and atomically,
     /// then the directory renamed from `<id>.partial` to `<id>`.
-    public func commitEntry(staging: String, manifest: BackupManifest) throws {
-        try commitEntry(staging: staging, id: manifest.id, manifestJSON: try JSONOutput.encode(manifest))
-    }
-
-    public func commitEntry(staging: String, manifest: HypertableManifest) throws {
-        try commitEntry(staging: staging, id: manifest.id, manifestJSON: try JSONOutput.encode(manifest))
-    }
-
-    private func commitEntry(staging: String, id: String, manifestJSON: String) throws {
+    public func commitEntry<Manifest: EntryManifest>(staging: String, manifest: Manifest) throws {
         try FileSystem.syncTree(staging)
-        try FileSystem.writeAtomically(Data((manifestJSON + "\n").utf8), to: staging + "/manifest.json")
-        try FileSystem.rename(staging, to: backupsDirectory + "/" + id)
+        try FileSystem.writeAtomically(Data((try JSONOutput.encode(manifest) + "\n").utf8), to: staging + "/manifest.json")
+        try FileSystem.rename(staging, to: backupsDirectory + "/" + manifest.id)
     }
 
     /// Records a failed run: its data is removed, its manifest says why.
-    public func failEntry(staging: String, manifest: BackupManifest) {
-        failEntry(staging: staging, id: manifest.id, manifestJSON: try? JSONOutput.encode(manifest))
-    }
-
-    public func failEntry(staging: String, manifest: HypertableManifest) {
-        failEntry(staging: staging, id: manifest.id, manifestJSON: try? JSONOutput.encode(manifest))
-    }
-
-    private func failEntry(staging: String, id: String, manifestJSON: String?) {
+    public func failEntry<Manifest: EntryManifest>(staging: String, manifest: Manifest) {
         for name in (try? FileManager.default.contentsOfDirectory(atPath: staging)) ?? [] {
             try? FileManager.default.removeItem(atPath: staging + "/" + name)
         }
-        guard let manifestJSON else { return }
-        if (try? FileSystem.writeAtomically(Data(manifestJSON.utf8), to: staging + "/manifest.json")) != nil {
-            try? FileSystem.rename(staging, to: backupsDirectory + "/" + id)
+        guard let json = try? JSONOutput.encode(manifest) else { return }
+        if (try? FileSystem.writeAtomically(Data(json.utf8), to: staging + "/manifest.json")) != nil {
+            try? FileSystem.rename(staging, to: backupsDirectory + "/" + manifest.id)
         }
     }
 
