@@ -125,20 +125,7 @@ struct BackupTests {
         let repository = scratch.path + "/repo"
 
         // A writer inserts rows (also into new chunks) until the backup is done.
-        let writer = Task {
-            try await DatabaseSession.with(cluster.settings(database: database)) { session in
-                var n = 0
-                while !Task.isCancelled {
-                    n += 1
-                    try await session.execute("""
-                        INSERT INTO public.conditions (time, device_id, temperature)
-                        SELECT timestamptz '2026-06-01' + make_interval(hours => \(n) * 7 + g), 1 + g % 4, \(n)
-                        FROM generate_series(1, 20) g
-                        """)
-                }
-                return n
-            }
-        }
+        let writer = startConditionsWriter(cluster, database, from: "2026-06-01", step: "hours")
         try await Task.sleep(for: .milliseconds(300))
         let result = try await runBackup(cluster, database, repository: repository, ["--jobs", "2"])
         writer.cancel()

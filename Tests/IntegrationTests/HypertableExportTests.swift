@@ -281,20 +281,7 @@ struct HypertableExportTests {
         defer { scratch.remove() }
         let repository = scratch.path + "/repo"
 
-        let writer = Task {
-            try await DatabaseSession.with(cluster.settings(database: database)) { session in
-                var n = 0
-                while !Task.isCancelled {
-                    n += 1
-                    try await session.execute("""
-                        INSERT INTO public.conditions (time, device_id, temperature)
-                        SELECT timestamptz '2026-01-01' + make_interval(mins => \(n) * 37 + g), 1 + g % 4, \(n)
-                        FROM generate_series(1, 20) g
-                        """)
-                }
-                return n
-            }
-        }
+        let writer = startConditionsWriter(cluster, database, from: "2026-01-01", step: "mins")
         try await Task.sleep(for: .milliseconds(300))
         let (exported, manifest) = try await exportHypertable(cluster, database, table: "public.conditions", repository: repository, ["--jobs", "3", "--chunks-per-file", "4"])
         writer.cancel()

@@ -56,3 +56,22 @@ enum CLI {
         return try await ProcessRunner.run(executable, arguments, environment: env)
     }
 }
+
+/// Inserts batches of 20 rows into `public.conditions` (also into new chunks, since `step` moves
+/// on with every batch) until cancelled; returns how many batches committed.
+func startConditionsWriter(_ cluster: SandboxCluster, _ database: String, from start: String, step: String) -> Task<Int, any Error> {
+    Task {
+        try await DatabaseSession.with(cluster.settings(database: database)) { session in
+            var n = 0
+            while !Task.isCancelled {
+                n += 1
+                try await session.execute("""
+                    INSERT INTO public.conditions (time, device_id, temperature)
+                    SELECT timestamptz '\(start)' + make_interval(\(step) => \(n) * 7 + g), 1 + g % 4, \(n)
+                    FROM generate_series(1, 20) g
+                    """)
+            }
+            return n
+        }
+    }
+}
