@@ -148,14 +148,14 @@ final class Bench {
     func scaleScenarios() async throws {
         log("\n== Scale (\(scaleRepetitions) run\(scaleRepetitions == 1 ? "" : "s") each\(full ? "" : ", quick mode"))")
         // Chunk count grows, rows stay small: one chunk per hour of one device.
-        let chunkDays = full ? [42, 125, 210] : [10, 40, 100]
+        let chunkDays = full ? [42, 125, 210] : [10, 25, 50]
         for days in chunkDays {
             let options = SampleData.Options(devices: 2, days: days, readingsPerDay: 24, chunkInterval: "1 hour",
                                              events: 100, eventsPerChunk: 100, sensors: 1, spacePartitions: 2)
             try await scalePoint("chunks", name: "\(days * 24) chunks", x: Double(days * 24), options: options)
         }
         // Data grows, chunks stay few and large (30-day chunks).
-        let sizes = full ? [(100, 96), (100, 384), (100, 1_440)] : [(20, 96), (20, 288), (20, 864)]
+        let sizes = full ? [(100, 96), (100, 384), (100, 1_440)] : [(20, 96), (20, 192), (20, 576)]
         for (devices, perDay) in sizes {
             let options = SampleData.Options(devices: devices, days: 60, readingsPerDay: perDay, chunkInterval: "30 days",
                                              events: 1_000, eventsPerChunk: 1_000, sensors: 2, spacePartitions: 2)
