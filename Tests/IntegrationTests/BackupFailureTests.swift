@@ -19,6 +19,7 @@ struct BackupFailureTests {
         (["--exclude-schema", "_timescaledb_catalog"], "TimescaleDB schema"),
         (["--exclude-schema", "iot"], "hypertable iot.readings"),
         (["--exclude-table", "no_such_table"], "matches no table"),
+        (["--exclude-table", "public.devices"], "foreign key"),
     ])
     func unsafeFilters(arguments: [String], explanation: String) async throws {
         let (cluster, database) = try await makeSampleDatabase("filter")

@@ -62,7 +62,25 @@ public struct DumpScope: Sendable, Equatable {
             scope.excludedSchemaPatterns.append(pattern)
             scope.excludedTables.formUnion(contents.map(\.qualifiedName))
         }
+        try await refuseDanglingForeignKeys(scope, session: session)
         return scope
+    }
+
+    /// A table left out while a kept table's foreign key references it would make the restore
+    /// fail at that constraint (and, on a hypertable, on every chunk's copy of it).
+    static func refuseDanglingForeignKeys(_ scope: DumpScope, session: DatabaseSession) async throws {
+        guard !scope.excludedTables.isEmpty else { return }
+        let references = try await session.rows(
+            """
+            SELECT format('%s.%s', rn.nspname, r.relname), format('%s.%s', tn.nspname, t.relname), c.conname::text
+            FROM pg_constraint c
+            JOIN pg_class r ON r.oid = c.confrelid JOIN pg_namespace rn ON rn.oid = r.relnamespace
+            JOIN pg_class t ON t.oid = c.conrelid JOIN pg_namespace tn ON tn.oid = t.relnamespace
+            WHERE c.contype = 'f' AND tn.nspname NOT LIKE '\\_timescaledb\\_%'
+            """, as: (String, String, String).self, purpose: "checking foreign keys of excluded tables")
+        if let dangling = references.first(where: { scope.excludedTables.contains($0.0) && !scope.excludedTables.contains($0.1) }) {
+            throw TSBackupError(.usage, "\(dangling.0) cannot be left out: the foreign key \(dangling.2) of \(dangling.1), which the backup keeps, references it, so a restore would fail at that constraint. Keep \(dangling.0) in the backup, or leave out \(dangling.1) too if it is a plain table.")
+        }
     }
 
     struct Relation {
