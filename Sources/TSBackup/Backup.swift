@@ -89,17 +89,7 @@ public enum Backup {
         let scope = try await DumpScope.resolve(session: session, tables: request.tables,
                                                 excludeTables: request.excludeTables, excludeSchemas: request.excludeSchemas)
 
-        let unreadable = try await session.rows(
-            """
-            SELECT format('%s.%s', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-            WHERE c.relkind IN ('r', 'p', 'm', 'f', 'S')
-              AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%'
-              AND NOT has_table_privilege(c.oid, 'SELECT')
-              AND (NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
-                   OR c.oid = ANY (ARRAY(SELECT unnest(extconfig) FROM pg_extension)))
-            ORDER BY 1
-            """, as: String.self, purpose: "checking that every table is readable"
-        ).filter { !scope.excludedTables.contains($0) }
+        let unreadable = try await inspector.unreadableRelations().filter { !scope.excludedTables.contains($0) }
         if !unreadable.isEmpty {
             throw TSBackupError(.permission, "Role \"\(request.settings.user)\" cannot read \(unreadable.count) table(s) of \(request.settings.displayName), e.g. \(unreadable.prefix(3).joined(separator: ", ")); pg_dump needs SELECT on every table and chunk. Run the backup as the owner of all tables or a superuser, or GRANT SELECT to this role.")
         }
@@ -244,8 +234,7 @@ struct DumpRun: Sendable {
         let started = started
         let tableBytes = plan.tableBytes
         let onProgress = onProgress
-        var environment: [String: String?] = request.settings.libpqEnvironment.mapValues { $0 }
-        environment["PGOPTIONS"] = .some(nil)
+        let environment = request.settings.childProcessEnvironment()
         let result = try await ProcessRunner.runStreamingErrors(plan.pgDump.path, arguments, environment: environment) { line in
             let dumped = collector.withLock { $0.take(line, tableBytes: tableBytes) }
             guard let onProgress, dumped else { return }

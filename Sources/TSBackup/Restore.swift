@@ -206,16 +206,12 @@ final class RestoreRun: @unchecked Sendable {
             let pgRestore = try await PostgresTools.locate("pg_restore", minimumMajor: max(server.majorVersion, manifest.pgDump.majorVersion))
 
             if let wanted = manifest.timescaledb?.version {
-                let installable = try await session.values(
-                    "SELECT version FROM pg_available_extension_versions WHERE name = 'timescaledb'", as: String.self)
-                    .sorted(by: VersionNumber.isOrderedBefore)
+                let installable = try await inspector.installableTimescaleDBVersions()
                 guard installable.contains(wanted) else {
                     let offer = installable.isEmpty ? "no TimescaleDB version at all" : "only \(installable.joined(separator: ", "))"
                     throw TSBackupError(.precondition, "Backup \(manifest.id) needs TimescaleDB \(wanted), but the target server offers \(offer). A TimescaleDB dump restores only into the version that wrote it. Either install TimescaleDB \(wanted) on the target server, or restore on a server that has \(wanted) and then run ALTER EXTENSION timescaledb UPDATE as the first statement of a fresh session there.")
                 }
-                let preloaded = try await session.value(
-                    "SELECT EXISTS (SELECT 1 FROM pg_settings WHERE name = 'timescaledb.max_background_workers' AND vartype = 'integer')",
-                    as: Bool.self)
+                let preloaded = try await inspector.timescaleDBPreloaded()
                 guard preloaded else {
                     throw TSBackupError(.precondition, "TimescaleDB is not loaded on the target server (shared_preload_libraries lacks timescaledb). Add it in postgresql.conf and restart the server before restoring.")
                 }

@@ -265,8 +265,7 @@ public enum HypertableExport {
     /// `pg_dump --schema-only --table` on the snapshot, without TimescaleDB's insert blocker.
     static func dumpDefinition(_ request: Request, plan: Plan, snapshot: String, staging: String,
                                into manifest: inout HypertableManifest) async throws {
-        var environment: [String: String?] = request.settings.libpqEnvironment.mapValues { $0 }
-        environment["PGOPTIONS"] = .some(nil)
+        let environment = request.settings.childProcessEnvironment()
         let result = try await ProcessRunner.run(plan.pgDump.path, [
             "--schema-only", "--table=\(plan.qualified)", "--snapshot=\(snapshot)", "--no-password", request.settings.database,
         ], environment: environment)
@@ -313,9 +312,7 @@ public enum HypertableExport {
     /// psql a session of ours counts and hashes the same rows in the same snapshot.
     static func copyChunks(_ chunks: [Chunk], request: Request, plan: Plan, snapshot: String, staging: String,
                            columns: [HypertableManifest.Column]) async throws -> [(HypertableManifest.DataFile, ContentParts)] {
-        var environment: [String: String?] = request.settings.libpqEnvironment.mapValues { $0 }
-        environment["PGOPTIONS"] = .some(nil)
-        let environmentCopy = environment
+        let environment = request.settings.childProcessEnvironment()
         let copyList = columns.filter { !$0.generated }.map { quoteIdentifier($0.name) }.joined(separator: ", ")
         let rowList = columns.map { quoteIdentifier($0.name) }.joined(separator: ", ")
         let filter = plan.condition.map { " WHERE \($0)" } ?? ""
@@ -346,7 +343,7 @@ public enum HypertableExport {
             let exported: CopyPipeline.Exported
             do {
                 exported = try await CopyPipeline.export(
-                    psql: plan.psql.path, environment: environmentCopy, script: script, compressor: plan.compressor,
+                    psql: plan.psql.path, environment: environment, script: script, compressor: plan.compressor,
                     outputPath: staging + "/" + path, what: "\(what) of \(plan.schema).\(plan.name)")
             } catch {
                 _ = try? await parts

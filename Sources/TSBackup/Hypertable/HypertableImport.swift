@@ -233,9 +233,8 @@ public enum HypertableImport {
     /// Every data file, hashed and then piped into its own psql, `jobs` at a time.
     static func load(manifest: HypertableManifest, directory: String, qualified: String, display: String,
                      request: Request, psql: PostgresTool, decompressor: [String]) async throws {
-        var environment: [String: String?] = request.target.libpqEnvironment.mapValues { $0 }
         // Values are read back the way the export printed them.
-        environment["PGOPTIONS"] = "-c TimeZone=UTC -c DateStyle=ISO,YMD -c IntervalStyle=postgres"
+        let environment = request.target.childProcessEnvironment(options: "-c TimeZone=UTC -c DateStyle=ISO,YMD -c IntervalStyle=postgres")
         let columns = manifest.copyColumns.map { quoteIdentifier($0.name) }.joined(separator: ", ")
         let command = "COPY \(qualified) (\(columns)) FROM STDIN"
         let env = environment

@@ -77,18 +77,8 @@ public struct ServerInspector: Sendable {
         let defaultVersion = try await session.rows(
             "SELECT default_version FROM pg_available_extensions WHERE name = 'timescaledb'",
             as: (String?).self, purpose: "reading the installable TimescaleDB versions").first ?? nil
-        let installable = try await session.rows(
-            "SELECT version FROM pg_available_extension_versions WHERE name = 'timescaledb'",
-            as: String.self, purpose: "reading the installable TimescaleDB versions"
-        ).sorted(by: VersionNumber.isOrderedBefore)
-        // shared_preload_libraries is hidden from non-superusers; the loader's own setting is not,
-        // and it is an integer only when the loader library really is loaded (otherwise at most a
-        // string placeholder from postgresql.conf).
-        let preloaded = try await session.value(
-            """
-            SELECT EXISTS (SELECT 1 FROM pg_settings
-                           WHERE name = 'timescaledb.max_background_workers' AND vartype = 'integer')
-            """, as: Bool.self, purpose: "checking that the TimescaleDB loader is preloaded")
+        let installable = try await installableTimescaleDBVersions()
+        let preloaded = try await timescaleDBPreloaded()
         let (license, restoringText) = try await session.row(
             "SELECT current_setting('timescaledb.license', true), current_setting('timescaledb.restoring', true)",
             as: (String?, String?).self)
@@ -111,11 +101,7 @@ public struct ServerInspector: Sendable {
             jobs = Int(try await session.value(
                 "SELECT count(*) FROM _timescaledb_config.bgw_job WHERE id >= 1000", as: Int64.self))
         }
-        let scheduler = try await session.value(
-            """
-            SELECT count(*) FROM pg_stat_activity
-            WHERE backend_type = 'TimescaleDB Background Worker Scheduler' AND datname = current_database()
-            """, as: Int64.self)
+        let scheduler = try await schedulerRunning()
 
         return .init(
             installed: installed != nil,
@@ -131,8 +117,51 @@ public struct ServerInspector: Sendable {
                 databaseSetting: stuck.contains { $0.1 },
                 databasesInRestoreMode: stuck.map(\.0)),
             userJobCount: jobs,
-            schedulerRunning: scheduler > 0
+            schedulerRunning: scheduler
         )
+    }
+
+    /// Every version `CREATE EXTENSION timescaledb VERSION '...'` can install, ascending.
+    func installableTimescaleDBVersions() async throws -> [String] {
+        try await session.values(
+            "SELECT version FROM pg_available_extension_versions WHERE name = 'timescaledb'",
+            as: String.self, purpose: "reading the installable TimescaleDB versions"
+        ).sorted(by: VersionNumber.isOrderedBefore)
+    }
+
+    /// shared_preload_libraries is hidden from non-superusers; the loader's own setting is not,
+    /// and it is an integer only when the loader library really is loaded (otherwise at most a
+    /// string placeholder from postgresql.conf).
+    func timescaleDBPreloaded() async throws -> Bool {
+        try await session.value(
+            """
+            SELECT EXISTS (SELECT 1 FROM pg_settings
+                           WHERE name = 'timescaledb.max_background_workers' AND vartype = 'integer')
+            """, as: Bool.self, purpose: "checking that the TimescaleDB loader is preloaded")
+    }
+
+    /// A TimescaleDB scheduler process serves the connected database.
+    func schedulerRunning() async throws -> Bool {
+        try await session.value(
+            """
+            SELECT EXISTS (SELECT 1 FROM pg_stat_activity
+                           WHERE backend_type = 'TimescaleDB Background Worker Scheduler' AND datname = current_database())
+            """, as: Bool.self, purpose: "looking for the TimescaleDB scheduler")
+    }
+
+    /// Tables, chunks and sequences pg_dump would need but this role cannot SELECT, "schema.name".
+    func unreadableRelations() async throws -> [String] {
+        try await session.values(
+            """
+            SELECT format('%s.%s', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE c.relkind IN ('r', 'p', 'm', 'f', 'S')
+              AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%'
+              AND NOT has_table_privilege(c.oid, 'SELECT')
+              -- pg_dump skips extension members, except the data of extension configuration tables
+              AND (NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
+                   OR c.oid = ANY (ARRAY(SELECT unnest(extconfig) FROM pg_extension)))
+            ORDER BY 1
+            """, as: String.self, purpose: "checking which tables the role can read")
     }
 
     func otherExtensions() async throws -> [ServerInspection.Extension] {
@@ -239,16 +268,7 @@ public struct ServerInspector: Sendable {
                    pg_has_role(current_user, d.datdba, 'MEMBER'), has_database_privilege(current_database(), 'CREATE')
             FROM pg_roles r, pg_database d WHERE r.rolname = current_user AND d.datname = current_database()
             """, as: (String, Bool, Bool, Bool, Bool, Bool).self, purpose: "reading the role's privileges")
-        let unreadable = try await session.value(
-            """
-            SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-            WHERE c.relkind IN ('r', 'p', 'm', 'f', 'S')
-              AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%'
-              AND NOT has_table_privilege(c.oid, 'SELECT')
-              -- pg_dump skips extension members, except the data of extension configuration tables
-              AND (NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
-                   OR c.oid = ANY (ARRAY(SELECT unnest(extconfig) FROM pg_extension)))
-            """, as: Int64.self, purpose: "checking which tables the role can read")
+        let unreadable = try await unreadableRelations().count
         let readableHypertables = timescale.installed ? Int(try await session.value(
             """
             SELECT count(*) FROM timescaledb_information.hypertables

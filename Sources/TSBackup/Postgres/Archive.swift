@@ -19,8 +19,7 @@ enum RoleDump {
     /// Writes CREATE ROLE statements without passwords to `path`; returns how they were obtained.
     static func write(to path: String, plan: Backup.Plan, settings: ConnectionSettings, session: DatabaseSession) async throws -> String {
         if let pgDumpAll = plan.pgDumpAll {
-            var environment: [String: String?] = settings.libpqEnvironment.mapValues { $0 }
-            environment["PGOPTIONS"] = .some(nil)
+            let environment = settings.childProcessEnvironment()
             let result = try await ProcessRunner.run(pgDumpAll.path, [
                 "--roles-only", "--no-role-passwords", "--no-password", "--file=\(path)", "--database=\(settings.database)",
             ], environment: environment)

@@ -78,6 +78,14 @@ public struct ConnectionSettings: Sendable, Equatable {
         if let password { env["PGPASSWORD"] = password }
         return env
     }
+
+    /// The environment for a child pg_dump/pg_restore/psql: ``libpqEnvironment`` plus exactly the
+    /// session `options` given (PGOPTIONS), so one inherited from the caller never leaks in.
+    public func childProcessEnvironment(options: String? = nil) -> [String: String?] {
+        var environment: [String: String?] = libpqEnvironment.mapValues { $0 }
+        environment["PGOPTIONS"] = .some(options)
+        return environment
+    }
 }
 
 extension ConnectionSettings: CustomStringConvertible, CustomDebugStringConvertible {

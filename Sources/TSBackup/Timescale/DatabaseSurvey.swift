@@ -31,13 +31,7 @@ public struct DatabaseSurvey: Sendable {
             for table in try await inspector.hypertables() {
                 let qualified = "\(quoteIdentifier(table.schema)).\(quoteIdentifier(table.name))"
                 let (rows, hash) = try await TableContent.measure(session, table: qualified, hash: checksums)
-                let (indexes, constraints, foreignKeys) = try await session.row(
-                    """
-                    SELECT (SELECT count(*) FROM pg_index WHERE indrelid = c.oid),
-                           (SELECT count(*) FROM pg_constraint WHERE conrelid = c.oid),
-                           (SELECT count(*) FROM pg_constraint WHERE conrelid = c.oid AND contype = 'f')
-                    FROM pg_class c WHERE c.oid = \(qualified)::regclass
-                    """, as: (Int64, Int64, Int64).self, purpose: "counting indexes and constraints of \(qualified)")
+                let (indexes, constraints, foreignKeys) = try await TableContent.structure(session, table: qualified)
                 survey.hypertables.append(.init(
                     schema: table.schema, name: table.name, owner: table.owner, dimensions: table.dimensions,
                     chunkCount: table.chunkCount, rowCount: rows, totalBytes: table.totalBytes,
@@ -90,6 +84,18 @@ public enum TableContent {
     /// must print values the same way.
     public static let settings = ["TimeZone = 'UTC'", "DateStyle = 'ISO, YMD'", "IntervalStyle = 'postgres'",
                                   "extra_float_digits = 3", "bytea_output = 'hex'"]
+
+    /// Index, constraint and foreign-key counts of a table: a restore without pre_restore loses
+    /// foreign keys silently, so they are recorded at backup and compared after restore.
+    public static func structure(_ session: DatabaseSession, table qualifiedName: String) async throws -> (indexes: Int64, constraints: Int64, foreignKeys: Int64) {
+        try await session.row(
+            PostgresQuery(unsafeSQL: """
+            SELECT (SELECT count(*) FROM pg_index WHERE indrelid = c.oid),
+                   (SELECT count(*) FROM pg_constraint WHERE conrelid = c.oid),
+                   (SELECT count(*) FROM pg_constraint WHERE conrelid = c.oid AND contype = 'f')
+            FROM pg_class c WHERE c.oid = '\(qualifiedName.replacingOccurrences(of: "'", with: "''"))'::regclass
+            """), as: (Int64, Int64, Int64).self, purpose: "counting indexes and constraints of \(qualifiedName)")
+    }
 
     /// The exact row count and, when asked, an order-independent hash of the rows: the sums of
     /// the two halves of each row's md5 (sums, not XOR, so duplicate rows count), with the count,

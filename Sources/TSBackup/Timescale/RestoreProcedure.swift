@@ -58,10 +58,9 @@ final class RestoreProcedure: @unchecked Sendable {
     }
 
     private func pgRestore(_ options: [String], phase: String) async throws {
-        var environment: [String: String?] = settings.libpqEnvironment.mapValues { $0 }
         // The target is a throwaway database until verified; losing its last commits on a crash
         // costs a rerun, not data. The CHECKPOINT before success makes it durable.
-        environment["PGOPTIONS"] = "-c synchronous_commit=off"
+        let environment = settings.childProcessEnvironment(options: "-c synchronous_commit=off")
         let arguments = options + ["--dbname=\(settings.database)", "--exit-on-error", "--no-password", archive]
         let result = try await ProcessRunner.run(pgRestore.path, arguments, environment: environment)
         let lines = result.standardError.split(separator: "\n").map(String.init)

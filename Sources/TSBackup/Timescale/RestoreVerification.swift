@@ -72,13 +72,7 @@ struct RestoreVerification: Sendable {
         var checks: [Check] = []
         for table in manifest.hypertables {
             let qualified = "\(quoteIdentifier(table.schema)).\(quoteIdentifier(table.name))"
-            let (indexes, constraints, foreignKeys) = try await session.row(
-                PostgresQuery(unsafeSQL: """
-                SELECT (SELECT count(*) FROM pg_index WHERE indrelid = c.oid),
-                       (SELECT count(*) FROM pg_constraint WHERE conrelid = c.oid),
-                       (SELECT count(*) FROM pg_constraint WHERE conrelid = c.oid AND contype = 'f')
-                FROM pg_class c WHERE c.oid = '\(qualified.replacingOccurrences(of: "'", with: "''"))'::regclass
-                """), as: (Int64, Int64, Int64).self)
+            let (indexes, constraints, foreignKeys) = try await TableContent.structure(session, table: qualified)
             let subject = "\(table.schema).\(table.name)"
             checks.append(.init(subject: subject, check: "indexes", expected: String(table.indexCount), actual: String(indexes), ok: Int64(table.indexCount) == indexes))
             checks.append(.init(subject: subject, check: "constraints", expected: String(table.constraintCount), actual: String(constraints), ok: Int64(table.constraintCount) == constraints))
@@ -108,11 +102,7 @@ struct RestoreVerification: Sendable {
         let deadline = ContinuousClock.now + schedulerWait
         var running = false
         while true {
-            running = try await session.value(
-                """
-                SELECT EXISTS (SELECT 1 FROM pg_stat_activity
-                               WHERE backend_type = 'TimescaleDB Background Worker Scheduler' AND datname = current_database())
-                """, as: Bool.self)
+            running = try await ServerInspector(session: session).schedulerRunning()
             if running || ContinuousClock.now >= deadline { break }
             try await Task.sleep(for: .milliseconds(250))
         }
