@@ -6,7 +6,7 @@ import Synchronization
 public enum Backup {
     public struct Request: Sendable {
         public var settings: ConnectionSettings
-        public var repositoryPath: String
+        public var repository: RepositoryAccess
         public var format: BackupManifest.Format = .directory
         public var jobs: Int = 2
         public var label: String?
@@ -19,9 +19,9 @@ public enum Backup {
         /// Attempts when a chunk disappears under pg_dump (retention dropping it).
         public var maxAttempts = 3
 
-        public init(settings: ConnectionSettings, repositoryPath: String) {
+        public init(settings: ConnectionSettings, repository: RepositoryAccess) {
             self.settings = settings
-            self.repositoryPath = repositoryPath
+            self.repository = repository
         }
     }
 
@@ -42,15 +42,15 @@ public enum Backup {
         return try await DatabaseSession.with(request.settings) { session in
             onProgress?(Progress(phase: "preflight", tablesDone: 0, tablesTotal: 0, bytesWritten: 0, fractionDone: 0, elapsed: Date().timeIntervalSince(started)))
             let plan = try await preflight(request, session: session)
-            let repository = try LocalRepository.open(request.repositoryPath, create: true)
-            return try await RepositoryLock.with(repository, command: "backup of \(request.settings.displayName)") { lock in
-                var warnings = plan.warnings
-                if let stale = lock.staleHolder {
-                    let removed = repository.removeInterruptedEntries()
-                    warnings.append("A previous run (\(stale)) ended without releasing the repository\(removed.isEmpty ? "" : "; its unfinished entries \(removed.joined(separator: ", ")) were removed").")
+            try await request.repository.checkSpace(forWriting: plan.databaseBytes)
+            return try await request.repository.with(create: true) { repository in
+                try await repository.checkSpace(forWriting: plan.databaseBytes)
+                return try await repository.withLock(command: "backup of \(request.settings.displayName)") { staleWarning in
+                    var warnings = plan.warnings
+                    if let staleWarning { warnings.append(staleWarning) }
+                    return try await execute(request, plan: plan, session: session, repository: repository,
+                                             warnings: warnings, started: started, onProgress: onProgress)
                 }
-                return try await execute(request, plan: plan, session: session, repository: repository,
-                                         warnings: warnings, started: started, onProgress: onProgress)
             }
         }
     }
@@ -62,6 +62,7 @@ public enum Backup {
         var pgRestore: PostgresTool
         var scope: DumpScope
         var tableBytes: [String: Int64]
+        var databaseBytes: Int64
         var warnings: [String]
     }
 
@@ -99,10 +100,8 @@ public enum Backup {
             throw TSBackupError(.precondition, "pg_dump would lock \(budget.relationsToLock) relations, more than the server's lock table holds with headroom (max_locks_per_transaction \(budget.maxLocksPerTransaction) x (max_connections \(budget.maxConnections) + max_prepared_transactions \(budget.maxPreparedTransactions)) = \(budget.budget)); it would fail with \"out of shared memory\". Set max_locks_per_transaction = \(budget.recommendedMaxLocksPerTransaction) (or more) in postgresql.conf and restart the server, then run the backup again.")
         }
 
+        // Checked against the repository's free space once it is open.
         let databaseBytes = try await session.value("SELECT pg_database_size(current_database())", as: Int64.self)
-        if let free = FileSystem.freeBytes(at: FileSystem.nearestExistingAncestor(of: request.repositoryPath)), free < databaseBytes {
-            throw TSBackupError(.precondition, "The repository \(request.repositoryPath) has \(ByteCount.format(free)) free, less than the database's \(ByteCount.format(databaseBytes)) that a backup may need. Free space there or choose a repository on a larger filesystem.")
-        }
 
         let tableBytes = Dictionary(try await session.rows(
             """
@@ -113,13 +112,14 @@ public enum Backup {
         ).map { ($0.0, $0.1) }, uniquingKeysWith: { a, _ in a })
 
         return Plan(server: server, pgDump: pgDump, pgDumpAll: pgDumpAll, pgRestore: pgRestore, scope: scope,
-                    tableBytes: tableBytes, warnings: warnings)
+                    tableBytes: tableBytes, databaseBytes: databaseBytes, warnings: warnings)
     }
 
-    static func execute(_ request: Request, plan: Plan, session: DatabaseSession, repository: LocalRepository,
+    static func execute(_ request: Request, plan: Plan, session: DatabaseSession, repository: any Repository,
                         warnings initialWarnings: [String], started: Date, onProgress: (@Sendable (Progress) -> Void)?) async throws -> BackupManifest {
-        let id = repository.newID()
-        let staging = try repository.beginEntry(id)
+        let id = try await repository.newID()
+        let staged = try await repository.beginEntry(id)
+        let staging = staged.directory
         let archiveName = request.format == .directory ? "dump" : "dump.pgdump"
         let archivePath = staging + "/" + archiveName
         let source = BackupManifest.Source(host: request.settings.host, port: request.settings.port,
@@ -186,12 +186,12 @@ public enum Backup {
             onProgress?(Progress(phase: "hashing", tablesDone: 0, tablesTotal: 0, bytesWritten: FileSystem.size(of: staging), fractionDone: 1, elapsed: Date().timeIntervalSince(started)))
             manifest.files = try await FileSystem.hashFiles(under: staging)
             manifest.markFinished(.complete)
-            try repository.commitEntry(staging: staging, manifest: manifest)
+            try await repository.commitEntry(staged, manifest: manifest)
             return manifest
         } catch {
             let failure = (error as? TSBackupError) ?? TSBackupError(.failed, "The backup failed: \(error)")
             manifest.markFinished(.failed, error: failure.message)
-            repository.failEntry(staging: staging, manifest: manifest)
+            await repository.failEntry(staged, manifest: manifest)
             throw failure
         }
     }

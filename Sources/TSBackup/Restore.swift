@@ -6,7 +6,7 @@ import PostgresNIO
 public enum Restore {
     public struct Request: Sendable {
         public var id: String
-        public var repositoryPath: String
+        public var repository: RepositoryAccess
         /// Where to connect on the target server (any existing database, e.g. postgres).
         public var target: ConnectionSettings
         public var into: String?
@@ -15,9 +15,9 @@ public enum Restore {
         public var keepFailed = false
         public var createRoles = false
 
-        public init(id: String, repositoryPath: String, target: ConnectionSettings) {
+        public init(id: String, repository: RepositoryAccess, target: ConnectionSettings) {
             self.id = id
-            self.repositoryPath = repositoryPath
+            self.repository = repository
             self.target = target
         }
     }
@@ -72,11 +72,15 @@ public enum Restore {
     }
 
     public static func run(_ request: Request, onProgress: (@Sendable (Progress) -> Void)? = nil) async throws -> Report {
-        let repository = try LocalRepository.open(request.repositoryPath, create: false)
-        let (entry, manifest) = try repository.completeManifest(request.id)
-        let database = request.into ?? defaultDatabaseName(source: manifest.source.database, id: manifest.id)
-        let runner = RestoreRun(request: request, manifest: manifest, directory: entry.directory, database: database, onProgress: onProgress)
-        return try await runner.run()
+        try await request.repository.with(create: false) { repository in
+            let (entry, manifest) = try await repository.completeManifest(request.id)
+            let database = request.into ?? defaultDatabaseName(source: manifest.source.database, id: manifest.id)
+            // pg_restore reads local files: the entry's own directory, or a scratch copy removed afterwards.
+            let local = try await repository.materialize(entry, files: manifest.files)
+            defer { local.remove() }
+            let runner = RestoreRun(request: request, manifest: manifest, directory: local.directory, database: database, onProgress: onProgress)
+            return try await runner.run()
+        }
     }
 
     /// `<source>_restore_<id>`, lower case, within PostgreSQL's 63-byte identifier limit.

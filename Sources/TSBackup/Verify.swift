@@ -18,60 +18,100 @@ public enum Verify {
         }
     }
 
-    /// Re-hashes every file against the manifest and checks the archive's table of contents.
-    public static func run(repositoryPath: String, id: String) async throws -> Report {
-        let repository = try LocalRepository.open(repositoryPath, create: false)
-        let entry = try repository.entry(id)
+    /// Re-reads every stored file against the manifest (through the repository: a local
+    /// directory, or objects downloaded and, when encrypted, authenticated) and checks the
+    /// archive's table of contents.
+    public static func run(repository: any Repository, id: String) async throws -> Report {
+        let entry = try await repository.entry(id)
         if let export = entry.hypertable {
-            return try check(export, directory: entry.directory)
+            var report = check(export)
+            let (problems, bytes) = try await filesChecked(export.files, of: entry, in: repository)
+            report.problems.insert(contentsOf: problems, at: min(report.problems.count, export.status == .complete ? 0 : 1))
+            report.bytesChecked = bytes
+            report.ok = report.problems.isEmpty
+            return report
         }
         guard let manifest = entry.manifest else {
             return Report(id: id, ok: false, filesChecked: 0, bytesChecked: 0,
-                          problems: ["the entry has no readable manifest.json: the run that wrote it was interrupted"])
+                          problems: [entry.problem ?? "the entry has no readable manifest.json: the run that wrote it was interrupted"])
         }
-        return try await check(manifest, directory: entry.directory).report
+        var problems: [String] = []
+        if manifest.status != .complete {
+            problems.append("the backup is marked \(manifest.status.rawValue)\(manifest.error.map { ": \($0)" } ?? "")")
+        }
+        let (fileProblems, bytes) = try await filesChecked(manifest.files, of: entry, in: repository)
+        problems += fileProblems
+        if manifest.status == .complete {
+            // pg_restore -l reads only the table of contents: toc.dat of a directory archive.
+            let tocFiles = manifest.files.filter { $0.path == manifest.archive + "/toc.dat" || $0.path == manifest.archive }
+            do {
+                let local = try await repository.materialize(entry, files: tocFiles)
+                defer { local.remove() }
+                problems += try await checkArchive(manifest, directory: local.directory).problems
+            } catch let error as TSBackupError {
+                problems.append(error.message)
+            }
+        }
+        return Report(id: manifest.id, ok: problems.isEmpty, filesChecked: manifest.files.count, bytesChecked: bytes, problems: problems)
     }
 
-    /// The report, and the archive's table of contents when it could be read.
+    /// The repository's file check; a manifest naming paths outside its entry is one problem.
+    static func filesChecked(_ files: [BackupManifest.FileEntry], of entry: RepositoryEntry, in repository: any Repository) async throws -> (problems: [String], bytes: Int64) {
+        do {
+            return try await repository.verifyFiles(entry, files: files)
+        } catch let error as TSBackupError where error.kind == .failed {
+            return ([error.message], 0)
+        }
+    }
+
+    /// The report, and the archive's table of contents when it could be read: for files already
+    /// local (a restore's materialized entry).
     static func check(_ manifest: BackupManifest, directory: String) async throws -> (report: Report, contents: ArchiveContents?) {
         var listing: ArchiveContents?
         var problems: [String] = []
         if manifest.status != .complete {
             problems.append("the backup is marked \(manifest.status.rawValue)\(manifest.error.map { ": \($0)" } ?? "")")
         }
+        try EntryPath.confine(manifest.files, entry: manifest.id)
         let (fileProblems, bytes) = try checkFiles(manifest.files, directory: directory)
         problems += fileProblems
-
         if manifest.status == .complete {
-            do {
-                let pgRestore = try await PostgresTools.locate("pg_restore", minimumMajor: manifest.pgDump.majorVersion)
-                let contents = try await Archive.list(directory + "/" + manifest.archive, pgRestore: pgRestore)
-                listing = contents
-                let missing = contents.missingTimescaleEntries(chunks: manifest.chunkTables, timescaleInstalled: manifest.timescaledb != nil)
-                if !missing.isEmpty {
-                    problems.append("the archive's table of contents lacks \(missing.count) entr\(missing.count == 1 ? "y" : "ies"): \(missing.prefix(5).joined(separator: ", "))")
-                }
-                let dataEntries = contents.items.filter { $0.type == "TABLE DATA" }.count
-                let expected = manifest.chunkTables.count + manifest.plainTables.count
-                if dataEntries < expected {
-                    problems.append("the archive holds \(dataEntries) table data entries, fewer than the \(expected) chunks and plain tables recorded")
-                }
-            } catch let error as TSBackupError {
-                problems.append(error.message)
-            }
+            let archive = try await checkArchive(manifest, directory: directory)
+            problems += archive.problems
+            listing = archive.contents
         }
         return (Report(id: manifest.id, ok: problems.isEmpty, filesChecked: manifest.files.count, bytesChecked: bytes, problems: problems), listing)
     }
 
-    /// A hypertable export: every file against the manifest, and the data files' row counts
-    /// adding up to the exported rows.
-    static func check(_ manifest: HypertableManifest, directory: String) throws -> Report {
+    /// The archive's table of contents against the manifest's chunks and tables.
+    static func checkArchive(_ manifest: BackupManifest, directory: String) async throws -> (problems: [String], contents: ArchiveContents?) {
+        var problems: [String] = []
+        do {
+            let pgRestore = try await PostgresTools.locate("pg_restore", minimumMajor: manifest.pgDump.majorVersion)
+            let contents = try await Archive.list(directory + "/" + manifest.archive, pgRestore: pgRestore)
+            let missing = contents.missingTimescaleEntries(chunks: manifest.chunkTables, timescaleInstalled: manifest.timescaledb != nil)
+            if !missing.isEmpty {
+                problems.append("the archive's table of contents lacks \(missing.count) entr\(missing.count == 1 ? "y" : "ies"): \(missing.prefix(5).joined(separator: ", "))")
+            }
+            let dataEntries = contents.items.filter { $0.type == "TABLE DATA" }.count
+            let expected = manifest.chunkTables.count + manifest.plainTables.count
+            if dataEntries < expected {
+                problems.append("the archive holds \(dataEntries) table data entries, fewer than the \(expected) chunks and plain tables recorded")
+            }
+            return (problems, contents)
+        } catch let error as TSBackupError {
+            problems.append(error.message)
+            return (problems, nil)
+        }
+    }
+
+    /// A hypertable export's manifest on its own: its status, and the data files' row counts
+    /// adding up to the exported rows (the files themselves are checked by the repository).
+    static func check(_ manifest: HypertableManifest) -> Report {
         var problems: [String] = []
         if manifest.status != .complete {
             problems.append("the export is marked \(manifest.status.rawValue)\(manifest.error.map { ": \($0)" } ?? "")")
         }
-        let (fileProblems, bytes) = try checkFiles(manifest.files, directory: directory)
-        problems += fileProblems
         let listed = Set(manifest.files.map(\.path))
         for file in manifest.dataFiles where !listed.contains(file.path) {
             problems.append("data file \(file.path) has no checksum in the manifest")
@@ -83,7 +123,7 @@ public enum Verify {
         if manifest.status == .complete, rows != manifest.rowCount {
             problems.append("the data files hold \(rows) rows, the manifest records \(manifest.rowCount)")
         }
-        return Report(id: manifest.id, ok: problems.isEmpty, filesChecked: manifest.files.count, bytesChecked: bytes, problems: problems)
+        return Report(id: manifest.id, ok: problems.isEmpty, filesChecked: manifest.files.count, bytesChecked: 0, problems: problems)
     }
 
     /// Re-hashes `files` under `directory`; files there that the manifest does not list are problems too.

@@ -57,7 +57,7 @@ struct BackupCommand: AsyncParsableCommand {
 
     func run() async throws {
         try await reportingErrors {
-            var request = Backup.Request(settings: try database.settings(), repositoryPath: try repository.resolved())
+            var request = Backup.Request(settings: try database.settings(), repository: try repository.resolved())
             request.format = format
             request.jobs = format == .directory ? (jobs ?? 2) : 1
             request.label = label

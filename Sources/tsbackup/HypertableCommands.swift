@@ -43,7 +43,7 @@ struct ExportHypertableCommand: AsyncParsableCommand {
 
     func run() async throws {
         try await reportingErrors {
-            var request = HypertableExport.Request(settings: try database.settings(), repositoryPath: try repository.resolved(), table: table)
+            var request = HypertableExport.Request(settings: try database.settings(), repository: try repository.resolved(), table: table)
             request.since = since
             request.until = until
             request.jobs = jobs
@@ -95,7 +95,7 @@ struct ImportHypertableCommand: AsyncParsableCommand {
 
     func run() async throws {
         try await reportingErrors {
-            var request = HypertableImport.Request(repositoryPath: try repository.resolved(), id: id,
+            var request = HypertableImport.Request(repository: try repository.resolved(), id: id,
                                                    target: try ConnectionSettings.resolve(target))
             request.targetTable = targetTable
             request.jobs = jobs

@@ -11,37 +11,39 @@ struct ListCommand: AsyncParsableCommand {
 
     func run() async throws {
         try await reportingErrors {
-            let repo = try LocalRepository.open(try repository.resolved(), create: false)
-            let entries = repo.entries()
-            if json {
-                let rows = entries.map { entry in
-                    ListedEntry(id: entry.id, state: entry.state.rawValue, manifest: entry.manifest?.summary ?? entry.hypertable?.summary)
+            try await repository.resolved().with(create: false) { repo in
+                let entries = try await repo.entries()
+                if json {
+                    let rows = entries.map { entry in
+                        ListedEntry(id: entry.id, state: entry.state.rawValue, manifest: entry.manifest?.summary ?? entry.hypertable?.summary)
+                    }
+                    print(try JSONOutput.encode(rows))
+                    return
                 }
-                print(try JSONOutput.encode(rows))
-                return
-            }
-            guard !entries.isEmpty else {
-                print("No backups in \(repo.root).")
-                return
-            }
-            let iso = ISO8601DateFormatter()
-            var table = TextTable(header: ["ID", "TAKEN (UTC)", "DATABASE", "SIZE", "POSTGRESQL", "TIMESCALEDB", "STATUS", "LABEL"], indent: "")
-            for entry in entries {
-                if let h = entry.hypertable {
-                    table.add([entry.id, iso.string(from: h.startedAt), "\(h.source.database) (hypertable \(h.table.qualifiedName))", ByteCount.format(h.totalFileBytes),
-                               String(h.server.versionNumber / 10000) + "." + String(h.server.versionNumber % 10000),
-                               h.timescaledb?.version ?? "-", entry.state.rawValue, h.window == nil ? "" : h.windowDescription])
-                    continue
+                guard !entries.isEmpty else {
+                    print("No backups in \(repo.location).")
+                    return
                 }
-                guard let m = entry.manifest else {
-                    table.add([entry.id, "-", "-", ByteCount.format(FileSystem.size(of: entry.directory)), "-", "-", "interrupted", "-"])
-                    continue
+                let iso = ISO8601DateFormatter()
+                var table = TextTable(header: ["ID", "TAKEN (UTC)", "DATABASE", "SIZE", "POSTGRESQL", "TIMESCALEDB", "STATUS", "LABEL"], indent: "")
+                for entry in entries {
+                    if let h = entry.hypertable {
+                        table.add([entry.id, iso.string(from: h.startedAt), "\(h.source.database) (hypertable \(h.table.qualifiedName))", ByteCount.format(h.totalFileBytes),
+                                   String(h.server.versionNumber / 10000) + "." + String(h.server.versionNumber % 10000),
+                                   h.timescaledb?.version ?? "-", entry.state.rawValue, h.window == nil ? "" : h.windowDescription])
+                        continue
+                    }
+                    guard let m = entry.manifest else {
+                        let stored = await repo.storedBytes(of: entry)
+                        table.add([entry.id, "-", "-", ByteCount.format(stored), "-", "-", "interrupted", "-"])
+                        continue
+                    }
+                    table.add([entry.id, iso.string(from: m.startedAt), m.source.database, ByteCount.format(m.totalFileBytes),
+                               String(m.server.versionNumber / 10000) + "." + String(m.server.versionNumber % 10000),
+                               m.timescaledb?.version ?? "-", entry.state.rawValue, m.label ?? ""])
                 }
-                table.add([entry.id, iso.string(from: m.startedAt), m.source.database, ByteCount.format(m.totalFileBytes),
-                           String(m.server.versionNumber / 10000) + "." + String(m.server.versionNumber % 10000),
-                           m.timescaledb?.version ?? "-", entry.state.rawValue, m.label ?? ""])
+                print(table.render())
             }
-            print(table.render())
         }
     }
 
@@ -62,16 +64,18 @@ struct ShowCommand: AsyncParsableCommand {
 
     func run() async throws {
         try await reportingErrors {
-            let repo = try LocalRepository.open(try repository.resolved(), create: false)
-            let entry = try repo.entry(id)
-            if let export = entry.hypertable {
-                print(json ? try JSONOutput.encode(export) : export.renderReport(), terminator: json ? "\n" : "")
-                return
+            try await repository.resolved().with(create: false) { repo in
+                let entry = try await repo.entry(id)
+                if let export = entry.hypertable {
+                    print(json ? try JSONOutput.encode(export) : export.renderReport(), terminator: json ? "\n" : "")
+                    return
+                }
+                if let problem = entry.problem { throw TSBackupError(.failed, problem) }
+                guard let manifest = entry.manifest else {
+                    throw TSBackupError(.failed, "Backup \(id) has no manifest: the run that wrote it was interrupted, so it holds no usable backup. Delete it with `tsbackup delete \(id) --repo \(repo.location) --yes`.")
+                }
+                print(json ? try JSONOutput.encode(manifest) : manifest.renderReport(), terminator: json ? "\n" : "")
             }
-            guard let manifest = entry.manifest else {
-                throw TSBackupError(.failed, "Backup \(id) has no manifest: the run that wrote it was interrupted, so it holds no usable backup. Delete it with `tsbackup delete \(id) --repo \(repo.root) --yes`.")
-            }
-            print(json ? try JSONOutput.encode(manifest) : manifest.renderReport(), terminator: json ? "\n" : "")
         }
     }
 }
@@ -88,12 +92,14 @@ struct VerifyCommand: AsyncParsableCommand {
 
     func run() async throws {
         try await reportingErrors {
-            let report = try await Verify.run(repositoryPath: try repository.resolved(), id: id)
+            let (report, isExport) = try await repository.resolved().with(create: false) { repo in
+                let report = try await Verify.run(repository: repo, id: id)
+                return (report, (try? await repo.entry(id))?.hypertable != nil)
+            }
             if json {
                 print(try JSONOutput.encode(report))
             } else if report.ok {
-                let checked = try? LocalRepository.open(try repository.resolved(), create: false).entry(id).hypertable != nil
-                print("\(checked == true ? "Hypertable export" : "Backup") \(id) verified: \(report.filesChecked) files, \(ByteCount.format(report.bytesChecked)), checksums and \(checked == true ? "row counts" : "table of contents") match the manifest.")
+                print("\(isExport ? "Hypertable export" : "Backup") \(id) verified: \(report.filesChecked) files, \(ByteCount.format(report.bytesChecked)), checksums and \(isExport ? "row counts" : "table of contents") match the manifest.")
             } else {
                 print("Backup \(id) FAILED verification:")
                 for problem in report.problems { print("  - \(problem)") }
@@ -115,21 +121,49 @@ struct DeleteCommand: AsyncParsableCommand {
 
     func run() async throws {
         try await reportingErrors {
-            let repo = try LocalRepository.open(try repository.resolved(), create: false)
-            try await RepositoryLock.with(repo, command: "delete \(id)") { _ in
-                let entry = try repo.entry(id)
-                if !yes {
-                    guard isatty(0) == 1 else {
-                        throw TSBackupError(.usage, "Deleting backup \(id) needs confirmation; no terminal is attached to ask. Add --yes to delete without asking.")
+            try await repository.resolved().with(create: false) { repo in
+                try await repo.withLock(command: "delete \(id)") { _ in
+                    let entry = try await repo.entry(id)
+                    if !yes {
+                        guard isatty(0) == 1 else {
+                            throw TSBackupError(.usage, "Deleting backup \(id) needs confirmation; no terminal is attached to ask. Add --yes to delete without asking.")
+                        }
+                        let stored = await repo.storedBytes(of: entry)
+                        print("Delete backup \(id) (\(entry.manifest?.source.database ?? entry.hypertable.map { "\($0.source.database), hypertable \($0.table.qualifiedName)" } ?? "incomplete"), \(ByteCount.format(stored)))? Type yes: ", terminator: "")
+                        guard readLine()?.lowercased() == "yes" else {
+                            print("Nothing deleted.")
+                            return
+                        }
                     }
-                    print("Delete backup \(id) (\(entry.manifest?.source.database ?? entry.hypertable.map { "\($0.source.database), hypertable \($0.table.qualifiedName)" } ?? "incomplete"), \(ByteCount.format(FileSystem.size(of: entry.directory))))? Type yes: ", terminator: "")
-                    guard readLine()?.lowercased() == "yes" else {
-                        print("Nothing deleted.")
-                        return
-                    }
+                    try await repo.deleteEntry(entry)
+                    print("Deleted backup \(id).")
                 }
-                try repo.deleteEntry(entry)
-                print("Deleted backup \(id).")
+            }
+        }
+    }
+}
+
+struct RepoCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "repo", abstract: "Repository maintenance.", subcommands: [RepoGCCommand.self])
+}
+
+struct RepoGCCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "gc",
+        abstract: "Remove what interrupted runs left behind (entries without a manifest).",
+        discussion: "Takes the repository's lock first, so it never touches the entry of a run in progress; a stale lock (its holder died or its lease expired) is reported and taken over.")
+
+    @OptionGroup var repository: RepositoryOptions
+
+    func run() async throws {
+        try await reportingErrors {
+            try await repository.resolved().with(create: false) { repo in
+                try await repo.withLock(command: "repo gc") { staleWarning in
+                    if let staleWarning { printWarning(staleWarning) }
+                    let removed = try await repo.removeInterruptedEntries()
+                    print(removed.isEmpty ? "Nothing to remove in \(repo.location)." : "Removed the leftovers of \(removed.count) interrupted run\(removed.count == 1 ? "" : "s"): \(removed.joined(separator: ", ")).")
+                }
             }
         }
     }

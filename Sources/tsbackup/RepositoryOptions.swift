@@ -1,15 +1,27 @@
 import ArgumentParser
 import Foundation
+import TSBackup
 
 /// The repository option every backup command shares.
 struct RepositoryOptions: ParsableArguments {
-    @Option(name: .customLong("repo"), help: ArgumentHelp("The backup repository directory (or TSBACKUP_REPO).", valueName: "dir"))
+    @Option(name: .customLong("repo"), help: ArgumentHelp(
+        "The backup repository: a directory, file:///PATH or s3://BUCKET[/PREFIX] (or TSBACKUP_REPO).",
+        discussion: "S3 settings follow the AWS conventions: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_PROFILE, AWS_REGION, AWS_ENDPOINT_URL_S3.",
+        valueName: "repo"))
     var path: String?
 
-    func resolved() throws -> String {
-        if let path, !path.isEmpty { return path }
-        if let path = ProcessInfo.processInfo.environment["TSBACKUP_REPO"], !path.isEmpty { return path }
-        throw ValidationError("Name the repository with --repo DIR (or set TSBACKUP_REPO).")
+    /// Where the repository is; a malformed --repo is a usage error (exit 64).
+    func resolved() throws -> RepositoryAccess {
+        let environment = ProcessInfo.processInfo.environment
+        let text: String
+        if let path, !path.isEmpty {
+            text = path
+        } else if let path = environment["TSBACKUP_REPO"], !path.isEmpty {
+            text = path
+        } else {
+            throw ValidationError("Name the repository with --repo DIR or s3://BUCKET[/PREFIX] (or set TSBACKUP_REPO).")
+        }
+        return RepositoryAccess(url: try RepositoryURL.parse(text), environment: environment)
     }
 }
 

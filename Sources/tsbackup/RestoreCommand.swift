@@ -53,7 +53,7 @@ struct RestoreCommand: AsyncParsableCommand {
 
     func run() async throws {
         try await reportingErrors {
-            var request = Restore.Request(id: id, repositoryPath: try repository.resolved(),
+            var request = Restore.Request(id: id, repository: try repository.resolved(),
                                           target: try ConnectionSettings.resolve(target))
             request.into = into
             if let jobs { request.jobs = jobs }

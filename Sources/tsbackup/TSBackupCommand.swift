@@ -16,7 +16,7 @@ struct TSBackupCommand: AsyncParsableCommand {
             """,
         version: TSBackupVersion.current,
         subcommands: [InspectCommand.self, BackupCommand.self, RestoreCommand.self, ListCommand.self, ShowCommand.self, VerifyCommand.self,
-                      DeleteCommand.self, ExportHypertableCommand.self, ImportHypertableCommand.self]
+                      DeleteCommand.self, ExportHypertableCommand.self, ImportHypertableCommand.self, RepoCommand.self]
     )
 }
 

@@ -10,7 +10,7 @@ import PostgresNIO
 public enum HypertableExport {
     public struct Request: Sendable {
         public var settings: ConnectionSettings
-        public var repositoryPath: String
+        public var repository: RepositoryAccess
         /// "schema.name"; unqualified means public.
         public var table: String
         /// Inclusive lower and exclusive upper bound on the primary dimension.
@@ -20,9 +20,9 @@ public enum HypertableExport {
         /// At most this many chunks per data file; nil groups chunks by size alone.
         public var chunksPerFile: Int?
 
-        public init(settings: ConnectionSettings, repositoryPath: String, table: String) {
+        public init(settings: ConnectionSettings, repository: RepositoryAccess, table: String) {
             self.settings = settings
-            self.repositoryPath = repositoryPath
+            self.repository = repository
             self.table = table
         }
     }
@@ -31,14 +31,12 @@ public enum HypertableExport {
         let (schema, name) = try QualifiedName.parse(request.table, option: "--table")
         return try await DatabaseSession.with(request.settings) { session in
             let plan = try await preflight(request, schema: schema, name: name, session: session)
-            let repository = try LocalRepository.open(request.repositoryPath, create: true)
-            return try await RepositoryLock.with(repository, command: "export-hypertable \(plan.qualified) of \(request.settings.displayName)") { lock in
-                var warnings = request.settings.warnings
-                if let stale = lock.staleHolder {
-                    let removed = repository.removeInterruptedEntries()
-                    warnings.append("A previous run (\(stale)) ended without releasing the repository\(removed.isEmpty ? "" : "; its unfinished entries \(removed.joined(separator: ", ")) were removed").")
+            return try await request.repository.with(create: true) { repository in
+                try await repository.withLock(command: "export-hypertable \(plan.qualified) of \(request.settings.displayName)") { staleWarning in
+                    var warnings = request.settings.warnings
+                    if let staleWarning { warnings.append(staleWarning) }
+                    return try await execute(request, plan: plan, session: session, repository: repository, warnings: warnings)
                 }
-                return try await execute(request, plan: plan, session: session, repository: repository, warnings: warnings)
             }
         }
     }
@@ -127,11 +125,12 @@ public enum HypertableExport {
                     sinceLiteral: literals["--since"], untilLiteral: literals["--until"])
     }
 
-    static func execute(_ request: Request, plan: Plan, session: DatabaseSession, repository: LocalRepository,
+    static func execute(_ request: Request, plan: Plan, session: DatabaseSession, repository: any Repository,
                         warnings initialWarnings: [String]) async throws -> HypertableManifest {
-        let id = repository.newID()
+        let id = try await repository.newID()
         let started = Date()
-        let staging = try repository.beginEntry(id)
+        let staged = try await repository.beginEntry(id)
+        let staging = staged.directory
         var manifest = HypertableManifest(
             id: id, status: .failed, error: nil, startedAt: started, finishedAt: started, durationSeconds: 0,
             tsbackupVersion: TSBackupVersion.current,
@@ -177,12 +176,12 @@ public enum HypertableExport {
 
             manifest.files = try await FileSystem.hashFiles(under: staging)
             manifest.markFinished(.complete)
-            try repository.commitEntry(staging: staging, manifest: manifest)
+            try await repository.commitEntry(staged, manifest: manifest)
             return manifest
         } catch {
             let failure = (error as? TSBackupError) ?? TSBackupError(.failed, "The export failed: \(error)")
             manifest.markFinished(.failed, error: failure.message)
-            repository.failEntry(staging: staging, manifest: manifest)
+            await repository.failEntry(staged, manifest: manifest)
             throw failure
         }
     }

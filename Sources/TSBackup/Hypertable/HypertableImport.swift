@@ -6,15 +6,15 @@ import PostgresNIO
 /// that were exported.
 public enum HypertableImport {
     public struct Request: Sendable {
-        public var repositoryPath: String
+        public var repository: RepositoryAccess
         public var id: String
         public var target: ConnectionSettings
         /// "schema.name" to create instead of the exported name.
         public var targetTable: String?
         public var jobs = 2
 
-        public init(repositoryPath: String, id: String, target: ConnectionSettings) {
-            self.repositoryPath = repositoryPath
+        public init(repository: RepositoryAccess, id: String, target: ConnectionSettings) {
+            self.repository = repository
             self.id = id
             self.target = target
         }
@@ -71,22 +71,24 @@ public enum HypertableImport {
     }
 
     public static func run(_ request: Request) async throws -> Report {
+        try await request.repository.with(create: false) { repository in
+            try await run(request, repository: repository)
+        }
+    }
+
+    static func run(_ request: Request, repository: any Repository) async throws -> Report {
         let started = Date()
-        let repository = try LocalRepository.open(request.repositoryPath, create: false)
-        let (entry, manifest) = try repository.completeHypertableManifest(request.id)
+        let (entry, manifest) = try await repository.completeHypertableManifest(request.id)
         let (schema, name) = try request.targetTable.map { try QualifiedName.parse($0, option: "--as") }
             ?? (manifest.table.schema, manifest.table.name)
         let qualified = "\(quoteIdentifier(schema)).\(quoteIdentifier(name))"
         let display = "\(schema).\(name)"
 
-        let definitionPath = entry.directory + "/" + manifest.definitionFile
-        try checkFile(manifest.definitionFile, in: entry.directory, manifest: manifest)
-        let text: String
-        do {
-            text = try String(contentsOfFile: definitionPath, encoding: .utf8)
-        } catch {
-            throw FileSystem.ioError("read \(definitionPath)", underlying: error)
+        // The definition is executed on the target: read it checked (and authenticated when encrypted).
+        guard let definitionFile = manifest.files.first(where: { $0.path == manifest.definitionFile }) else {
+            throw TSBackupError(.failed, "Export \(manifest.id) does not list \(manifest.definitionFile) among its files; the manifest is damaged. Export the hypertable again.")
         }
+        let text = String(decoding: try await repository.readFile(definitionFile, of: entry), as: UTF8.self)
         var definition = TableDefinition(pgDumpOutput: text)
         if (schema, name) != (manifest.table.schema, manifest.table.name) {
             let renamer = DefinitionRenamer(definition: definition, from: (manifest.table.schema, manifest.table.name), to: (schema, name))
@@ -101,12 +103,16 @@ public enum HypertableImport {
             let extensionSchema = try await preflight(request, manifest: manifest, schema: schema, name: name, session: session)
             let psql = try await PostgresTools.locate("psql", minimumMajor: try await ServerInspector(session: session).serverVersion().majorVersion)
             let decompressor = try Compressor.decompressor(for: manifest.compressionProgram)
+            // psql reads local files: the entry's own directory, or a scratch copy removed afterwards.
+            let dataPaths = Set(manifest.dataFiles.map(\.path))
+            let local = try await repository.materialize(entry, files: manifest.files.filter { dataPaths.contains($0.path) })
+            defer { local.remove() }
 
             try await createTable(definition: definition, manifest: manifest, schema: schema, qualified: qualified,
                                   extensionSchema: extensionSchema, session: session, skipped: &skipped)
             do {
                 let loadStarted = Date()
-                try await load(manifest: manifest, directory: entry.directory, qualified: qualified, display: display,
+                try await load(manifest: manifest, directory: local.directory, qualified: qualified, display: display,
                                request: request, psql: psql, decompressor: decompressor)
                 let loadSeconds = Date().timeIntervalSince(loadStarted)
                 try await finish(definition: definition, manifest: manifest, qualified: qualified, extensionSchema: extensionSchema,

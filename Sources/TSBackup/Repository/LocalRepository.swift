@@ -33,39 +33,26 @@ extension EntryManifest {
 ///       roles.sql
 ///     20261126T232000Z.partial/  a run in progress, or one that was killed: never complete
 /// ```
-public struct LocalRepository: Sendable {
+///
+/// The staging directory of an entry being written IS `backups/<id>.partial`: pg_dump writes
+/// straight into the repository, and the rename to `backups/<id>` after the manifest is the commit.
+public struct LocalRepository: Repository {
     public static let markerFile = "tsbackup-repository.json"
     static let partialSuffix = ".partial"
+    public typealias Entry = RepositoryEntry
+    public typealias EntryState = RepositoryEntry.State
 
     public let root: String
     public var backupsDirectory: String { root + "/backups" }
-
-    public enum EntryState: String, Sendable, Codable {
-        case complete, failed
-        /// A `.partial` directory: a run is writing it, or one was interrupted.
-        case incomplete
-    }
-
-    public struct Entry: Sendable {
-        public var id: String
-        public var directory: String
-        public var state: EntryState
-        /// The manifest of a database backup (`"kind": "database"`).
-        public var manifest: BackupManifest?
-        /// The manifest of a single-hypertable export (`"kind": "hypertable"`).
-        public var hypertable: HypertableManifest?
-
-        public var kind: String? { manifest?.kind ?? hypertable?.kind }
-        public var error: String? { manifest?.error ?? hypertable?.error }
-    }
-
-    /// Read before the whole manifest, to pick the type that decodes it.
-    private struct ManifestKind: Decodable {
-        var kind: String?
-    }
+    public var location: String { root }
+    public var isEncrypted: Bool { false }
 
     /// Opens an existing repository, or creates it when `create` is set.
     public static func open(_ path: String, create: Bool) throws -> LocalRepository {
+        try open(path, create: create, access: RepositoryAccess(path: path))
+    }
+
+    static func open(_ path: String, create: Bool, access: RepositoryAccess) throws -> LocalRepository {
         let root = URL(fileURLWithPath: path).standardizedFileURL.path
         let repository = LocalRepository(root: root)
         let marker = root + "/" + markerFile
@@ -104,111 +91,83 @@ public struct LocalRepository: Sendable {
             guard !name.hasPrefix(".") else { return nil }
             let directory = backupsDirectory + "/" + name
             if name.hasSuffix(Self.partialSuffix) {
-                return Entry(id: String(name.dropLast(Self.partialSuffix.count)), directory: directory, state: .incomplete, manifest: nil)
+                return Entry(id: String(name.dropLast(Self.partialSuffix.count)), state: .incomplete, location: directory)
             }
-            let data = FileManager.default.contents(atPath: directory + "/manifest.json")
-            if let data, (try? JSONOutput.decode(ManifestKind.self, from: data))?.kind == HypertableManifest.kind {
-                guard let export = try? JSONOutput.decode(HypertableManifest.self, from: data) else {
-                    return Entry(id: name, directory: directory, state: .incomplete, manifest: nil)
-                }
-                return Entry(id: name, directory: directory, state: export.status == .complete ? .complete : .failed, hypertable: export)
-            }
-            guard let data, let manifest = try? JSONOutput.decode(BackupManifest.self, from: data) else {
-                // A finished directory must hold a readable manifest; without one it is not a backup.
-                return Entry(id: name, directory: directory, state: .incomplete, manifest: nil)
-            }
-            return Entry(id: name, directory: directory, state: manifest.status == .complete ? .complete : .failed, manifest: manifest)
+            return .decoding(id: name, manifest: FileManager.default.contents(atPath: directory + "/manifest.json"), location: directory)
         }
     }
 
-    /// The entry with this id; a clear error listing what exists otherwise.
-    public func entry(_ id: String) throws -> Entry {
-        let all = entries()
-        if let found = all.first(where: { $0.id == id }) { return found }
-        let known = all.suffix(5).map(\.id)
-        let hint = known.isEmpty ? "The repository holds no backups yet." : "Recent ids: \(known.joined(separator: ", ")). `tsbackup list --repo \(root)` shows them all."
-        throw TSBackupError(.notFound, "No backup with id \"\(id)\" in \(root). \(hint)")
+    public func storedBytes(of entry: RepositoryEntry) async -> Int64 {
+        FileSystem.size(of: entry.location)
     }
 
-    /// The manifest of a complete entry.
-    public func completeManifest(_ id: String) throws -> (Entry, BackupManifest) {
-        let entry = try entry(id)
-        if entry.hypertable != nil {
-            throw TSBackupError(.usage, "Entry \(id) is a single-hypertable export, not a database backup. Use `tsbackup import-hypertable \(id)` with it.")
+    public func readFile(_ file: BackupManifest.FileEntry, of entry: RepositoryEntry) async throws -> Data {
+        let path = entry.location + "/" + (try EntryPath.confined(file.path, entry: entry.id))
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw TSBackupError(.failed, "Entry \(entry.id) lacks its file \(file.path). Run `tsbackup verify \(entry.id)`; take a new backup.")
         }
-        guard entry.state == .complete, let manifest = entry.manifest else {
-            throw TSBackupError(.precondition, "Backup \(id) is \(entry.state.rawValue)\(entry.manifest?.error.map { " (\($0))" } ?? ""), not complete, so it cannot be used. Take a new backup; delete this one with `tsbackup delete \(id) --repo \(root) --yes`.")
+        guard Int64(data.count) == file.bytes, FileSystem.sha256(of: data) == file.sha256 else {
+            throw TSBackupError(.failed, "The file \(file.path) of entry \(entry.id) is corrupt or was altered (its SHA-256 differs from the manifest's); it was not used. Run `tsbackup verify \(entry.id)` and take a new backup.")
         }
-        return (entry, manifest)
+        return data
     }
 
-    /// The manifest of a complete single-hypertable export.
-    public func completeHypertableManifest(_ id: String) throws -> (Entry, HypertableManifest) {
-        let entry = try entry(id)
-        if entry.manifest != nil {
-            throw TSBackupError(.usage, "Entry \(id) is a database backup, not a single-hypertable export; import-hypertable reads entries written by `tsbackup export-hypertable`.")
-        }
-        guard entry.state == .complete, let manifest = entry.hypertable else {
-            throw TSBackupError(.precondition, "Export \(id) is \(entry.state.rawValue)\(entry.error.map { " (\($0))" } ?? ""), not complete, so it cannot be imported. Export the hypertable again; delete this entry with `tsbackup delete \(id) --repo \(root) --yes`.")
-        }
-        return (entry, manifest)
+    public func materialize(_ entry: RepositoryEntry, files: [BackupManifest.FileEntry]) async throws -> MaterializedEntry {
+        try EntryPath.confine(files, entry: entry.id)
+        return MaterializedEntry(directory: entry.location, isScratch: false)
+    }
+
+    public func verifyFiles(_ entry: RepositoryEntry, files: [BackupManifest.FileEntry]) async throws -> (problems: [String], bytes: Int64) {
+        try EntryPath.confine(files, entry: entry.id)
+        return try Verify.checkFiles(files, directory: entry.location)
     }
 
     // MARK: Writing (callers hold the repository lock)
 
-    /// A new, unique, time-sortable id, e.g. 20261126T231500Z (with -2, -3... within one second).
-    public func newID(now: Date = Date()) -> String {
-        let formatter = DateFormatter()
-        formatter.locale = Locale(identifier: "en_US_POSIX")
-        formatter.timeZone = TimeZone(identifier: "UTC")
-        formatter.dateFormat = "yyyyMMdd'T'HHmmss'Z'"
-        let base = formatter.string(from: now)
+    public func lock(command: String) async throws -> any RepositoryLease {
+        try RepositoryLock.acquire(self, command: command)
+    }
+
+    public func newID(now: Date) -> String {
         let taken = Set(((try? FileManager.default.contentsOfDirectory(atPath: backupsDirectory)) ?? []).map {
             $0.hasSuffix(Self.partialSuffix) ? String($0.dropLast(Self.partialSuffix.count)) : $0
         })
-        var id = base
-        var n = 2
-        while taken.contains(id) {
-            id = "\(base)-\(n)"
-            n += 1
-        }
-        return id
+        return Self.uniqueID(Self.baseID(now), taken: taken)
     }
 
     /// Creates the staging directory `backups/<id>.partial`.
-    public func beginEntry(_ id: String) throws -> String {
+    public func beginEntry(_ id: String) throws -> StagedEntry {
         let staging = backupsDirectory + "/" + id + Self.partialSuffix
         do {
             try FileManager.default.createDirectory(atPath: staging, withIntermediateDirectories: false)
         } catch {
             throw TSBackupError(.failed, "Could not create \(staging): \(error.localizedDescription). Check permissions and free space of the repository.")
         }
-        return staging
+        return StagedEntry(id: id, directory: staging)
     }
 
     /// Makes a staged entry final: every file fsynced, the manifest written last and atomically,
     /// then the directory renamed from `<id>.partial` to `<id>`.
-    public func commitEntry<Manifest: EntryManifest>(staging: String, manifest: Manifest) throws {
-        try FileSystem.syncTree(staging)
-        try FileSystem.writeAtomically(Data((try JSONOutput.encode(manifest) + "\n").utf8), to: staging + "/manifest.json")
-        try FileSystem.rename(staging, to: backupsDirectory + "/" + manifest.id)
+    public func commitEntry<Manifest: EntryManifest>(_ staged: StagedEntry, manifest: Manifest) async throws {
+        try FileSystem.syncTree(staged.directory)
+        try FileSystem.writeAtomically(Data((try JSONOutput.encode(manifest) + "\n").utf8), to: staged.directory + "/manifest.json")
+        try FileSystem.rename(staged.directory, to: backupsDirectory + "/" + manifest.id)
     }
 
-    /// Records a failed run: its data is removed, its manifest says why.
-    public func failEntry<Manifest: EntryManifest>(staging: String, manifest: Manifest) {
-        for name in (try? FileManager.default.contentsOfDirectory(atPath: staging)) ?? [] {
-            try? FileManager.default.removeItem(atPath: staging + "/" + name)
+    public func failEntry<Manifest: EntryManifest>(_ staged: StagedEntry, manifest: Manifest) async {
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: staged.directory)) ?? [] {
+            try? FileManager.default.removeItem(atPath: staged.directory + "/" + name)
         }
         guard let json = try? JSONOutput.encode(manifest) else { return }
-        if (try? FileSystem.writeAtomically(Data(json.utf8), to: staging + "/manifest.json")) != nil {
-            try? FileSystem.rename(staging, to: backupsDirectory + "/" + manifest.id)
+        if (try? FileSystem.writeAtomically(Data(json.utf8), to: staged.directory + "/manifest.json")) != nil {
+            try? FileSystem.rename(staged.directory, to: backupsDirectory + "/" + manifest.id)
         }
     }
 
-    public func deleteEntry(_ entry: Entry) throws {
+    public func deleteEntry(_ entry: RepositoryEntry) async throws {
         // Rename first so a crash half-way leaves an incomplete entry, never a damaged "complete" one.
         let doomed = backupsDirectory + "/." + entry.id + ".deleting"
-        try FileSystem.rename(entry.directory, to: doomed)
+        try FileSystem.rename(entry.location, to: doomed)
         do {
             try FileManager.default.removeItem(atPath: doomed)
         } catch {
@@ -216,11 +175,26 @@ public struct LocalRepository: Sendable {
         }
     }
 
-    /// Removes `.partial` directories left by runs that died. Only call while holding the lock.
+    /// Removes `.partial` directories left by runs that died, and deletions a crash interrupted.
     public func removeInterruptedEntries() -> [String] {
-        entries().filter { $0.state == .incomplete && $0.directory.hasSuffix(Self.partialSuffix) }.map { entry in
-            try? FileManager.default.removeItem(atPath: entry.directory)
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: backupsDirectory)) ?? []
+        for name in names where name.hasPrefix(".") && name.hasSuffix(".deleting") {
+            try? FileManager.default.removeItem(atPath: backupsDirectory + "/" + name)
+        }
+        return entries().filter { $0.state == .incomplete && $0.location.hasSuffix(Self.partialSuffix) }.map { entry in
+            try? FileManager.default.removeItem(atPath: entry.location)
             return entry.id
+        }
+    }
+
+    public func checkSpace(forWriting bytes: Int64) throws {
+        try Self.checkSpace(at: root, forWriting: bytes)
+    }
+
+    /// Checked before the repository exists, so a refused run creates nothing.
+    static func checkSpace(at root: String, forWriting bytes: Int64) throws {
+        if let free = FileSystem.freeBytes(at: FileSystem.nearestExistingAncestor(of: root)), free < bytes {
+            throw TSBackupError(.precondition, "The repository \(root) has \(ByteCount.format(free)) free, less than the database's \(ByteCount.format(bytes)) that a backup may need. Free space there or choose a repository on a larger filesystem.")
         }
     }
 }

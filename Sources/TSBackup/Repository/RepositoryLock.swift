@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 /// Keeps two processes from writing one repository at once.
 ///
@@ -6,14 +7,15 @@ import Foundation
 /// dies, so a lock can never outlive its process. The file names its holder (pid, host, time,
 /// command); a file that still names a holder while nobody holds the lock was left by a process
 /// that died, which ``acquire(_:command:)`` reports as `staleHolder`.
-public final class RepositoryLock: @unchecked Sendable {
-    private let descriptor: Int32
+public final class RepositoryLock: RepositoryLease {
+    /// The open lock file; nil once released, so a second release does nothing.
+    private let descriptor: Mutex<Int32?>
     public let path: String
     /// What the lock file said when we took it over from a process that died, if anything.
     public let staleHolder: String?
 
     private init(descriptor: Int32, path: String, staleHolder: String?) {
-        self.descriptor = descriptor
+        self.descriptor = Mutex(descriptor)
         self.path = path
         self.staleHolder = staleHolder
     }
@@ -40,15 +42,12 @@ public final class RepositoryLock: @unchecked Sendable {
 
     /// Clears the holder's name and releases the lock.
     public func release() {
-        ftruncate(descriptor, 0)
-        flock(descriptor, LOCK_UN)
-        close(descriptor)
-    }
-
-    /// Runs `body` holding the lock.
-    public static func with<T>(_ repository: LocalRepository, command: String, _ body: (RepositoryLock) async throws -> T) async throws -> T {
-        let lock = try acquire(repository, command: command)
-        defer { lock.release() }
-        return try await body(lock)
+        descriptor.withLock { held in
+            guard let fd = held else { return }
+            held = nil
+            ftruncate(fd, 0)
+            flock(fd, LOCK_UN)
+            close(fd)
+        }
     }
 }
