@@ -25,6 +25,11 @@ private struct TestBytes {
     }
 }
 
+private func testData(seed: UInt64, count: Int) -> Data {
+    var bytes = TestBytes(seed: seed)
+    return bytes.data(count)
+}
+
 private let hexKey = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
 private let otherHexKey = "ffeeddccbbaa99887766554433221100ffeeddccbbaa99887766554433221100"
 private let cheapScrypt = RepositoryEncryption.ScryptCost(n: 1 << 10, r: 8, p: 1)
@@ -48,7 +53,7 @@ private func temporaryDirectory() throws -> String {
 
 private func writeKeyFile(_ text: String, in directory: String, mode: Int = 0o600) throws -> String {
     let path = directory + "/key-\(UUID().uuidString)"
-    FileManager.default.createFile(atPath: path, contents: Data(text.utf8), attributes: [.posixPermissions: mode])
+    _ = FileManager.default.createFile(atPath: path, contents: Data(text.utf8), attributes: [.posixPermissions: mode])
     return path
 }
 
@@ -159,7 +164,7 @@ struct EncryptionTests {
 
     @Test func asyncReaderAndShortReadIsRefused() async throws {
         let encryption = try repository()
-        let plaintext = TestBytes(seed: 3).data(2 * smallSegment + 9)
+        let plaintext = testData(seed: 3, count: 2 * smallSegment + 9)
         let encryptor = encryption.makeEncryptor(name: "obj", plaintextSize: Int64(plaintext.count))
         let whole = try await encryptor.ciphertext(in: 0..<encryptor.ciphertextSize, asyncReader: { range in
             plaintext.subdata(in: Int(range.lowerBound)..<Int(range.upperBound))
@@ -229,7 +234,7 @@ struct EncryptionTests {
     @Test func flippedBytesAnywhereAreDetected() throws {
         let encryption = try repository()
         let name = "backups/a/dump/toc.dat"
-        let plaintext = TestBytes(seed: 5).data(2 * smallSegment + 100)
+        let plaintext = testData(seed: 5, count: 2 * smallSegment + 100)
         let sealed = try encryption.encrypt(plaintext, name: name)
         let tagOfSegment0 = 44 + smallSegment
         let offsets = [11, 13, 43, 44, 44 + 17, tagOfSegment0, tagOfSegment0 + 15, sealed.count - 17, sealed.count - 1]
@@ -261,7 +266,7 @@ struct EncryptionTests {
         let encryption = try repository()
         let name = "backups/a/dump/toc.dat"
         for size in [3 * smallSegment, 3 * smallSegment + 50] {
-            let sealed = try encryption.encrypt(TestBytes(seed: 9).data(size), name: name)
+            let sealed = try encryption.encrypt(testData(seed: 9, count: size), name: name)
             // Cut at the end of segment 1: what is left is a well-formed run of two full segments.
             let cut = sealed.prefix(44 + 2 * (smallSegment + 16))
             #expect(throws: rejectedA) { _ = try encryption.decrypt(cut, name: name) }
@@ -282,7 +287,7 @@ struct EncryptionTests {
     @Test func reorderedSegmentsAreDetected() throws {
         let encryption = try repository()
         let name = "backups/a/dump/toc.dat"
-        let sealed = try encryption.encrypt(TestBytes(seed: 10).data(3 * smallSegment), name: name)
+        let sealed = try encryption.encrypt(testData(seed: 10, count: 3 * smallSegment), name: name)
         let stride = smallSegment + 16
         let s0 = sealed.subdata(in: 44..<(44 + stride)), s1 = sealed.subdata(in: (44 + stride)..<(44 + 2 * stride))
         var swapped = sealed.prefix(44)
@@ -296,14 +301,14 @@ struct EncryptionTests {
     @Test func segmentsSwappedBetweenObjectsAreDetected() throws {
         let encryption = try repository()
         let nameA = "backups/a/dump/toc.dat", nameB = "backups/a/dump/1234.dat"
-        let a = try encryption.encrypt(TestBytes(seed: 1).data(2 * smallSegment), name: nameA)
-        let b = try encryption.encrypt(TestBytes(seed: 2).data(2 * smallSegment), name: nameB)
+        let a = try encryption.encrypt(testData(seed: 1, count: 2 * smallSegment), name: nameA)
+        let b = try encryption.encrypt(testData(seed: 2, count: 2 * smallSegment), name: nameB)
         // B's first segment at A's first segment's place.
         var mixed = a
         mixed.replaceSubrange(44..<(44 + smallSegment + 16), with: b.subdata(in: 44..<(44 + smallSegment + 16)))
         #expect(throws: rejectedA) { _ = try encryption.decrypt(mixed, name: nameA) }
         // Even between two encryptions of the same object under the same name.
-        let a2 = try encryption.encrypt(TestBytes(seed: 1).data(2 * smallSegment), name: nameA)
+        let a2 = try encryption.encrypt(testData(seed: 1, count: 2 * smallSegment), name: nameA)
         var mixed2 = a
         mixed2.replaceSubrange(44..<(44 + smallSegment + 16), with: a2.subdata(in: 44..<(44 + smallSegment + 16)))
         #expect(throws: rejectedA) { _ = try encryption.decrypt(mixed2, name: nameA) }
@@ -389,19 +394,19 @@ struct EncryptionTests {
         }
         func isCorrupt(_ p: RepositoryEncryption.Parameters) -> Bool {
             do { _ = try RepositoryEncryption.open(keyFile: file, parameters: p); return false } catch {
-                if case .corruptParameters = error as? EncryptionError { return true }
+                if case .corruptParameters = error { return true }
                 return false
             }
         }
         func isUnsupported(_ p: RepositoryEncryption.Parameters) -> Bool {
             do { _ = try RepositoryEncryption.open(keyFile: file, parameters: p); return false } catch {
-                if case .unsupportedParameters = error as? EncryptionError { return true }
+                if case .unsupportedParameters = error { return true }
                 return false
             }
         }
         // Damage (one changed character anywhere) is reported as damage, with the right key too.
         var salt = good; salt.salt = String(salt.salt.reversed())
-        var check = good; check.keyCheck = "A" + check.keyCheck.dropFirst()
+        var check = good; check.keyCheck = (check.keyCheck.hasPrefix("A") ? "B" : "A") + check.keyCheck.dropFirst()
         var sum = good; sum.checksum = String(sum.checksum.reversed())
         var size = good; size.segmentSize += 1
         for p in [salt, check, sum, size] { #expect(isCorrupt(p)) }
@@ -462,7 +467,7 @@ struct EncryptionTests {
             _ = try EncryptionKeyFile.load(path: directory + "/missing")
             Issue.record("a missing key file loaded")
         } catch {
-            guard let error = error as? EncryptionError, case .keyFileUnreadable(let path, _) = error else {
+            guard case .keyFileUnreadable(let path, _) = error else {
                 Issue.record("\(error)")
                 return
             }
@@ -548,9 +553,9 @@ struct EncryptionTests {
         let directory = try temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let encryption = try repository(segmentSize: RepositoryEncryption.defaultSegmentSize)
-        let plaintext = TestBytes(seed: 99).data(9 * (1 << 20) + 333)  // crosses the 4 MiB read chunks
+        let plaintext = testData(seed: 99, count: 9 * (1 << 20) + 333)  // crosses the 4 MiB read chunks
         let source = directory + "/plain", sealed = directory + "/sealed", restored = directory + "/restored"
-        FileManager.default.createFile(atPath: source, contents: plaintext)
+        _ = FileManager.default.createFile(atPath: source, contents: plaintext)
         let name = "backups/f/dump/3.dat"
 
         let written = try encryption.encryptFile(at: source, to: sealed, name: name)
@@ -564,21 +569,21 @@ struct EncryptionTests {
 
         // A flipped byte late in the file: refused, and the partly written output is removed.
         let tampered = directory + "/tampered"
-        FileManager.default.createFile(atPath: tampered, contents: flip(sealedData, at: sealedData.count - 100))
+        _ = FileManager.default.createFile(atPath: tampered, contents: flip(sealedData, at: sealedData.count - 100))
         #expect(throws: EncryptionError.objectRejected(name: name, problem: .authenticationFailed)) {
             try encryption.decryptFile(at: tampered, to: restored, name: name)
         }
         #expect(!FileManager.default.fileExists(atPath: restored))
         // Dropping the final segment: refused at the end.
         let truncated = directory + "/truncated"
-        FileManager.default.createFile(atPath: truncated, contents: sealedData.prefix(44 + 9 * ((1 << 20) + 16)))
+        _ = FileManager.default.createFile(atPath: truncated, contents: sealedData.prefix(44 + 9 * ((1 << 20) + 16)))
         #expect(throws: EncryptionError.objectRejected(name: name, problem: .authenticationFailed)) {
             try encryption.decryptFile(at: truncated, to: restored, name: name)
         }
         #expect(!FileManager.default.fileExists(atPath: restored))
         // An empty file encrypts to a header and one tag.
         let empty = directory + "/empty"
-        FileManager.default.createFile(atPath: empty, contents: Data())
+        _ = FileManager.default.createFile(atPath: empty, contents: Data())
         #expect(try encryption.encryptFile(at: empty, to: sealed, name: "e") == 60)
         #expect(try encryption.decryptFile(at: sealed, to: restored, name: "e") == 0)
     }
