@@ -35,7 +35,7 @@ struct ListCommand: AsyncParsableCommand {
                     }
                     guard let m = entry.manifest else {
                         let stored = await repo.storedBytes(of: entry)
-                        table.add([entry.id, "-", "-", ByteCount.format(stored), "-", "-", "interrupted", "-"])
+                        table.add([entry.id, "-", "-", ByteCount.format(stored), "-", "-", entry.problem == nil ? "interrupted" : "damaged", "-"])
                         continue
                     }
                     table.add([entry.id, iso.string(from: m.startedAt), m.source.database, ByteCount.format(m.totalFileBytes),

@@ -10,6 +10,12 @@ struct RepositoryOptions: ParsableArguments {
         valueName: "repo"))
     var path: String?
 
+    @Option(name: .customLong("encryption-key-file"), help: ArgumentHelp(
+        "A file holding the repository's passphrase or raw key (or TSBACKUP_ENCRYPTION_KEY_FILE).",
+        discussion: "A repository is encrypted when its first backup is written with a key; from then on every command needs that key.",
+        valueName: "file"))
+    var encryptionKeyFile: String?
+
     /// Where the repository is; a malformed --repo is a usage error (exit 64).
     func resolved() throws -> RepositoryAccess {
         let environment = ProcessInfo.processInfo.environment
@@ -21,7 +27,8 @@ struct RepositoryOptions: ParsableArguments {
         } else {
             throw ValidationError("Name the repository with --repo DIR or s3://BUCKET[/PREFIX] (or set TSBACKUP_REPO).")
         }
-        return RepositoryAccess(url: try RepositoryURL.parse(text), environment: environment)
+        let keyFile = [encryptionKeyFile, environment[EncryptionKeyFile.environmentVariable]].compactMap { $0 }.first { !$0.isEmpty }
+        return RepositoryAccess(url: try RepositoryURL.parse(text), encryptionKeyFile: keyFile, environment: environment)
     }
 }
 

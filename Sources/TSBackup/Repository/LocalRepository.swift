@@ -43,9 +43,16 @@ public struct LocalRepository: Repository {
     public typealias EntryState = RepositoryEntry.State
 
     public let root: String
+    /// Stored bytes and plain bytes: the same, or sealed under the repository's key.
+    let codec: ObjectCodec
     public var backupsDirectory: String { root + "/backups" }
     public var location: String { root }
-    public var isEncrypted: Bool { false }
+    public var isEncrypted: Bool { codec.encryption != nil }
+
+    init(root: String, codec: ObjectCodec = ObjectCodec(encryption: nil)) {
+        self.root = root
+        self.codec = codec
+    }
 
     /// Opens an existing repository, or creates it when `create` is set.
     public static func open(_ path: String, create: Bool) throws -> LocalRepository {
@@ -54,10 +61,11 @@ public struct LocalRepository: Repository {
 
     static func open(_ path: String, create: Bool, access: RepositoryAccess) throws -> LocalRepository {
         let root = URL(fileURLWithPath: path).standardizedFileURL.path
-        let repository = LocalRepository(root: root)
+        let keyFile = try translatingEncryptionErrors { try EncryptionKeyFile.resolve(option: access.encryptionKeyFile, environment: [:]) }
         let marker = root + "/" + markerFile
-        if FileManager.default.fileExists(atPath: marker) {
-            return repository
+        if let data = FileManager.default.contents(atPath: marker) {
+            let encryption = try RepositoryMarker.decode(data, location: root).openEncryption(keyFile: keyFile, location: root)
+            return LocalRepository(root: root, codec: ObjectCodec(encryption: encryption))
         }
         guard create else {
             throw TSBackupError(.notFound, "\(root) is not a tsbackup repository (it has no \(markerFile)). Check --repo; a repository is created by the first `tsbackup backup --repo DIR`.")
@@ -72,14 +80,15 @@ public struct LocalRepository: Repository {
                 throw TSBackupError(.usage, "\(root) is not empty and not a tsbackup repository. Give --repo an empty or new directory, so tsbackup never mixes its files with others.")
             }
         }
+        // Encrypted or not is decided here, by the first write, and recorded in the marker.
+        let (description, encryption) = try RepositoryMarker.creating(keyFile: keyFile)
         do {
             try FileManager.default.createDirectory(atPath: root + "/backups", withIntermediateDirectories: true)
         } catch {
             throw TSBackupError(.failed, "Could not create the repository directory \(root): \(error.localizedDescription). Check the path and its permissions.")
         }
-        let description = #"{"format_version": 1, "kind": "tsbackup-repository", "layout": "backups/<id>/manifest.json"}"# + "\n"
-        try FileSystem.writeAtomically(Data(description.utf8), to: marker)
-        return repository
+        try FileSystem.writeAtomically(try description.encoded(), to: marker)
+        return LocalRepository(root: root, codec: ObjectCodec(encryption: encryption))
     }
 
     // MARK: Reading
@@ -93,9 +102,21 @@ public struct LocalRepository: Repository {
             if name.hasSuffix(Self.partialSuffix) {
                 return Entry(id: String(name.dropLast(Self.partialSuffix.count)), state: .incomplete, location: directory)
             }
-            return .decoding(id: name, manifest: FileManager.default.contents(atPath: directory + "/manifest.json"), location: directory)
+            guard let stored = FileManager.default.contents(atPath: directory + "/manifest.json") else {
+                return Entry(id: name, state: .incomplete, location: directory)
+            }
+            do {
+                return .decoding(id: name, manifest: try codec.open(stored, name: objectName(name, "manifest.json")), location: directory)
+            } catch {
+                var entry = Entry(id: name, state: .incomplete, location: directory)
+                entry.problem = (error as? TSBackupError)?.message ?? "\(error)"
+                return entry
+            }
         }
     }
+
+    /// The repository-relative name of an entry's file: what its encryption is bound to.
+    func objectName(_ id: String, _ path: String) -> String { "backups/\(id)/\(path)" }
 
     public func storedBytes(of entry: RepositoryEntry) async -> Int64 {
         FileSystem.size(of: entry.location)
@@ -103,9 +124,10 @@ public struct LocalRepository: Repository {
 
     public func readFile(_ file: BackupManifest.FileEntry, of entry: RepositoryEntry) async throws -> Data {
         let path = entry.location + "/" + (try EntryPath.confined(file.path, entry: entry.id))
-        guard let data = FileManager.default.contents(atPath: path) else {
+        guard let stored = FileManager.default.contents(atPath: path) else {
             throw TSBackupError(.failed, "Entry \(entry.id) lacks its file \(file.path). Run `tsbackup verify \(entry.id)`; take a new backup.")
         }
+        let data = try codec.open(stored, name: objectName(entry.id, file.path))
         guard Int64(data.count) == file.bytes, FileSystem.sha256(of: data) == file.sha256 else {
             throw TSBackupError(.failed, "The file \(file.path) of entry \(entry.id) is corrupt or was altered (its SHA-256 differs from the manifest's); it was not used. Run `tsbackup verify \(entry.id)` and take a new backup.")
         }
@@ -114,12 +136,56 @@ public struct LocalRepository: Repository {
 
     public func materialize(_ entry: RepositoryEntry, files: [BackupManifest.FileEntry]) async throws -> MaterializedEntry {
         try EntryPath.confine(files, entry: entry.id)
-        return MaterializedEntry(directory: entry.location, isScratch: false)
+        guard isEncrypted else { return MaterializedEntry(directory: entry.location, isScratch: false) }
+        // Child tools read plain files: decrypt (and authenticate) into a scratch directory.
+        let directory = try ScratchSpace.make(for: files.reduce(0) { $0 + $1.bytes }, purpose: "Decrypting entry \(entry.id)")
+        let local = MaterializedEntry(directory: directory, isScratch: true)
+        do {
+            let codec = codec
+            _ = try await Concurrently.map(files, limit: max(1, ProcessInfo.processInfo.activeProcessorCount)) { file in
+                let destination = directory + "/" + file.path
+                try FileManager.default.createDirectory(atPath: (destination as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+                let source = entry.location + "/" + file.path
+                guard FileManager.default.fileExists(atPath: source) else {
+                    throw TSBackupError(.failed, "Entry \(entry.id) lacks its file \(file.path). Run `tsbackup verify \(entry.id)`; take a new backup.")
+                }
+                try codec.openFile(at: source, to: destination, name: "backups/\(entry.id)/\(file.path)")
+            }
+        } catch {
+            local.remove()
+            throw error
+        }
+        return local
     }
 
     public func verifyFiles(_ entry: RepositoryEntry, files: [BackupManifest.FileEntry]) async throws -> (problems: [String], bytes: Int64) {
         try EntryPath.confine(files, entry: entry.id)
-        return try Verify.checkFiles(files, directory: entry.location)
+        guard isEncrypted else { return try Verify.checkFiles(files, directory: entry.location) }
+        var problems: [String] = []
+        var bytes: Int64 = 0
+        for file in files {
+            let path = entry.location + "/" + file.path
+            guard FileManager.default.fileExists(atPath: path) else {
+                problems.append("missing file \(file.path)")
+                continue
+            }
+            do {
+                let (hex, size) = try codec.plainHash(ofStoredFile: path, name: objectName(entry.id, file.path))
+                bytes += size
+                if size != file.bytes {
+                    problems.append("\(file.path) has \(size) bytes, the manifest says \(file.bytes)")
+                } else if hex != file.sha256 {
+                    problems.append("\(file.path) is corrupt: its SHA-256 differs from the manifest's")
+                }
+            } catch let error as TSBackupError {
+                problems.append("\(file.path) is corrupt: \(error.message)")
+            }
+        }
+        let listed = Set(files.map(\.path))
+        for file in try FileSystem.regularFiles(under: entry.location) where file != "manifest.json" && !listed.contains(file) {
+            problems.append("unexpected file \(file), not in the manifest")
+        }
+        return (problems, bytes)
     }
 
     // MARK: Writing (callers hold the repository lock)
@@ -149,8 +215,19 @@ public struct LocalRepository: Repository {
     /// Makes a staged entry final: every file fsynced, the manifest written last and atomically,
     /// then the directory renamed from `<id>.partial` to `<id>`.
     public func commitEntry<Manifest: EntryManifest>(_ staged: StagedEntry, manifest: Manifest) async throws {
+        if isEncrypted {
+            // Each staged file is replaced by its encryption, bound to its name in the repository.
+            let codec = codec
+            let files = try FileSystem.regularFiles(under: staged.directory)
+            _ = try await Concurrently.map(files, limit: max(1, ProcessInfo.processInfo.activeProcessorCount)) { file in
+                let path = staged.directory + "/" + file
+                try codec.sealFile(at: path, to: path + ".sealing", name: "backups/\(staged.id)/\(file)")
+                guard Foundation.rename(path + ".sealing", path) == 0 else { throw FileSystem.ioError("rename \(path).sealing") }
+            }
+        }
         try FileSystem.syncTree(staged.directory)
-        try FileSystem.writeAtomically(Data((try JSONOutput.encode(manifest) + "\n").utf8), to: staged.directory + "/manifest.json")
+        let json = Data((try JSONOutput.encode(manifest) + "\n").utf8)
+        try FileSystem.writeAtomically(try codec.seal(json, name: objectName(manifest.id, "manifest.json")), to: staged.directory + "/manifest.json")
         try FileSystem.rename(staged.directory, to: backupsDirectory + "/" + manifest.id)
     }
 
@@ -158,8 +235,9 @@ public struct LocalRepository: Repository {
         for name in (try? FileManager.default.contentsOfDirectory(atPath: staged.directory)) ?? [] {
             try? FileManager.default.removeItem(atPath: staged.directory + "/" + name)
         }
-        guard let json = try? JSONOutput.encode(manifest) else { return }
-        if (try? FileSystem.writeAtomically(Data(json.utf8), to: staged.directory + "/manifest.json")) != nil {
+        guard let json = try? JSONOutput.encode(manifest),
+              let sealed = try? codec.seal(Data(json.utf8), name: objectName(manifest.id, "manifest.json")) else { return }
+        if (try? FileSystem.writeAtomically(sealed, to: staged.directory + "/manifest.json")) != nil {
             try? FileSystem.rename(staged.directory, to: backupsDirectory + "/" + manifest.id)
         }
     }

@@ -1,0 +1,152 @@
+import Crypto
+import Foundation
+
+/// The repository's marker file, `tsbackup-repository.json`: its format and, for an encrypted
+/// repository, the encryption parameters (none of them secret) that turn the right key file into
+/// the key and tell a wrong key from a damaged marker.
+struct RepositoryMarker: Codable, Sendable {
+    static let name = "tsbackup-repository.json"
+
+    var formatVersion: Int
+    var kind: String
+    var layout: String
+    var encryption: RepositoryEncryption.Parameters?
+
+    enum CodingKeys: String, CodingKey {
+        case formatVersion = "format_version"
+        case kind, layout, encryption
+    }
+
+    init(encryption: RepositoryEncryption.Parameters?) {
+        formatVersion = 1
+        kind = "tsbackup-repository"
+        layout = "backups/<id>/manifest.json"
+        self.encryption = encryption
+    }
+
+    func encoded() throws -> Data { Data((try JSONOutput.encode(self) + "\n").utf8) }
+
+    static func decode(_ data: Data, location: String) throws -> RepositoryMarker {
+        do {
+            return try JSONOutput.decode(RepositoryMarker.self, from: data)
+        } catch {
+            throw TSBackupError(.failed, "The repository marker \(location)/\(name) is damaged (it is not the JSON tsbackup writes), so the repository cannot be opened safely. Restore the file from a copy, or check that --repo names a tsbackup repository.")
+        }
+    }
+
+    /// A new repository's marker: encrypted when a key file is given.
+    static func creating(keyFile: EncryptionKeyFile?) throws -> (RepositoryMarker, RepositoryEncryption?) {
+        guard let keyFile else { return (RepositoryMarker(encryption: nil), nil) }
+        let (encryption, parameters) = try translatingEncryptionErrors { try RepositoryEncryption.create(keyFile: keyFile) }
+        return (RepositoryMarker(encryption: parameters), encryption)
+    }
+
+    /// The encryption this marker asks for, opened with the key file: refuses a missing or wrong
+    /// key, and a key for a repository that is not encrypted.
+    func openEncryption(keyFile: EncryptionKeyFile?, location: String) throws -> RepositoryEncryption? {
+        switch (encryption, keyFile) {
+        case (nil, nil):
+            return nil
+        case (nil, .some):
+            throw TSBackupError(.usage, "The repository \(location) is not encrypted, but an encryption key file was given (--encryption-key-file or TSBACKUP_ENCRYPTION_KEY_FILE). A repository is encrypted or not from its first backup on: drop the key file for this repository, or use a new repository for encrypted backups.")
+        case (.some, nil):
+            throw EncryptionError.keyRequired.tsbackupError
+        case (.some(let parameters), .some(let keyFile)):
+            return try translatingEncryptionErrors { try RepositoryEncryption.open(keyFile: keyFile, parameters: parameters) }
+        }
+    }
+}
+
+/// Stored bytes and plain bytes: the same in a plain repository, sealed under the repository key
+/// (bound to the object's repository key name) in an encrypted one.
+struct ObjectCodec: Sendable {
+    let encryption: RepositoryEncryption?
+
+    /// The stored form of `data`, the object `name` (its repository key, e.g. `backups/<id>/roles.sql`).
+    func seal(_ data: Data, name: String) throws -> Data {
+        guard let encryption else { return data }
+        return try translatingEncryptionErrors { try encryption.encrypt(data, name: name) }
+    }
+
+    /// The plain form of the stored object `name`; a tampered object is refused, naming it.
+    func open(_ data: Data, name: String) throws -> Data {
+        guard let encryption else { return data }
+        return try translatingEncryptionErrors { try encryption.decrypt(data, name: name) }
+    }
+
+    /// Encrypts (or copies) a local file into its stored form.
+    func sealFile(at source: String, to destination: String, name: String) throws {
+        guard let encryption else {
+            try? FileManager.default.removeItem(atPath: destination)
+            try FileManager.default.copyItem(atPath: source, toPath: destination)
+            return
+        }
+        _ = try translatingEncryptionErrors { try encryption.encryptFile(at: source, to: destination, name: name) }
+    }
+
+    /// Decrypts (or copies) a stored file into its plain form; nothing unauthenticated is left.
+    func openFile(at source: String, to destination: String, name: String) throws {
+        guard let encryption else {
+            try? FileManager.default.removeItem(atPath: destination)
+            try FileManager.default.copyItem(atPath: source, toPath: destination)
+            return
+        }
+        _ = try translatingEncryptionErrors { try encryption.decryptFile(at: source, to: destination, name: name) }
+    }
+
+    /// SHA-256 (hex) and size of the plain content of a stored local file, decrypting in bounded memory.
+    func plainHash(ofStoredFile path: String, name: String) throws -> (hex: String, bytes: Int64) {
+        guard let encryption else { return try FileSystem.sha256(of: path) }
+        guard let handle = FileHandle(forReadingAtPath: path) else { throw FileSystem.ioError("open \(path)") }
+        defer { try? handle.close() }
+        var decryptor = encryption.makeStreamDecryptor(name: name)
+        var hasher = SHA256()
+        var total: Int64 = 0
+        do {
+            while true {
+                let chunk = try handle.read(upToCount: 4 << 20) ?? Data()
+                let plain = chunk.isEmpty ? try decryptor.finish() : try decryptor.update(chunk)
+                hasher.update(data: plain)
+                total += Int64(plain.count)
+                if chunk.isEmpty { break }
+            }
+        } catch let error as EncryptionError {
+            throw error.tsbackupError
+        }
+        return (hasher.finalize().map { String(format: "%02x", $0) }.joined(), total)
+    }
+}
+
+/// A scratch directory for an entry's plain files (restore, import, verify of encrypted or
+/// remote entries): checked for room first, removed by ``MaterializedEntry/remove()``.
+enum ScratchSpace {
+    /// Where scratch directories go: TSBACKUP_SCRATCH_DIR, else TMPDIR, else /tmp.
+    static func base(_ environment: [String: String] = ProcessInfo.processInfo.environment) -> String {
+        if let dir = environment["TSBACKUP_SCRATCH_DIR"], !dir.isEmpty { return dir }
+        return FileManager.default.temporaryDirectory.path
+    }
+
+    /// A new directory with room for `bytes`, or a precondition error saying how much is missing.
+    static func make(for bytes: Int64, purpose: String) throws -> String {
+        let base = base()
+        if let free = FileSystem.freeBytes(at: FileSystem.nearestExistingAncestor(of: base)), free < bytes + (64 << 20) {
+            throw TSBackupError(.precondition, "\(purpose) needs \(ByteCount.format(bytes)) of local scratch space in \(base), which has \(ByteCount.format(free)) free. Free space there, or point TSBACKUP_SCRATCH_DIR (or TMPDIR) at a larger filesystem.")
+        }
+        let directory = base + "/tsbackup-scratch-\(UUID().uuidString)"
+        do {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        } catch {
+            throw TSBackupError(.failed, "Could not create the scratch directory \(directory): \(error.localizedDescription). Check TSBACKUP_SCRATCH_DIR (or TMPDIR) and its permissions.")
+        }
+        return directory
+    }
+}
+
+/// Runs `body`, turning an ``EncryptionError`` into the ``TSBackupError`` it stands for.
+func translatingEncryptionErrors<T>(_ body: () throws -> T) throws -> T {
+    do {
+        return try body()
+    } catch let error as EncryptionError {
+        throw error.tsbackupError
+    }
+}
