@@ -383,6 +383,20 @@ struct EncryptionTests {
         }
     }
 
+    @Test func keyAndMarkerMustAgreeOnEncryption() throws {
+        let file = try keyFile(hexKey)
+        let (created, parameters) = try RepositoryEncryption.create(keyFile: file)
+        #expect(try RepositoryEncryption.forExistingRepository(keyFile: nil, parameters: nil) == nil)
+        #expect(throws: EncryptionError.keyRequired) { _ = try RepositoryEncryption.forExistingRepository(keyFile: nil, parameters: parameters) }
+        #expect(throws: EncryptionError.repositoryNotEncrypted) { _ = try RepositoryEncryption.forExistingRepository(keyFile: file, parameters: nil) }
+        #expect(throws: EncryptionError.wrongKey) {
+            _ = try RepositoryEncryption.forExistingRepository(keyFile: keyFile(otherHexKey), parameters: parameters)
+        }
+        let opened = try #require(try RepositoryEncryption.forExistingRepository(keyFile: file, parameters: parameters))
+        #expect(try opened.decrypt(created.encrypt(Data("x".utf8), name: "x"), name: "x") == Data("x".utf8))
+        #expect(EncryptionError.repositoryNotEncrypted.tsbackupError.exitCode == 5)
+    }
+
     @Test func corruptParametersAreToldApartFromAWrongKey() throws {
         let file = try keyFile("a long enough passphrase")
         let (_, good) = try RepositoryEncryption.create(keyFile: file, scryptCost: cheapScrypt)

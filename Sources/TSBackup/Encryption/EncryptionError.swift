@@ -33,6 +33,9 @@ public enum EncryptionError: Error, Sendable, Equatable, CustomStringConvertible
     case keyFileTooLarge(path: String, limit: Int)
     /// The repository is encrypted and no key file was given.
     case keyRequired
+    /// A key file was given but the repository is not encrypted (refused, so that replacing an
+    /// encrypted repository's marker with a plain one cannot switch encryption off).
+    case repositoryNotEncrypted
     /// The key file holds a passphrase but the repository was created with a raw key, or the
     /// other way round.
     case keyKindMismatch(repositoryUses: KeyKind, keyFileHolds: KeyKind)
@@ -74,6 +77,8 @@ public enum EncryptionError: Error, Sendable, Equatable, CustomStringConvertible
             return TSBackupError(.usage, "The encryption key file \(path) is larger than \(limit) bytes, so it is not a key or passphrase. Check that --encryption-key-file names the right file.")
         case .keyRequired:
             return TSBackupError(.permission, "This repository is encrypted and no key was given. Pass the key file it was created with through --encryption-key-file FILE or TSBACKUP_ENCRYPTION_KEY_FILE.")
+        case .repositoryNotEncrypted:
+            return TSBackupError(.precondition, "An encryption key file was given, but this repository is not encrypted (its marker has no encryption parameters). If the repository was created encrypted, its marker was replaced: do not trust it. Otherwise run the command without --encryption-key-file and TSBACKUP_ENCRYPTION_KEY_FILE; a repository's encryption is decided when it is first written.")
         case let .keyKindMismatch(repositoryUses, keyFileHolds):
             return TSBackupError(.permission, "This repository was encrypted with a \(repositoryUses.rawValue), but the encryption key file holds a \(keyFileHolds.rawValue), so it cannot be the right key. Pass the key file the repository was created with.")
         case .wrongKey:

@@ -167,6 +167,19 @@ public struct RepositoryEncryption: Sendable, CustomStringConvertible, CustomDeb
         return RepositoryEncryption(masterKey: master, segmentSize: parameters.segmentSize)
     }
 
+    /// The encryption of an existing repository whose marker holds `parameters` (nil: the
+    /// repository is not encrypted), given the key file the user named (nil: none). Nil when
+    /// neither is present. A key for a plain repository, or no key for an encrypted one, is an
+    /// error: the marker alone never switches encryption off.
+    public static func forExistingRepository(keyFile: EncryptionKeyFile?, parameters: Parameters?) throws(EncryptionError) -> RepositoryEncryption? {
+        switch (keyFile, parameters) {
+        case (nil, nil): return nil
+        case (nil, .some): throw .keyRequired
+        case (.some, nil): throw .repositoryNotEncrypted
+        case let (.some(keyFile), .some(parameters)): return try open(keyFile: keyFile, parameters: parameters)
+        }
+    }
+
     static func deriveMasterKey(_ material: EncryptionKeyFile.Material, kdf: Parameters.KDF, salt: [UInt8]) throws(EncryptionError) -> SymmetricKey {
         switch material {
         case .rawKey(let key):
