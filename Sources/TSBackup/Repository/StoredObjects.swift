@@ -44,16 +44,7 @@ struct RepositoryMarker: Codable, Sendable {
     /// The encryption this marker asks for, opened with the key file: refuses a missing or wrong
     /// key, and a key for a repository that is not encrypted.
     func openEncryption(keyFile: EncryptionKeyFile?, location: String) throws -> RepositoryEncryption? {
-        switch (encryption, keyFile) {
-        case (nil, nil):
-            return nil
-        case (nil, .some):
-            throw TSBackupError(.usage, "The repository \(location) is not encrypted, but an encryption key file was given (--encryption-key-file or TSBACKUP_ENCRYPTION_KEY_FILE). A repository is encrypted or not from its first backup on: drop the key file for this repository, or use a new repository for encrypted backups.")
-        case (.some, nil):
-            throw EncryptionError.keyRequired.tsbackupError
-        case (.some(let parameters), .some(let keyFile)):
-            return try translatingEncryptionErrors { try RepositoryEncryption.open(keyFile: keyFile, parameters: parameters) }
-        }
+        try translatingEncryptionErrors { try RepositoryEncryption.forExistingRepository(keyFile: keyFile, parameters: encryption) }
     }
 }
 
