@@ -94,5 +94,17 @@ else
   rm -rf "$work"
 fi
 
+# 3. moto (an S3-compatible server for the S3 tests, run with signature checking on) and boto3,
+#    which the test harness uses to create moto's IAM user and key.
+if ! command -v moto_server >/dev/null 2>&1 || ! python3 -c 'import boto3' >/dev/null 2>&1; then
+  if ! python3 -m pip --version >/dev/null 2>&1; then
+    apt_update_once
+    apt-get install -y -qq --no-install-recommends python3-pip >/dev/null
+  fi
+  log "installing moto[server] and boto3 with pip"
+  python3 -m pip install -q 'moto[server]' boto3 2>/dev/null \
+    || python3 -m pip install -q --break-system-packages 'moto[server]' boto3
+fi
+
 installed=$(sed -n "s/^default_version *= *'\(.*\)'/\1/p" "$ext_dir/timescaledb.control")
 echo "TimescaleDB ${installed} is installed for PostgreSQL $("$PG_CONFIG" --version | awk '{print $2}')"

@@ -18,6 +18,7 @@ struct BenchCommand: AsyncParsableCommand {
     @Flag(help: "Large data (>= 5,000 chunks, >= 1 GB), every point repeated.") var full = false
     @Option(help: "Runs per measurement (at least 3).") var repetitions = 3
     @Option(help: "Directory for the JSON results.") var output = "bench/results"
+    @Flag(help: "Only the S3 throughput comparison with `aws s3 cp --recursive` (moto on loopback).") var s3Only = false
 
     func validate() throws {
         if quick && full { throw ValidationError("Choose --quick or --full.") }
@@ -30,6 +31,10 @@ struct BenchCommand: AsyncParsableCommand {
         let buildKind = tsbackup.contains("/release/") ? "release" : "debug"
         say("tsbackup benchmark, \(mode) mode, \(buildKind) build of \(tsbackup), \(ProcessInfo.processInfo.activeProcessorCount) cores")
         let started = Date()
+        if s3Only {
+            try await runS3(started: started, buildKind: buildKind)
+            return
+        }
         try await SandboxCluster.with(.init(durable: true, settings: ["max_locks_per_transaction": "512", "shared_buffers": "'256MB'"])) { cluster in
             let versions = try await cluster.withSuperuser {
                 try await $0.row("SELECT current_setting('server_version'), (SELECT default_version FROM pg_available_extensions WHERE name = 'timescaledb')",
@@ -52,6 +57,21 @@ struct BenchCommand: AsyncParsableCommand {
             try Data(try JSONOutput.encode(bench.results).utf8).write(to: URL(fileURLWithPath: path))
             say("\nAll figures: \(path)  (total \(Int(Date().timeIntervalSince(started))) s)")
         }
+    }
+
+    /// The S3 comparison alone: no PostgreSQL cluster needed.
+    func runS3(started: Date, buildKind: String) async throws {
+        var results = BenchResults(
+            mode: "s3", startedAt: started, cores: ProcessInfo.processInfo.activeProcessorCount,
+            memoryBytes: ProcessInfo.processInfo.physicalMemory, postgres: "", timescaledb: "", pgDump: "",
+            tsbackupVersion: TSBackupVersion.current, tsbackupBuild: buildKind, repetitions: repetitions)
+        try await S3Bench(repetitions: repetitions, full: full, log: say).run(into: &results)
+        report(results)
+        try FileManager.default.createDirectory(atPath: output, withIntermediateDirectories: true)
+        let stamp = ISO8601DateFormatter().string(from: started).replacingOccurrences(of: ":", with: "")
+        let path = "\(output)/bench-s3-\(stamp).json"
+        try Data(try JSONOutput.encode(results).utf8).write(to: URL(fileURLWithPath: path))
+        say("\nAll figures: \(path)  (total \(Int(Date().timeIntervalSince(started))) s)")
     }
 
     func report(_ results: BenchResults) {
