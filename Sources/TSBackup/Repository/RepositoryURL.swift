@@ -89,7 +89,7 @@ public struct RepositoryAccess: Sendable {
         case .local(let path):
             try LocalRepository.checkSpace(at: path, forWriting: bytes)
         case .s3:
-            break  // checked by the S3 repository once open: its local staging holds the dump
+            try S3Repository.checkStagingSpace(environment: environment, location: url.description, forWriting: bytes)
         }
     }
 

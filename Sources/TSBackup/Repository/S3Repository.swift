@@ -1,0 +1,447 @@
+import Foundation
+import Synchronization
+
+/// A repository in an S3 bucket (AWS S3 or any S3-compatible store: MinIO, Ceph RGW, R2, B2).
+///
+/// ```
+/// PREFIX/
+///   tsbackup-repository.json        the marker (format, encryption parameters)
+///   lock                            the lease of the one run writing (holder, host, pid, expiry)
+///   backups/<id>/run.json           written when a run starts: the entry is incomplete
+///   backups/<id>/dump/...           data objects, uploaded first
+///   backups/<id>/roles.sql
+///   backups/<id>/manifest.json      written LAST: only then is the entry complete
+/// ```
+///
+/// Objects are never renamed (S3 has no rename): an entry is complete exactly when its manifest
+/// object exists and reads back. A run stages its files in a local scratch directory (pg_dump
+/// writes there) and uploads them, in parallel, at commit; the manifest follows when every data
+/// object is stored. Deleting removes the manifest first, so a deletion that dies half-way leaves
+/// an incomplete entry, never a complete-looking damaged one. Leftovers (entries without a
+/// manifest) are removed by the next run that takes over a stale lease, or by `tsbackup repo gc`.
+public struct S3Repository: Repository {
+    let client: S3Client
+    let s3Location: S3Location
+    let codec: ObjectCodec
+    let endpoint: String
+    let environment: [String: String]
+
+    public var location: String { s3Location.description }
+    public var isEncrypted: Bool { codec.encryption != nil }
+
+    static let runMarker = "run.json"
+    static let manifestName = "manifest.json"
+
+    // MARK: Opening
+
+    static func open(_ access: RepositoryAccess, create: Bool) async throws -> S3Repository {
+        guard case .s3(let bucket, let prefix) = access.url else { preconditionFailure("not an s3 URL") }
+        let settings = try S3Settings.fromEnvironment(access.environment, homeDirectory: access.environment["HOME"] ?? NSHomeDirectory())
+        var options = S3Client.Options()
+        if let text = access.environment["TSBACKUP_S3_CONCURRENCY"], let n = Int(text), n > 0 { options.concurrency = n }
+        let client = S3Client(settings: settings, bucket: bucket, options: options)
+        let location = S3Location(bucket: bucket, prefix: prefix)
+        let keyFile = try translatingEncryptionErrors { try EncryptionKeyFile.resolve(option: access.encryptionKeyFile, environment: [:]) }
+        do {
+            let endpoint = settings.endpointDescription
+            func failure(_ error: any Error) -> any Error {
+                (error as? S3Error)?.tsBackupError(endpoint: endpoint, bucket: bucket) ?? error
+            }
+            do {
+                try await client.headBucket()
+            } catch {
+                throw failure(error)
+            }
+            let markerKey = location.key(RepositoryMarker.name)
+            var markerData: Data?
+            do {
+                markerData = try await client.getObject(markerKey)
+            } catch let error as S3Error where error.code == .noSuchKey {
+                markerData = nil
+            } catch {
+                throw failure(error)
+            }
+            let encryption: RepositoryEncryption?
+            if let markerData {
+                let marker = try RepositoryMarker.decode(markerData, location: location.description)
+                encryption = try marker.openEncryption(keyFile: keyFile, location: location.description)
+            } else {
+                guard create else {
+                    throw TSBackupError(.notFound, "\(location) is not a tsbackup repository (it has no \(RepositoryMarker.name)). Check --repo; a repository is created by the first `tsbackup backup --repo s3://BUCKET/PREFIX`.")
+                }
+                let (marker, created) = try RepositoryMarker.creating(keyFile: keyFile)
+                do {
+                    try await client.putObject(markerKey, data: try marker.encoded(), ifNoneMatch: true)
+                    encryption = created
+                } catch let error as S3Error where error.code == .preconditionFailed {
+                    // Another run created it meanwhile: open what it wrote.
+                    let data = try await client.getObject(markerKey)
+                    encryption = try RepositoryMarker.decode(data, location: location.description).openEncryption(keyFile: keyFile, location: location.description)
+                } catch {
+                    throw failure(error)
+                }
+            }
+            return S3Repository(client: client, s3Location: location, codec: ObjectCodec(encryption: encryption),
+                                endpoint: endpoint, environment: access.environment)
+        } catch {
+            try? await client.shutdown()
+            throw error
+        }
+    }
+
+    public func close() async {
+        try? await client.shutdown()
+    }
+
+    /// Runs an S3 call, turning its errors into ones the user can act on.
+    func s3<T>(_ body: () async throws -> T) async throws -> T {
+        do {
+            return try await body()
+        } catch let error as S3Error {
+            throw error.tsBackupError(endpoint: endpoint, bucket: s3Location.bucket)
+        }
+    }
+
+    /// The repository-relative name of an entry's file: also the name its encryption is bound to.
+    func objectName(_ id: String, _ path: String) -> String { "backups/\(id)/\(path)" }
+    func key(_ id: String, _ path: String) -> String { s3Location.key(objectName(id, path)) }
+    var backupsPrefix: String { s3Location.key("backups") + "/" }
+
+    // MARK: Reading
+
+    /// The ids that have at least one object under `backups/`.
+    func ids() async throws -> [String] {
+        let prefixes = try await s3 { try await client.listCommonPrefixes(prefix: backupsPrefix, delimiter: "/") }
+        return prefixes.compactMap { prefix -> String? in
+            let id = String(prefix.dropFirst(backupsPrefix.count)).trimmingCharacters(in: CharacterSet(charactersIn: "/"))
+            return id.isEmpty ? nil : id
+        }.sorted()
+    }
+
+    public func entries() async throws -> [RepositoryEntry] {
+        let ids = try await ids()
+        return try await Concurrently.map(ids, limit: 8) { id in
+            let name = objectName(id, Self.manifestName)
+            let stored: Data
+            do {
+                stored = try await client.getObject(key(id, Self.manifestName))
+            } catch let error as S3Error where error.code == .noSuchKey {
+                return RepositoryEntry(id: id, state: .incomplete, location: key(id, ""))
+            } catch let error as S3Error {
+                throw error.tsBackupError(endpoint: endpoint, bucket: s3Location.bucket)
+            }
+            do {
+                return .decoding(id: id, manifest: try codec.open(stored, name: name), location: key(id, ""))
+            } catch let error as TSBackupError {
+                var entry = RepositoryEntry(id: id, state: .incomplete, location: key(id, ""))
+                entry.problem = error.message
+                return entry
+            }
+        }
+    }
+
+    public func storedBytes(of entry: RepositoryEntry) async -> Int64 {
+        ((try? await client.listObjects(prefix: key(entry.id, ""))) ?? []).reduce(0) { $0 + $1.size }
+    }
+
+    public func readFile(_ file: BackupManifest.FileEntry, of entry: RepositoryEntry) async throws -> Data {
+        let path = try EntryPath.confined(file.path, entry: entry.id)
+        let stored: Data
+        do {
+            stored = try await client.getObject(key(entry.id, path))
+        } catch let error as S3Error where error.code == .noSuchKey {
+            throw TSBackupError(.failed, "Entry \(entry.id) lacks its object \(objectName(entry.id, path)) in \(location). Run `tsbackup verify \(entry.id)`; take a new backup.")
+        } catch let error as S3Error {
+            throw error.tsBackupError(endpoint: endpoint, bucket: s3Location.bucket)
+        }
+        let data = try codec.open(stored, name: objectName(entry.id, path))
+        guard Int64(data.count) == file.bytes, FileSystem.sha256(of: data) == file.sha256 else {
+            throw TSBackupError(.failed, "The object \(objectName(entry.id, path)) of entry \(entry.id) is corrupt or was altered (its SHA-256 differs from the manifest's); it was not used. Run `tsbackup verify \(entry.id)` and take a new backup.")
+        }
+        return data
+    }
+
+    /// Downloads (and decrypts) one stored file to `destination`.
+    func fetch(_ entryID: String, _ path: String, to destination: String) async throws {
+        let name = objectName(entryID, path)
+        try FileManager.default.createDirectory(atPath: (destination as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+        let download = codec.encryption == nil ? destination : destination + ".encrypted"
+        do {
+            _ = try await client.downloadFile(key(entryID, path), to: download)
+        } catch let error as S3Error where error.code == .noSuchKey {
+            throw TSBackupError(.failed, "Entry \(entryID) lacks its object \(name) in \(location). Run `tsbackup verify \(entryID)`; take a new backup.")
+        } catch let error as S3Error {
+            throw error.tsBackupError(endpoint: endpoint, bucket: s3Location.bucket)
+        }
+        guard download != destination else { return }
+        defer { try? FileManager.default.removeItem(atPath: download) }
+        try codec.openFile(at: download, to: destination, name: name)
+    }
+
+    public func materialize(_ entry: RepositoryEntry, files: [BackupManifest.FileEntry]) async throws -> MaterializedEntry {
+        try EntryPath.confine(files, entry: entry.id)
+        let bytes = files.reduce(0) { $0 + $1.bytes }
+        // An encrypted file is downloaded beside its plain copy, one per lane at a time.
+        let largest = files.map(\.bytes).max() ?? 0
+        let directory = try ScratchSpace.make(for: bytes + (isEncrypted ? largest * 4 : 0), purpose: "Reading entry \(entry.id) from \(location)")
+        let local = MaterializedEntry(directory: directory, isScratch: true)
+        do {
+            _ = try await Concurrently.map(files, limit: 8) { file in
+                try await fetch(entry.id, file.path, to: directory + "/" + file.path)
+            }
+        } catch {
+            local.remove()
+            throw error
+        }
+        return local
+    }
+
+    public func verifyFiles(_ entry: RepositoryEntry, files: [BackupManifest.FileEntry]) async throws -> (problems: [String], bytes: Int64) {
+        try EntryPath.confine(files, entry: entry.id)
+        let largest = files.map(\.bytes).max() ?? 0
+        let directory = try ScratchSpace.make(for: largest * 8, purpose: "Verifying entry \(entry.id) of \(location)")
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let stored = try await s3 { try await client.listObjects(prefix: key(entry.id, "")) }
+        let storedPaths = Set(stored.map { String($0.key.dropFirst(key(entry.id, "").count)) })
+        let results = try await Concurrently.map(Array(files.enumerated()), limit: 4) { index, file -> (String?, Int64) in
+            guard storedPaths.contains(file.path) else { return ("missing file \(file.path)", 0) }
+            let download = directory + "/\(index)"
+            defer { try? FileManager.default.removeItem(atPath: download) }
+            do {
+                _ = try await client.downloadFile(key(entry.id, file.path), to: download)
+            } catch let error as S3Error where error.code == .noSuchKey {
+                return ("missing file \(file.path)", 0)
+            } catch let error as S3Error {
+                throw error.tsBackupError(endpoint: endpoint, bucket: s3Location.bucket)
+            }
+            let (hex, size): (String, Int64)
+            do {
+                (hex, size) = try codec.plainHash(ofStoredFile: download, name: objectName(entry.id, file.path))
+            } catch let error as TSBackupError {
+                return ("\(file.path) is corrupt: \(error.message)", 0)
+            }
+            if size != file.bytes { return ("\(file.path) has \(size) bytes, the manifest says \(file.bytes)", size) }
+            if hex != file.sha256 { return ("\(file.path) is corrupt: its SHA-256 differs from the manifest's", size) }
+            return (nil, size)
+        }
+        var problems = results.compactMap(\.0)
+        let listed = Set(files.map(\.path))
+        for path in storedPaths.sorted() where path != Self.manifestName && path != Self.runMarker && !listed.contains(path) {
+            problems.append("unexpected object \(objectName(entry.id, path)), not in the manifest")
+        }
+        return (problems, results.reduce(0) { $0 + $1.1 })
+    }
+
+    // MARK: Writing
+
+    public func lock(command: String) async throws -> any RepositoryLease {
+        try await S3Lease.acquire(self, command: command)
+    }
+
+    public func newID(now: Date) async throws -> String {
+        Self.uniqueID(Self.baseID(now), taken: Set(try await ids()))
+    }
+
+    /// The local staging directory of entry `id` on this machine.
+    func stagingDirectory(_ id: String) -> String {
+        let tag = FileSystem.sha256(of: Data(location.utf8)).prefix(12)
+        return ScratchSpace.base(environment) + "/tsbackup-staging-\(tag)-\(id)"
+    }
+
+    public func beginEntry(_ id: String) async throws -> StagedEntry {
+        let directory = stagingDirectory(id)
+        do {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        } catch {
+            throw TSBackupError(.failed, "Could not create the local staging directory \(directory): \(error.localizedDescription). Point TSBACKUP_SCRATCH_DIR (or TMPDIR) at a writable filesystem with room for the dump.")
+        }
+        // Marks the entry as started, so a run that dies shows as incomplete and is cleaned later.
+        let run = #"{"host": "\#(ProcessInfo.processInfo.hostName)", "pid": \#(getpid()), "started": "\#(ISO8601DateFormatter().string(from: Date()))"}"#
+        try await s3 { try await client.putObject(key(id, Self.runMarker), data: Data(run.utf8)) }
+        return StagedEntry(id: id, directory: directory)
+    }
+
+    /// Uploads one staged file: streamed from disk, encrypted on the fly when the repository is.
+    func upload(_ id: String, path: String, from file: String) async throws {
+        let objectKey = key(id, path)
+        guard let encryption = codec.encryption else {
+            try await s3 { try await client.putFile(objectKey, path: file) }
+            return
+        }
+        let size = Int64(FileSystem.size(of: file))
+        let encryptor = encryption.makeEncryptor(name: objectName(id, path), plaintextSize: size)
+        try await s3 {
+            try await client.putObject(objectKey, size: encryptor.ciphertextSize) { range in
+                try await encryptor.ciphertext(in: range) { plain in try Self.read(file, plain) }
+            }
+        }
+    }
+
+    static func read(_ path: String, _ range: Range<Int64>) throws -> Data {
+        guard let handle = FileHandle(forReadingAtPath: path) else { throw FileSystem.ioError("open \(path)") }
+        defer { try? handle.close() }
+        try handle.seek(toOffset: UInt64(range.lowerBound))
+        let data = try handle.read(upToCount: Int(range.count)) ?? Data()
+        guard data.count == range.count else {
+            throw TSBackupError(.failed, "The staged file \(path) changed while it was uploaded (read \(data.count) of \(range.count) bytes). Run the backup again.")
+        }
+        return data
+    }
+
+    public func commitEntry<Manifest: EntryManifest>(_ staged: StagedEntry, manifest: Manifest) async throws {
+        let files = try FileSystem.regularFiles(under: staged.directory)
+        // Data objects first, in parallel; the manifest last: only then is the entry complete.
+        _ = try await Concurrently.map(files, limit: 4) { path in
+            try await upload(staged.id, path: path, from: staged.directory + "/" + path)
+        }
+        let json = Data((try JSONOutput.encode(manifest) + "\n").utf8)
+        let sealed = try codec.seal(json, name: objectName(staged.id, Self.manifestName))
+        try await s3 { try await client.putObject(key(staged.id, Self.manifestName), data: sealed) }
+        try? await client.deleteObject(key(staged.id, Self.runMarker))
+        try? FileManager.default.removeItem(atPath: staged.directory)
+    }
+
+    public func failEntry<Manifest: EntryManifest>(_ staged: StagedEntry, manifest: Manifest) async {
+        try? FileManager.default.removeItem(atPath: staged.directory)
+        let keys = ((try? await client.listObjects(prefix: key(staged.id, ""))) ?? []).map(\.key)
+            .filter { $0 != key(staged.id, Self.runMarker) }
+        try? await client.deleteObjects(keys)
+        guard let json = try? JSONOutput.encode(manifest),
+              let sealed = try? codec.seal(Data(json.utf8), name: objectName(staged.id, Self.manifestName)) else { return }
+        if (try? await client.putObject(key(staged.id, Self.manifestName), data: sealed)) != nil {
+            try? await client.deleteObject(key(staged.id, Self.runMarker))
+        }
+    }
+
+    public func deleteEntry(_ entry: RepositoryEntry) async throws {
+        // The manifest first: a deletion that dies half-way leaves an incomplete entry.
+        try await s3 { try await client.deleteObject(key(entry.id, Self.manifestName)) }
+        let keys = try await s3 { try await client.listObjects(prefix: key(entry.id, "")) }.map(\.key)
+        try await s3 { try await client.deleteObjects(keys) }
+    }
+
+    public func removeInterruptedEntries() async throws -> [String] {
+        let interrupted = try await entries().filter { $0.state == .incomplete && $0.problem == nil }
+        for entry in interrupted {
+            let keys = try await s3 { try await client.listObjects(prefix: key(entry.id, "")) }.map(\.key)
+            try await s3 { try await client.deleteObjects(keys) }
+            try? FileManager.default.removeItem(atPath: stagingDirectory(entry.id))
+        }
+        return interrupted.map(\.id)
+    }
+
+    public func checkSpace(forWriting bytes: Int64) async throws {
+        try Self.checkStagingSpace(environment: environment, location: location, forWriting: bytes)
+    }
+
+    /// The bucket has no meaningful limit; the local staging holds the whole dump before upload.
+    static func checkStagingSpace(environment: [String: String], location: String, forWriting bytes: Int64) throws {
+        let base = ScratchSpace.base(environment)
+        if let free = FileSystem.freeBytes(at: FileSystem.nearestExistingAncestor(of: base)), free < bytes {
+            throw TSBackupError(.precondition, "A backup to \(location) stages the dump locally in \(base), which has \(ByteCount.format(free)) free, less than the database's \(ByteCount.format(bytes)). Free space there, or point TSBACKUP_SCRATCH_DIR (or TMPDIR) at a larger filesystem.")
+        }
+    }
+}
+
+/// The S3 repository's lock: a lease object naming its holder, taken with a conditional write
+/// (`If-None-Match: *`, so of two runs only one creates it), renewed while the run lasts, and
+/// taken over when it has expired or its holder (a process on this machine) is gone.
+final class S3Lease: RepositoryLease {
+    struct Holder: Codable {
+        var holder: String
+        var host: String
+        var pid: Int32
+        var command: String
+        var acquired: Date
+        var expires: Date
+    }
+
+    let repository: S3Repository
+    let staleHolder: String?
+    let holder: Holder
+    private let renewal: Mutex<Task<Void, Never>?>
+
+    private init(repository: S3Repository, staleHolder: String?, holder: Holder, renewal: Task<Void, Never>?) {
+        self.repository = repository
+        self.staleHolder = staleHolder
+        self.holder = holder
+        self.renewal = Mutex(renewal)
+    }
+
+    /// Seconds a lease lasts without renewal (TSBACKUP_S3_LEASE_SECONDS, default 300).
+    static func duration(_ environment: [String: String]) -> TimeInterval {
+        environment["TSBACKUP_S3_LEASE_SECONDS"].flatMap(Double.init).map { max(2, $0) } ?? 300
+    }
+
+    static func describe(_ holder: Holder) -> String {
+        "pid \(holder.pid) on \(holder.host) since \(ISO8601DateFormatter().string(from: holder.acquired)) (\(holder.command))"
+    }
+
+    static func acquire(_ repository: S3Repository, command: String) async throws -> S3Lease {
+        let lockKey = repository.s3Location.key("lock")
+        let ttl = duration(repository.environment)
+        let host = ProcessInfo.processInfo.hostName
+        var stale: String?
+        for _ in 0..<3 {
+            let now = Date()
+            let holder = Holder(holder: "tsbackup \(TSBackupVersion.current)", host: host, pid: getpid(), command: command,
+                                acquired: now, expires: now.addingTimeInterval(ttl))
+            do {
+                try await repository.client.putObject(lockKey, data: Data(try JSONOutput.encode(holder).utf8), ifNoneMatch: true)
+                let lease = S3Lease(repository: repository, staleHolder: stale, holder: holder, renewal: nil)
+                lease.startRenewing(ttl: ttl)
+                return lease
+            } catch let error as S3Error where error.code == .preconditionFailed {
+                // Held, or left by a run that died: read who holds it.
+            } catch let error as S3Error {
+                throw error.tsBackupError(endpoint: repository.endpoint, bucket: repository.s3Location.bucket)
+            }
+            let current: Holder?
+            do {
+                let data = try await repository.client.getObject(lockKey)
+                current = try? JSONOutput.decode(Holder.self, from: data)
+            } catch let error as S3Error where error.code == .noSuchKey {
+                continue  // released meanwhile: try again
+            } catch let error as S3Error {
+                throw error.tsBackupError(endpoint: repository.endpoint, bucket: repository.s3Location.bucket)
+            }
+            let holderGone = current.map { $0.host == host && $0.pid != getpid() && kill($0.pid, 0) != 0 && errno == ESRCH } ?? false
+            if let current, current.expires > Date(), !holderGone {
+                throw TSBackupError(.precondition, "The repository \(repository.location) is in use by \(describe(current)); its lease runs until \(ISO8601DateFormatter().string(from: current.expires)). Wait for that run to finish, then try again; two runs never write one repository at once. If that run is dead on another machine, its lease expires by itself.")
+            }
+            // Expired, unreadable, or its process is gone: a stale lease. Take it over.
+            stale = current.map { describe($0) + (holderGone ? ", a process that no longer runs" : ", whose lease expired \(ISO8601DateFormatter().string(from: $0.expires))") } ?? "an unreadable lease"
+            try? await repository.client.deleteObject(lockKey)
+        }
+        throw TSBackupError(.precondition, "Could not take the lease of \(repository.location): another run took it at the same time. Try again.")
+    }
+
+    /// Rewrites the lease with a later expiry every third of its duration.
+    private func startRenewing(ttl: TimeInterval) {
+        let repository = repository
+        let holder = holder
+        let task = Task {
+            var current = holder
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .seconds(ttl / 3))
+                if Task.isCancelled { break }
+                current.expires = Date().addingTimeInterval(ttl)
+                if let data = try? JSONOutput.encode(current) {
+                    try? await repository.client.putObject(repository.s3Location.key("lock"), data: Data(data.utf8))
+                }
+            }
+        }
+        renewal.withLock { $0 = task }
+    }
+
+    func release() async {
+        let task = renewal.withLock { task -> Task<Void, Never>? in
+            defer { task = nil }
+            return task
+        }
+        guard let task else { return }
+        task.cancel()
+        await task.value
+        try? await repository.client.deleteObject(repository.s3Location.key("lock"))
+    }
+}
