@@ -60,6 +60,9 @@ public final class S3Client: Sendable {
                                       read: .nanoseconds(Self.nanoseconds(options.readTimeout)))
         configuration.connectionPool = .init(idleTimeout: .seconds(30),
                                              concurrentHTTP1ConnectionsPerHostSoftLimit: max(options.connectionsPerHost, options.concurrency))
+        // A failed connect fails the attempt at once; our own loop retries it with backoff and
+        // counts it (the pool's internal retries would wait out the connect timeout silently).
+        configuration.connectionPool.retryConnectionEstablishment = false
         configuration.decompression = .disabled
         configuration.httpVersion = .http1Only
         self.http = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: configuration)
@@ -206,8 +209,8 @@ public final class S3Client: Sendable {
             }
         }
         let text = String(describing: error)
-        if text.contains("ECONNRESET") || text.lowercased().contains("connection reset") { return "connection reset" }
         if text.contains("ECONNREFUSED") || text.lowercased().contains("connection refused") { return "connection refused" }
+        if text.contains("ECONNRESET") || text.lowercased().contains("connection reset") { return "connection reset" }
         return text
     }
 
