@@ -40,7 +40,7 @@ public final class MotoServer: Sendable {
     }
 
     public static func start(region: String = "us-east-1") async throws -> MotoServer {
-        guard let executable = findExecutable("moto_server") else {
+        guard findExecutable("moto_server") != nil else {
             throw SandboxError("moto_server is not installed; run scripts/setup.sh (it installs moto[server] with pip)")
         }
         var lastError: (any Error)?
@@ -48,8 +48,10 @@ public final class MotoServer: Sendable {
             let directory = try makeSandboxDirectory("tsbackup-moto")
             let port = try SandboxCluster.freeLoopbackPort()
             do {
+                let launcher = directory + "/moto_server_raw_uri.py"
+                try Data(rawURILauncher.utf8).write(to: URL(fileURLWithPath: launcher))
                 let process = try await BackgroundProcess.start(
-                    name: "moto", command: [executable, "-H", "127.0.0.1", "-p", String(port)],
+                    name: "moto", command: ["python3", "-u", launcher, "-H", "127.0.0.1", "-p", String(port)],
                     environment: ["INITIAL_NO_AUTH_ACTION_COUNT": "3", "MOTO_ALLOW_NONEXISTENT_REGION": "true"],
                     directory: directory)
                 do {
@@ -67,6 +69,38 @@ public final class MotoServer: Sendable {
         }
         throw lastError ?? SandboxError("moto_server did not start")
     }
+
+    /// Runs moto's own server (what `moto_server` runs) with one correction to its signature check.
+    ///
+    /// moto recomputes a request's signature over the URL as Werkzeug rebuilds it, with the query
+    /// percent-decoded and some path characters (`+ & = ...`) decoded: a correctly signed
+    /// `?prefix=dir%2F` or key `a%2Bb` then fails with SignatureDoesNotMatch (boto3 and the aws CLI
+    /// fail the same way). AWS verifies against the request target as sent; so does this launcher,
+    /// by handing moto's check the raw request URI (Werkzeug's `RAW_URI`). Everything else,
+    /// including the check itself (botocore's S3 SigV4 over the signed headers), is moto's.
+    static let rawURILauncher = #"""
+        import sys
+        from moto.core import authorization as _authorization
+
+        _original = _authorization.ActionAuthenticatorMixin._authenticate_and_authorize_action
+
+        def _check_raw_uri(self, iam_request_cls, resource="*"):
+            environ = getattr(getattr(self, "request", None), "environ", None) or {}
+            raw = environ.get("RAW_URI") or environ.get("REQUEST_URI")
+            if not raw:
+                return _original(self, iam_request_cls, resource)
+            rebuilt = self.uri
+            self.uri = "http://signed.invalid" + raw
+            try:
+                return _original(self, iam_request_cls, resource)
+            finally:
+                self.uri = rebuilt
+
+        _authorization.ActionAuthenticatorMixin._authenticate_and_authorize_action = _check_raw_uri
+
+        from moto.server import main
+        main(sys.argv[1:])
+        """#
 
     /// Spends the three unauthenticated actions on the IAM user, policy and key.
     private static func bootstrapAuthentication(port: Int, directory: String) async throws -> S3Credentials {

@@ -98,6 +98,12 @@ struct S3Bench {
         }
         results.findings.append(.init(scenario: "s3", name: "S3Client requests / retries", value: Double(stats.retries),
                                       text: "\(stats.requests) requests, \(stats.retries) retries"))
+        // The files are written from memory one at a time (largest 64 MB) before any transfer, so
+        // this peak is that buffer plus what the client held while moving 4 files in parallel.
+        if let peak = Self.peakRSSKilobytes() {
+            results.findings.append(.init(scenario: "s3", name: "peak RSS of the benchmark process", value: Double(peak) * 1024,
+                                          text: ByteCount.format(Int64(peak) * 1024)))
+        }
     }
 
     func forEachConcurrently(_ names: [String], _ body: @escaping @Sendable (String) async throws -> Void) async throws {
@@ -144,6 +150,13 @@ struct S3Bench {
             if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
         }
         return nil
+    }
+
+    /// VmHWM from /proc/self/status.
+    static func peakRSSKilobytes() -> Int? {
+        guard let text = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
+              let line = text.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") }) else { return nil }
+        return Int(line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first ?? "")
     }
 
     static func bytes(_ count: Int, seed: UInt64) -> Data {

@@ -126,7 +126,7 @@ struct S3ClientTests {
             #expect(try await client.headObject(keys[3]) == nil)
             let stats = client.stats
             #expect(stats.requests > 20 && stats.retries == 0)
-            #expect(stats.bytesUploaded >= 6000 && stats.bytesDownloaded >= 6000)
+            #expect(stats.bytesUploaded >= 5000 && stats.bytesDownloaded >= 5000)
         }
     }
 

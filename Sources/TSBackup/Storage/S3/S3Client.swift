@@ -2,6 +2,7 @@ import AsyncHTTPClient
 import Foundation
 import Logging
 import NIOCore
+import NIOFoundationCompat
 import NIOHTTP1
 import Synchronization
 
@@ -60,6 +61,9 @@ public final class S3Client: Sendable {
                                       read: .nanoseconds(Self.nanoseconds(options.readTimeout)))
         configuration.connectionPool = .init(idleTimeout: .seconds(30),
                                              concurrentHTTP1ConnectionsPerHostSoftLimit: max(options.connectionsPerHost, options.concurrency))
+        // A failed connect fails the attempt at once; our own loop retries it with backoff and
+        // counts it (the pool's internal retries would wait out the connect timeout silently).
+        configuration.connectionPool.retryConnectionEstablishment = false
         configuration.decompression = .disabled
         configuration.httpVersion = .http1Only
         self.http = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: configuration)
@@ -155,9 +159,10 @@ public final class S3Client: Sendable {
     private func execute(_ request: Request, payload: Data) async throws -> Response {
         let target = url(for: request.key)
         var headers = request.headers
-        headers.append(("x-amz-content-sha256", S3Signer.payloadHash(payload)))
+        let payloadHash = S3Signer.payloadHash(payload)
+        headers.append(("x-amz-content-sha256", payloadHash))
         let signed = signer.sign(method: request.method.rawValue, host: target.host, path: target.path,
-                                 query: request.query, headers: headers, payloadHash: S3Signer.payloadHash(payload), date: Date())
+                                 query: request.query, headers: headers, payloadHash: payloadHash, date: Date())
         let query = S3Signer.canonicalQuery(request.query)
         var httpRequest = HTTPClientRequest(url: target.base + S3Signer.canonicalPath(target.path) + (query.isEmpty ? "" : "?" + query))
         httpRequest.method = request.method
@@ -171,7 +176,9 @@ public final class S3Client: Sendable {
         let isHead = request.method == .HEAD
         let limit = (200..<300).contains(Int(response.status.code)) ? request.responseLimit : 1 << 20
         let buffer = isHead ? ByteBuffer() : try await response.body.collect(upTo: limit)
-        return Response(status: Int(response.status.code), headers: response.headers, body: Data(buffer.readableBytesView))
+        // No copy: the Data keeps the buffer's storage alive, so a part is in memory once.
+        return Response(status: Int(response.status.code), headers: response.headers,
+                        body: Data(buffer: buffer, byteTransferStrategy: .noCopy))
     }
 
     private func recordRetry(_ request: Request, attempt: Int, reason: String) {
@@ -206,8 +213,8 @@ public final class S3Client: Sendable {
             }
         }
         let text = String(describing: error)
-        if text.contains("ECONNRESET") || text.lowercased().contains("connection reset") { return "connection reset" }
         if text.contains("ECONNREFUSED") || text.lowercased().contains("connection refused") { return "connection refused" }
+        if text.contains("ECONNRESET") || text.lowercased().contains("connection reset") { return "connection reset" }
         return text
     }
 

@@ -75,6 +75,9 @@ public struct S3DeleteFailure: Sendable, Equatable {
 }
 
 /// Parsers for the S3 XML responses the client reads.
+///
+/// Root element names are not insisted on (moto names some of them after the API's output shapes);
+/// an `<Error>` root or missing required elements are refused.
 enum S3XML {
     struct ListPage: Sendable {
         var objects: [S3ObjectInfo]
@@ -92,7 +95,7 @@ enum S3XML {
     /// decoded: `+` is a space and `%XX` a byte, as S3 encodes them (moto encodes spaces as `%20`,
     /// which decodes the same).
     static func listObjectsV2(_ data: Data) throws -> ListPage {
-        guard let root = XMLElementNode.parse(data), root.name == "ListBucketResult" else {
+        guard let root = XMLElementNode.parse(data), root.name != "Error", root.child("IsTruncated") != nil else {
             throw malformed("ListObjectsV2", data)
         }
         let encoded = root.value("EncodingType")?.lowercased() == "url"
@@ -122,7 +125,7 @@ enum S3XML {
 
     /// DeleteObjects' result: the keys that failed (in quiet mode only failures are listed).
     static func deleteResult(_ data: Data) throws -> (deleted: [String], failed: [S3DeleteFailure]) {
-        guard let root = XMLElementNode.parse(data), root.name == "DeleteResult" else {
+        guard let root = XMLElementNode.parse(data), root.name != "Error" else {
             throw malformed("DeleteObjects", data)
         }
         let deleted = root.all("Deleted").compactMap { $0.value("Key") }
@@ -133,7 +136,7 @@ enum S3XML {
     }
 
     static func uploadId(_ data: Data) throws -> String {
-        guard let root = XMLElementNode.parse(data), root.name == "InitiateMultipartUploadResult",
+        guard let root = XMLElementNode.parse(data), root.name != "Error",
               let id = root.value("UploadId"), !id.isEmpty else {
             throw malformed("CreateMultipartUpload", data)
         }
@@ -144,12 +147,11 @@ enum S3XML {
     static func completeResult(_ data: Data) throws -> (etag: String?, error: ErrorBody?) {
         guard let root = XMLElementNode.parse(data) else { throw malformed("CompleteMultipartUpload", data) }
         if root.name == "Error" { return (nil, ErrorBody(code: root.value("Code"), message: root.value("Message"))) }
-        guard root.name == "CompleteMultipartUploadResult" else { throw malformed("CompleteMultipartUpload", data) }
         return (root.value("ETag").map(unquoteETag), nil)
     }
 
     static func listMultipartUploads(_ data: Data) throws -> (uploads: [S3MultipartUploadInfo], nextKey: String?, nextUploadId: String?, truncated: Bool) {
-        guard let root = XMLElementNode.parse(data), root.name == "ListMultipartUploadsResult" else {
+        guard let root = XMLElementNode.parse(data), root.name != "Error" else {
             throw malformed("ListMultipartUploads", data)
         }
         let encoded = root.value("EncodingType")?.lowercased() == "url"
