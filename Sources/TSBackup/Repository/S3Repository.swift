@@ -47,11 +47,8 @@ public struct S3Repository: Repository {
             func failure(_ error: any Error) -> any Error {
                 (error as? S3Error)?.tsBackupError(endpoint: endpoint, bucket: bucket) ?? error
             }
-            do {
-                try await client.headBucket()
-            } catch {
-                throw failure(error)
-            }
+            // The marker's GET is the first request: unlike a HEAD, its error body tells a wrong
+            // secret (SignatureDoesNotMatch) from a missing permission and a missing bucket.
             let markerKey = location.key(RepositoryMarker.name)
             var markerData: Data?
             do {

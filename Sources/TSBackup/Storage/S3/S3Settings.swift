@@ -182,6 +182,10 @@ struct AWSConfigFile: Sendable {
 
     static func load(path: String) throws -> AWSConfigFile? {
         guard FileManager.default.fileExists(atPath: path) else { return nil }
+        // /dev/null (AWS_CONFIG_FILE=/dev/null, as the AWS CLI allows) reads as no file at all.
+        if let type = (try? FileManager.default.attributesOfItem(atPath: path))?[.type] as? FileAttributeType, type != .typeRegular {
+            return nil
+        }
         guard let data = FileManager.default.contents(atPath: path), let text = String(data: data, encoding: .utf8) else {
             throw TSBackupError(.permission, "Could not read \(path) (AWS credentials or config). Check that it is readable by this user and is UTF-8 text, or point AWS_SHARED_CREDENTIALS_FILE / AWS_CONFIG_FILE elsewhere.")
         }
