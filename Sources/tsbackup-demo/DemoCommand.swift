@@ -9,7 +9,7 @@ import TSBackupSandbox
 struct DemoCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "tsbackup-demo",
-        abstract: "Run tsbackup against a throwaway TimescaleDB cluster filled with sample data."
+        abstract: "Run tsbackup against a throwaway TimescaleDB cluster filled with sample data, with a local and an encrypted S3 repository."
     )
 
     @Option(help: "Devices in the sample data.") var devices = 10
@@ -41,6 +41,7 @@ struct DemoCommand: AsyncParsableCommand {
                 try await show(tsbackup, ["verify", id, "--repo", repository], environment: environment)
                 try await show(tsbackup, ["restore", id, "--repo", repository, "--target", cluster.url(database: "postgres"),
                                           "--into", "demo_restored"], environment: environment)
+                try await s3Demo(tsbackup, cluster: cluster, environment: environment)
             }
             if keep || sandboxOnly {
                 say("\nThe cluster keeps running: PGPASSWORD=\(cluster.superuserPassword) psql '\(url)'")
@@ -50,6 +51,42 @@ struct DemoCommand: AsyncParsableCommand {
             step("Stopping the cluster and deleting its directory")
         }
         say("\nDemo finished.")
+    }
+
+    /// The same backup into an encrypted repository on a throwaway S3 endpoint (moto_server on
+    /// loopback, every request signed), then a restore from it that verifies against the manifest.
+    func s3Demo(_ tsbackup: String, cluster: SandboxCluster, environment: [String: String]) async throws {
+        step("Starting a throwaway S3 endpoint (moto_server on 127.0.0.1, signature checking on)")
+        try await MotoServer.with { moto in
+            let bucket = "tsbackup-demo"
+            try await moto.client(bucket: bucket, create: true).shutdown()
+            say("  endpoint \(moto.endpoint.absoluteString), bucket \(bucket), access key \(moto.credentials.accessKeyId) (the secret stays in the environment)")
+            let work = moto.directory + "/demo"
+            try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
+            // A raw 256-bit key, readable only by its owner, like `openssl rand -hex 32`.
+            let keyFile = work + "/encryption.key"
+            let key = (0..<32).map { _ in String(format: "%02x", UInt8.random(in: 0...255)) }.joined()
+            try Data((key + "\n").utf8).write(to: URL(fileURLWithPath: keyFile))
+            chmod(keyFile, 0o600)
+            var s3Environment = environment.merging(moto.environment()) { $1 }
+            s3Environment["TSBACKUP_ENCRYPTION_KEY_FILE"] = keyFile
+            s3Environment["TSBACKUP_SCRATCH_DIR"] = work
+            let repository = "s3://\(bucket)/demo"
+            say("  AWS_ENDPOINT_URL_S3=\(moto.endpoint.absoluteString) TSBACKUP_ENCRYPTION_KEY_FILE=\(keyFile)")
+            try await show(tsbackup, ["backup", "--db", cluster.url(database: "demo"), "--repo", repository, "--label", "demo-s3"], environment: s3Environment)
+            try await show(tsbackup, ["list", "--repo", repository], environment: s3Environment)
+            let listed = try await ProcessRunner.run(tsbackup, ["list", "--repo", repository, "--json"], environment: s3Environment)
+            struct Row: Decodable { var id: String }
+            let id = (try? JSONOutput.decode([Row].self, from: Data(listed.standardOutput.utf8)))?.last?.id ?? "none"
+            try await show(tsbackup, ["verify", id, "--repo", repository], environment: s3Environment)
+            step("Without the key the repository refuses to open (exit 3)")
+            var noKey = s3Environment
+            noKey["TSBACKUP_ENCRYPTION_KEY_FILE"] = ""
+            let refused = try await ProcessRunner.run(tsbackup, ["list", "--repo", repository], environment: noKey)
+            say("  \(refused.statusDescription): \(refused.standardError.trimmingCharacters(in: .whitespacesAndNewlines))")
+            try await show(tsbackup, ["restore", id, "--repo", repository, "--target", cluster.url(database: "postgres"),
+                                      "--into", "demo_restored_s3"], environment: s3Environment)
+        }
     }
 
     /// Runs the real tsbackup binary, echoing the command and its output.

@@ -264,6 +264,34 @@ struct RepositoryS3Tests {
         #expect(try FileManager.default.contentsOfDirectory(atPath: s3.scratch.path).allSatisfy { !$0.hasPrefix("tsbackup-staging") })
     }
 
+    @Test("a local disk that fills while staging fails the backup (exit 1) and removes the staging")
+    func stagingDiskFills() async throws {
+        let (cluster, database) = try await makeSampleDatabase("s3disk")
+        let s3 = try await S3Sandbox.make("disk")
+        defer { s3.remove() }
+        let mountPoint = s3.scratch.path + "/small"
+        try FileManager.default.createDirectory(atPath: mountPoint, withIntermediateDirectories: true)
+        let mount = try await ProcessRunner.run("mount", ["-t", "tmpfs", "-o", "size=64m", "tmpfs", mountPoint])
+        try #require(mount.succeeded, "mounting a tmpfs needs root: \(mount.standardError)")
+        defer { Task { _ = try? await ProcessRunner.run("umount", [mountPoint]) } }
+        // Room for the preflight (more than the database's size), not for what this pg_dump writes.
+        let fake = try s3.scratch.fakePgDump("""
+            for a in "$@"; do case "$a" in --file=*) f="${a#--file=}";; esac; done
+            mkdir -p "$f"
+            dd if=/dev/zero of="$f/1.dat" bs=1M count=128 2>/dev/null || { echo "pg_dump: error: could not write to output file: No space left on device" >&2; exit 1; }
+            """)
+        var env = s3.environment(cluster)
+        env["TSBACKUP_SCRATCH_DIR"] = mountPoint
+        env["PATH"] = fake["PATH"]
+        let result = try await CLI.run(["backup", "--db", cluster.url(database: database), "--repo", s3.repository], environment: env)
+        #expect(result.exitCode == 1, "\(result.standardError)")
+        #expect(result.standardError.contains("No space left"))
+        #expect(try FileManager.default.contentsOfDirectory(atPath: mountPoint).isEmpty, "the staging is removed")
+        let rows = try listed(try await CLI.run(["list", "--repo", s3.repository, "--json"], environment: s3.environment(cluster)))
+        #expect(rows.allSatisfy { $0.state == "failed" })
+        _ = try await ProcessRunner.run("umount", [mountPoint])
+    }
+
     @Test("a live lease refuses a second writer; gc removes leftovers")
     func leaseAndGC() async throws {
         let s3 = try await S3Sandbox.make("lease")
