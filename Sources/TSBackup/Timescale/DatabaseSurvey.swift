@@ -82,8 +82,14 @@ public enum TableContent {
 
     /// The settings ``prepare(_:)`` makes, as `name = value`; also used by psql children that
     /// must print values the same way.
+    ///
+    /// The two TimescaleDB settings make every read see the rows of compressed chunks: with
+    /// either one off (a role or database default can do that), TimescaleDB's planner does not
+    /// decompress, and a hypertable read silently returns only the uncompressed rows. Where
+    /// TimescaleDB is not loaded they are inert placeholders.
     public static let settings = ["TimeZone = 'UTC'", "DateStyle = 'ISO, YMD'", "IntervalStyle = 'postgres'",
-                                  "extra_float_digits = 3", "bytea_output = 'hex'"]
+                                  "extra_float_digits = 3", "bytea_output = 'hex'",
+                                  "timescaledb.enable_optimizations = on", "timescaledb.enable_transparent_decompression = on"]
 
     /// Index, constraint and foreign-key counts of a table: a restore without pre_restore loses
     /// foreign keys silently, so they are recorded at backup and compared after restore.

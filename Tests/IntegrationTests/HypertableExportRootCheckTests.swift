@@ -1,0 +1,104 @@
+import Foundation
+import PostgresNIO
+import Testing
+import TSBackup
+import TSBackupSandbox
+
+/// The export's figures come from the hypertable root, and a copy that misses rows fails the
+/// export. A missed compressed chunk cannot be produced on the Apache-only build, so the miss is
+/// made by the TSBACKUP_TEST_SHORT_COPY seam: one chunk's copy reads one row fewer.
+@Suite("HypertableExport: every row checked against the hypertable root")
+struct HypertableExportRootCheckTests {
+    @Test("a chunk copied short fails the export, naming the chunk, and leaves nothing complete-looking")
+    func shortCopyFails() async throws {
+        let (cluster, source) = try await makeSampleDatabase("hx_short")
+        let scratch = try ScratchDirectory("hx-short")
+        defer { scratch.remove() }
+        let repository = scratch.path + "/repo"
+        let chunks = try await cluster.withSuperuser(database: source) {
+            try await $0.values(
+                """
+                SELECT format('%s.%s', chunk_schema, chunk_name) FROM timescaledb_information.chunks
+                WHERE hypertable_schema = 'public' AND hypertable_name = 'conditions' ORDER BY range_start
+                """, as: String.self)
+        }
+        #expect(chunks.count >= 3)
+        let victim = chunks[1]
+        let inRange = try await cluster.withSuperuser(database: source) {
+            try await $0.value(PostgresQuery(unsafeSQL: "SELECT count(*) FROM \(victim)"), as: Int64.self)
+        }
+        #expect(inRange > 1)
+
+        let result = try await CLI.run(
+            ["export-hypertable", "--db", cluster.url(database: source), "--table", "public.conditions", "--repo", repository, "--chunks-per-file", "2"],
+            environment: ["PGPASSWORD": cluster.superuserPassword, "TSBACKUP_TEST_SHORT_COPY": victim])
+        #expect(result.exitCode == 1, "\(result.standardOutput)\n\(result.standardError)")
+        #expect(result.standardError.contains("\(victim) (uncompressed) copied \(inRange - 1) of \(inRange) rows"), "\(result.standardError)")
+        for other in chunks where other != victim {
+            #expect(!result.standardError.contains(other + " "), "only the short chunk is named")
+        }
+
+        // The entry is marked failed, holds no data, and cannot be imported or verified.
+        let list = try await CLI.run(["list", "--repo", repository, "--json"])
+        #expect(list.exitCode == 0)
+        struct Listed: Decodable { var id: String; var state: String; var manifest: BackupManifest.Summary? }
+        let listed = try JSONOutput.decode([Listed].self, from: Data(list.standardOutput.utf8))
+        #expect(listed.count == 1)
+        let entry = try #require(listed.first)
+        #expect(entry.state == "failed" && entry.manifest?.status == "failed")
+        #expect(entry.manifest?.error?.contains(victim) == true)
+        let contents = try FileManager.default.contentsOfDirectory(atPath: "\(repository)/backups/\(entry.id)")
+        #expect(contents == ["manifest.json"], "no data file survives a failed export")
+        let target = uniqueDatabaseName("hx_short_dst")
+        try await cluster.createDatabase(target)
+        let (imported, _) = try await importHypertable(cluster, entry.id, into: target, repository: repository)
+        #expect(imported.exitCode == 5, "\(imported.standardError)")
+        let verify = try await CLI.run(["verify", entry.id, "--repo", repository])
+        #expect(verify.exitCode == 1)
+
+        // Without the seam the same export is complete, with each chunk's figures from the root.
+        let (exported, manifest) = try await exportHypertable(cluster, source, table: "public.conditions", repository: repository, ["--chunks-per-file", "2"])
+        #expect(exported.exitCode == 0, "\(exported.standardError)")
+        let export = try #require(manifest)
+        let recorded = try #require(export.chunks)
+        #expect(recorded.map(\.name) == chunks)
+        #expect(recorded.allSatisfy { $0.state == "uncompressed" && $0.status == 0 && $0.rootRows == $0.rows && $0.rangeStart != nil })
+        #expect(recorded.reduce(0) { $0 + $1.rows } == export.rowCount)
+        #expect(export.rowCount == (try await orderedRowsDigest(cluster, source, "public.conditions")).0)
+        #expect(export.continuousAggregates == [])
+    }
+
+    @Test("compressed chunks recorded at the source arrive complete and uncompressed on an Apache-only target, with a warning")
+    func apacheTargetKeepsRows() async throws {
+        let (cluster, source) = try await makeSampleDatabase("hx_apache")
+        let scratch = try ScratchDirectory("hx-apache")
+        defer { scratch.remove() }
+        let repository = scratch.path + "/repo"
+        let (exported, manifest) = try await exportHypertable(cluster, source, table: "iot.readings", repository: repository)
+        #expect(exported.exitCode == 0, "\(exported.standardError)")
+        var export = try #require(manifest)
+        #expect(export.chunks?.count == export.chunkCount)
+
+        // What an export from a full build records (this build cannot compress): compression on,
+        // two chunks compressed, one of them written to afterwards.
+        export.compression.enabled = true
+        export.compression.segmentBy = ["sensor_id"]
+        export.compression.orderBy = ["\"time\" DESC"]
+        export.chunks![0].state = "compressed"
+        export.chunks![0].status = 1
+        export.chunks![1].state = "partially compressed"
+        export.chunks![1].status = 9
+        try (try JSONOutput.encode(export) + "\n").write(toFile: "\(repository)/backups/\(export.id)/manifest.json", atomically: true, encoding: .utf8)
+
+        let target = uniqueDatabaseName("hx_apache_dst")
+        try await cluster.createDatabase(target)
+        let (imported, report) = try await importHypertable(cluster, export.id, into: target, repository: repository)
+        #expect(imported.exitCode == 0, "\(imported.standardError)")
+        let done = try #require(report)
+        #expect(done.verified && done.rows == export.rowCount)
+        #expect(done.warnings.contains { $0.contains("Apache-only") && $0.contains("2 chunks were compressed at the source") })
+        #expect(done.compression.contains("2 chunks were compressed at the source (1 partially)") && done.compression.contains("not compressed here"))
+        #expect(done.recompressedChunks.isEmpty)
+        #expect(try await orderedRowsDigest(cluster, target, "iot.readings") == orderedRowsDigest(cluster, source, "iot.readings"))
+    }
+}
