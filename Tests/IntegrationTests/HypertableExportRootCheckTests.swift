@@ -68,27 +68,43 @@ struct HypertableExportRootCheckTests {
         #expect(export.continuousAggregates == [])
     }
 
-    @Test("compressed chunks recorded at the source arrive complete and uncompressed on an Apache-only target, with a warning")
+    @Test("chunks the catalog marks compressed are recorded and arrive complete and uncompressed on an Apache-only target, with a warning")
     func apacheTargetKeepsRows() async throws {
         let (cluster, source) = try await makeSampleDatabase("hx_apache")
         let scratch = try ScratchDirectory("hx-apache")
         defer { scratch.remove() }
         let repository = scratch.path + "/repo"
+        // This build cannot compress, so the catalog is told so by hand (a throwaway database):
+        // the first chunk compressed (status 1), the second compressed and written to since
+        // (1 | 8). The rows stay in the chunks' own tables, which the export reads either way.
+        let marked = try await cluster.withSuperuser(database: source) { session in
+            let names = try await session.values(
+                """
+                SELECT format('%s.%s', chunk_schema, chunk_name) FROM timescaledb_information.chunks
+                WHERE hypertable_schema = 'iot' AND hypertable_name = 'readings' ORDER BY range_start, chunk_name LIMIT 2
+                """, as: String.self)
+            try await session.query("UPDATE _timescaledb_catalog.chunk SET status = 1 WHERE format('%s.%s', schema_name, table_name) = \(names[0])")
+            try await session.query("UPDATE _timescaledb_catalog.chunk SET status = 9 WHERE format('%s.%s', schema_name, table_name) = \(names[1])")
+            return names
+        }
         let (exported, manifest) = try await exportHypertable(cluster, source, table: "iot.readings", repository: repository)
         #expect(exported.exitCode == 0, "\(exported.standardError)")
-        var export = try #require(manifest)
-        #expect(export.chunks?.count == export.chunkCount)
+        let export = try #require(manifest)
+        let chunks = try #require(export.chunks)
+        #expect(chunks.count == export.chunkCount)
+        #expect(chunks.first { $0.name == marked[0] }.map { ($0.state, $0.status) } ?? ("", 0) == ("compressed", 1))
+        #expect(chunks.first { $0.name == marked[1] }.map { ($0.state, $0.status) } ?? ("", 0) == ("partially compressed", 9))
+        #expect(chunks.filter(\.compressed).count == 2)
+        #expect(export.rowCount == (try await orderedRowsDigest(cluster, source, "iot.readings")).0)
+        let show = try await CLI.run(["show", export.id, "--repo", repository])
+        #expect(show.standardOutput.contains("2 of \(chunks.count) (1 partially), exported decompressed"))
 
-        // What an export from a full build records (this build cannot compress): compression on,
-        // two chunks compressed, one of them written to afterwards.
-        export.compression.enabled = true
-        export.compression.segmentBy = ["sensor_id"]
-        export.compression.orderBy = ["\"time\" DESC"]
-        export.chunks![0].state = "compressed"
-        export.chunks![0].status = 1
-        export.chunks![1].state = "partially compressed"
-        export.chunks![1].status = 9
-        try (try JSONOutput.encode(export) + "\n").write(toFile: "\(repository)/backups/\(export.id)/manifest.json", atomically: true, encoding: .utf8)
+        // What an export from a full build with compression on records.
+        var withCompression = export
+        withCompression.compression.enabled = true
+        withCompression.compression.segmentBy = ["sensor_id"]
+        withCompression.compression.orderBy = ["\"time\" DESC"]
+        try (try JSONOutput.encode(withCompression) + "\n").write(toFile: "\(repository)/backups/\(export.id)/manifest.json", atomically: true, encoding: .utf8)
 
         let target = uniqueDatabaseName("hx_apache_dst")
         try await cluster.createDatabase(target)
@@ -100,5 +116,29 @@ struct HypertableExportRootCheckTests {
         #expect(done.compression.contains("2 chunks were compressed at the source (1 partially)") && done.compression.contains("not compressed here"))
         #expect(done.recompressedChunks.isEmpty)
         #expect(try await orderedRowsDigest(cluster, target, "iot.readings") == orderedRowsDigest(cluster, source, "iot.readings"))
+    }
+
+    @Test("a hypertable with a tiered (OSM) chunk is refused, naming the chunk")
+    func tieredChunkRefused() async throws {
+        let (cluster, source) = try await makeSampleDatabase("hx_osm")
+        let scratch = try ScratchDirectory("hx-osm")
+        defer { scratch.remove() }
+        let repository = scratch.path + "/repo"
+        // No OSM extension here: the catalog flag is set by hand, in a throwaway database.
+        let tiered = try await cluster.withSuperuser(database: source) { session in
+            let name = try await session.value(
+                """
+                SELECT format('%s.%s', chunk_schema, chunk_name) FROM timescaledb_information.chunks
+                WHERE hypertable_schema = 'public' AND hypertable_name = 'events' ORDER BY range_start_integer LIMIT 1
+                """, as: String.self)
+            try await session.query("UPDATE _timescaledb_catalog.chunk SET osm_chunk = true WHERE format('%s.%s', schema_name, table_name) = \(name)")
+            return name
+        }
+        let (result, manifest) = try await exportHypertable(cluster, source, table: "public.events", repository: repository)
+        #expect(result.exitCode == 5, "\(result.standardError)")
+        #expect(result.standardError.contains(tiered) && result.standardError.contains("tiered"))
+        #expect(manifest == nil)
+        let list = try await CLI.run(["list", "--repo", repository])
+        #expect(!list.standardOutput.contains("complete"))
     }
 }

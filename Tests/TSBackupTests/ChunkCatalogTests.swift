@@ -173,4 +173,13 @@ struct ChunkCatalogTests {
         let json = try JSONOutput.encode(entry)
         #expect(json.contains("\"root_rows\"") && json.contains("\"range_start\""))
     }
+
+    @Test("import compresses a target chunk through the extension's compress_chunk, and says when the target cannot")
+    func importCompressionSQL() {
+        #expect(HypertableImport.compressChunkSQL(extensionSchema: "public", chunk: "_timescaledb_internal._hyper_9_1_chunk")
+                == "SELECT \"public\".compress_chunk('_timescaledb_internal._hyper_9_1_chunk'::regclass)")
+        #expect(HypertableImport.compressChunkSQL(extensionSchema: "ts", chunk: "s.\"it's\"").contains("'s.\"it''s\"'::regclass"))
+        #expect(HypertableImport.apacheWarning(compressedAtSource: 3).contains("3 chunks were compressed at the source"))
+        #expect(!HypertableImport.apacheWarning(compressedAtSource: 0).contains("chunks were compressed"))
+    }
 }

@@ -356,6 +356,11 @@ public enum HypertableImport {
         return compressionOn
     }
 
+    /// `compress_chunk` on one target chunk ("schema"."name" as `format('%I.%I')` gives it).
+    static func compressChunkSQL(extensionSchema: String, chunk: String) -> String {
+        "SELECT \(quoteIdentifier(extensionSchema)).compress_chunk('\(chunk.replacingOccurrences(of: "'", with: "''"))'::regclass)"
+    }
+
     static func apacheWarning(compressedAtSource: Int) -> String {
         "The target's TimescaleDB cannot compress (Apache-only build): compression settings and policies were not restored, and the data arrived complete but uncompressed\(compressedAtSource > 0 ? " (\(compressedAtSource) chunks were compressed at the source)" : ""). Import into a server with the Timescale-licensed build to keep the data compressed."
     }
@@ -396,8 +401,7 @@ public enum HypertableImport {
             if targets.isEmpty { failed.append("\(chunk.name) (no chunk with its range on the target)") }
             for target in targets where !compressed.contains(target) {
                 do {
-                    try await session.execute("SELECT \(quoteIdentifier(extensionSchema)).compress_chunk('\(target.replacingOccurrences(of: "'", with: "''"))'::regclass)",
-                                              purpose: "compressing \(target)")
+                    try await session.execute(compressChunkSQL(extensionSchema: extensionSchema, chunk: target), purpose: "compressing \(target)")
                     compressed.append(target)
                 } catch let error as TSBackupError {
                     failed.append("\(target): \(error.message)")
