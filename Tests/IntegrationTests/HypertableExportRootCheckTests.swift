@@ -118,7 +118,7 @@ struct HypertableExportRootCheckTests {
         #expect(try await orderedRowsDigest(cluster, target, "iot.readings") == orderedRowsDigest(cluster, source, "iot.readings"))
     }
 
-    @Test("a hypertable with a tiered (OSM) chunk is refused, naming the chunk")
+    @Test("a hypertable with a tiered (OSM) chunk is refused, naming the chunk; continuous aggregates are named")
     func tieredChunkRefused() async throws {
         let (cluster, source) = try await makeSampleDatabase("hx_osm")
         let scratch = try ScratchDirectory("hx-osm")
@@ -140,5 +140,22 @@ struct HypertableExportRootCheckTests {
         #expect(manifest == nil)
         let list = try await CLI.run(["list", "--repo", repository])
         #expect(!list.standardOutput.contains("complete"))
+
+        // A continuous aggregate on conditions (this build cannot create one: the catalog row is
+        // written by hand, naming events as its materialization) is named, not silently dropped.
+        try await cluster.withSuperuser(database: source) { session in
+            try await session.execute(
+                """
+                INSERT INTO _timescaledb_catalog.continuous_agg (mat_hypertable_id, raw_hypertable_id, user_view_schema, user_view_name,
+                    partial_view_schema, partial_view_name, direct_view_schema, direct_view_name)
+                SELECT m.id, r.id, 'public', 'conditions_hourly', '_timescaledb_internal', '_partial_view_x', '_timescaledb_internal', '_direct_view_x'
+                FROM _timescaledb_catalog.hypertable m, _timescaledb_catalog.hypertable r
+                WHERE m.table_name = 'events' AND r.table_name = 'conditions'
+                """)
+        }
+        let (withCagg, caggManifest) = try await exportHypertable(cluster, source, table: "public.conditions", repository: repository)
+        #expect(withCagg.exitCode == 0, "\(withCagg.standardError)")
+        #expect(caggManifest?.continuousAggregates == ["public.conditions_hourly"])
+        #expect(caggManifest?.warnings.contains { $0.contains("public.conditions_hourly") && $0.contains("not part of the export") } == true)
     }
 }
