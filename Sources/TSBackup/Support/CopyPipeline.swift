@@ -151,37 +151,39 @@ enum CopyPipeline {
         private mutating func feedBytes(_ bytes: UnsafeRawBufferPointer) -> [UInt8] {
             var out: [UInt8] = []
             out.reserveCapacity(bytes.count)
-            var index = 0
             let count = bytes.count
+            let marker = CopyPipeline.marker
+            var index = 0
+            // Bytes from `kept` on are copied out in one piece when a marker (or the end) is reached.
+            var kept = 0
             while index < count {
-                if atLineStart && bytes[index] == CopyPipeline.marker[0] {
-                    let available = min(CopyPipeline.marker.count, count - index)
-                    let prefixMatches = (0..<available).allSatisfy { bytes[index + $0] == CopyPipeline.marker[$0] }
-                    if prefixMatches && available < CopyPipeline.marker.count {
-                        held = Array(bytes[index..<count])
-                        break
-                    }
-                    if prefixMatches {
+                if atLineStart && bytes[index] == marker[0] {
+                    let available = min(marker.count, count - index)
+                    if (0..<available).allSatisfy({ bytes[index + $0] == marker[$0] }) {
+                        out.append(contentsOf: bytes[kept..<index])
+                        if available < marker.count {
+                            held = Array(bytes[index..<count])
+                            kept = count
+                            break
+                        }
                         counted.rowsPerPart.append(rowsInPart)
                         rowsInPart = 0
-                        index += CopyPipeline.marker.count
+                        index += marker.count
+                        kept = index
                         continue
                     }
                 }
-                let base = bytes.baseAddress! + index
-                if let found = memchr(base, 0x0A, count - index) {
-                    let lineEnd = UnsafeRawPointer(found) - bytes.baseAddress! + 1
-                    out.append(contentsOf: bytes[index..<lineEnd])
+                if let found = memchr(bytes.baseAddress! + index, 0x0A, count - index) {
+                    index = UnsafeRawPointer(found) - bytes.baseAddress! + 1
                     counted.rows += 1
                     rowsInPart += 1
-                    index = lineEnd
                     atLineStart = true
                 } else {
-                    out.append(contentsOf: bytes[index..<count])
                     index = count
                     atLineStart = false
                 }
             }
+            if kept < count { out.append(contentsOf: bytes[kept..<count]) }
             counted.rawBytes += Int64(out.count)
             return out
         }
