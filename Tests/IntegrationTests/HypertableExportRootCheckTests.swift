@@ -116,6 +116,18 @@ struct HypertableExportRootCheckTests {
         #expect(done.compression.contains("2 chunks were compressed at the source (1 partially)") && done.compression.contains("not compressed here"))
         #expect(done.recompressedChunks.isEmpty)
         #expect(try await orderedRowsDigest(cluster, target, "iot.readings") == orderedRowsDigest(cluster, source, "iot.readings"))
+
+        // The other way import tells a target without compression: ALTER TABLE fails with
+        // SQLSTATE 0A000, which the error carries as a code to branch on.
+        let state = try await cluster.withSuperuser(database: target) { session -> String? in
+            do {
+                try await session.execute("ALTER TABLE iot.readings SET (timescaledb.compress)")
+                return "no error"
+            } catch let error as TSBackupError {
+                return error.sqlState
+            }
+        }
+        #expect(state == "0A000")
     }
 
     @Test("a hypertable with a tiered (OSM) chunk is refused, naming the chunk; continuous aggregates are named")
