@@ -66,6 +66,10 @@ struct HypertableExportRootCheckTests {
         #expect(recorded.reduce(0) { $0 + $1.rows } == export.rowCount)
         #expect(export.rowCount == (try await orderedRowsDigest(cluster, source, "public.conditions")).0)
         #expect(export.continuousAggregates == [])
+        let (good, report) = try await importHypertable(cluster, export.id, into: target, repository: repository)
+        #expect(good.exitCode == 0, "\(good.standardError)")
+        #expect(report?.compression == "no chunk was compressed at the source")
+        #expect(report?.warnings.contains { $0.contains("Apache-only") } == false, "no compression at the source, nothing to warn about")
     }
 
     @Test("chunks the catalog marks compressed are recorded and arrive complete and uncompressed on an Apache-only target, with a warning")

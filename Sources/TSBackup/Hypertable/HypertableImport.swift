@@ -37,7 +37,8 @@ public enum HypertableImport {
         public var skipped: [String]
         public var warnings: [String]
         /// What happened to compression: the chunks compressed at the source and whether the
-        /// target compressed them again ("none compressed at the source" when there were none).
+        /// target compressed them again ("no chunk was compressed at the source" when there were none;
+        /// empty for exports that did not record chunks).
         public var compression: String = ""
         /// Target chunks compressed again because their source chunk was compressed.
         public var recompressedChunks: [String] = []
