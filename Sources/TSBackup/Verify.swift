@@ -123,6 +123,18 @@ public enum Verify {
         if manifest.status == .complete, rows != manifest.rowCount {
             problems.append("the data files hold \(rows) rows, the manifest records \(manifest.rowCount)")
         }
+        if manifest.status == .complete, let chunks = manifest.chunks {
+            // Each chunk's copy against the root's count of its range, as the export checked it.
+            for chunk in chunks where chunk.rootRows.map({ $0 != chunk.rows }) ?? false {
+                problems.append("chunk \(chunk.name) (\(chunk.state)) was copied with \(chunk.rows) rows, the hypertable root held \(chunk.rootRows ?? 0)")
+            }
+            for file in manifest.dataFiles {
+                let inFile = chunks.filter { $0.file == file.path }.reduce(0) { $0 + $1.rows }
+                if inFile != file.rows {
+                    problems.append("data file \(file.path) holds \(file.rows) rows, its chunks \(inFile)")
+                }
+            }
+        }
         return Report(id: manifest.id, ok: problems.isEmpty, filesChecked: manifest.files.count, bytesChecked: 0, problems: problems)
     }
 

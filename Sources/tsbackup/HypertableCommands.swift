@@ -9,7 +9,10 @@ struct ExportHypertableCommand: AsyncParsableCommand {
             Stores the table's definition (pg_dump --schema-only of the root table, without \
             TimescaleDB's insert blocker), its dimensions, compression settings and jobs, and its \
             rows as compressed COPY text, in files of consecutive chunks, copied by parallel psql processes on \
-            one exported snapshot while the same snapshot is counted and hashed. Needs only SELECT \
+            one exported snapshot. Compressed chunks are read through TimescaleDB's decompression and \
+            exported decompressed; the manifest records which were compressed. Row count and content \
+            hash are read through the hypertable root on the same snapshot, chunk range by chunk \
+            range; a chunk whose copy differs fails the export, naming it. Needs only SELECT \
             on the table. --since/--until bound the primary (time) dimension: [since, until); \
             timestamps without an offset are UTC.
             """
@@ -68,8 +71,11 @@ struct ImportHypertableCommand: AsyncParsableCommand {
             must not have the table yet. Creates the table and its constraints, makes it a \
             hypertable with the exported dimensions, loads the data files in parallel, then adds \
             indexes, foreign keys, triggers, comments and grants; foreign keys to missing tables \
-            and triggers calling missing functions are skipped with a warning. Row count and \
-            content hash are compared with the export; on any failure the new table is dropped. \
+            and triggers calling missing functions are skipped with a warning. Compression settings \
+            are restored and chunks compressed at the source compressed again where the target can \
+            compress; elsewhere (the Apache-only build) the rows arrive uncompressed, with a warning. \
+            Row count and content hash are compared with the export's figures from the source's \
+            hypertable root; on any failure the new table is dropped. \
             Works as the database owner; the table belongs to the importing role.
             """
     )

@@ -27,10 +27,14 @@ public struct TSBackupError: Error, CustomStringConvertible, Sendable, Equatable
 
     public var kind: Kind
     public var message: String
+    /// The server's SQLSTATE when the error came from a statement it rejected, so callers can
+    /// branch on the code (e.g. 0A000, feature not supported) rather than on message text.
+    public var sqlState: String?
 
-    public init(_ kind: Kind, _ message: String) {
+    public init(_ kind: Kind, _ message: String, sqlState: String? = nil) {
         self.kind = kind
         self.message = message
+        self.sqlState = sqlState
     }
 
     public var exitCode: Int32 { kind.exitCode }

@@ -149,7 +149,15 @@ public enum HypertableExport {
             let result: (Int64, String)
             do {
                 try await describe(plan: plan, session: session, into: &manifest)
-                let chunks = try await chunks(plan: plan, session: session)
+                let layout = try await layout(plan: plan, session: session)
+                if !layout.tieredChunks.isEmpty {
+                    throw TSBackupError(.precondition, "\(plan.schema).\(plan.name) has tiered (OSM) chunks whose rows live outside PostgreSQL: \(layout.tieredChunks.map(\.display).joined(separator: ", ")). export-hypertable copies only chunks stored in the database and would leave those rows out, so nothing was exported. Move the tiered data back into the database first (untier_chunk), then export again.")
+                }
+                manifest.continuousAggregates = layout.continuousAggregates
+                if !layout.continuousAggregates.isEmpty {
+                    manifest.warnings.append("Continuous aggregates on \(plan.schema).\(plan.name) are not part of the export (their definitions and materialized rows are not copied): \(layout.continuousAggregates.joined(separator: ", ")). Recreate them on the target after importing, or use `tsbackup backup` for the whole database.")
+                }
+                let chunks = layout.chunks
                 if !chunks.isEmpty {
                     // Holding the chunks keeps retention from dropping one before its psql reads it.
                     try await session.execute("LOCK TABLE \(chunks.map(\.qualified).joined(separator: ", ")) IN ACCESS SHARE MODE",
@@ -157,10 +165,39 @@ public enum HypertableExport {
                 }
                 try await dumpDefinition(request, plan: plan, snapshot: snapshot, staging: staging, into: &manifest)
                 try FileManager.default.createDirectory(atPath: staging + "/data", withIntermediateDirectories: false)
-                let copied = try await copyChunks(chunks, request: request, plan: plan, snapshot: snapshot, staging: staging,
+                let copied = try await copyChunks(chunks, layout: layout, request: request, plan: plan, snapshot: snapshot, staging: staging,
                                                   columns: manifest.columns)
                 manifest.dataFiles = copied.map(\.0)
-                result = try await ContentParts.combine(copied.map(\.1), session: session)
+                let copies = copied.flatMap(\.1)
+                let primaryDimension = layout.dimensions.first(where: \.open)?.id
+                manifest.chunks = copies.map { copy in
+                    let primary = copy.chunk.slices.first { $0.dimensionID == primaryDimension }
+                    return .init(name: copy.chunk.display, state: copy.chunk.state, status: Int(copy.chunk.status), rows: copy.copied,
+                                 rootRows: copy.root?.count, file: copy.file, rangeStart: primary?.start, rangeEnd: primary?.end)
+                }
+
+                // The figures of record come from the hypertable root on this snapshot, never
+                // from what was copied. Where every chunk's range is expressible the per-chunk
+                // root parts make up the hash, and the root's own count of the window proves
+                // they cover every row; otherwise the root is hashed whole.
+                let rowList = manifest.columns.map { quoteIdentifier($0.name) }.joined(separator: ", ")
+                let perChunk = copies.allSatisfy { $0.root != nil }
+                let whole: ContentParts? = perChunk ? nil : try await ContentParts.measure(
+                    session, rowsQuery: ChunkCatalog.rootRowsQuery(root: plan.qualified, columns: rowList, conditions: [plan.condition]),
+                    purpose: "hashing \(plan.schema).\(plan.name) through its root")
+                let rootRows: Int64
+                if let whole {
+                    rootRows = whole.count
+                } else {
+                    rootRows = try await session.value(
+                        PostgresQuery(unsafeSQL: ChunkCatalog.rootCountQuery(root: plan.qualified, conditions: [plan.condition])),
+                        as: Int64.self, purpose: "counting \(plan.schema).\(plan.name) through its root")
+                }
+                let check = RootCheck(copies: copies, rootRows: rootRows)
+                if let failure = check.failure(table: "\(plan.schema).\(plan.name)", window: manifest.windowDescription) {
+                    throw failure
+                }
+                result = try await ContentParts.combine(whole.map { [$0] } ?? copies.compactMap(\.root), session: session)
             } catch {
                 _ = try? await session.execute("ROLLBACK")
                 throw error
@@ -171,7 +208,7 @@ public enum HypertableExport {
             manifest.contentHash = hash
             let copied = manifest.dataFiles.reduce(0) { $0 + $1.rows }
             guard copied == rows else {
-                throw TSBackupError(.failed, "The data files hold \(copied) rows but the snapshot counted \(rows) in \(plan.schema).\(plan.name) (\(manifest.windowDescription)); the export is inconsistent and was not kept. Run it again; if it repeats, report it with the server version.")
+                throw TSBackupError(.failed, "The data files hold \(copied) rows but the hypertable root holds \(rows) in \(plan.schema).\(plan.name) (\(manifest.windowDescription)); the export is inconsistent and was not kept. Run it again; if it repeats, report it with the server version.")
             }
 
             manifest.files = try await FileSystem.hashFiles(under: staging)
@@ -237,28 +274,59 @@ public enum HypertableExport {
         ).map { .init(id: Int($0.0), procedure: $0.1, scheduleInterval: $0.2, config: $0.3) }
     }
 
-    struct Chunk {
-        var qualified: String
-        var display: String
-        var bytes: Int64
+    typealias Chunk = ChunkCatalog.Chunk
+
+    /// What the catalog says about the hypertable in the snapshot: its dimensions, the chunks
+    /// holding rows of the window in time order, and the tiered chunks and continuous aggregates
+    /// an export cannot carry.
+    struct Layout {
+        var hypertableID: Int32
+        var dimensions: [ChunkCatalog.Dimension]
+        var chunks: [Chunk]
+        var tieredChunks: [Chunk]
+        var continuousAggregates: [String]
     }
 
-    /// The chunks holding rows of the window, in time order.
-    static func chunks(plan: Plan, session: DatabaseSession) async throws -> [Chunk] {
+    static func layout(plan: Plan, session: DatabaseSession) async throws -> Layout {
+        let hypertableID = try await session.value(
+            "SELECT id FROM _timescaledb_catalog.hypertable WHERE schema_name = \(plan.schema) AND table_name = \(plan.name)",
+            as: Int32.self, purpose: "looking up the catalog id of \(plan.schema).\(plan.name)")
+        let dimensions = try await ChunkCatalog.dimensions(hypertableID: hypertableID, session: session)
+        let catalog = try await ChunkCatalog.chunks(hypertableID: hypertableID, session: session)
+        // timescaledb_information.chunks gives the window's chunks in time order (it leaves out
+        // dropped and tiered chunks); the catalog rows give their compression state and ranges.
+        let ordered = try await windowChunkNames(plan: plan, session: session)
+        let byName = Dictionary(catalog.map { ($0.display, $0) }, uniquingKeysWith: { first, _ in first })
+        var chunks: [Chunk] = []
+        for name in ordered {
+            guard let chunk = byName[name] else {
+                throw TSBackupError(.failed, "Chunk \(name) of \(plan.schema).\(plan.name) is listed by timescaledb_information.chunks but not in _timescaledb_catalog.chunk; the catalog is inconsistent. Nothing was exported; report it with the TimescaleDB version.")
+            }
+            chunks.append(chunk)
+        }
+        let caggs = try await session.values(
+            """
+            SELECT format('%s.%s', ca.user_view_schema, ca.user_view_name) FROM _timescaledb_catalog.continuous_agg ca
+            WHERE ca.raw_hypertable_id = \(hypertableID) ORDER BY 1
+            """, as: String.self, purpose: "listing the continuous aggregates on \(plan.schema).\(plan.name)")
+        return Layout(hypertableID: hypertableID, dimensions: dimensions, chunks: chunks,
+                      tieredChunks: catalog.filter(\.osm), continuousAggregates: caggs)
+    }
+
+    /// "schema.name" of the chunks holding rows of the window, in time order.
+    static func windowChunkNames(plan: Plan, session: DatabaseSession) async throws -> [String] {
         var overlap = ""
         let (start, end) = plan.integerTime ? ("c.range_start_integer", "c.range_end_integer") : ("c.range_start", "c.range_end")
         if let since = plan.sinceLiteral { overlap += " AND \(end) > \(since)" }
         if let until = plan.untilLiteral { overlap += " AND \(start) < \(until)" }
-        return try await session.rows(
+        return try await session.values(
             PostgresQuery(unsafeSQL: """
-            SELECT format('%I.%I', c.chunk_schema, c.chunk_name), format('%s.%s', c.chunk_schema, c.chunk_name),
-                   pg_relation_size(format('%I.%I', c.chunk_schema, c.chunk_name)::regclass)
+            SELECT format('%s.%s', c.chunk_schema, c.chunk_name)
             FROM timescaledb_information.chunks c
             WHERE c.hypertable_schema = '\(plan.schema.replacingOccurrences(of: "'", with: "''"))'
               AND c.hypertable_name = '\(plan.name.replacingOccurrences(of: "'", with: "''"))'\(overlap)
             ORDER BY c.range_start, c.range_start_integer, c.chunk_name
-            """), as: (String, String, Int64).self, purpose: "listing the chunks of \(plan.schema).\(plan.name)"
-        ).map { Chunk(qualified: $0.0, display: $0.1, bytes: $0.2) }
+            """), as: String.self, purpose: "listing the chunks of \(plan.schema).\(plan.name)")
     }
 
     /// `pg_dump --schema-only --table` on the snapshot, without TimescaleDB's insert blocker.
@@ -307,35 +375,59 @@ public enum HypertableExport {
         return batches
     }
 
-    /// One psql per batch of chunks, `jobs` at a time, each on the exported snapshot; beside each
-    /// psql a session of ours counts and hashes the same rows in the same snapshot.
-    static func copyChunks(_ chunks: [Chunk], request: Request, plan: Plan, snapshot: String, staging: String,
-                           columns: [HypertableManifest.Column]) async throws -> [(HypertableManifest.DataFile, ContentParts)] {
+    /// What one chunk's copy gave, beside what the hypertable root holds in the chunk's range.
+    struct ChunkCopy: Sendable {
+        var chunk: Chunk
+        var file: String
+        /// Rows psql sent for this chunk's COPY.
+        var copied: Int64
+        /// Count and hash through the hypertable root restricted to the chunk's range (and the
+        /// window); nil when the range cannot be written as a condition (see
+        /// ``ChunkCatalog/rangeCondition(of:dimensions:)``).
+        var root: ContentParts?
+    }
+
+    /// One psql per batch of chunks, `jobs` at a time, each on the exported snapshot. Each chunk
+    /// is read by a planned `SELECT` on the chunk without `ONLY`, which TimescaleDB decompresses;
+    /// beside each psql a session of ours counts and hashes the same chunk's rows through the
+    /// hypertable root in the same snapshot: the independent figures the copies are checked against.
+    static func copyChunks(_ chunks: [Chunk], layout: Layout, request: Request, plan: Plan, snapshot: String, staging: String,
+                           columns: [HypertableManifest.Column]) async throws -> [(HypertableManifest.DataFile, [ChunkCopy])] {
         let environment = request.settings.childProcessEnvironment()
         let copyList = columns.filter { !$0.generated }.map { quoteIdentifier($0.name) }.joined(separator: ", ")
         let rowList = columns.map { quoteIdentifier($0.name) }.joined(separator: ", ")
-        let filter = plan.condition.map { " WHERE \($0)" } ?? ""
         let suffix = plan.compressorName == "zstd" ? "zst" : "gz"
         let settings = request.settings
+        let shortened = TestSeams.shortCopyChunk()
         let jobs = batches(chunks, jobs: request.jobs, chunksPerFile: request.chunksPerFile).enumerated().map { index, batch in
             (batch, String(format: "data/%05d.copy.%@", index + 1, suffix))
         }
         return try await Concurrently.map(jobs, limit: max(1, request.jobs)) { batch, path in
+            let statements = batch.map { chunk in
+                "COPY (\(ChunkCatalog.chunkRowsQuery(chunk, columns: copyList, window: plan.condition, shortenForTest: chunk.display == shortened))) TO STDOUT;\n\(CopyPipeline.markerCommand)"
+            }
             let script = """
                 BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY;
                 SET TRANSACTION SNAPSHOT '\(snapshot)';
                 \(TableContent.settings.map { "SET LOCAL " + $0 + ";" }.joined(separator: "\n"))
-                \(batch.map { "COPY (SELECT \(copyList) FROM ONLY \($0.qualified)\(filter)) TO STDOUT;" }.joined(separator: "\n"))
+                \(statements.joined(separator: "\n"))
                 COMMIT;
 
                 """
             let what = batch.count == 1 ? "chunk \(batch[0].display)" : "\(batch.count) chunks (\(batch[0].display) ...)"
-            async let parts = DatabaseSession.with(settings) { session in
+            async let roots = DatabaseSession.with(settings) { session -> [ContentParts?] in
                 try await session.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                 try await session.execute("SET TRANSACTION SNAPSHOT '\(snapshot)'")
                 try await TableContent.prepare(session)
-                let rows = batch.map { "SELECT \(rowList) FROM ONLY \($0.qualified)\(filter)" }.joined(separator: " UNION ALL ")
-                let parts = try await ContentParts.measure(session, rowsQuery: rows, purpose: "hashing \(what)")
+                var parts: [ContentParts?] = []
+                for chunk in batch {
+                    guard let range = ChunkCatalog.rangeCondition(of: chunk, dimensions: layout.dimensions) else {
+                        parts.append(nil)
+                        continue
+                    }
+                    let rows = ChunkCatalog.rootRowsQuery(root: plan.qualified, columns: rowList, conditions: [range, plan.condition])
+                    parts.append(try await ContentParts.measure(session, rowsQuery: rows, purpose: "counting the rows of \(chunk.display)'s range through \(plan.schema).\(plan.name)"))
+                }
                 try await session.execute("COMMIT")
                 return parts
             }
@@ -345,14 +437,66 @@ public enum HypertableExport {
                     psql: plan.psql.path, environment: environment, script: script, compressor: plan.compressor,
                     outputPath: staging + "/" + path, what: "\(what) of \(plan.schema).\(plan.name)")
             } catch {
-                _ = try? await parts
+                _ = try? await roots
                 throw error
             }
-            let measured = try await parts
-            guard measured.count == exported.rows else {
-                throw TSBackupError(.failed, "psql copied \(exported.rows) rows of \(what) but the snapshot holds \(measured.count); the export is inconsistent and was not kept. Run it again; if it repeats, report it with the server version.")
+            let measured = try await roots
+            guard exported.rowsPerPart.count == batch.count, exported.rowsPerPart.reduce(0, +) == exported.rows else {
+                throw TSBackupError(.failed, "psql's output for \(what) did not separate into one part per chunk (\(exported.rowsPerPart.count) parts for \(batch.count) chunks, \(exported.rows) rows); the export is inconsistent and was not kept. Report it with the psql version (\(plan.psql.version)).")
             }
-            return (HypertableManifest.DataFile(path: path, chunks: batch.map(\.display), rows: exported.rows, rawBytes: exported.rawBytes), measured)
+            let copies = batch.indices.map { i in
+                ChunkCopy(chunk: batch[i], file: path, copied: exported.rowsPerPart[i], root: measured[i])
+            }
+            return (HypertableManifest.DataFile(path: path, chunks: batch.map(\.display), rows: exported.rows, rawBytes: exported.rawBytes), copies)
+        }
+    }
+
+    /// The export's own figures, all through the hypertable root on the export's snapshot, and
+    /// every way the copies disagree with them. Pure, so each failure can be tested.
+    struct RootCheck: Equatable {
+        /// Chunks whose copy gave another count than the root holds in their range:
+        /// (chunk, state, copied, root).
+        var chunkDifferences: [(String, String, Int64, Int64)]
+        /// Rows the root holds in the window, and rows the per-chunk root counts add up to (nil
+        /// when some chunk's range could not be expressed).
+        var rootRows: Int64
+        var rootRowsInChunkRanges: Int64?
+        var copiedRows: Int64
+
+        static func == (a: RootCheck, b: RootCheck) -> Bool {
+            a.chunkDifferences.elementsEqual(b.chunkDifferences, by: { $0 == $1 }) && a.rootRows == b.rootRows
+                && a.rootRowsInChunkRanges == b.rootRowsInChunkRanges && a.copiedRows == b.copiedRows
+        }
+
+        init(copies: [ChunkCopy], rootRows: Int64) {
+            chunkDifferences = copies.compactMap { copy in
+                guard let root = copy.root, root.count != copy.copied else { return nil }
+                return (copy.chunk.display, copy.chunk.state, copy.copied, root.count)
+            }
+            self.rootRows = rootRows
+            rootRowsInChunkRanges = copies.allSatisfy { $0.root != nil } ? copies.reduce(0) { $0 + ($1.root?.count ?? 0) } : nil
+            copiedRows = copies.reduce(0) { $0 + $1.copied }
+        }
+
+        var passed: Bool {
+            chunkDifferences.isEmpty && copiedRows == rootRows && (rootRowsInChunkRanges.map { $0 == rootRows } ?? true)
+        }
+
+        /// The failure, naming every chunk that differs.
+        func failure(table: String, window: String) -> TSBackupError? {
+            guard !passed else { return nil }
+            var parts: [String] = []
+            if !chunkDifferences.isEmpty {
+                parts.append("these chunks' copies differ from what the hypertable root holds in their ranges: "
+                    + chunkDifferences.map { "\($0.0) (\($0.1)) copied \($0.2) of \($0.3) rows" }.joined(separator: "; "))
+            }
+            if let inRanges = rootRowsInChunkRanges, inRanges != rootRows {
+                parts.append("the root holds \(rootRows) rows in the window but only \(inRanges) fall in the listed chunks' ranges (rows in chunks the export does not list, such as tiered ones)")
+            }
+            if copiedRows != rootRows {
+                parts.append("\(copiedRows) rows were copied in all, the root holds \(rootRows)")
+            }
+            return TSBackupError(.failed, "The export of \(table) (\(window)) is incomplete and was not kept (its entry is marked failed): \(parts.joined(separator: "; ")). Reads that skip compressed rows cause this; check that the role may read the chunks and that nothing sets timescaledb.enable_transparent_decompression off, then export again; if it repeats, report it with the TimescaleDB version.")
         }
     }
 }

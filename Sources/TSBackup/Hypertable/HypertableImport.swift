@@ -36,6 +36,12 @@ public enum HypertableImport {
         /// Definition objects not created, each with the reason.
         public var skipped: [String]
         public var warnings: [String]
+        /// What happened to compression: the chunks compressed at the source and whether the
+        /// target compressed them again ("no chunk was compressed at the source" when there were none;
+        /// empty for exports that did not record chunks).
+        public var compression: String = ""
+        /// Target chunks compressed again because their source chunk was compressed.
+        public var recompressedChunks: [String] = []
 
         enum CodingKeys: String, CodingKey {
             case id, target, table, rows, files, bytes
@@ -43,12 +49,13 @@ public enum HypertableImport {
             case durationSeconds = "duration_seconds"
             case loadSeconds = "load_seconds"
             case contentHash = "content_hash"
-            case verified, skipped, warnings
+            case verified, skipped, warnings, compression
+            case recompressedChunks = "recompressed_chunks"
         }
 
         public var completionLine: String {
             let rate = loadSeconds > 0 ? String(format: "%.0f rows/s, %.1f MB/s", Double(rows) / loadSeconds, Double(rawBytes) / 1_000_000 / loadSeconds) : "-"
-            return "Imported \(id) into \(table) on \(target): \(rows) rows from \(files) files, row count and content hash match the export; load \(String(format: "%.1f", loadSeconds)) s (\(rate)), total \(String(format: "%.1f", durationSeconds)) s."
+            return "Imported \(id) into \(table) on \(target): \(rows) rows from \(files) files, row count and content hash match the export's figures from the source's hypertable root; \(compression.isEmpty ? "" : compression + "; ")load \(String(format: "%.1f", loadSeconds)) s (\(rate)), total \(String(format: "%.1f", durationSeconds)) s."
         }
     }
 
@@ -115,8 +122,10 @@ public enum HypertableImport {
                 try await load(manifest: manifest, directory: local.directory, qualified: qualified, display: display,
                                request: request, psql: psql, decompressor: decompressor)
                 let loadSeconds = Date().timeIntervalSince(loadStarted)
-                try await finish(definition: definition, manifest: manifest, qualified: qualified, extensionSchema: extensionSchema,
-                                 session: session, skipped: &skipped, warnings: &warnings)
+                let compressionOn = try await finish(definition: definition, manifest: manifest, qualified: qualified, extensionSchema: extensionSchema,
+                                                     session: session, skipped: &skipped, warnings: &warnings)
+                let (compression, recompressed) = try await recompress(manifest: manifest, schema: schema, name: name, extensionSchema: extensionSchema,
+                                                                       compressionOn: compressionOn, session: session, warnings: &warnings)
 
                 try await TableContent.prepare(session)
                 let (rows, hash) = try await TableContent.measure(session, table: qualified, hash: true)
@@ -127,7 +136,8 @@ public enum HypertableImport {
                 return Report(id: manifest.id, target: request.target.displayName, table: display, rows: rows,
                               files: manifest.dataFiles.count, bytes: manifest.dataFiles.reduce(0) { total, file in total + (manifest.files.first { $0.path == file.path }?.bytes ?? 0) },
                               rawBytes: manifest.rawDataBytes, durationSeconds: Date().timeIntervalSince(started), loadSeconds: loadSeconds,
-                              contentHash: hash ?? "", verified: true, skipped: skipped, warnings: warnings)
+                              contentHash: hash ?? "", verified: true, skipped: skipped, warnings: warnings,
+                              compression: compression, recompressedChunks: recompressed)
             } catch {
                 // A half-made table must not look like an import: drop what this run created.
                 _ = try? await session.execute("DROP TABLE IF EXISTS \(qualified) CASCADE")
@@ -257,8 +267,9 @@ public enum HypertableImport {
 
     /// Indexes, foreign keys, triggers, comments and grants after the load; what the target
     /// cannot take is skipped with a reason, never silently.
+    /// Returns whether compression is enabled on the new table.
     static func finish(definition: TableDefinition, manifest: HypertableManifest, qualified: String, extensionSchema: String,
-                       session: DatabaseSession, skipped: inout [String], warnings: inout [String]) async throws {
+                       session: DatabaseSession, skipped: inout [String], warnings: inout [String]) async throws -> Bool {
         try await session.execute("SELECT pg_catalog.set_config('search_path', '', false)")
         for object in definition.objects where phase(of: object.type) != .table {
             statements: for statement in object.statements {
@@ -290,17 +301,27 @@ public enum HypertableImport {
         }
         try await session.execute("RESET search_path")
         try await advanceSequences(qualified: qualified, session: session)
-        try await restoreTimescaleSettings(manifest: manifest, qualified: qualified, extensionSchema: extensionSchema,
-                                           session: session, skipped: &skipped, warnings: &warnings)
+        return try await restoreTimescaleSettings(manifest: manifest, qualified: qualified, extensionSchema: extensionSchema,
+                                                  session: session, skipped: &skipped, warnings: &warnings)
     }
 
     /// Compression settings and policies, where the target supports them (Apache-licensed
     /// builds do not): each one that cannot be restored is named.
+    /// Returns whether compression is enabled on the new table.
+    @discardableResult
     static func restoreTimescaleSettings(manifest: HypertableManifest, qualified: String, extensionSchema: String,
-                                         session: DatabaseSession, skipped: inout [String], warnings: inout [String]) async throws {
+                                         session: DatabaseSession, skipped: inout [String], warnings: inout [String]) async throws -> Bool {
         let ext = quoteIdentifier(extensionSchema)
         let literal = { (value: String) in "'" + value.replacingOccurrences(of: "'", with: "''") + "'" }
-        if manifest.compression.enabled {
+        var compressionOn = false
+        let compressedAtSource = (manifest.chunks ?? []).filter(\.compressed).count
+        let license = try await session.value("SELECT current_setting('timescaledb.license', true)", as: String?.self,
+                                              purpose: "reading timescaledb.license")
+        if manifest.compression.enabled && license == "apache" {
+            // The Apache-only build has no compression at all; ALTER TABLE would fail with 0A000.
+            skipped.append("compression settings: the target's TimescaleDB is the Apache-only build (timescaledb.license = apache), which cannot compress")
+            warnings.append(apacheWarning(compressedAtSource: compressedAtSource))
+        } else if manifest.compression.enabled {
             var options = ["timescaledb.compress"]
             if !manifest.compression.segmentBy.isEmpty {
                 options.append("timescaledb.compress_segmentby = \(literal(manifest.compression.segmentBy.map(SQLText.identifier).joined(separator: ", ")))")
@@ -310,9 +331,13 @@ public enum HypertableImport {
             }
             do {
                 try await session.execute("ALTER TABLE \(qualified) SET (\(options.joined(separator: ", ")))", purpose: "enabling compression")
+                compressionOn = true
+            } catch let error as TSBackupError where error.sqlState == "0A000" {
+                skipped.append("compression settings: the target does not support compression (SQLSTATE 0A000): \(error.message)")
+                warnings.append(apacheWarning(compressedAtSource: compressedAtSource))
             } catch let error as TSBackupError {
                 skipped.append("compression settings: \(error.message)")
-                warnings.append("Compression settings were not restored (the target does not support them): \(error.message)")
+                warnings.append("Compression settings were not restored: \(error.message) The data arrived complete and uncompressed\(compressedAtSource > 0 ? "; \(compressedAtSource) chunks that were compressed at the source are not compressed here" : "").")
             }
         }
         for job in manifest.jobs {
@@ -335,6 +360,65 @@ public enum HypertableImport {
                 warnings.append("Job \(job.id) (\(job.procedure), config \(job.config ?? "{}")) was not restored (the target does not support it): \(error.message)")
             }
         }
+        return compressionOn
+    }
+
+    /// `compress_chunk` on one target chunk ("schema"."name" as `format('%I.%I')` gives it).
+    static func compressChunkSQL(extensionSchema: String, chunk: String) -> String {
+        "SELECT \(quoteIdentifier(extensionSchema)).compress_chunk('\(chunk.replacingOccurrences(of: "'", with: "''"))'::regclass)"
+    }
+
+    static func apacheWarning(compressedAtSource: Int) -> String {
+        "The target's TimescaleDB cannot compress (Apache-only build): compression settings and policies were not restored, and the data arrived complete but uncompressed\(compressedAtSource > 0 ? " (\(compressedAtSource) chunks were compressed at the source)" : ""). Import into a server with the Timescale-licensed build to keep the data compressed."
+    }
+
+    /// Compresses the target chunks whose source chunks were compressed (matched by their slice
+    /// of the primary dimension, which the same chunk interval reproduces). A chunk that cannot
+    /// be compressed is named in a warning; its rows are complete either way.
+    static func recompress(manifest: HypertableManifest, schema: String, name: String, extensionSchema: String, compressionOn: Bool,
+                           session: DatabaseSession, warnings: inout [String]) async throws -> (String, [String]) {
+        let sourceCompressed = (manifest.chunks ?? []).filter(\.compressed)
+        guard !sourceCompressed.isEmpty else {
+            return (manifest.chunks == nil ? "" : "no chunk was compressed at the source", [])
+        }
+        let partial = sourceCompressed.filter { $0.state == "partially compressed" }.count
+        let atSource = "\(sourceCompressed.count) chunks were compressed at the source (\(partial) partially)"
+        guard compressionOn else {
+            return ("\(atSource); not compressed here: compression is not enabled on the target (see warnings)", [])
+        }
+        var compressed: [String] = []
+        var failed: [String] = []
+        for chunk in sourceCompressed {
+            guard let start = chunk.rangeStart, let end = chunk.rangeEnd else {
+                failed.append("\(chunk.name) (no range recorded)")
+                continue
+            }
+            let targets = try await session.values(
+                """
+                SELECT format('%I.%I', ch.schema_name, ch.table_name)
+                FROM _timescaledb_catalog.chunk ch
+                JOIN _timescaledb_catalog.hypertable h ON h.id = ch.hypertable_id
+                JOIN _timescaledb_catalog.chunk_constraint con ON con.chunk_id = ch.id
+                JOIN _timescaledb_catalog.dimension_slice ds ON ds.id = con.dimension_slice_id
+                WHERE h.schema_name = \(schema) AND h.table_name = \(name) AND NOT ch.dropped AND ch.status & 1 = 0
+                  AND ds.dimension_id = (SELECT min(d.id) FROM _timescaledb_catalog.dimension d WHERE d.hypertable_id = h.id AND d.interval_length IS NOT NULL)
+                  AND ds.range_start = \(start) AND ds.range_end = \(end)
+                ORDER BY ch.id
+                """, as: String.self, purpose: "finding the target chunks of \(chunk.name)'s range")
+            if targets.isEmpty { failed.append("\(chunk.name) (no chunk with its range on the target)") }
+            for target in targets where !compressed.contains(target) {
+                do {
+                    try await session.execute(compressChunkSQL(extensionSchema: extensionSchema, chunk: target), purpose: "compressing \(target)")
+                    compressed.append(target)
+                } catch let error as TSBackupError {
+                    failed.append("\(target): \(error.message)")
+                }
+            }
+        }
+        if !failed.isEmpty {
+            warnings.append("Not every chunk compressed at the source was compressed again (the rows are complete, only their storage differs): \(failed.joined(separator: "; ")). Run compress_chunk on them by hand if needed.")
+        }
+        return ("\(atSource); compressed \(compressed.count) target chunks again\(failed.isEmpty ? "" : ", \(failed.count) could not be"); rows verified after compressing", compressed)
     }
 
     /// pg_dump --schema-only leaves serial and identity sequences at their start; set each past

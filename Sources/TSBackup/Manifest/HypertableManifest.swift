@@ -51,6 +51,12 @@ public struct HypertableManifest: EntryManifest, Equatable {
     public var contentHash: String
     public var files: [BackupManifest.FileEntry]
     public var warnings: [String]
+    /// Every exported chunk with its compression state at the source and its row counts: copied,
+    /// and through the hypertable root in the chunk's range. Nil in exports made before tsbackup
+    /// recorded it.
+    public var chunks: [ChunkEntry]? = nil
+    /// Continuous aggregates defined on the hypertable ("schema.view"); not exported.
+    public var continuousAggregates: [String]? = nil
 
     public struct Table: Codable, Sendable, Equatable {
         public var schema: String
@@ -118,6 +124,28 @@ public struct HypertableManifest: EntryManifest, Equatable {
         public var name: String
     }
 
+    public struct ChunkEntry: Codable, Sendable, Equatable {
+        /// "schema.name" at the source.
+        public var name: String
+        /// "uncompressed", "compressed" or "partially compressed", from the catalog
+        /// (`_timescaledb_catalog.chunk.status` and `compressed_chunk_id`).
+        public var state: String
+        /// `_timescaledb_catalog.chunk.status` as stored: 1 compressed, 2 unordered, 4 frozen, 8 partial.
+        public var status: Int
+        /// Rows psql copied for this chunk (decompressed).
+        public var rows: Int64
+        /// Rows the hypertable root holds in the chunk's range (and the window); nil where the
+        /// range cannot be written as a condition.
+        public var rootRows: Int64?
+        /// The data file holding the chunk's rows.
+        public var file: String
+        /// The chunk's slice of the primary dimension, in TimescaleDB's internal unit, [start, end).
+        public var rangeStart: Int64?
+        public var rangeEnd: Int64?
+
+        public var compressed: Bool { state != "uncompressed" }
+    }
+
     public struct DataFile: Codable, Sendable, Equatable {
         /// Relative to the entry's directory.
         public var path: String
@@ -153,7 +181,18 @@ public struct HypertableManifest: EntryManifest, Equatable {
         case dataFiles = "data_files"
         case rowCount = "row_count"
         case contentHash = "content_hash"
-        case files, warnings
+        case files, warnings, chunks
+        case continuousAggregates = "continuous_aggregates"
+    }
+}
+
+extension HypertableManifest.ChunkEntry {
+    enum CodingKeys: String, CodingKey {
+        case name, state, status, rows
+        case rootRows = "root_rows"
+        case file
+        case rangeStart = "range_start"
+        case rangeEnd = "range_end"
     }
 }
 
@@ -246,6 +285,14 @@ extension HypertableManifest {
         head.add(["Data", "\(chunkCount) chunks in \(dataFiles.count) files, \(dataFormat) COPY compressed with \(compressionProgram), \(ByteCount.format(totalFileBytes)) (\(ByteCount.format(rawDataBytes)) uncompressed), \(parallelJobs) job\(parallelJobs == 1 ? "" : "s")"])
         head.add(["Definition", "\(definitionFile): " + definitionObjects.map { "\($0.type) \($0.name)" }.joined(separator: ", ")])
         head.add(["Compression", compression.enabled ? "enabled, segment by [\(compression.segmentBy.joined(separator: ", "))], order by [\(compression.orderBy.joined(separator: ", "))]" : "not enabled"])
+        if let chunks {
+            let compressed = chunks.filter(\.compressed)
+            let partial = compressed.filter { $0.state == "partially compressed" }
+            head.add(["Compressed chunks", compressed.isEmpty ? "none (of \(chunks.count))" : "\(compressed.count) of \(chunks.count) (\(partial.count) partially), exported decompressed: " + compressed.map(\.name).joined(separator: ", ")])
+        }
+        if let continuousAggregates, !continuousAggregates.isEmpty {
+            head.add(["Continuous aggregates", "not exported: " + continuousAggregates.joined(separator: ", ")])
+        }
         if !jobs.isEmpty {
             head.add(["Jobs", jobs.map { "\($0.procedure) every \($0.scheduleInterval)" }.joined(separator: "; ")])
         }

@@ -191,7 +191,7 @@ enum PostgresErrorTranslator {
                 return TSBackupError(.permission, "\(who.capitalizedFirst) lacks a privilege on \(settings.displayName): \(message).\(hint) Run tsbackup as a role that has it, or ask an administrator to grant it.")
             default:
                 let context = purpose.map { " while running: \($0.singleLine(limit: 160))" } ?? ""
-                return TSBackupError(.failed, "The server at \(settings.displayName) reported an error (SQLSTATE \(state)): \(message)\(context).\(hint)")
+                return TSBackupError(.failed, "The server at \(settings.displayName) reported an error (SQLSTATE \(state)): \(message)\(context).\(hint)", sqlState: state)
             }
         case .authMechanismRequiresPassword:
             return TSBackupError(.permission, "The server at \(server) asks for a password for \(who), but none was given. Set PGPASSWORD, or add a line \"host:port:database:user:password\" to ~/.pgpass (chmod 0600), and try again.")

@@ -16,7 +16,17 @@ enum CopyPipeline {
     struct Exported {
         var rows: Int64
         var rawBytes: Int64
+        /// Rows between consecutive ``marker`` lines, one entry per marker: what each COPY of a
+        /// multi-COPY script sent. Empty when the script prints no markers.
+        var rowsPerPart: [Int64] = []
     }
+
+    /// The line a script prints (`\echo '\\.'`) after each COPY so the rows of each part can be
+    /// counted. COPY's text format escapes every backslash in data, so no data line is `\.`;
+    /// marker lines are counted and left out of the file.
+    static let marker: [UInt8] = [0x5C, 0x2E, 0x0A]
+    /// The psql command that prints ``marker``.
+    static let markerCommand = "\\echo '\\\\.'"
 
     /// Runs `script` in psql (it must COPY ... TO STDOUT) and writes psql's output, compressed by
     /// `compressor`, to `outputPath`.
@@ -41,12 +51,13 @@ enum CopyPipeline {
                     environment: .inherit.updating(keys(environment)), platformOptions: teardown,
                     input: .string(script), output: .sequence, error: .string(limit: 1 << 20)
                 ) { psqlExecution -> Exported in
-                    var counted = Exported(rows: 0, rawBytes: 0)
+                    var splitter = MarkerSplitter()
                     for try await buffer in psqlExecution.standardOutput {
-                        counted.rows += Int64(buffer.withUnsafeBytes { newlines(in: $0) })
-                        counted.rawBytes += Int64(buffer.count)
-                        _ = try await writer.write(buffer.bytes)
+                        let data = buffer.withUnsafeBytes { splitter.feed($0) }
+                        if !data.isEmpty { _ = try await writer.write(data) }
                     }
+                    let (counted, rest) = splitter.finish()
+                    if !rest.isEmpty { _ = try await writer.write(rest) }
                     return counted
                 }
                 try await writer.finish()
@@ -117,15 +128,74 @@ enum CopyPipeline {
         return env
     }
 
-    private static func newlines(in bytes: UnsafeRawBufferPointer) -> Int {
-        guard var cursor = bytes.baseAddress else { return 0 }
-        let end = cursor + bytes.count
-        var count = 0
-        while cursor < end, let found = memchr(cursor, 0x0A, end - cursor) {
-            count += 1
-            cursor = UnsafeRawPointer(found) + 1
+    /// Counts COPY text lines as they stream past and takes ``marker`` lines out, counting the
+    /// rows between them. Buffers may split a line (or a marker) anywhere.
+    struct MarkerSplitter {
+        private(set) var counted = Exported(rows: 0, rawBytes: 0)
+        private var atLineStart = true
+        /// The start of a line held back because it may be a marker cut by the buffer's end.
+        private var held: [UInt8] = []
+        private var rowsInPart: Int64 = 0
+
+        /// Returns the bytes to keep (everything but marker lines).
+        mutating func feed(_ input: UnsafeRawBufferPointer) -> [UInt8] {
+            guard input.count > 0 else { return [] }
+            if !held.isEmpty {
+                let joined = held + Array(input)
+                held = []
+                return joined.withUnsafeBytes { feedBytes($0) }
+            }
+            return feedBytes(input)
         }
-        return count
+
+        private mutating func feedBytes(_ bytes: UnsafeRawBufferPointer) -> [UInt8] {
+            var out: [UInt8] = []
+            out.reserveCapacity(bytes.count)
+            let count = bytes.count
+            let marker = CopyPipeline.marker
+            var index = 0
+            // Bytes from `kept` on are copied out in one piece when a marker (or the end) is reached.
+            var kept = 0
+            while index < count {
+                if atLineStart && bytes[index] == marker[0] {
+                    let available = min(marker.count, count - index)
+                    if (0..<available).allSatisfy({ bytes[index + $0] == marker[$0] }) {
+                        out.append(contentsOf: bytes[kept..<index])
+                        if available < marker.count {
+                            held = Array(bytes[index..<count])
+                            kept = count
+                            break
+                        }
+                        counted.rowsPerPart.append(rowsInPart)
+                        rowsInPart = 0
+                        index += marker.count
+                        kept = index
+                        continue
+                    }
+                }
+                if let found = memchr(bytes.baseAddress! + index, 0x0A, count - index) {
+                    index = UnsafeRawPointer(found) - bytes.baseAddress! + 1
+                    counted.rows += 1
+                    rowsInPart += 1
+                    atLineStart = true
+                } else {
+                    index = count
+                    atLineStart = false
+                }
+            }
+            if kept < count { out.append(contentsOf: bytes[kept..<count]) }
+            counted.rawBytes += Int64(out.count)
+            return out
+        }
+
+        /// The counts, and bytes still held: a lone backslash (and dot) at the very end, without
+        /// a newline, is not a marker but the start of an unterminated line, and is kept.
+        mutating func finish() -> (Exported, [UInt8]) {
+            let rest = held
+            held = []
+            counted.rawBytes += Int64(rest.count)
+            return (counted, rest)
+        }
     }
 
     private static func exitCode(_ status: TerminationStatus) -> Int32? {

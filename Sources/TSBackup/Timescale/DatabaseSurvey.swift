@@ -82,8 +82,14 @@ public enum TableContent {
 
     /// The settings ``prepare(_:)`` makes, as `name = value`; also used by psql children that
     /// must print values the same way.
+    ///
+    /// The two TimescaleDB settings make every read see the rows of compressed chunks: with
+    /// either one off (a role or database default can do that), TimescaleDB's planner does not
+    /// decompress, and a hypertable read silently returns only the uncompressed rows. Where
+    /// TimescaleDB is not loaded they are inert placeholders.
     public static let settings = ["TimeZone = 'UTC'", "DateStyle = 'ISO, YMD'", "IntervalStyle = 'postgres'",
-                                  "extra_float_digits = 3", "bytea_output = 'hex'"]
+                                  "extra_float_digits = 3", "bytea_output = 'hex'",
+                                  "timescaledb.enable_optimizations = on", "timescaledb.enable_transparent_decompression = on"]
 
     /// Index, constraint and foreign-key counts of a table: a restore without pre_restore loses
     /// foreign keys silently, so they are recorded at backup and compared after restore.
@@ -100,6 +106,11 @@ public enum TableContent {
     /// The exact row count and, when asked, an order-independent hash of the rows: the sums of
     /// the two halves of each row's md5 (sums, not XOR, so duplicate rows count), with the count,
     /// hashed once more. Identical for the same rows in any physical order or chunk layout.
+    ///
+    /// The rows are read through a subquery (`SELECT *`), the form whose decompression of
+    /// compressed chunks was measured on a full TimescaleDB build, so `t` is a row built from the
+    /// columns rather than a whole-row reference into TimescaleDB's decompression node; the text
+    /// of each row, and so the hash, is the same either way.
     public static func measure(_ session: DatabaseSession, table qualifiedName: String, hash: Bool) async throws -> (Int64, String?) {
         guard hash else {
             return (try await session.value(PostgresQuery(unsafeSQL: "SELECT count(*) FROM \(qualifiedName)"), as: Int64.self,
@@ -110,7 +121,7 @@ public enum TableContent {
             SELECT count(*),
                    coalesce(sum(('x' || substr(h, 1, 16))::bit(64)::int8::numeric), 0)::text,
                    coalesce(sum(('x' || substr(h, 17, 16))::bit(64)::int8::numeric), 0)::text
-            FROM (SELECT md5(t::text) AS h FROM \(qualifiedName) t) rows
+            FROM (SELECT md5(t::text) AS h FROM (SELECT * FROM \(qualifiedName)) t) rows
             """), as: (Int64, String, String).self, purpose: "hashing the rows of \(qualifiedName)")
         return (count, "v1:" + FileSystem.sha256(of: Data("\(count):\(high):\(low)".utf8)))
     }
