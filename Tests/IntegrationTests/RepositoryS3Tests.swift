@@ -292,6 +292,32 @@ struct RepositoryS3Tests {
         _ = try await ProcessRunner.run("umount", [mountPoint])
     }
 
+    @Test("a long run renews its lease, so it never looks stale to another writer")
+    func leaseRenewal() async throws {
+        let (cluster, database) = try await makeSampleDatabase("s3renew")
+        let s3 = try await S3Sandbox.make("renew")
+        defer { s3.remove() }
+        // A two-second lease and a pg_dump that takes eight: only renewal keeps the lease alive.
+        let fake = try s3.scratch.fakePgDump("sleep 8; exit 1")
+        var env = s3.environment(cluster)
+        env["PATH"] = fake["PATH"]
+        env["TSBACKUP_S3_LEASE_SECONDS"] = "2"
+        let backup = Task { try await CLI.run(["backup", "--db", cluster.url(database: database), "--repo", s3.repository], environment: env) }
+        // Wait until the run holds the lease and has staged its entry, then well past the lease's first expiry.
+        for _ in 0..<100 where !(try await s3.keys()).contains { $0.hasSuffix("/run.json") } {
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        try await Task.sleep(for: .seconds(4))
+        var gcEnvironment = s3.environment()
+        gcEnvironment["TSBACKUP_S3_LEASE_SECONDS"] = "2"
+        let gc = try await CLI.run(["repo", "gc", "--repo", s3.repository], environment: gcEnvironment)
+        #expect(gc.exitCode == 5, "\(gc.standardOutput) \(gc.standardError)")
+        #expect(gc.standardError.contains("in use by"))
+        let result = try await backup.value
+        #expect(result.exitCode == 1, "the fake pg_dump fails the run: \(result.standardError)")
+        #expect(!(try await s3.keys()).contains("lock"), "the lease is released when the run ends")
+    }
+
     @Test("a live lease refuses a second writer; gc removes leftovers")
     func leaseAndGC() async throws {
         let s3 = try await S3Sandbox.make("lease")
