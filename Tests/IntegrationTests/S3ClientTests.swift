@@ -235,6 +235,39 @@ struct S3ClientTests {
         #expect(unknownError.map { $0.tsBackupError(endpoint: "e", bucket: bucket).exitCode } == 3)
     }
 
+    @Test("settings read from an AWS profile file reach moto, and the wrong profile is refused")
+    func settingsFromProfileFiles() async throws {
+        let moto = try await SharedMoto.shared.server()
+        let home = FileManager.default.temporaryDirectory.appendingPathComponent("tsbackup-s3-home-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: home + "/.aws", withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: home) }
+        try """
+            [default]
+            aws_access_key_id = \(moto.credentials.accessKeyId)
+            aws_secret_access_key = not-the-secret
+            [moto]
+            aws_access_key_id = \(moto.credentials.accessKeyId)
+            aws_secret_access_key = \(moto.credentials.secretAccessKey)
+            """.write(toFile: home + "/.aws/credentials", atomically: true, encoding: .utf8)
+        try "[profile moto]\nregion = us-east-1\nendpoint_url = \(moto.endpoint.absoluteString)\n"
+            .write(toFile: home + "/.aws/config", atomically: true, encoding: .utf8)
+        let settings = try S3Settings.fromEnvironment(["AWS_PROFILE": "moto"], homeDirectory: home)
+        #expect(settings.addressingStyle == .path)
+        let bucket = uniqueBucketName("profile")
+        let client = S3Client(settings: settings, bucket: bucket, options: testOptions())
+        defer { Task { try? await client.shutdown() } }
+        try await client.createBucket()
+        try await client.putObject("k", data: Data("v".utf8))
+        #expect(try await client.getObject("k") == Data("v".utf8))
+
+        var wrong = try S3Settings.fromEnvironment(["AWS_ENDPOINT_URL_S3": moto.endpoint.absoluteString], homeDirectory: home)
+        wrong.region = "us-east-1"
+        let other = S3Client(settings: wrong, bucket: bucket, options: testOptions())
+        defer { Task { try? await other.shutdown() } }
+        let error = await #expect(throws: S3Error.self) { try await other.getObject("k") }
+        #expect(error?.code == .signatureMismatch)
+    }
+
     @Test("a missing bucket is not-found (exit 4)")
     func missingBucket() async throws {
         let moto = try await SharedMoto.shared.server()

@@ -112,6 +112,8 @@ extension S3Error {
             return TSBackupError(.failed, "The object \"\(key ?? "?")\" in bucket \"\(bucket)\" already exists, so the conditional write for \(operation) was refused. Another run may be writing the same repository; check for it, then retry.")
         case .slowDown, .server:
             return TSBackupError(.failed, "The S3 endpoint \(endpoint) kept failing \(what) with \(s3Code ?? "HTTP \(status ?? 500)") after \(attempts) attempts. The store is overloaded or failing; retry later, and check its health.\(detail)")
+        case .other where ["PermanentRedirect", "AuthorizationHeaderMalformed", "IllegalLocationConstraintException", "IncorrectEndpoint"].contains(s3Code ?? ""):
+            return TSBackupError(.failed, "The bucket \"\(bucket)\" is not in the region tsbackup used (\(s3Code ?? "")) for \(what) at \(endpoint). Set AWS_REGION (or the profile's region) to the bucket's region.\(detail)")
         case .other:
             return TSBackupError(.failed, "S3 \(what) at \(endpoint) failed\(status.map { " with HTTP \($0)" } ?? "")\(s3Code.map { " (\($0))" } ?? ""): \(message). Check the bucket's configuration and the endpoint, then retry.")
         }
