@@ -351,6 +351,8 @@ struct EncryptionTests {
         #expect(parameters.segmentSize == RepositoryEncryption.defaultSegmentSize)
         // The parameters survive the marker's JSON.
         let json = try JSONEncoder().encode(parameters)
+        let keys = try #require(JSONSerialization.jsonObject(with: json) as? [String: Any]).keys.sorted()
+        #expect(keys == ["algorithm", "checksum", "kdf", "key_check", "salt", "segment_size", "version"])
         let decoded = try JSONDecoder().decode(RepositoryEncryption.Parameters.self, from: json)
         #expect(decoded == parameters)
         // The trailing newline is not part of the passphrase.

@@ -30,6 +30,13 @@ public struct RepositoryEncryption: Sendable, CustomStringConvertible, CustomDeb
         /// a wrong key. Not a security measure (anyone can recompute it); the key check is.
         public var checksum: String
 
+        // snake_case like every other file tsbackup stores.
+        enum CodingKeys: String, CodingKey {
+            case version, algorithm, kdf, salt, checksum
+            case segmentSize = "segment_size"
+            case keyCheck = "key_check"
+        }
+
         /// The key derivation function and its cost.
         public struct KDF: Codable, Sendable, Equatable {
             /// "scrypt" (a passphrase) or "hkdf-sha256" (a raw 32-byte key, only salted per repository).
