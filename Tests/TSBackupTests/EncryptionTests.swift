@@ -543,12 +543,35 @@ struct EncryptionTests {
         #expect(texts[7].contains("encryption key") && texts[8].contains("raw key"))
     }
 
+    @Test func everyErrorIsOneParagraphWithAnExitCode() {
+        let problems: [EncryptionError.ObjectProblem] = [.truncated, .notEncrypted, .unsupportedFormat, .malformedHeader,
+                                                         .authenticationFailed, .misalignedRange]
+        let errors: [EncryptionError] = [
+            .keyFileUnreadable(path: "/k", reason: "No such file or directory"), .keyFileTooOpen(path: "/k", mode: 0o100644),
+            .keyFileEmpty(path: "/k"), .passphraseTooShort(path: "/k", minimum: 12), .keyFileTooLarge(path: "/k", limit: 65536),
+            .keyRequired, .repositoryNotEncrypted, .keyKindMismatch(repositoryUses: .rawKey, keyFileHolds: .passphrase), .wrongKey,
+            .corruptParameters(reason: "r"), .unsupportedParameters(reason: "r"),
+            .plaintextReadMismatch(name: "n", expected: 2, got: 1), .keyDerivationFailed,
+        ] + problems.map { .objectRejected(name: "backups/a/roles.sql", problem: $0) }
+        for error in errors {
+            let message = error.tsbackupError.message
+            #expect(!message.contains("\n") && !message.contains("  ") && message.hasSuffix("."), "\(message)")
+            #expect(error.tsbackupError.exitCode != 0)
+        }
+        // A refused object is named, so the user knows which one.
+        for problem in problems {
+            #expect(EncryptionError.objectRejected(name: "backups/a/roles.sql", problem: problem).description.contains("backups/a/roles.sql"))
+        }
+    }
+
     // MARK: KDF
 
     @Test func scryptMatchesRFC7914Vectors() throws {
         // RFC 7914 section 12 (the first vector's empty password is not representable here).
-        let v2 = try KDF.Scrypt.deriveKey(from: Array("password".utf8), salt: Array("NaCl".utf8), outputByteCount: 64, rounds: 1024, blockSize: 8, parallelism: 16)
-        #expect(v2.withUnsafeBytes { Data($0) } == hexData("fdbabe1c9d3472007856e7190d01e9fe7c6ad7cbc8237830e77376634b3731622eaf30d92e22a3886ff109279d9830dac727afb94a83ee6d8360cbdfa2cc0640"))
+        let v2 = try KDF.Scrypt.deriveKey(from: Array("password".utf8), salt: Array("NaCl".utf8), outputByteCount: 64,
+                                          rounds: 1024, blockSize: 8, parallelism: 16)
+        #expect(v2.withUnsafeBytes { Data($0) } == hexData("fdbabe1c9d3472007856e7190d01e9fe7c6ad7cbc8237830e77376634b3731622eaf30d9"
+                                                            + "2e22a3886ff109279d9830dac727afb94a83ee6d8360cbdfa2cc0640"))
         // Through tsbackup's own derivation path (the first 32 bytes of the 64-byte vector).
         let v3 = try RepositoryEncryption.deriveMasterKey(.passphrase(Array("pleaseletmein".utf8)),
                                                           kdf: .init(name: "scrypt", n: 16384, r: 8, p: 1),
