@@ -146,7 +146,7 @@ public struct ObjectDecryptor: Sendable {
             let sealed = geometry.ciphertextRange(ofSegment: index)
             let low = data.startIndex + Int(sealed.lowerBound - ciphertextOffset)
             let high = data.startIndex + Int(sealed.upperBound - ciphertextOffset)
-            try cipher.open(data.subdata(in: low..<high), index: index, final: index == geometry.segmentCount - 1, into: &output)
+            try cipher.open(data[low..<high], index: index, final: index == geometry.segmentCount - 1, into: &output)
         }
         return output
     }

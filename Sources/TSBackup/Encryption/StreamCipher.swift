@@ -27,6 +27,7 @@ public struct StreamEncryptor: Sendable {
         pending.append(plaintext)
         var output = takeHeader()
         let size = cipher.segmentSize
+        output.reserveCapacity(output.count + pending.count + (pending.count / size + 1) * ObjectFormat.tagSize)
         var consumed = 0
         // Strictly more than a segment: a segment is sealed as non-final only once a byte after it exists.
         while pending.count - consumed > size {
@@ -91,10 +92,11 @@ public struct StreamDecryptor: Sendable {
         guard let cipher else { return Data() }
         let stride = cipher.segmentSize + ObjectFormat.tagSize
         var output = Data()
+        output.reserveCapacity(pending.count)
         var consumed = 0
         while pending.count - consumed > stride {
             let start = pending.startIndex + consumed
-            try cipher.open(pending.subdata(in: start..<(start + stride)), index: nextIndex, final: false, into: &output)
+            try cipher.open(pending[start..<(start + stride)], index: nextIndex, final: false, into: &output)
             nextIndex += 1
             consumed += stride
         }
