@@ -91,17 +91,18 @@ public struct StreamDecryptor: Sendable {
         }
         guard let cipher else { return Data() }
         let stride = cipher.segmentSize + ObjectFormat.tagSize
-        var output = Data()
-        output.reserveCapacity(pending.count)
+        // Usually one segment per call: hand its plaintext back as it is, without a copy.
+        var output: Data?
         var consumed = 0
         while pending.count - consumed > stride {
             let start = pending.startIndex + consumed
-            try cipher.open(pending[start..<(start + stride)], index: nextIndex, final: false, into: &output)
+            let plain = try cipher.open(pending[start..<(start + stride)], index: nextIndex, final: false)
+            if output == nil { output = plain } else { output?.append(plain) }
             nextIndex += 1
             consumed += stride
         }
         if consumed > 0 { pending.removeSubrange(pending.startIndex..<(pending.startIndex + consumed)) }
-        return output
+        return output ?? Data()
     }
 
     /// Opens the held-back segment as the final one and returns its plaintext. Throws if the input
@@ -112,8 +113,7 @@ public struct StreamDecryptor: Sendable {
         guard let cipher, pending.count >= ObjectFormat.tagSize else {
             throw .objectRejected(name: name, problem: .truncated)
         }
-        var output = Data()
-        try cipher.open(pending, index: nextIndex, final: true, into: &output)
+        let output = try cipher.open(pending, index: nextIndex, final: true)
         pending = Data()
         return output
     }
