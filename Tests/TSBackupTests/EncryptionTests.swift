@@ -107,6 +107,27 @@ struct EncryptionTests {
         }
         decrypted.append(try decryptor.finish())
         #expect(decrypted == plaintext)
+
+        // Pieces of other shapes: all at once, exactly one segment (plaintext) or one stride
+        // (ciphertext) at a time, and one more byte than that.
+        for piece in [Int.max, smallSegment, smallSegment + 1] {
+            var encryptor = encryption.makeStreamEncryptor(name: name)
+            var sealed = Data()
+            for start in stride(from: 0, to: size, by: min(piece, max(size, 1))) {
+                sealed.append(try encryptor.update(plaintext.subdata(in: start..<min(size, start + piece))))
+            }
+            sealed.append(try encryptor.finish())
+            #expect(try encryption.decrypt(sealed, name: name) == plaintext)
+        }
+        for piece in [Int.max, smallSegment + 16, smallSegment + 17, 44] {
+            var decryptor = encryption.makeStreamDecryptor(name: name)
+            var opened = Data()
+            for start in stride(from: 0, to: whole.count, by: min(piece, whole.count)) {
+                opened.append(try decryptor.update(whole.subdata(in: start..<min(whole.count, start + piece))))
+            }
+            opened.append(try decryptor.finish())
+            #expect(opened == plaintext, "pieces of \(piece)")
+        }
     }
 
     @Test func exactlyOneDefaultSegment() throws {
@@ -592,7 +613,7 @@ struct EncryptionTests {
         let directory = try temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let encryption = try repository(segmentSize: RepositoryEncryption.defaultSegmentSize)
-        let plaintext = testData(seed: 99, count: 9 * (1 << 20) + 333)  // crosses the 4 MiB read chunks
+        let plaintext = testData(seed: 99, count: 9 * (1 << 20) + 333)  // many 1 MiB reads, a short last segment
         let source = directory + "/plain", sealed = directory + "/sealed", restored = directory + "/restored"
         _ = FileManager.default.createFile(atPath: source, contents: plaintext)
         let name = "backups/f/dump/3.dat"
