@@ -107,6 +107,27 @@ struct EncryptionTests {
         }
         decrypted.append(try decryptor.finish())
         #expect(decrypted == plaintext)
+
+        // Pieces of other shapes: all at once, exactly one segment (plaintext) or one stride
+        // (ciphertext) at a time, and one more byte than that.
+        for piece in [Int.max, smallSegment, smallSegment + 1] {
+            var encryptor = encryption.makeStreamEncryptor(name: name)
+            var sealed = Data()
+            for start in stride(from: 0, to: size, by: min(piece, max(size, 1))) {
+                sealed.append(try encryptor.update(plaintext.subdata(in: start..<min(size, start + piece))))
+            }
+            sealed.append(try encryptor.finish())
+            #expect(try encryption.decrypt(sealed, name: name) == plaintext)
+        }
+        for piece in [Int.max, smallSegment + 16, smallSegment + 17, 44] {
+            var decryptor = encryption.makeStreamDecryptor(name: name)
+            var opened = Data()
+            for start in stride(from: 0, to: whole.count, by: min(piece, whole.count)) {
+                opened.append(try decryptor.update(whole.subdata(in: start..<min(whole.count, start + piece))))
+            }
+            opened.append(try decryptor.finish())
+            #expect(opened == plaintext, "pieces of \(piece)")
+        }
     }
 
     @Test func exactlyOneDefaultSegment() throws {
@@ -351,6 +372,8 @@ struct EncryptionTests {
         #expect(parameters.segmentSize == RepositoryEncryption.defaultSegmentSize)
         // The parameters survive the marker's JSON.
         let json = try JSONEncoder().encode(parameters)
+        let keys = try #require(JSONSerialization.jsonObject(with: json) as? [String: Any]).keys.sorted()
+        #expect(keys == ["algorithm", "checksum", "kdf", "key_check", "salt", "segment_size", "version"])
         let decoded = try JSONDecoder().decode(RepositoryEncryption.Parameters.self, from: json)
         #expect(decoded == parameters)
         // The trailing newline is not part of the passphrase.
@@ -541,12 +564,35 @@ struct EncryptionTests {
         #expect(texts[7].contains("encryption key") && texts[8].contains("raw key"))
     }
 
+    @Test func everyErrorIsOneParagraphWithAnExitCode() {
+        let problems: [EncryptionError.ObjectProblem] = [.truncated, .notEncrypted, .unsupportedFormat, .malformedHeader,
+                                                         .authenticationFailed, .misalignedRange]
+        let errors: [EncryptionError] = [
+            .keyFileUnreadable(path: "/k", reason: "No such file or directory"), .keyFileTooOpen(path: "/k", mode: 0o100644),
+            .keyFileEmpty(path: "/k"), .passphraseTooShort(path: "/k", minimum: 12), .keyFileTooLarge(path: "/k", limit: 65536),
+            .keyRequired, .repositoryNotEncrypted, .keyKindMismatch(repositoryUses: .rawKey, keyFileHolds: .passphrase), .wrongKey,
+            .corruptParameters(reason: "r"), .unsupportedParameters(reason: "r"),
+            .plaintextReadMismatch(name: "n", expected: 2, got: 1), .keyDerivationFailed,
+        ] + problems.map { .objectRejected(name: "backups/a/roles.sql", problem: $0) }
+        for error in errors {
+            let message = error.tsbackupError.message
+            #expect(!message.contains("\n") && !message.contains("  ") && message.hasSuffix("."), "\(message)")
+            #expect(error.tsbackupError.exitCode != 0)
+        }
+        // A refused object is named, so the user knows which one.
+        for problem in problems {
+            #expect(EncryptionError.objectRejected(name: "backups/a/roles.sql", problem: problem).description.contains("backups/a/roles.sql"))
+        }
+    }
+
     // MARK: KDF
 
     @Test func scryptMatchesRFC7914Vectors() throws {
         // RFC 7914 section 12 (the first vector's empty password is not representable here).
-        let v2 = try KDF.Scrypt.deriveKey(from: Array("password".utf8), salt: Array("NaCl".utf8), outputByteCount: 64, rounds: 1024, blockSize: 8, parallelism: 16)
-        #expect(v2.withUnsafeBytes { Data($0) } == hexData("fdbabe1c9d3472007856e7190d01e9fe7c6ad7cbc8237830e77376634b3731622eaf30d92e22a3886ff109279d9830dac727afb94a83ee6d8360cbdfa2cc0640"))
+        let v2 = try KDF.Scrypt.deriveKey(from: Array("password".utf8), salt: Array("NaCl".utf8), outputByteCount: 64,
+                                          rounds: 1024, blockSize: 8, parallelism: 16)
+        #expect(v2.withUnsafeBytes { Data($0) } == hexData("fdbabe1c9d3472007856e7190d01e9fe7c6ad7cbc8237830e77376634b3731622eaf30d9"
+                                                            + "2e22a3886ff109279d9830dac727afb94a83ee6d8360cbdfa2cc0640"))
         // Through tsbackup's own derivation path (the first 32 bytes of the 64-byte vector).
         let v3 = try RepositoryEncryption.deriveMasterKey(.passphrase(Array("pleaseletmein".utf8)),
                                                           kdf: .init(name: "scrypt", n: 16384, r: 8, p: 1),
@@ -567,7 +613,7 @@ struct EncryptionTests {
         let directory = try temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let encryption = try repository(segmentSize: RepositoryEncryption.defaultSegmentSize)
-        let plaintext = testData(seed: 99, count: 9 * (1 << 20) + 333)  // crosses the 4 MiB read chunks
+        let plaintext = testData(seed: 99, count: 9 * (1 << 20) + 333)  // many 1 MiB reads, a short last segment
         let source = directory + "/plain", sealed = directory + "/sealed", restored = directory + "/restored"
         _ = FileManager.default.createFile(atPath: source, contents: plaintext)
         let name = "backups/f/dump/3.dat"

@@ -66,27 +66,68 @@ public enum EncryptionError: Error, Sendable, Equatable, CustomStringConvertible
     public var tsbackupError: TSBackupError {
         switch self {
         case let .keyFileUnreadable(path, reason):
-            return TSBackupError(.permission, "Cannot read the encryption key file \(path): \(reason). Check the path given with --encryption-key-file or TSBACKUP_ENCRYPTION_KEY_FILE and that this user can read it.")
+            return TSBackupError(.permission, """
+                Cannot read the encryption key file \(path): \(reason). Check the path given with \
+                --encryption-key-file or TSBACKUP_ENCRYPTION_KEY_FILE and that this user can read it.
+                """)
         case let .keyFileTooOpen(path, mode):
-            return TSBackupError(.permission, "The encryption key file \(path) has mode \(String(mode & 0o777, radix: 8)) and can be read or changed by group or others; tsbackup refuses to use it. Run chmod 600 \(path) (or 400) and try again.")
+            return TSBackupError(.permission, """
+                The encryption key file \(path) has mode \(String(mode & 0o777, radix: 8)) and can be read or \
+                changed by group or others; tsbackup refuses to use it. Run chmod 600 \(path) (or 400) and \
+                try again.
+                """)
         case let .keyFileEmpty(path):
-            return TSBackupError(.usage, "The encryption key file \(path) is empty. Put a passphrase of at least \(EncryptionKeyFile.minimumPassphraseLength) characters or a 32-byte key (64 hex digits or base64) in it.")
+            return TSBackupError(.usage, """
+                The encryption key file \(path) is empty. Put a passphrase of at least \
+                \(EncryptionKeyFile.minimumPassphraseLength) characters or a 32-byte key (64 hex digits or \
+                base64) in it.
+                """)
         case let .passphraseTooShort(path, minimum):
-            return TSBackupError(.usage, "The passphrase in the encryption key file \(path) is shorter than \(minimum) characters, too weak to protect backups. Use a longer passphrase or a random 32-byte key (for example `openssl rand -hex 32 > \(path)`).")
+            return TSBackupError(.usage, """
+                The passphrase in the encryption key file \(path) is shorter than \(minimum) characters, too \
+                weak to protect backups. Use a longer passphrase or a random 32-byte key (for example \
+                `openssl rand -hex 32 > \(path)`).
+                """)
         case let .keyFileTooLarge(path, limit):
-            return TSBackupError(.usage, "The encryption key file \(path) is larger than \(limit) bytes, so it is not a key or passphrase. Check that --encryption-key-file names the right file.")
+            return TSBackupError(.usage, """
+                The encryption key file \(path) is larger than \(limit) bytes, so it is not a key or \
+                passphrase. Check that --encryption-key-file names the right file.
+                """)
         case .keyRequired:
-            return TSBackupError(.permission, "This repository is encrypted and no key was given. Pass the key file it was created with through --encryption-key-file FILE or TSBACKUP_ENCRYPTION_KEY_FILE.")
+            return TSBackupError(.permission, """
+                This repository is encrypted and no key was given. Pass the key file it was created with \
+                through --encryption-key-file FILE or TSBACKUP_ENCRYPTION_KEY_FILE.
+                """)
         case .repositoryNotEncrypted:
-            return TSBackupError(.precondition, "An encryption key file was given, but this repository is not encrypted (its marker has no encryption parameters). If the repository was created encrypted, its marker was replaced: do not trust it. Otherwise run the command without --encryption-key-file and TSBACKUP_ENCRYPTION_KEY_FILE; a repository's encryption is decided when it is first written.")
+            return TSBackupError(.precondition, """
+                An encryption key file was given, but this repository is not encrypted (its marker has no \
+                encryption parameters). If the repository was created encrypted, its marker was replaced: do \
+                not trust it. Otherwise run the command without --encryption-key-file and \
+                TSBACKUP_ENCRYPTION_KEY_FILE; a repository's encryption is decided when it is first written.
+                """)
         case let .keyKindMismatch(repositoryUses, keyFileHolds):
-            return TSBackupError(.permission, "This repository was encrypted with a \(repositoryUses.rawValue), but the encryption key file holds a \(keyFileHolds.rawValue), so it cannot be the right key. Pass the key file the repository was created with.")
+            return TSBackupError(.permission, """
+                This repository was encrypted with a \(repositoryUses.rawValue), but the encryption key file \
+                holds a \(keyFileHolds.rawValue), so it cannot be the right key. Pass the key file the \
+                repository was created with.
+                """)
         case .wrongKey:
-            return TSBackupError(.permission, "The encryption key does not open this repository: its key check did not authenticate, so the key file holds a different key or passphrase than the one the repository was created with. Pass the right key file through --encryption-key-file or TSBACKUP_ENCRYPTION_KEY_FILE; nothing was read or changed.")
+            return TSBackupError(.permission, """
+                The encryption key does not open this repository: its key check did not authenticate, so the \
+                key file holds a different key or passphrase than the one the repository was created with. \
+                Pass the right key file through --encryption-key-file or TSBACKUP_ENCRYPTION_KEY_FILE; \
+                nothing was read or changed.
+                """)
         case let .corruptParameters(reason):
-            return TSBackupError(.failed, "The repository's encryption parameters are damaged (\(reason)), so no key can be checked against them. Restore the repository marker file from a copy; nothing was read or changed.")
+            return TSBackupError(.failed, """
+                The repository's encryption parameters are damaged (\(reason)), so no key can be checked \
+                against them. Restore the repository marker file from a copy; nothing was read or changed.
+                """)
         case let .unsupportedParameters(reason):
-            return TSBackupError(.failed, "The repository's encryption parameters are not supported by this tsbackup (\(reason)). Use the tsbackup version that created the repository, or check the marker file for damage.")
+            return TSBackupError(.failed, """
+                The repository's encryption parameters are not supported by this tsbackup (\(reason)). Use \
+                the tsbackup version that created the repository, or check the marker file for damage.
+                """)
         case let .objectRejected(name, problem):
             let what: String
             switch problem {
@@ -94,14 +135,25 @@ public enum EncryptionError: Error, Sendable, Equatable, CustomStringConvertible
             case .notEncrypted: what = "is not an encrypted tsbackup object"
             case .unsupportedFormat: what = "uses an encryption format version this tsbackup does not know"
             case .malformedHeader: what = "has a damaged encryption header"
-            case .authenticationFailed: what = "failed authentication: it was altered, truncated, reordered, copied from another object or written without this repository's key"
+            case .authenticationFailed:
+                what = "failed authentication: it was altered, truncated, reordered, copied from another object "
+                    + "or written without this repository's key"
             case .misalignedRange: what = "was read in a range that does not fall on encrypted segment boundaries"
             }
-            return TSBackupError(.failed, "The repository object \(name) \(what). It was not used. Run tsbackup verify on the backup that holds it and take another backup if it is damaged.")
+            return TSBackupError(.failed, """
+                The repository object \(name) \(what). It was not used. Run tsbackup verify on the backup \
+                that holds it and take another backup if it is damaged.
+                """)
         case let .plaintextReadMismatch(name, expected, got):
-            return TSBackupError(.failed, "Reading \(name) to encrypt it returned \(got) bytes where \(expected) were expected; the file changed or shrank while it was being stored. Run the backup again.")
+            return TSBackupError(.failed, """
+                Reading \(name) to encrypt it returned \(got) bytes where \(expected) were expected; the file \
+                changed or shrank while it was being stored. Run the backup again.
+                """)
         case .keyDerivationFailed:
-            return TSBackupError(.failed, "Deriving the encryption key from the passphrase failed inside the crypto library (out of memory?). Free memory and try again.")
+            return TSBackupError(.failed, """
+                Deriving the encryption key from the passphrase failed inside the crypto library (out of \
+                memory?). Free memory and try again.
+                """)
         }
     }
 }

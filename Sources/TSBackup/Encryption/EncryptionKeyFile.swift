@@ -42,7 +42,8 @@ public struct EncryptionKeyFile: Sendable, CustomStringConvertible, CustomDebugS
     public var customMirror: Mirror { Mirror(self, children: ["path": path, "kind": kind.rawValue]) }
 
     /// The key file named by the option, else by `TSBACKUP_ENCRYPTION_KEY_FILE`, else none.
-    public static func resolve(option: String?, environment: [String: String] = ProcessInfo.processInfo.environment) throws(EncryptionError) -> EncryptionKeyFile? {
+    public static func resolve(option: String?, environment: [String: String] = ProcessInfo.processInfo.environment)
+        throws(EncryptionError) -> EncryptionKeyFile? {
         if let option, !option.isEmpty { return try load(path: option) }
         if let fromEnvironment = environment[environmentVariable], !fromEnvironment.isEmpty {
             return try load(path: fromEnvironment)

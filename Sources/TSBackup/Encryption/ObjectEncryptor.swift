@@ -31,7 +31,7 @@ public struct ObjectEncryptor: Sendable {
     /// The plaintext bytes needed to produce the ciphertext `range` (whole segments).
     public func plaintextRange(covering range: Range<Int64>) -> Range<Int64> {
         guard let segments = segments(covering: range) else { return 0..<0 }
-        return geometry.plaintextRange(ofSegment: segments.lowerBound).lowerBound..<geometry.plaintextRange(ofSegment: segments.upperBound - 1).upperBound
+        return geometry.plaintextRange(ofSegments: segments)
     }
 
     /// The ciphertext bytes in `range` (clamped to the object). `reader` is called once, with the
@@ -127,7 +127,7 @@ public struct ObjectDecryptor: Sendable {
     public func plaintextRange(ofCiphertext range: Range<Int64>) throws(EncryptionError) -> Range<Int64> {
         let segments = try alignedSegments(range)
         guard !segments.isEmpty else { return 0..<0 }
-        return geometry.plaintextRange(ofSegment: segments.lowerBound).lowerBound..<geometry.plaintextRange(ofSegment: segments.upperBound - 1).upperBound
+        return geometry.plaintextRange(ofSegments: segments)
     }
 
     /// Decrypts `data`, the ciphertext starting at `ciphertextOffset`. The range must start at 0
@@ -146,7 +146,7 @@ public struct ObjectDecryptor: Sendable {
             let sealed = geometry.ciphertextRange(ofSegment: index)
             let low = data.startIndex + Int(sealed.lowerBound - ciphertextOffset)
             let high = data.startIndex + Int(sealed.upperBound - ciphertextOffset)
-            try cipher.open(data.subdata(in: low..<high), index: index, final: index == geometry.segmentCount - 1, into: &output)
+            try cipher.open(data[low..<high], index: index, final: index == geometry.segmentCount - 1, into: &output)
         }
         return output
     }

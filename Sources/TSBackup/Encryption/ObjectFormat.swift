@@ -99,6 +99,11 @@ enum ObjectFormat {
             return start..<min(plaintextSize, start + Int64(segmentSize))
         }
 
+        /// The plaintext of a non-empty run of consecutive segments.
+        func plaintextRange(ofSegments segments: Range<Int64>) -> Range<Int64> {
+            plaintextRange(ofSegment: segments.lowerBound).lowerBound..<plaintextRange(ofSegment: segments.upperBound - 1).upperBound
+        }
+
         func ciphertextOffset(ofSegment index: Int64) -> Int64 { Int64(ObjectFormat.headerSize) + index * stride }
 
         func ciphertextRange(ofSegment index: Int64) -> Range<Int64> {

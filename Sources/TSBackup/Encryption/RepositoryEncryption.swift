@@ -30,6 +30,13 @@ public struct RepositoryEncryption: Sendable, CustomStringConvertible, CustomDeb
         /// a wrong key. Not a security measure (anyone can recompute it); the key check is.
         public var checksum: String
 
+        // snake_case like every other file tsbackup stores.
+        enum CodingKeys: String, CodingKey {
+            case version, algorithm, kdf, salt, checksum
+            case segmentSize = "segment_size"
+            case keyCheck = "key_check"
+        }
+
         /// The key derivation function and its cost.
         public struct KDF: Codable, Sendable, Equatable {
             /// "scrypt" (a passphrase) or "hkdf-sha256" (a raw 32-byte key, only salted per repository).
@@ -104,7 +111,8 @@ public struct RepositoryEncryption: Sendable, CustomStringConvertible, CustomDeb
     /// A new repository's encryption: a fresh random salt, the master key derived from the key
     /// file, and the parameters to store in the repository's marker.
     public static func create(keyFile: EncryptionKeyFile, scryptCost: ScryptCost = .default,
-                              segmentSize: Int = RepositoryEncryption.defaultSegmentSize) throws(EncryptionError) -> (RepositoryEncryption, Parameters) {
+                              segmentSize: Int = RepositoryEncryption.defaultSegmentSize)
+        throws(EncryptionError) -> (RepositoryEncryption, Parameters) {
         precondition(ObjectFormat.segmentSizeRange.contains(segmentSize), "segment size out of range")
         precondition(scryptCost.isAcceptable, "scrypt cost out of the accepted bounds")
         let salt = randomBytes(saltSize)
@@ -148,7 +156,8 @@ public struct RepositoryEncryption: Sendable, CustomStringConvertible, CustomDeb
         case scryptName:
             guard let n = parameters.kdf.n, let r = parameters.kdf.r, let p = parameters.kdf.p,
                   ScryptCost(n: n, r: r, p: p).isAcceptable else {
-                throw .unsupportedParameters(reason: "scrypt cost N=\(parameters.kdf.n ?? 0) r=\(parameters.kdf.r ?? 0) p=\(parameters.kdf.p ?? 0) is outside the accepted bounds")
+                let cost = "N=\(parameters.kdf.n ?? 0) r=\(parameters.kdf.r ?? 0) p=\(parameters.kdf.p ?? 0)"
+                throw .unsupportedParameters(reason: "scrypt cost \(cost) is outside the accepted bounds")
             }
             repositoryKind = .passphrase
         case rawKeyKDFName:

@@ -33,6 +33,11 @@ struct SegmentCipher: Sendable {
 
     /// Appends segment `index`'s plaintext to `output`; `sealed` is its ciphertext and tag.
     func open(_ sealed: Data, index: Int64, final: Bool, into output: inout Data) throws(EncryptionError) {
+        output.append(try open(sealed, index: index, final: final))
+    }
+
+    /// Segment `index`'s plaintext; `sealed` is its ciphertext and tag.
+    func open(_ sealed: Data, index: Int64, final: Bool) throws(EncryptionError) -> Data {
         guard sealed.count >= ObjectFormat.tagSize, sealed.count <= segmentSize + ObjectFormat.tagSize,
               final || sealed.count == segmentSize + ObjectFormat.tagSize else {
             throw .objectRejected(name: name, problem: .truncated)
@@ -42,7 +47,7 @@ struct SegmentCipher: Sendable {
             let box = try AES.GCM.SealedBox(nonce: ObjectFormat.nonce(index: index, final: final),
                                             ciphertext: sealed[sealed.startIndex..<split],
                                             tag: sealed[split...])
-            output.append(try AES.GCM.open(box, using: key, authenticating: associatedData))
+            return try AES.GCM.open(box, using: key, authenticating: associatedData)
         } catch {
             throw .objectRejected(name: name, problem: .authenticationFailed)
         }

@@ -24,18 +24,30 @@ public struct StreamEncryptor: Sendable {
     /// Adds plaintext; returns the ciphertext completed by it (possibly empty).
     public mutating func update(_ plaintext: Data) throws(EncryptionError) -> Data {
         precondition(!finished, "StreamEncryptor used after finish()")
-        pending.append(plaintext)
         var output = takeHeader()
         let size = cipher.segmentSize
-        var consumed = 0
-        // Strictly more than a segment: a segment is sealed as non-final only once a byte after it exists.
-        while pending.count - consumed > size {
-            let start = pending.startIndex + consumed
-            try cipher.seal(pending[start..<(start + size)], index: nextIndex, final: false, into: &output)
-            nextIndex += 1
-            consumed += size
+        let expected = pending.count + plaintext.count
+        output.reserveCapacity(output.count + expected + (expected / size + 1) * ObjectFormat.tagSize)
+        var input = plaintext[...]
+        // A segment is sealed as non-final only once a byte after it exists. Whole segments are
+        // sealed straight from the input; only the remainder is copied into `pending`, whose
+        // buffer is reused (fresh large buffers cost page faults on every call).
+        while !input.isEmpty {
+            if pending.count == size {
+                try cipher.seal(pending, index: nextIndex, final: false, into: &output)
+                nextIndex += 1
+                pending.removeAll(keepingCapacity: true)
+            }
+            if pending.isEmpty && input.count > size {
+                try cipher.seal(input.prefix(size), index: nextIndex, final: false, into: &output)
+                nextIndex += 1
+                input = input.dropFirst(size)
+                continue
+            }
+            let take = min(size - pending.count, input.count)
+            pending.append(input.prefix(take))
+            input = input.dropFirst(take)
         }
-        if consumed > 0 { pending.removeSubrange(pending.startIndex..<(pending.startIndex + consumed)) }
         return output
     }
 
@@ -80,26 +92,43 @@ public struct StreamDecryptor: Sendable {
     /// Adds ciphertext; returns the plaintext of the segments it completed (possibly empty).
     public mutating func update(_ ciphertext: Data) throws(EncryptionError) -> Data {
         precondition(!finished, "StreamDecryptor used after finish()")
-        pending.append(ciphertext)
+        var input = ciphertext[...]
         if cipher == nil {
-            guard pending.count >= ObjectFormat.headerSize else { return Data() }
-            let header = pending.prefix(ObjectFormat.headerSize)
+            let take = min(ObjectFormat.headerSize - pending.count, input.count)
+            pending.append(input.prefix(take))
+            input = input.dropFirst(take)
+            guard pending.count == ObjectFormat.headerSize else { return Data() }
+            let header = Data(pending)
             let parsed = try ObjectFormat.parseHeader(header, name: name)
-            cipher = SegmentCipher(master: masterKey, name: name, header: Data(header), parsed: parsed)
-            pending.removeSubrange(pending.startIndex..<(pending.startIndex + ObjectFormat.headerSize))
+            cipher = SegmentCipher(master: masterKey, name: name, header: header, parsed: parsed)
+            pending.removeAll(keepingCapacity: true)
         }
         guard let cipher else { return Data() }
         let stride = cipher.segmentSize + ObjectFormat.tagSize
-        var output = Data()
-        var consumed = 0
-        while pending.count - consumed > stride {
-            let start = pending.startIndex + consumed
-            try cipher.open(pending.subdata(in: start..<(start + stride)), index: nextIndex, final: false, into: &output)
-            nextIndex += 1
-            consumed += stride
+        // Usually one segment per call: hand its plaintext back as it is, without a copy.
+        var output: Data?
+        func emit(_ plain: Data) {
+            if output == nil { output = plain } else { output?.append(plain) }
         }
-        if consumed > 0 { pending.removeSubrange(pending.startIndex..<(pending.startIndex + consumed)) }
-        return output
+        // As in StreamEncryptor: the last segment seen is held back until a byte after it arrives;
+        // whole segments are opened straight from the input, the remainder goes to `pending`.
+        while !input.isEmpty {
+            if pending.count == stride {
+                emit(try cipher.open(pending, index: nextIndex, final: false))
+                nextIndex += 1
+                pending.removeAll(keepingCapacity: true)
+            }
+            if pending.isEmpty && input.count > stride {
+                emit(try cipher.open(input.prefix(stride), index: nextIndex, final: false))
+                nextIndex += 1
+                input = input.dropFirst(stride)
+                continue
+            }
+            let take = min(stride - pending.count, input.count)
+            pending.append(input.prefix(take))
+            input = input.dropFirst(take)
+        }
+        return output ?? Data()
     }
 
     /// Opens the held-back segment as the final one and returns its plaintext. Throws if the input
@@ -110,8 +139,7 @@ public struct StreamDecryptor: Sendable {
         guard let cipher, pending.count >= ObjectFormat.tagSize else {
             throw .objectRejected(name: name, problem: .truncated)
         }
-        var output = Data()
-        try cipher.open(pending, index: nextIndex, final: true, into: &output)
+        let output = try cipher.open(pending, index: nextIndex, final: true)
         pending = Data()
         return output
     }
