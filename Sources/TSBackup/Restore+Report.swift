@@ -19,7 +19,9 @@ extension Restore.Report {
             let title = versions?.backupTimescaleDB.map { "Verification at TimescaleDB \($0) (the backup's version)" } ?? "Verification"
             out += "\n\(title)\n" + Self.render(checks) + "\n"
         }
-        if let update = extensionUpdate {
+        if let update = extensionUpdate, update.status == .notNeeded {
+            out += "\nExtension update: not needed, the backup's TimescaleDB \(update.fromVersion) already is the version asked for.\n"
+        } else if let update = extensionUpdate {
             out += "\nExtension update \(update.fromVersion) -> \(update.toVersion): \(update.status.rawValue)\n"
             var lines = TextTable()
             if let path = update.path { lines.add(["update path", path]) }

@@ -462,6 +462,12 @@ actor RestoreRun {
             try await session.execute("CREATE DATABASE \(quoteIdentifier(database)) TEMPLATE template0")
         }
         created = true
+        // Also for the sessions tsbackup does not open: autovacuum analysing the new tables and
+        // TimescaleDB's scheduler each commit synchronously otherwise, one flush per table.
+        // Reset before the final CHECKPOINT (and on every failure path that keeps the database).
+        try await DatabaseSession.with(serverSettings) { session in
+            try await session.execute("ALTER DATABASE \(quoteIdentifier(database)) SET synchronous_commit = off")
+        }
     }
 
     func prepareDatabase() async throws {
@@ -489,8 +495,12 @@ actor RestoreRun {
     }
 
     func checkpoint() async throws {
-        // A CHECKPOINT flushes every WAL record before it, the asynchronous commits included.
-        try await DatabaseSession.with(request.target.with(database: database)) { try await $0.execute("CHECKPOINT") }
+        let database = self.database
+        try await DatabaseSession.with(request.target) { session in
+            try await session.execute("ALTER DATABASE \(quoteIdentifier(database)) RESET synchronous_commit")
+            // A CHECKPOINT flushes every WAL record before it, the asynchronous commits included.
+            try await session.execute("CHECKPOINT")
+        }
     }
 
     /// The first verification, with ANALYZE on other connections beside it: both read every
@@ -696,6 +706,8 @@ actor RestoreRun {
             // Never leave a database in restore mode: inserts would fail and pg_upgrade breaks.
             _ = try? await DatabaseSession.with(request.target) { session in
                 try await session.execute("ALTER DATABASE \(quoteIdentifier(database)) RESET timescaledb.restoring")
+                try await session.execute("ALTER DATABASE \(quoteIdentifier(database)) RESET synchronous_commit")
+                try await session.execute("CHECKPOINT")
             }
             report.keptFailedDatabase = true
             return
