@@ -184,7 +184,17 @@ public final class S3Client: Sendable {
         let response = try await http.execute(httpRequest, timeout: .hours(24), logger: logger)
         let isHead = request.method == .HEAD
         let limit = (200..<300).contains(Int(response.status.code)) ? request.responseLimit : 1 << 20
-        let buffer = isHead ? ByteBuffer() : try await response.body.collect(upTo: limit)
+        var buffer = ByteBuffer()
+        if !isHead {
+            // Sized once from Content-Length: growing by doubling would briefly hold a part twice.
+            if let length = response.headers.first(name: "Content-Length").flatMap(Int.init), length <= limit {
+                buffer.reserveCapacity(length)
+            }
+            for try await chunk in response.body {
+                guard buffer.readableBytes + chunk.readableBytes <= limit else { throw NIOTooManyBytesError(maxBytes: limit) }
+                buffer.writeImmutableBuffer(chunk)
+            }
+        }
         // No copy: the Data keeps the buffer's storage alive, so a part is in memory once.
         return Response(status: Int(response.status.code), headers: response.headers,
                         body: Data(buffer: buffer, byteTransferStrategy: .noCopy))
