@@ -303,6 +303,27 @@ struct S3XMLTests {
         #expect(S3Client.effectiveConcurrency(options: options, partSize: 525 << 20) == 1)
     }
 
+    @Test("the client-wide memory budget makes a transfer wait until bytes are released")
+    func memoryBudget() async throws {
+        let budget = S3MemoryBudget(limit: 10)
+        await budget.acquire(6)
+        await budget.acquire(4)
+        let waiter = Task { try await budget.withBytes(5) { await budget.bytesInUse } }
+        var spins = 0
+        while await budget.waitingCount == 0 && spins < 10_000 {
+            await Task.yield()
+            spins += 1
+        }
+        #expect(await budget.waitingCount == 1, "a 5-byte request must wait while 10 of 10 are held")
+        await budget.release(4)
+        #expect(await budget.waitingCount == 1, "4 free bytes are not enough for 5")
+        await budget.release(6)
+        #expect(try await waiter.value == 5)
+        #expect(await budget.bytesInUse == 0)
+        // A request larger than the whole budget waits for all of it instead of forever.
+        #expect(try await budget.withBytes(1_000) { await budget.bytesInUse } == 10)
+    }
+
     @Test func urlDecoding() {
         #expect(S3XML.urlDecode("a+b%2Bc%20d%E2%82%AC") == "a b+c d€")
         #expect(S3XML.urlDecode("bad%zz%4") == "bad%zz%4")

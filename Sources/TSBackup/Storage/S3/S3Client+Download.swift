@@ -25,8 +25,10 @@ extension S3Client {
         let file = try WritableFile(path: temporary)
         do {
             if info.size <= options.multipartThreshold {
-                let data = try await getObject(key)
-                try file.write(data, at: 0)
+                try await budget.withBytes(info.size) {
+                    let data = try await getObject(key)
+                    try file.write(data, at: 0)
+                }
             } else {
                 let partSize = Self.partSize(forObjectSize: info.size, minimum: options.minimumPartSize)
                 let count = Int((info.size + partSize - 1) / partSize)
@@ -38,8 +40,10 @@ extension S3Client {
                         next += 1
                         let range = Int64(index) * partSize..<min(Int64(index + 1) * partSize, info.size)
                         group.addTask { [self] in
-                            let data = try await getRange(key, range: range, etag: info.etag)
-                            try file.write(data, at: range.lowerBound)
+                            try await budget.withBytes(Int64(range.count)) {
+                                let data = try await getRange(key, range: range, etag: info.etag)
+                                try file.write(data, at: range.lowerBound)
+                            }
                         }
                     }
                     while next < min(width, count) { launch() }

@@ -44,7 +44,9 @@ extension S3Client {
         }
         if size <= options.multipartThreshold {
             let request = Request(method: .PUT, key: key, operation: "PutObject")
-            _ = try await send(request, body: { try await Self.read(reader, 0..<size, key: key) })
+            _ = try await budget.withBytes(size) {
+                try await send(request, body: { try await Self.read(reader, 0..<size, key: key) })
+            }
             return
         }
         let partSize = Self.partSize(forObjectSize: size, minimum: options.minimumPartSize)
@@ -101,7 +103,9 @@ extension S3Client {
                 group.addTask { [self] in
                     var request = Request(method: .PUT, key: key, operation: "UploadPart \(index + 1)/\(count)")
                     request.query = [("partNumber", String(index + 1)), ("uploadId", uploadId)]
-                    let response = try await send(request, body: { try await Self.read(reader, range, key: key) })
+                    let response = try await budget.withBytes(Int64(range.count)) {
+                        try await send(request, body: { try await Self.read(reader, range, key: key) })
+                    }
                     guard let etag = response.headers.first(name: "ETag") else {
                         throw S3Error(code: .other, status: response.status, key: key, operation: request.operation,
                                       message: "the store returned no ETag for the part")

@@ -24,8 +24,9 @@ public final class S3Client: Sendable {
         public var multipartThreshold: Int64 = 16 << 20
         /// The smallest multipart part (S3's minimum is 5 MiB).
         public var minimumPartSize: Int64 = 8 << 20
-        /// Upper bound of part buffers held at once; concurrency is reduced when parts are large
-        /// (a 5 TB object has ~525 MiB parts) so memory stays under it.
+        /// Upper bound of part buffers held at once by the whole client (all transfers together);
+        /// per-object concurrency is also reduced when parts are large (a 5 TB object has ~525 MiB
+        /// parts) so memory stays under it.
         public var memoryBudget: Int64 = 128 << 20
         /// Time to establish a connection.
         public var connectTimeout: Duration = .seconds(10)
@@ -43,6 +44,8 @@ public final class S3Client: Sendable {
     let http: HTTPClient
     let signer: S3Signer
     let logger: Logger
+    /// Part buffers in flight across every transfer of this client.
+    let budget: S3MemoryBudget
     private let counters = Mutex(S3Stats())
 
     /// - Parameters:
@@ -55,6 +58,7 @@ public final class S3Client: Sendable {
         self.options = options
         self.logger = logger
         self.signer = S3Signer(credentials: settings.credentials, region: settings.region)
+        self.budget = S3MemoryBudget(limit: options.memoryBudget)
         var configuration = HTTPClient.Configuration()
         configuration.redirectConfiguration = .disallow
         configuration.timeout = .init(connect: .nanoseconds(Self.nanoseconds(options.connectTimeout)),
@@ -127,6 +131,11 @@ public final class S3Client: Sendable {
                 response = try await execute(request, payload: payload)
             } catch is CancellationError {
                 throw CancellationError()
+            } catch is NIOTooManyBytesError {
+                // The store sent more than the request can yield (a Range it ignored): not a
+                // transport fault, and retrying would get the same answer.
+                throw S3Error(code: .other, key: request.key, operation: request.operation,
+                              message: "the response body is larger than the \(request.responseLimit) bytes asked for", attempts: attempt)
             } catch {
                 if Task.isCancelled { throw CancellationError() }
                 let reason = Self.describeTransportError(error)
@@ -175,7 +184,17 @@ public final class S3Client: Sendable {
         let response = try await http.execute(httpRequest, timeout: .hours(24), logger: logger)
         let isHead = request.method == .HEAD
         let limit = (200..<300).contains(Int(response.status.code)) ? request.responseLimit : 1 << 20
-        let buffer = isHead ? ByteBuffer() : try await response.body.collect(upTo: limit)
+        var buffer = ByteBuffer()
+        if !isHead {
+            // Sized once from Content-Length: growing by doubling would briefly hold a part twice.
+            if let length = response.headers.first(name: "Content-Length").flatMap(Int.init), length <= limit {
+                buffer.reserveCapacity(length)
+            }
+            for try await chunk in response.body {
+                guard buffer.readableBytes + chunk.readableBytes <= limit else { throw NIOTooManyBytesError(maxBytes: limit) }
+                buffer.writeImmutableBuffer(chunk)
+            }
+        }
         // No copy: the Data keeps the buffer's storage alive, so a part is in memory once.
         return Response(status: Int(response.status.code), headers: response.headers,
                         body: Data(buffer: buffer, byteTransferStrategy: .noCopy))
