@@ -140,6 +140,13 @@ public struct ObjectDecryptor: Sendable {
                 throw .objectRejected(name: cipher.name, problem: .authenticationFailed)
             }
         }
+        // One segment: its plaintext as the crypto library returns it, without another copy.
+        if segments.count == 1, let index = segments.first {
+            let sealed = geometry.ciphertextRange(ofSegment: index)
+            let low = data.startIndex + Int(sealed.lowerBound - ciphertextOffset)
+            let high = data.startIndex + Int(sealed.upperBound - ciphertextOffset)
+            return try cipher.open(data[low..<high], index: index, final: index == geometry.segmentCount - 1)
+        }
         var output = Data()
         output.reserveCapacity(data.count)
         for index in segments {
