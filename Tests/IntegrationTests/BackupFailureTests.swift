@@ -164,7 +164,7 @@ struct BackupFailureTests {
         let script = """
             "$TSBACKUP" backup --db "$URL" --repo "$REPO" > /dev/null 2>&1 &
             pid=$!
-            for i in $(seq 1 100); do ls "$REPO/backups" 2>/dev/null | grep -q partial && break; sleep 0.1; done
+            for i in $(seq 1 600); do ls "$REPO/backups" 2>/dev/null | grep -q partial && break; sleep 0.1; done
             kill -9 "$pid"; wait "$pid" 2>/dev/null
             pkill -f "$FAKE" || true
             ls "$REPO/backups"

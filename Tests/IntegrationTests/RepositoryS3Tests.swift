@@ -233,7 +233,7 @@ struct RepositoryS3Tests {
         let script = """
             "$TSBACKUP" backup --db "$URL" --repo "$REPO" > /dev/null 2>&1 &
             pid=$!
-            for i in $(seq 1 200); do ls "$TSBACKUP_SCRATCH_DIR" 2>/dev/null | grep -q tsbackup-staging && break; sleep 0.1; done
+            for i in $(seq 1 600); do ls "$TSBACKUP_SCRATCH_DIR" 2>/dev/null | grep -q tsbackup-staging && break; sleep 0.1; done
             sleep 0.5
             kill -9 "$pid"; wait "$pid" 2>/dev/null
             pkill -f "$FAKE" || true
@@ -297,19 +297,19 @@ struct RepositoryS3Tests {
         let (cluster, database) = try await makeSampleDatabase("s3renew")
         let s3 = try await S3Sandbox.make("renew")
         defer { s3.remove() }
-        // A two-second lease and a pg_dump that takes eight: only renewal keeps the lease alive.
-        let fake = try s3.scratch.fakePgDump("sleep 8; exit 1")
+        // A three-second lease and a pg_dump that takes twenty: only renewal keeps the lease alive.
+        let fake = try s3.scratch.fakePgDump("sleep 20; exit 1")
         var env = s3.environment(cluster)
         env["PATH"] = fake["PATH"]
-        env["TSBACKUP_S3_LEASE_SECONDS"] = "2"
+        env["TSBACKUP_S3_LEASE_SECONDS"] = "3"
         let backup = Task { try await CLI.run(["backup", "--db", cluster.url(database: database), "--repo", s3.repository], environment: env) }
         // Wait until the run holds the lease and has staged its entry, then well past the lease's first expiry.
         for _ in 0..<100 where !(try await s3.keys()).contains { $0.hasSuffix("/run.json") } {
             try await Task.sleep(for: .milliseconds(100))
         }
-        try await Task.sleep(for: .seconds(4))
+        try await Task.sleep(for: .seconds(7))
         var gcEnvironment = s3.environment()
-        gcEnvironment["TSBACKUP_S3_LEASE_SECONDS"] = "2"
+        gcEnvironment["TSBACKUP_S3_LEASE_SECONDS"] = "3"
         let gc = try await CLI.run(["repo", "gc", "--repo", s3.repository], environment: gcEnvironment)
         #expect(gc.exitCode == 5, "\(gc.standardOutput) \(gc.standardError)")
         #expect(gc.standardError.contains("in use by"))

@@ -247,14 +247,15 @@ public struct S3Repository: Repository {
 
     public func beginEntry(_ id: String) async throws -> StagedEntry {
         let directory = stagingDirectory(id)
+        // Marks the entry as started before anything is staged, so a run that dies at any point
+        // after this shows as incomplete and is cleaned later.
+        let run = #"{"host": "\#(ProcessInfo.processInfo.hostName)", "pid": \#(getpid()), "started": "\#(ISO8601DateFormatter().string(from: Date()))"}"#
+        try await s3 { try await client.putObject(key(id, Self.runMarker), data: Data(run.utf8)) }
         do {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         } catch {
             throw TSBackupError(.failed, "Could not create the local staging directory \(directory): \(error.localizedDescription). Point TSBACKUP_SCRATCH_DIR (or TMPDIR) at a writable filesystem with room for the dump.")
         }
-        // Marks the entry as started, so a run that dies shows as incomplete and is cleaned later.
-        let run = #"{"host": "\#(ProcessInfo.processInfo.hostName)", "pid": \#(getpid()), "started": "\#(ISO8601DateFormatter().string(from: Date()))"}"#
-        try await s3 { try await client.putObject(key(id, Self.runMarker), data: Data(run.utf8)) }
         return StagedEntry(id: id, directory: directory)
     }
 
