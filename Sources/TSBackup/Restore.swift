@@ -120,9 +120,28 @@ final class RestoreRun: @unchecked Sendable {
             let procedure = try RestoreProcedure(archive: archivePath, pgRestore: tools.pgRestore, settings: targetSettings, jobs: request.jobs)
             defer { procedure.removeLists() }
             try await step("split the archive's contents") { try procedure.splitLists(tools.contents) }
-            try await step("pg_restore pre-data") { try await procedure.restorePreData() }
+            // Chunks dumped in batches past the lock limit: phases around the usual ones (ChunkBatchRestore).
+            let batches = try manifest.chunkPath.map {
+                try ChunkBatchRestore(path: $0, directory: directory, pgRestore: tools.pgRestore, settings: targetSettings, jobs: request.jobs)
+            }
+            if let batches {
+                try await step("pg_restore pre-data, hypertable roots and \(batches.path.batches.count) chunk batches") {
+                    try await batches.restorePreData(tools.contents, procedure: procedure)
+                }
+            } else {
+                try await step("pg_restore pre-data") { try await procedure.restorePreData() }
+            }
             try await step("pg_restore TimescaleDB catalog data") { try await procedure.restoreCatalogData() }
+            if let batches, !batches.path.droppedChunks.isEmpty {
+                try await step("remove \(batches.path.droppedChunks.count) chunks dropped during the backup from the catalog") {
+                    try await batches.removeDroppedChunks()
+                }
+            }
             try await step("pg_restore data and post-data, \(request.jobs) jobs") { try await procedure.restoreRest() }
+            if let batches {
+                try await step("hypertable roots' indexes and constraints") { try await batches.finishRoots() }
+                try await step("pg_restore chunk batches' data and post-data, \(request.jobs) jobs") { try await batches.restoreData() }
+            }
             report.warnings += procedure.warnings
             try await step("checkpoint") {
                 try await DatabaseSession.with(self.targetSettings) { try await $0.execute("CHECKPOINT") }

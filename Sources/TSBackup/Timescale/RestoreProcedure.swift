@@ -57,7 +57,8 @@ final class RestoreProcedure: @unchecked Sendable {
         try await pgRestore(["--section=data", "--section=post-data", "--use-list=\(restList)", "--jobs=\(jobs)"], phase: "data and post-data")
     }
 
-    private func pgRestore(_ options: [String], phase: String) async throws {
+    /// One pg_restore of this archive with `options`; also used by ChunkBatchRestore.
+    func pgRestore(_ options: [String], phase: String) async throws {
         // The target is a throwaway database until verified; losing its last commits on a crash
         // costs a rerun, not data. The CHECKPOINT before success makes it durable.
         let environment = settings.childProcessEnvironment(options: "-c synchronous_commit=off")
