@@ -81,9 +81,9 @@ public struct RootDefinition: Codable, Sendable, Equatable {
                    AND (a.attidentity <> '' OR a.attacl IS NOT NULL OR a.attstorage <> t.typstorage OR a.attcompression <> ''
                         OR a.attstattarget >= 0 OR a.attfdwoptions IS NOT NULL))
              """),
-            ("a constraint is NOT VALID, NO INHERIT or deferrable, or a foreign key references it",
+            ("a constraint is NOT VALID, deferrable or a NO INHERIT check, or a foreign key references it",
              """
-             SELECT EXISTS (SELECT 1 FROM pg_constraint WHERE (conrelid = $1::oid AND (NOT convalidated OR connoinherit OR condeferrable))
+             SELECT EXISTS (SELECT 1 FROM pg_constraint WHERE (conrelid = $1::oid AND (NOT convalidated OR (connoinherit AND contype = 'c') OR condeferrable))
                                                         OR (confrelid = $1::oid AND contype = 'f'))
              """),
             ("an index is clustered, in a non-default tablespace or has statistics settings",
