@@ -141,4 +141,21 @@ final class ChunkBatchRestore: Sendable {
             }
         }
     }
+
+    /// ANALYZE of every table but the batched roots (one transaction per table). A root's
+    /// inheritance statistics would sample, and lock, all of its chunks at once; autovacuum never
+    /// analyzes inheritance parents either, so the roots stay as they would on the source.
+    static func analyze(_ settings: ConnectionSettings, skipping path: BackupManifest.ChunkPath) async throws {
+        try await DatabaseSession.with(settings) { session in
+            let roots = Set(path.batches.map(\.hypertable))
+            let tables = try await session.values(
+                """
+                SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                WHERE c.relkind IN ('r', 'm', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%'
+                  AND format('%s.%s', n.nspname, c.relname) <> ALL (\(Array(roots))::text[])
+                """, as: String.self, purpose: "listing tables to analyze")
+            guard !tables.isEmpty else { return }
+            try await session.execute("ANALYZE " + tables.joined(separator: ", "), purpose: "ANALYZE")
+        }
+    }
 }
