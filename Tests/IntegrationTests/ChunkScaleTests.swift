@@ -150,6 +150,15 @@ struct ChunkScaleTests {
                 #expect(try await session.value("SELECT count(*) FROM show_chunks('public.metrics')", as: Int64.self) == Int64(Self.hours + 1))
             }
             try await target.withSuperuser { try await $0.execute("DROP DATABASE \(quoteIdentifier(into)) WITH (FORCE)") }
+
+            // And on the small-lock server itself: verification reads the roots a window of
+            // chunks at a time, and ANALYZE leaves the roots out.
+            let local = "scale_restored_here"
+            let (here, hereReport) = try await Self.restore(repository, id, into: cluster, as: local)
+            #expect(here.exitCode == 0, "\(here.standardOutput) \(here.standardError)")
+            #expect(hereReport?.ok == true)
+            #expect(hereReport?.checks.contains { $0.subject == "public.metrics" && $0.check == "rows" && $0.actual == String(Self.hours * 6) } == true)
+            #expect(try await Self.digests(cluster, local, days: days) == source)
         }
     }
 
