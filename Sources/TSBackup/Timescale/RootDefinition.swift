@@ -66,9 +66,10 @@ public struct RootDefinition: Codable, Sendable, Equatable {
     /// The first feature of the root that ``deparse`` does not rebuild, or nil.
     static func unsupportedFeature(_ session: DatabaseSession, oid: Int64) async throws -> String? {
         let checks: [(String, String)] = [
-            ("it is not an ordinary logged table in the default tablespace, or has row-level security, rules or a non-default replica identity",
+            ("it is not an ordinary logged heap table in the default tablespace, or has row-level security, rules or a non-default replica identity",
              """
              SELECT EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = $1::oid AND (c.relkind <> 'r' OR c.relpersistence <> 'p' OR c.reloftype <> 0
+                 OR c.relam <> (SELECT oid FROM pg_am WHERE amname = 'heap')
                  OR c.relrowsecurity OR c.relforcerowsecurity OR c.relhasrules OR c.reltablespace <> 0 OR c.relreplident <> 'd'))
              """),
             ("it inherits from another table",
