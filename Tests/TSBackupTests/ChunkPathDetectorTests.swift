@@ -67,6 +67,8 @@ struct ChunkPathDetectorTests {
         #expect(ChunkBatchPlan.chunksPerBatch(lockBudget: 200, jobs: 2) == 25)
         #expect(ChunkBatchPlan.chunksPerBatch(lockBudget: 10, jobs: 8) == 5)
         #expect(ChunkBatchPlan.chunksPerBatch(lockBudget: 1_000_000, jobs: 1) == 1000)
+        // Two indexes per chunk: the batch's session holds three locks per chunk, pg_dump one.
+        #expect(ChunkBatchPlan.chunksPerBatch(lockBudget: 6_400, jobs: 2, locksPerChunk: 4) == 400)
     }
 
     @Test func viewsAndTheirCommentsAndGrantsAreHeldBack() {

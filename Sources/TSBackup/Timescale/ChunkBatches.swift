@@ -153,11 +153,12 @@ struct ChunkBatchPlan: Sendable {
         total - batched.reduce(0) { $0 + 1 + $1.chunks.count }
     }
 
-    /// Chunks per batch: a share of the lock budget that leaves room for the main pg_dump, other
-    /// sessions and the batch's own catalog locks. Each chunk is locked twice (the batch's
-    /// session holds it so retention cannot drop it under pg_dump, and pg_dump itself).
-    static func chunksPerBatch(lockBudget: Int, jobs: Int) -> Int {
-        let share = lockBudget / 2 / (2 * max(1, jobs))
+    /// Chunks per batch: half the lock budget shared by the `jobs` batches running at once, which
+    /// leaves room for other sessions and the batches' catalog locks. A chunk costs
+    /// `locksPerChunk`: the batch's session locks it (so retention cannot drop it under pg_dump)
+    /// and, by planning the row count, each of its indexes; pg_dump locks it once more.
+    static func chunksPerBatch(lockBudget: Int, jobs: Int, locksPerChunk: Int = 2) -> Int {
+        let share = lockBudget / 2 / (max(2, locksPerChunk) * max(1, jobs))
         return min(1000, max(5, share))
     }
 
@@ -185,9 +186,15 @@ struct ChunkBatchPlan: Sendable {
                 batched.append(.init(row: row, chunks: own, definition: definition, exclusions: exclusions))
             }
         }
-        let size = chunksPerBatch(lockBudget: lockBudget, jobs: jobs)
         var batches: [Batch] = []
+        var smallest = 1000
         for table in batched {
+            // Chunks carry copies of the root's indexes, which the batch's count locks too.
+            let indexes = try await session.value(
+                "SELECT count(*) FROM pg_index WHERE indrelid = format('%I.%I', \(table.row.schema)::text, \(table.row.name)::text)::regclass",
+                as: Int64.self, purpose: "counting the indexes of \(table.qualifiedName)")
+            let size = chunksPerBatch(lockBudget: lockBudget, jobs: jobs, locksPerChunk: 2 + Int(indexes))
+            smallest = min(smallest, size)
             var start = 0
             while start < table.chunks.count {
                 let slice = Array(table.chunks[start..<min(start + size, table.chunks.count)])
@@ -196,7 +203,7 @@ struct ChunkBatchPlan: Sendable {
             }
         }
         return ChunkBatchPlan(batched: batched, fallbacks: fallbacks, batches: batches, mainExclusions: batched.flatMap(\.exclusions),
-                              chunksPerBatch: size, lockBudget: lockBudget)
+                              chunksPerBatch: smallest, lockBudget: lockBudget)
     }
 
     /// pg_dump patterns leaving out a root and its chunks. One option per chunk would pass the
