@@ -121,7 +121,7 @@ struct BatchedDump: Sendable {
     /// figures ``TableContent/measure`` takes through the root, added up over the chunks.
     private func measure(_ tables: [String], session: DatabaseSession) async throws -> (Int64, (String, String)?) {
         if request.checksums {
-            let union = tables.map { "SELECT md5(t::text) AS h FROM \($0) t" }.joined(separator: " UNION ALL ")
+            let union = tables.map { "SELECT md5(t::text) AS h FROM (SELECT * FROM \($0)) t" }.joined(separator: " UNION ALL ")
             let (count, high, low) = try await session.row(
                 PostgresQuery(unsafeSQL: """
                 SELECT count(*),

@@ -89,7 +89,7 @@ enum RootWindows {
                 SELECT count(*),
                        coalesce(sum(('x' || substr(h, 1, 16))::bit(64)::int8::numeric), 0)::text,
                        coalesce(sum(('x' || substr(h, 17, 16))::bit(64)::int8::numeric), 0)::text
-                FROM (SELECT md5(t::text) AS h FROM \(qualified) t WHERE \(predicate)) rows
+                FROM (SELECT md5(t::text) AS h FROM (SELECT * FROM \(qualified) WHERE \(predicate)) t) rows
                 """ : "SELECT count(*), '0', '0' FROM \(qualified) t WHERE \(predicate)"), as: (Int64, String, String).self, purpose: "counting the rows of \(qualified) in windows of chunks")
             count += rows
             highs.append(high)
