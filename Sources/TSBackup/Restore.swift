@@ -218,10 +218,30 @@ actor RestoreRun {
                                                  progress: reporter.counter, onItem: { reporter.tick() })
             defer { procedure.removeLists() }
             try await step("split the archive's contents") { try procedure.splitLists(tools.contents) }
-            let preDataWarnings = try await step("pg_restore pre-data") { try await procedure.restorePreData() }
-            let catalogWarnings = try await step("pg_restore TimescaleDB catalog data") { try await procedure.restoreCatalogData() }
-            let restWarnings = try await step("pg_restore data and post-data, \(request.jobs) jobs") { try await procedure.restoreRest() }
-            report.warnings += preDataWarnings + catalogWarnings + restWarnings
+            // Chunks dumped in batches past the lock limit: phases around the usual ones (ChunkBatchRestore).
+            let batches = try manifest.chunkPath.map {
+                try ChunkBatchRestore(path: $0, directory: directory, pgRestore: tools.pgRestore, settings: targetSettings, jobs: request.jobs)
+            }
+            var restoreWarnings: [String] = []
+            if let batches {
+                restoreWarnings += try await step("pg_restore pre-data, hypertable roots and \(batches.path.batches.count) chunk batches") {
+                    try await batches.restorePreData(tools.contents, procedure: procedure)
+                }
+            } else {
+                restoreWarnings += try await step("pg_restore pre-data") { try await procedure.restorePreData() }
+            }
+            restoreWarnings += try await step("pg_restore TimescaleDB catalog data") { try await procedure.restoreCatalogData() }
+            if let batches, !batches.path.droppedChunks.isEmpty {
+                try await step("remove \(batches.path.droppedChunks.count) chunks dropped during the backup from the catalog") {
+                    try await batches.removeDroppedChunks()
+                }
+            }
+            restoreWarnings += try await step("pg_restore data and post-data, \(request.jobs) jobs") { try await procedure.restoreRest() }
+            if let batches {
+                try await step("hypertable roots' indexes and constraints") { try await batches.finishRoots() }
+                restoreWarnings += try await step("pg_restore chunk batches' data and post-data, \(request.jobs) jobs") { try await batches.restoreData() }
+            }
+            report.warnings += restoreWarnings
             try await step("timescaledb_post_restore") { try await self.postRestore() }
             try await step("restart background workers") { try await self.restartWorkers() }
             report.checks = try await step(Self.verifyStepName) { try await self.verifyAndAnalyze() }
@@ -507,7 +527,9 @@ actor RestoreRun {
     /// table, so they share the work between cores.
     func verifyAndAnalyze() async throws -> [Restore.Report.Check] {
         let verification = RestoreVerification(manifest: manifest, settings: targetSettings)
-        async let analyzed: Void = Self.analyze(targetSettings, sessions: max(1, request.jobs - 1))
+        // Past the lock limit, ANALYZE of a batched root would sample and lock all its chunks at once.
+        let roots = Set(manifest.chunkPath?.batches.map(\.hypertable) ?? [])
+        async let analyzed: Void = Self.analyze(targetSettings, sessions: max(1, request.jobs - 1), skipping: roots)
         let checks: [Restore.Report.Check]
         do {
             checks = try await verification.run()
@@ -531,13 +553,15 @@ actor RestoreRun {
     /// ANALYZE of every table, spread largest-first over `sessions` connections. A list of
     /// tables outside a transaction block is analysed one table per transaction (no lock table
     /// exhaustion at thousands of chunks); with synchronous_commit off those commits cost no
-    /// WAL flush each.
-    nonisolated static func analyze(_ settings: ConnectionSettings, sessions: Int) async throws {
+    /// WAL flush each. `roots` ("schema.name") are left out: autovacuum never analyzes
+    /// inheritance parents either, so they stay as they would on the source.
+    nonisolated static func analyze(_ settings: ConnectionSettings, sessions: Int, skipping roots: Set<String> = []) async throws {
         let tables = try await DatabaseSession.with(settings) { session in
             try await session.values(
                 """
                 SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
                 WHERE c.relkind IN ('r', 'm', 'p') AND c.relpersistence <> 't'
+                  AND format('%s.%s', n.nspname, c.relname) <> ALL (\(Array(roots))::text[])
                 ORDER BY pg_relation_size(c.oid) DESC, 1
                 """, as: String.self, purpose: "listing tables to ANALYZE")
         }

@@ -47,11 +47,13 @@ public enum Verify {
                 let pgRestore = try await PostgresTools.locate("pg_restore", minimumMajor: manifest.pgDump.majorVersion)
                 let contents = try await Archive.list(directory + "/" + manifest.archive, pgRestore: pgRestore)
                 listing = contents
-                let missing = contents.missingTimescaleEntries(chunks: manifest.chunkTables, timescaleInstalled: manifest.timescaledb != nil)
+                // Batched chunks live in archives of their own (chunk_path.batches).
+                let combined = try await ChunkBatchRun.combinedContents(main: contents, manifest: manifest, directory: directory, pgRestore: pgRestore)
+                let missing = combined.missingTimescaleEntries(chunks: manifest.chunkTables, timescaleInstalled: manifest.timescaledb != nil)
                 if !missing.isEmpty {
                     problems.append("the archive's table of contents lacks \(missing.count) entr\(missing.count == 1 ? "y" : "ies"): \(missing.prefix(5).joined(separator: ", "))")
                 }
-                let dataEntries = contents.items.filter { $0.type == "TABLE DATA" }.count
+                let dataEntries = combined.items.filter { $0.type == "TABLE DATA" }.count
                 let expected = manifest.chunkTables.count + manifest.plainTables.count
                 if dataEntries < expected {
                     problems.append("the archive holds \(dataEntries) table data entries, fewer than the \(expected) chunks and plain tables recorded")
