@@ -277,7 +277,7 @@ final class RestoreRun: @unchecked Sendable {
     func prepareDatabase() async throws {
         try await DatabaseSession.with(targetSettings) { session in
             if let version = manifest.timescaledb?.version {
-                try await session.execute("CREATE EXTENSION timescaledb VERSION '\(version.replacingOccurrences(of: "'", with: "''"))'")
+                try await session.execute("CREATE EXTENSION timescaledb VERSION \(SQLLiteral.quote(version))")
                 try await session.execute("SELECT timescaledb_pre_restore()")
             }
         }

@@ -182,7 +182,7 @@ public enum HypertableImport {
                 }
             }
             let ext = quoteIdentifier(extensionSchema)
-            let literal = { (value: String) in "'" + value.replacingOccurrences(of: "'", with: "''") + "'" }
+            let literal = { (value: String) in SQLLiteral.quote(value) }
             for dimension in manifest.dimensions {
                 let column = literal(dimension.column)
                 if dimension.number == 1 {
@@ -306,7 +306,7 @@ public enum HypertableImport {
     static func restoreTimescaleSettings(manifest: HypertableManifest, qualified: String, extensionSchema: String,
                                          session: DatabaseSession, skipped: inout [String], warnings: inout [String]) async throws -> Bool {
         let ext = quoteIdentifier(extensionSchema)
-        let literal = { (value: String) in "'" + value.replacingOccurrences(of: "'", with: "''") + "'" }
+        let literal = { (value: String) in SQLLiteral.quote(value) }
         var compressionOn = false
         let compressedAtSource = (manifest.chunks ?? []).filter(\.compressed).count
         let license = try await session.value("SELECT current_setting('timescaledb.license', true)", as: String?.self,
@@ -359,7 +359,7 @@ public enum HypertableImport {
 
     /// `compress_chunk` on one target chunk ("schema"."name" as `format('%I.%I')` gives it).
     static func compressChunkSQL(extensionSchema: String, chunk: String) -> String {
-        "SELECT \(quoteIdentifier(extensionSchema)).compress_chunk('\(chunk.replacingOccurrences(of: "'", with: "''"))'::regclass)"
+        "SELECT \(quoteIdentifier(extensionSchema)).compress_chunk(\(SQLLiteral.quote(chunk))::regclass)"
     }
 
     static func apacheWarning(compressedAtSource: Int) -> String {
@@ -418,7 +418,7 @@ public enum HypertableImport {
     /// pg_dump --schema-only leaves serial and identity sequences at their start; set each past
     /// the largest imported value so the next insert does not collide with an imported row.
     static func advanceSequences(qualified: String, session: DatabaseSession) async throws {
-        let literal = "'" + qualified.replacingOccurrences(of: "'", with: "''") + "'"
+        let literal = SQLLiteral.quote(qualified)
         let owned = try await session.rows(
             PostgresQuery(unsafeSQL: """
             SELECT a.attname::text, pg_get_serial_sequence(\(literal), a.attname)
@@ -426,7 +426,7 @@ public enum HypertableImport {
               AND pg_get_serial_sequence(\(literal), a.attname) IS NOT NULL
             """), as: (String, String).self, purpose: "finding the sequences of \(qualified)")
         for (column, sequence) in owned {
-            let sequenceLiteral = "'" + sequence.replacingOccurrences(of: "'", with: "''") + "'"
+            let sequenceLiteral = SQLLiteral.quote(sequence)
             try await session.execute(
                 "SELECT setval(\(sequenceLiteral)::regclass, m) FROM (SELECT max(\(quoteIdentifier(column))) AS m FROM \(qualified)) x WHERE m IS NOT NULL",
                 purpose: "advancing sequence \(sequence) past the imported values")
