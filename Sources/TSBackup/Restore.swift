@@ -188,6 +188,8 @@ final class RestoreRun: @unchecked Sendable {
         guard verification.ok, let contents = listing else {
             throw TSBackupError(.precondition, "Backup \(manifest.id) does not verify (\(verification.problems.prefix(3).joined(separator: "; "))); tsbackup never restores a damaged backup. Restore another backup, or take a new one.")
         }
+        // roles.sql is parsed before the target is touched: a hostile one stops the restore here.
+        if request.createRoles { _ = try RoleScript.load(directory: directory, file: manifest.rolesFile) }
         return try await DatabaseSession.with(request.target) { session in
             let inspector = ServerInspector(session: session)
             let server = try await inspector.serverVersion()
@@ -253,10 +255,10 @@ final class RestoreRun: @unchecked Sendable {
         guard request.createRoles else {
             throw TSBackupError(.precondition, "The backup needs role\(missing.count == 1 ? "" : "s") \(missing.joined(separator: ", ")) (object or job owners), which do not exist on the target; without them objects lose their owners and TimescaleDB jobs are dropped. Create them first, or add --create-roles to create them from the backup's roles.sql (without passwords).")
         }
-        let script = (try? String(contentsOfFile: directory + "/" + manifest.rolesFile, encoding: .utf8)) ?? ""
+        let script = try RoleScript.load(directory: directory, file: manifest.rolesFile)
         for role in missing {
             // The backup's own definition (attributes, no password), else a bare NOLOGIN role.
-            let statements = RoleScript.statements(for: role, in: script)
+            let statements = script.statements(for: role)
             for statement in statements.isEmpty ? ["CREATE ROLE \(quoteIdentifier(role)) NOLOGIN"] : statements {
                 try await session.execute(statement)
             }
@@ -358,15 +360,5 @@ final class RestoreRun: @unchecked Sendable {
         _ = try? await DatabaseSession.with(request.target) { session in
             try await session.execute("DROP DATABASE IF EXISTS \(quoteIdentifier(database)) WITH (FORCE)")
         }
-    }
-}
-
-/// Picks one role's statements out of a pg_dumpall --roles-only script.
-enum RoleScript {
-    static func statements(for role: String, in script: String) -> [String] {
-        let forms = Set([role, quoteIdentifier(role)])
-        return script.split(separator: "\n").map(String.init).filter { line in
-            forms.contains { line == "CREATE ROLE \($0);" || line.hasPrefix("ALTER ROLE \($0) WITH ") }
-        }.map { String($0.dropLast()) }
     }
 }
