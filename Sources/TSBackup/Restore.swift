@@ -14,6 +14,12 @@ public enum Restore {
         public var promoteTo: String?
         public var keepFailed = false
         public var createRoles = false
+        /// After the restore verified at the backup's TimescaleDB version: update the extension
+        /// (to the target's default or a named version) and verify again.
+        public var updateExtension: ExtensionUpdate.Requested?
+        /// Tests only: run ALTER EXTENSION even when preflight would call the update a no-op or
+        /// find no update path, to exercise the real statement with the one version built here.
+        public var forceExtensionUpdateForTesting = false
 
         public init(id: String, repositoryPath: String, target: ConnectionSettings) {
             self.id = id
@@ -25,6 +31,12 @@ public enum Restore {
     public struct Progress: Sendable {
         public var phase: String
         public var elapsed: Double
+        /// Table-of-contents entries pg_restore has restored, of all in the archive.
+        public var objectsDone: Int = 0
+        public var objectsTotal: Int = 0
+        /// Archive data bytes loaded (directory archives only; 0 of 0 for a custom archive).
+        public var bytesLoaded: Int64 = 0
+        public var bytesTotal: Int64 = 0
     }
 
     /// What happened, step by step, and the verdict of every check.
@@ -39,6 +51,70 @@ public enum Restore {
         public var previousDatabase: String?
         public var rollback: String?
         public var keptFailedDatabase: Bool
+        /// What preflight found about versions: the backup's, the target's, the update path.
+        public var versions: Versions?
+        /// The extension update after the first verification (`--update-extension`), with the
+        /// second verification; nil when none was asked for. `checks` is the first verification.
+        public var extensionUpdate: ExtensionUpdateReport?
+
+        public struct Versions: Codable, Sendable, Equatable {
+            public var backupPostgresMajor: Int
+            public var targetPostgres: String
+            /// The TimescaleDB version the backup was taken at, and that the restore installs.
+            public var backupTimescaleDB: String?
+            public var targetInstallable: [String]
+            public var targetDefault: String?
+            /// The version an update would go to: the requested one, else the target's default.
+            public var updateTarget: String?
+            /// The update path from pg_extension_update_paths, e.g. "2.18.2--2.19.3"; nil if none.
+            public var updatePath: String?
+            /// nil when no update is needed (backup's version = update target).
+            public var updatePathExists: Bool?
+
+            enum CodingKeys: String, CodingKey {
+                case backupPostgresMajor = "backup_postgres_major"
+                case targetPostgres = "target_postgres"
+                case backupTimescaleDB = "backup_timescaledb"
+                case targetInstallable = "target_installable"
+                case targetDefault = "target_default"
+                case updateTarget = "update_target"
+                case updatePath = "update_path"
+                case updatePathExists = "update_path_exists"
+            }
+        }
+
+        public struct ExtensionUpdateReport: Codable, Sendable, Equatable {
+            public enum Status: String, Codable, Sendable {
+                /// Updated, version-checked and verified again.
+                case updated
+                /// The backup's version already is the one asked for.
+                case notNeeded = "not needed"
+                /// The update or its second verification failed; `error` says where.
+                case failed
+            }
+
+            public var fromVersion: String
+            public var toVersion: String
+            public var path: String?
+            public var status: Status
+            /// Read from a fresh session after the update (or after it failed).
+            public var installedVersion: String?
+            public var defaultVersion: String?
+            public var catalogVersion: String?
+            public var error: String?
+            /// The second verification, after the update.
+            public var checks: [Check]
+
+            enum CodingKeys: String, CodingKey {
+                case fromVersion = "from_version"
+                case toVersion = "to_version"
+                case path, status
+                case installedVersion = "installed_version"
+                case defaultVersion = "default_version"
+                case catalogVersion = "catalog_version"
+                case error, checks
+            }
+        }
 
         public struct Step: Codable, Sendable {
             public var name: String
@@ -48,7 +124,7 @@ public enum Restore {
         }
 
         /// One verification: a table's row count, a hypertable's chunk count, the scheduler...
-        public struct Check: Codable, Sendable {
+        public struct Check: Codable, Sendable, Equatable {
             public var subject: String
             public var check: String
             public var expected: String
@@ -62,6 +138,8 @@ public enum Restore {
             case previousDatabase = "previous_database"
             case rollback
             case keptFailedDatabase = "kept_failed_database"
+            case versions
+            case extensionUpdate = "extension_update"
         }
     }
 
@@ -86,17 +164,22 @@ public enum Restore {
     }
 }
 
-/// One restore, with its log of steps.
-final class RestoreRun: @unchecked Sendable {
+/// One restore, with its log of steps. An actor: the report is written by the steps while
+/// ANALYZE and verification run concurrently beside them.
+actor RestoreRun {
     let request: Restore.Request
     let manifest: BackupManifest
     let directory: String
     let database: String
-    let onProgress: (@Sendable (Restore.Progress) -> Void)?
-    let started = Date()
+    let started: Date
+    let progress: RestoreProgressReporter
     var report: Restore.Report
     /// Set once CREATE DATABASE succeeded: from then on a failure must clean up.
     var created = false
+    /// Set when the extension update failed and the database was found back at the backup's
+    /// version, verified: it is kept, not dropped.
+    var keptAtBackupVersion = false
+    var updateDecision: ExtensionUpdate.Decision = .none
 
     init(request: Restore.Request, manifest: BackupManifest, directory: String, database: String,
          onProgress: (@Sendable (Restore.Progress) -> Void)?) {
@@ -104,42 +187,49 @@ final class RestoreRun: @unchecked Sendable {
         self.manifest = manifest
         self.directory = directory
         self.database = database
-        self.onProgress = onProgress
         self.report = .init(id: manifest.id, database: database, ok: false, steps: [], checks: [], warnings: [],
                             promotedTo: nil, previousDatabase: nil, rollback: nil, keptFailedDatabase: false)
+        let now = Date()
+        self.started = now
+        self.progress = RestoreProgressReporter(started: now, onProgress: onProgress)
     }
 
-    var targetSettings: ConnectionSettings { request.target.with(database: database) }
-    var archivePath: String { directory + "/" + manifest.archive }
+    /// Sessions on the restore target commit without waiting for WAL flushes until the final
+    /// CHECKPOINT: the database is a throwaway until verified, and a crash costs a rerun, not
+    /// data. One fsync per table (ANALYZE, catalog updates) otherwise dominates large restores.
+    nonisolated var targetSettings: ConnectionSettings {
+        request.target.with(database: database).with(setting: "synchronous_commit", "off")
+    }
+    /// The server's maintenance connection (CREATE DATABASE), under the same rule.
+    nonisolated var serverSettings: ConnectionSettings { request.target.with(setting: "synchronous_commit", "off") }
+    nonisolated var archivePath: String { directory + "/" + manifest.archive }
+
+    /// The step name of the first verification, matched by the benchmark.
+    static let verifyStepName = "verify against the manifest, ANALYZE beside it"
 
     func run() async throws -> Restore.Report {
         do {
             let tools = try await step("preflight") { try await self.preflight() }
             try await step("create database") { try await self.createDatabase() }
             try await step("create extension and enter restore mode") { try await self.prepareDatabase() }
-            let procedure = try RestoreProcedure(archive: archivePath, pgRestore: tools.pgRestore, settings: targetSettings, jobs: request.jobs)
+            let reporter = progress
+            reporter.attach(RestoreProgressCounter(contents: tools.contents, dataBytes: Self.dataFileBytes(manifest)))
+            let procedure = try RestoreProcedure(archive: archivePath, pgRestore: tools.pgRestore, settings: targetSettings, jobs: request.jobs,
+                                                 progress: reporter.counter, onItem: { reporter.tick() })
             defer { procedure.removeLists() }
             try await step("split the archive's contents") { try procedure.splitLists(tools.contents) }
-            try await step("pg_restore pre-data") { try await procedure.restorePreData() }
-            try await step("pg_restore TimescaleDB catalog data") { try await procedure.restoreCatalogData() }
-            try await step("pg_restore data and post-data, \(request.jobs) jobs") { try await procedure.restoreRest() }
-            report.warnings += procedure.warnings
-            try await step("checkpoint") {
-                try await DatabaseSession.with(self.targetSettings) { try await $0.execute("CHECKPOINT") }
-            }
+            let preDataWarnings = try await step("pg_restore pre-data") { try await procedure.restorePreData() }
+            let catalogWarnings = try await step("pg_restore TimescaleDB catalog data") { try await procedure.restoreCatalogData() }
+            let restWarnings = try await step("pg_restore data and post-data, \(request.jobs) jobs") { try await procedure.restoreRest() }
+            report.warnings += preDataWarnings + catalogWarnings + restWarnings
             try await step("timescaledb_post_restore") { try await self.postRestore() }
             try await step("restart background workers") { try await self.restartWorkers() }
-            let verification = RestoreVerification(manifest: manifest, settings: targetSettings)
-            try await step("verify against the manifest, ANALYZE beside it") {
-                // Both read every table; on two connections they share the work between cores.
-                async let analyzed: Void = self.analyze()
-                self.report.checks = try await verification.run()
-                try await analyzed
-                let failed = self.report.checks.filter { !$0.ok }
-                guard failed.isEmpty else {
-                    throw TSBackupError(.failed, "The restored database does not match backup \(self.manifest.id): \(failed.count) check\(failed.count == 1 ? "" : "s") failed (\(failed.prefix(3).map { "\($0.subject) \($0.check): expected \($0.expected), found \($0.actual)" }.joined(separator: "; "))).")
-                }
+            report.checks = try await step(Self.verifyStepName) { try await self.verifyAndAnalyze() }
+            if case .update(let from, let to, let path) = updateDecision, let psql = tools.psql {
+                try await updateExtension(from: from, to: to, path: path, psql: psql)
             }
+            // Everything committed asynchronously so far becomes durable here, before promotion.
+            try await step("checkpoint") { try await self.checkpoint() }
             if let target = request.promoteTo {
                 try await step("promote to \(target)") { try await self.promote(to: target) }
             }
@@ -148,12 +238,16 @@ final class RestoreRun: @unchecked Sendable {
         } catch {
             let failure = (error as? TSBackupError) ?? TSBackupError(.failed, "The restore failed: \(error)")
             let failedStep = report.steps.last(where: { !$0.ok })?.name ?? "preflight"
-            await cleanUpAfterFailure()
             var message = failure.message
-            if created {
-                message += report.keptFailedDatabase
-                    ? " The database \(database) was kept for inspection (--keep-failed), out of restore mode; drop it when done."
-                    : " The temporary database \(database) was dropped; nothing else was changed."
+            if keptAtBackupVersion, let from = manifest.timescaledb?.version {
+                message += " The database \(database) is kept: restored and verified at TimescaleDB \(from) (the first verification), untouched by the update, which rolled back\(request.promoteTo.map { "; nothing was promoted to \($0)" } ?? ""). Fix the cause, then update it yourself: in a fresh session (psql -X), run ALTER EXTENSION timescaledb UPDATE as its first statement; or drop it."
+            } else {
+                await cleanUpAfterFailure()
+                if created {
+                    message += report.keptFailedDatabase
+                        ? " The database \(database) was kept for inspection (--keep-failed), out of restore mode; drop it when done."
+                        : " The temporary database \(database) was dropped; nothing else was changed."
+                }
             }
             throw Restore.Failure(error: TSBackupError(failure.kind, "Restore of backup \(manifest.id) failed at step \"\(failedStep)\": \(message)"), report: report)
         }
@@ -161,8 +255,8 @@ final class RestoreRun: @unchecked Sendable {
 
     /// Runs one named step, timing it and recording the outcome.
     @discardableResult
-    func step<T>(_ name: String, _ body: () async throws -> T) async throws -> T {
-        onProgress?(.init(phase: name, elapsed: Date().timeIntervalSince(started)))
+    func step<T: Sendable>(_ name: String, _ body: () async throws -> T) async throws -> T {
+        progress.begin(name)
         let begin = Date()
         do {
             let result = try await body()
@@ -175,15 +269,42 @@ final class RestoreRun: @unchecked Sendable {
         }
     }
 
+    /// For a directory archive, each table's data file size by dump id, from the manifest (which
+    /// the preflight verified against the files); a custom archive has no per-table files.
+    nonisolated static func dataFileBytes(_ manifest: BackupManifest) -> [Int: Int64] {
+        guard manifest.format == .directory else { return [:] }
+        return RestoreProgressCounter.dataBytes(files: manifest.files.filter { $0.path.hasPrefix(manifest.archive + "/") }.map { ($0.path, $0.bytes) })
+    }
+
     // MARK: Preflight
 
-    struct Tools {
+    struct Tools: Sendable {
         var pgRestore: PostgresTool
+        /// psql runs the extension update: one simple-protocol query is one transaction.
+        var psql: PostgresTool?
         /// The archive's table of contents, read once.
         var contents: ArchiveContents
     }
 
+    /// What preflight found, applied to the report by the actor.
+    struct PreflightOutcome: Sendable {
+        var tools: Tools
+        var warnings: [String] = []
+        var versions: Restore.Report.Versions?
+        var decision: ExtensionUpdate.Decision = .none
+        var extensionUpdate: Restore.Report.ExtensionUpdateReport?
+    }
+
     func preflight() async throws -> Tools {
+        let outcome = try await Self.preflightChecks(request: request, manifest: manifest, directory: directory, database: database)
+        report.warnings += outcome.warnings
+        report.versions = outcome.versions
+        report.extensionUpdate = outcome.extensionUpdate
+        updateDecision = outcome.decision
+        return outcome.tools
+    }
+
+    nonisolated static func preflightChecks(request: Restore.Request, manifest: BackupManifest, directory: String, database: String) async throws -> PreflightOutcome {
         let (verification, listing) = try await Verify.check(manifest, directory: directory)
         guard verification.ok, let contents = listing else {
             throw TSBackupError(.precondition, "Backup \(manifest.id) does not verify (\(verification.problems.prefix(3).joined(separator: "; "))); tsbackup never restores a damaged backup. Restore another backup, or take a new one.")
@@ -194,6 +315,9 @@ final class RestoreRun: @unchecked Sendable {
             let inspector = ServerInspector(session: session)
             let server = try await inspector.serverVersion()
             let target = request.target
+            var warnings: [String] = []
+            var decision: ExtensionUpdate.Decision = .none
+            var extensionUpdate: Restore.Report.ExtensionUpdateReport?
 
             let superuser = try await session.value("SELECT rolsuper FROM pg_roles WHERE rolname = current_user", as: Bool.self)
             guard superuser else {
@@ -203,23 +327,64 @@ final class RestoreRun: @unchecked Sendable {
                 throw TSBackupError(.precondition, "Backup \(manifest.id) comes from PostgreSQL \(manifest.server.majorVersion) but the target runs \(server.majorVersion); a dump never restores into an older major version. Restore to a PostgreSQL \(manifest.server.majorVersion) or newer server.")
             }
             if server.majorVersion > manifest.server.majorVersion {
-                report.warnings.append("The target runs PostgreSQL \(server.majorVersion), newer than the backup's \(manifest.server.majorVersion); the restore uses the target's pg_restore.")
+                warnings.append("The target runs PostgreSQL \(server.majorVersion), newer than the backup's \(manifest.server.majorVersion); the restore uses the target's pg_restore.")
             }
             let pgRestore = try await PostgresTools.locate("pg_restore", minimumMajor: max(server.majorVersion, manifest.pgDump.majorVersion))
+            var versions = Restore.Report.Versions(backupPostgresMajor: manifest.server.majorVersion, targetPostgres: server.version,
+                                                   backupTimescaleDB: manifest.timescaledb?.version, targetInstallable: [], targetDefault: nil)
+            var psql: PostgresTool?
 
             if let wanted = manifest.timescaledb?.version {
                 let installable = try await inspector.installableTimescaleDBVersions()
+                let defaultVersion = try await session.rows(
+                    "SELECT default_version FROM pg_available_extensions WHERE name = 'timescaledb'",
+                    as: (String?).self, purpose: "reading the default TimescaleDB version").first ?? nil
+                let paths = installable.isEmpty ? [] : try await Self.updatePaths(session, from: wanted)
+                versions.targetInstallable = installable
+                versions.targetDefault = defaultVersion
+                let updateTarget: String? = {
+                    if case .version(let v) = request.updateExtension { return v }
+                    return defaultVersion
+                }()
+                versions.updateTarget = updateTarget
+                if let updateTarget, updateTarget != wanted {
+                    let row = ExtensionUpdate.path(from: wanted, to: updateTarget, in: paths)
+                    versions.updatePath = row?.path
+                    versions.updatePathExists = row != nil
+                }
+
                 guard installable.contains(wanted) else {
-                    let offer = installable.isEmpty ? "no TimescaleDB version at all" : "only \(installable.joined(separator: ", "))"
-                    throw TSBackupError(.precondition, "Backup \(manifest.id) needs TimescaleDB \(wanted), but the target server offers \(offer). A TimescaleDB dump restores only into the version that wrote it. Either install TimescaleDB \(wanted) on the target server, or restore on a server that has \(wanted) and then run ALTER EXTENSION timescaledb UPDATE as the first statement of a fresh session there.")
+                    throw TSBackupError(.precondition, Self.notInstallableMessage(id: manifest.id, wanted: wanted, installable: installable,
+                                                                                defaultVersion: defaultVersion, pathToDefault: versions.updatePathExists == true ? versions.updatePath : nil,
+                                                                                postgresMajor: server.majorVersion))
                 }
                 let preloaded = try await inspector.timescaleDBPreloaded()
                 guard preloaded else {
                     throw TSBackupError(.precondition, "TimescaleDB is not loaded on the target server (shared_preload_libraries lacks timescaledb). Add it in postgresql.conf and restart the server before restoring.")
                 }
+
+                decision = ExtensionUpdate.decide(backupVersion: wanted, requested: request.updateExtension, installable: installable,
+                                                        defaultVersion: defaultVersion, paths: paths, forced: request.forceExtensionUpdateForTesting)
+                switch decision {
+                case .none:
+                    if let defaultVersion, VersionNumber.isOrderedBefore(wanted, defaultVersion) {
+                        warnings.append("The restored database will stay at TimescaleDB \(wanted), behind the server's default \(defaultVersion)\(versions.updatePathExists == true ? " (an update path exists)" : ""). Add --update-extension to update it after the restore verifies, then verify again; or later run ALTER EXTENSION timescaledb UPDATE as the first statement of a fresh session in it.")
+                    }
+                case .noOp(let version):
+                    extensionUpdate = .init(fromVersion: wanted, toVersion: version, path: nil, status: .notNeeded,
+                                                   installedVersion: nil, defaultVersion: defaultVersion, catalogVersion: nil, error: nil, checks: [])
+                case .update:
+                    psql = try await PostgresTools.locate("psql", minimumMajor: server.majorVersion)
+                case .refused(let reason):
+                    throw TSBackupError(.precondition, "--update-extension cannot be done: \(reason). Nothing was restored.")
+                }
+            } else {
+                if request.updateExtension != nil {
+                    throw TSBackupError(.precondition, "Backup \(manifest.id) has no TimescaleDB, so --update-extension has nothing to update. Restore without it.")
+                }
             }
 
-            try await checkRoles(session, contents: contents)
+            warnings += try await checkRoles(session, contents: contents, request: request, manifest: manifest, directory: directory)
 
             let exists = try await session.value("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = \(database))", as: Bool.self)
             if exists {
@@ -238,20 +403,44 @@ final class RestoreRun: @unchecked Sendable {
                           AND backend_type NOT LIKE 'parallel%')
                 """, as: (Int64, Int64).self)
             if used + 1 > maxWorkers {
-                report.warnings.append("The target has no free background-worker slot (max_worker_processes \(maxWorkers), \(used) in use): the restored database's TimescaleDB scheduler may not start, so its jobs would not run. Raise max_worker_processes.")
+                warnings.append("The target has no free background-worker slot (max_worker_processes \(maxWorkers), \(used) in use): the restored database's TimescaleDB scheduler may not start, so its jobs would not run. Raise max_worker_processes.")
             }
-            return Tools(pgRestore: pgRestore, contents: contents)
+            return PreflightOutcome(tools: Tools(pgRestore: pgRestore, psql: psql, contents: contents), warnings: warnings,
+                                    versions: versions, decision: decision, extensionUpdate: extensionUpdate)
         }
     }
 
+    /// The rows of pg_extension_update_paths('timescaledb') that start at `source`.
+    nonisolated static func updatePaths(_ session: DatabaseSession, from source: String) async throws -> [ExtensionUpdate.PathRow] {
+        try await session.rows(
+            "SELECT source, target, path FROM pg_extension_update_paths('timescaledb') WHERE source = \(source)",
+            as: (String, String, String?).self, purpose: "reading TimescaleDB's update paths"
+        ).map { ExtensionUpdate.PathRow(source: $0.0, target: $0.1, path: $0.2) }
+    }
+
+    /// The refusal when the backup's TimescaleDB version cannot be installed: the closest
+    /// versions the server has, and the exact steps.
+    nonisolated static func notInstallableMessage(id: String, wanted: String, installable: [String], defaultVersion: String?,
+                                                  pathToDefault: String?, postgresMajor: Int) -> String {
+        guard !installable.isEmpty else {
+            return "Backup \(id) needs TimescaleDB \(wanted), but the target server offers no TimescaleDB version at all. Install TimescaleDB \(wanted) for PostgreSQL \(postgresMajor) there (and add timescaledb to shared_preload_libraries, then restart), and run the restore again; later, ALTER EXTENSION timescaledb UPDATE as the first statement of a fresh session moves it to a newer version."
+        }
+        let closest = ExtensionUpdate.closest(to: wanted, among: installable)
+        let after = defaultVersion ?? installable.last ?? wanted
+        let updateNote = pathToDefault.map { " (the server already ships the update path \($0))" }
+            ?? " (this also needs the update script timescaledb--\(wanted)--\(after).sql, which TimescaleDB \(after) packages ship)"
+        return "Backup \(id) needs TimescaleDB \(wanted), but the target server offers only \(installable.joined(separator: ", ")) (closest: \(closest.joined(separator: " and "))). A TimescaleDB dump restores only into the version that wrote it. Steps: 1. install TimescaleDB \(wanted) for PostgreSQL \(postgresMajor) on the target server beside the versions it has (its files timescaledb--\(wanted).sql and timescaledb-\(wanted).so; the preloaded loader picks the version per database, so no restart is needed); 2. run this restore again with --update-extension, which restores at \(wanted), verifies, updates to \(after)\(updateNote) and verifies again. Or restore on a server that has \(wanted) and run ALTER EXTENSION timescaledb UPDATE as the first statement of a fresh session there."
+    }
+
     /// Owners of objects and jobs must exist on the target, or the restore loses them.
-    func checkRoles(_ session: DatabaseSession, contents: ArchiveContents) async throws {
+    nonisolated static func checkRoles(_ session: DatabaseSession, contents: ArchiveContents, request: Restore.Request,
+                                       manifest: BackupManifest, directory: String) async throws -> [String] {
         var needed = Set(manifest.hypertables.map(\.owner) + manifest.jobs.map(\.owner))
         needed.formUnion(contents.owners)
         needed.remove("")
         let existing = Set(try await session.values("SELECT rolname::text FROM pg_roles", as: String.self))
         let missing = needed.subtracting(existing).sorted()
-        guard !missing.isEmpty else { return }
+        guard !missing.isEmpty else { return [] }
         guard request.createRoles else {
             throw TSBackupError(.precondition, "The backup needs role\(missing.count == 1 ? "" : "s") \(missing.joined(separator: ", ")) (object or job owners), which do not exist on the target; without them objects lose their owners and TimescaleDB jobs are dropped. Create them first, or add --create-roles to create them from the backup's roles.sql (without passwords).")
         }
@@ -263,25 +452,31 @@ final class RestoreRun: @unchecked Sendable {
                 try await session.execute(statement)
             }
         }
-        report.warnings.append("Created role\(missing.count == 1 ? "" : "s") \(missing.joined(separator: ", ")) on the target from the backup (no passwords: set them before anyone logs in as them).")
+        return ["Created role\(missing.count == 1 ? "" : "s") \(missing.joined(separator: ", ")) on the target from the backup (no passwords: set them before anyone logs in as them)."]
     }
 
     // MARK: Procedure
 
     func createDatabase() async throws {
-        try await DatabaseSession.with(request.target) { session in
+        let database = self.database
+        try await DatabaseSession.with(serverSettings) { session in
             // template0: the archive recreates everything; a customised template1 would collide.
             try await session.execute("CREATE DATABASE \(quoteIdentifier(database)) TEMPLATE template0")
         }
         created = true
+        // Also for the sessions tsbackup does not open: autovacuum analysing the new tables and
+        // TimescaleDB's scheduler each commit synchronously otherwise, one flush per table.
+        // Reset before the final CHECKPOINT (and on every failure path that keeps the database).
+        try await DatabaseSession.with(serverSettings) { session in
+            try await session.execute("ALTER DATABASE \(quoteIdentifier(database)) SET synchronous_commit = off")
+        }
     }
 
     func prepareDatabase() async throws {
+        guard let version = manifest.timescaledb?.version else { return }
         try await DatabaseSession.with(targetSettings) { session in
-            if let version = manifest.timescaledb?.version {
-                try await session.execute("CREATE EXTENSION timescaledb VERSION \(SQLLiteral.quote(version))")
-                try await session.execute("SELECT timescaledb_pre_restore()")
-            }
+            try await session.execute("CREATE EXTENSION timescaledb VERSION \(SQLLiteral.quote(version))")
+            try await session.execute("SELECT timescaledb_pre_restore()")
         }
     }
 
@@ -301,13 +496,170 @@ final class RestoreRun: @unchecked Sendable {
         }
     }
 
-    func analyze() async throws {
-        try await DatabaseSession.with(targetSettings) { try await $0.execute("ANALYZE") }
+    func checkpoint() async throws {
+        let database = self.database
+        try await DatabaseSession.with(request.target) { session in
+            try await session.execute("ALTER DATABASE \(quoteIdentifier(database)) RESET synchronous_commit")
+            // A CHECKPOINT flushes every WAL record before it, the asynchronous commits included.
+            try await session.execute("CHECKPOINT")
+        }
+    }
+
+    /// The first verification, with ANALYZE on other connections beside it: both read every
+    /// table, so they share the work between cores.
+    func verifyAndAnalyze() async throws -> [Restore.Report.Check] {
+        let verification = RestoreVerification(manifest: manifest, settings: targetSettings)
+        async let analyzed: Void = Self.analyze(targetSettings, sessions: max(1, request.jobs - 1))
+        let checks: [Restore.Report.Check]
+        do {
+            checks = try await verification.run()
+        } catch {
+            try? await analyzed
+            throw error
+        }
+        try await analyzed
+        report.checks = checks
+        try Self.requireAllOK(checks, manifestID: manifest.id, when: nil)
+        return checks
+    }
+
+    nonisolated static func requireAllOK(_ checks: [Restore.Report.Check], manifestID: String, when: String?) throws {
+        let failed = checks.filter { !$0.ok }
+        guard failed.isEmpty else {
+            throw TSBackupError(.failed, "The restored database does not match backup \(manifestID)\(when.map { " \($0)" } ?? ""): \(failed.count) check\(failed.count == 1 ? "" : "s") failed (\(failed.prefix(3).map { "\($0.subject) \($0.check): expected \($0.expected), found \($0.actual)" }.joined(separator: "; "))).")
+        }
+    }
+
+    /// ANALYZE of every table, spread largest-first over `sessions` connections. A list of
+    /// tables outside a transaction block is analysed one table per transaction (no lock table
+    /// exhaustion at thousands of chunks); with synchronous_commit off those commits cost no
+    /// WAL flush each.
+    nonisolated static func analyze(_ settings: ConnectionSettings, sessions: Int) async throws {
+        let tables = try await DatabaseSession.with(settings) { session in
+            try await session.values(
+                """
+                SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                WHERE c.relkind IN ('r', 'm', 'p') AND c.relpersistence <> 't'
+                ORDER BY pg_relation_size(c.oid) DESC, 1
+                """, as: String.self, purpose: "listing tables to ANALYZE")
+        }
+        guard !tables.isEmpty else { return }
+        let count = max(1, min(sessions, tables.count))
+        var groups = Array(repeating: [String](), count: count)
+        for (index, table) in tables.enumerated() { groups[index % count].append(table) }
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for tables in groups {
+                group.addTask {
+                    try await DatabaseSession.with(settings) { session in
+                        var start = 0
+                        while start < tables.count {
+                            let batch = tables[start..<min(tables.count, start + 200)]
+                            try await session.execute("ANALYZE " + batch.joined(separator: ", "), purpose: "ANALYZE of \(batch.count) tables")
+                            start += batch.count
+                        }
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+    }
+
+    // MARK: Extension update
+
+    /// ALTER EXTENSION timescaledb UPDATE in a fresh session, as its first statement, in one
+    /// transaction with the version check; then workers restarted and everything verified again.
+    /// A failed update leaves the database at the backup's version, as verified.
+    func updateExtension(from: String, to: String, path: String?, psql: PostgresTool) async throws {
+        report.extensionUpdate = .init(fromVersion: from, toVersion: to, path: path, status: .failed, installedVersion: nil,
+                                       defaultVersion: report.versions?.targetDefault, catalogVersion: nil, error: nil, checks: [])
+        // The manifest does not list continuous aggregates (the Apache build cannot create
+        // them); the update must keep the ones the first verification's database had.
+        let aggregatesBefore = try await countContinuousAggregates()
+        do {
+            try await step("update TimescaleDB \(from) to \(to) (ALTER EXTENSION, first statement of a fresh session)") {
+                try await self.runUpdate(to: to, psql: psql)
+            }
+        } catch {
+            let message = (error as? TSBackupError)?.message ?? "\(error)"
+            report.extensionUpdate?.error = message
+            // Rolled back? Read the versions from yet another session; keep the database only if
+            // it is exactly where the first verification left it.
+            if let found = try? await readVersions() {
+                let (installed, _, catalog) = found
+                report.extensionUpdate?.installedVersion = installed
+                report.extensionUpdate?.catalogVersion = catalog
+                if installed == from && catalog == from {
+                    keptAtBackupVersion = true
+                    _ = try? await restartWorkers()
+                    _ = try? await step("checkpoint") { try await self.checkpoint() }
+                }
+            }
+            throw error
+        }
+        let (installed, defaultVersion, catalog) = try await readVersions()
+        report.extensionUpdate?.installedVersion = installed
+        report.extensionUpdate?.defaultVersion = defaultVersion
+        report.extensionUpdate?.catalogVersion = catalog
+        try await step("restart background workers at TimescaleDB \(to)") { try await self.restartWorkers() }
+        let checks = try await step("verify again at TimescaleDB \(to)") {
+            var checks: [Restore.Report.Check] = [
+                .init(subject: "database", check: "TimescaleDB installed version", expected: to, actual: installed ?? "none", ok: installed == to),
+                .init(subject: "database", check: "TimescaleDB catalog version", expected: to, actual: catalog ?? "none", ok: catalog == to),
+            ]
+            if case .defaultVersion = self.request.updateExtension {
+                checks.append(.init(subject: "database", check: "TimescaleDB default version", expected: to, actual: defaultVersion ?? "none", ok: defaultVersion == to))
+            }
+            let aggregatesAfter = try await self.countContinuousAggregates()
+            checks.append(.init(subject: "database", check: "continuous aggregates", expected: String(aggregatesBefore),
+                                actual: String(aggregatesAfter), ok: aggregatesBefore == aggregatesAfter))
+            checks += try await RestoreVerification(manifest: self.manifest, settings: self.targetSettings).run()
+            self.report.extensionUpdate?.checks = checks
+            try Self.requireAllOK(checks, manifestID: self.manifest.id, when: "after the update to TimescaleDB \(to)")
+            return checks
+        }
+        report.extensionUpdate?.checks = checks
+        report.extensionUpdate?.status = .updated
+    }
+
+    /// psql sends the update and the version check as one query string, which PostgreSQL runs
+    /// as one transaction; the startup options (PGOPTIONS) are not statements, so the ALTER is
+    /// still the first statement the session runs.
+    func runUpdate(to target: String, psql: PostgresTool) async throws {
+        var environment = targetSettings.childProcessEnvironment(options: "-c synchronous_commit=off")
+        environment["LC_MESSAGES"] = "C"
+        let result = try await ProcessRunner.run(
+            psql.path, ["-X", "-q", "-v", "ON_ERROR_STOP=1", "--no-password", "-d", database, "-c", ExtensionUpdate.updateSQL(to: target)],
+            environment: environment)
+        guard result.succeeded else {
+            throw TSBackupError(.failed, "ALTER EXTENSION timescaledb UPDATE TO '\(target)' failed and was rolled back (\(result.statusDescription)); TimescaleDB said: \(ExtensionUpdate.serverMessage(fromPsqlError: result.standardError)).")
+        }
+    }
+
+    func countContinuousAggregates() async throws -> Int64 {
+        try await DatabaseSession.with(targetSettings) { session in
+            try await session.value("SELECT count(*) FROM _timescaledb_catalog.continuous_agg", as: Int64.self,
+                                    purpose: "counting continuous aggregates")
+        }
+    }
+
+    /// Installed (pg_extension), default (pg_available_extensions) and catalog
+    /// (_timescaledb_catalog.metadata) versions, read from a fresh session.
+    func readVersions() async throws -> (String?, String?, String?) {
+        try await DatabaseSession.with(targetSettings) { session in
+            try await session.row(
+                """
+                SELECT (SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'),
+                       (SELECT default_version FROM pg_available_extensions WHERE name = 'timescaledb'),
+                       (SELECT value FROM _timescaledb_catalog.metadata WHERE key = 'timescaledb_version')
+                """, as: (String?, String?, String?).self, purpose: "reading the TimescaleDB versions")
+        }
     }
 
     func promote(to name: String) async throws {
         let previous = name + "_before_" + manifest.id.lowercased().replacingOccurrences(of: "-", with: "_")
-        try await DatabaseSession.with(request.target) { session in
+        let database = self.database
+        let movedAside: String? = try await DatabaseSession.with(request.target) { session in
+            var movedAside: String?
             let exists = try await session.value("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = \(name))", as: Bool.self)
             if exists {
                 let taken = try await session.value("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = \(previous))", as: Bool.self)
@@ -316,11 +668,13 @@ final class RestoreRun: @unchecked Sendable {
                 }
                 try await Self.terminateSessions(on: name, session: session)
                 try await session.execute("ALTER DATABASE \(quoteIdentifier(name)) RENAME TO \(quoteIdentifier(previous))")
-                report.previousDatabase = previous
+                movedAside = previous
             }
             try await Self.terminateSessions(on: database, session: session)
             try await session.execute("ALTER DATABASE \(quoteIdentifier(database)) RENAME TO \(quoteIdentifier(name))")
+            return movedAside
         }
+        report.previousDatabase = movedAside
         // Renaming stops the database's scheduler; start it again under the new name.
         let promoted = request.target.with(database: name)
         if manifest.timescaledb != nil {
@@ -349,10 +703,13 @@ final class RestoreRun: @unchecked Sendable {
 
     func cleanUpAfterFailure() async {
         guard created else { return }
+        let database = self.database
         if request.keepFailed {
             // Never leave a database in restore mode: inserts would fail and pg_upgrade breaks.
             _ = try? await DatabaseSession.with(request.target) { session in
                 try await session.execute("ALTER DATABASE \(quoteIdentifier(database)) RESET timescaledb.restoring")
+                try await session.execute("ALTER DATABASE \(quoteIdentifier(database)) RESET synchronous_commit")
+                try await session.execute("CHECKPOINT")
             }
             report.keptFailedDatabase = true
             return

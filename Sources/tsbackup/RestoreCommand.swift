@@ -15,6 +15,14 @@ struct RestoreCommand: AsyncParsableCommand {
             timescaledb_post_restore(), a restart of background workers from a new session, ANALYZE. \
             Then every figure of the manifest is checked in the new database. Any failure drops the \
             new database (kept with --keep-failed) and leaves everything else untouched.
+
+            --update-extension[=VERSION]: after that verification, a fresh session whose first \
+            statement is ALTER EXTENSION timescaledb UPDATE [TO 'VERSION'] (default: the target's \
+            default version), in one transaction with a check of the installed and catalog \
+            versions; then background workers are restarted and everything is verified again. If \
+            the update fails it rolls back: the database stays at the backup's version, verified, \
+            and is not promoted. Sessions on the new database run with synchronous_commit off \
+            until a final CHECKPOINT.
             """
     )
 
@@ -42,6 +50,14 @@ struct RestoreCommand: AsyncParsableCommand {
     @Flag(name: .customLong("create-roles"), help: "Create roles the backup needs and the target lacks (without passwords).")
     var createRoles = false
 
+    @Option(name: .customLong("update-extension"), help: ArgumentHelp(
+        "After verification, update TimescaleDB (bare --update-extension: to the target's default; --update-extension=VERSION: to VERSION) and verify again.",
+        valueName: "version"))
+    var updateExtensionVersion: String?
+
+    @Flag(name: .customLong("update-extension-default"), help: .hidden)
+    var updateExtensionDefault = false
+
     @Flag(help: "Print the report as JSON.") var json = false
 
     func validate() throws {
@@ -49,6 +65,9 @@ struct RestoreCommand: AsyncParsableCommand {
             throw ValidationError("--promote-to renames databases on the target; add --yes to confirm.")
         }
         if let jobs, jobs < 1 { throw ValidationError("--jobs must be at least 1.") }
+        if let version = updateExtensionVersion, !ExtensionUpdate.isPlausibleVersion(version) {
+            throw ValidationError("--update-extension=\(version) is not a TimescaleDB version (letters, digits, '.', '-', '_', '+'; e.g. --update-extension=2.19.3). A bare --update-extension updates to the target's default version.")
+        }
     }
 
     func run() async throws {
@@ -60,6 +79,14 @@ struct RestoreCommand: AsyncParsableCommand {
             request.promoteTo = promoteTo
             request.keepFailed = keepFailed
             request.createRoles = createRoles
+            if let version = updateExtensionVersion {
+                request.updateExtension = .version(version)
+            } else if updateExtensionDefault {
+                request.updateExtension = .defaultVersion
+            }
+            // Tests only (one TimescaleDB version is built here): run the real ALTER EXTENSION even
+            // when it would be a no-op or has no update path.
+            request.forceExtensionUpdateForTesting = ProcessInfo.processInfo.environment["TSBACKUP_TEST_FORCE_EXTENSION_UPDATE"] == "1"
             let showProgress = ProgressLine.enabled && !json
             let onProgress: (@Sendable (Restore.Progress) -> Void)? = showProgress ? Self.render : nil
             do {
@@ -75,6 +102,13 @@ struct RestoreCommand: AsyncParsableCommand {
     }
 
     @Sendable static func render(_ p: Restore.Progress) {
-        ProgressLine.show("restore: \(p.phase)  elapsed \(ProgressLine.duration(p.elapsed))")
+        var text = "restore: \(p.phase)"
+        if p.objectsTotal > 0 {
+            text += "  objects \(p.objectsDone)/\(p.objectsTotal)"
+        }
+        if p.bytesTotal > 0 {
+            text += "  \(ByteCount.format(p.bytesLoaded)) of \(ByteCount.format(p.bytesTotal)) loaded"
+        }
+        ProgressLine.show(text + "  elapsed \(ProgressLine.duration(p.elapsed))")
     }
 }

@@ -18,6 +18,27 @@ struct TSBackupCommand: AsyncParsableCommand {
         subcommands: [InspectCommand.self, BackupCommand.self, RestoreCommand.self, ListCommand.self, ShowCommand.self, VerifyCommand.self,
                       DeleteCommand.self, ExportHypertableCommand.self, ImportHypertableCommand.self]
     )
+
+    /// As the generated main, except that a bare `--update-extension` (an option whose value is
+    /// optional, which swift-argument-parser has no form for) becomes the hidden flag
+    /// `--update-extension-default`; `--update-extension=VERSION` stays an option.
+    static func main() async {
+        var arguments = Array(CommandLine.arguments.dropFirst())
+        let end = arguments.firstIndex(of: "--") ?? arguments.endIndex
+        for index in arguments.startIndex..<end where arguments[index] == "--update-extension" {
+            arguments[index] = "--update-extension-default"
+        }
+        do {
+            var command = try parseAsRoot(arguments)
+            if var asyncCommand = command as? any AsyncParsableCommand {
+                try await asyncCommand.run()
+            } else {
+                try command.run()
+            }
+        } catch {
+            exit(withError: error)
+        }
+    }
 }
 
 /// Options every command that talks to a database shares.

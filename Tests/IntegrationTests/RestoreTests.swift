@@ -143,6 +143,11 @@ struct RestoreTests {
         let installed = try #require(PostgresInstallation.installedTimescaleDBVersion())
         #expect(result.standardError.contains("needs TimescaleDB 2.18.0") && result.standardError.contains(installed))
         #expect(result.standardError.contains("ALTER EXTENSION timescaledb UPDATE"))
+        // The closest installable versions and the exact steps, with the update path this server ships.
+        #expect(result.standardError.contains("closest: \(installed)"))
+        #expect(result.standardError.contains("install TimescaleDB 2.18.0 for PostgreSQL 15"))
+        #expect(result.standardError.contains("--update-extension"))
+        #expect(result.standardError.contains("update path 2.18.0--\(installed)"))
         #expect(try await databaseExists(backup.cluster, into) == false)
     }
 

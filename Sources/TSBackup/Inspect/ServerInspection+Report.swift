@@ -28,6 +28,9 @@ extension ServerInspection {
             restoreState = "off"
         }
         summary.add(["  restore mode", restoreState])
+        if !ts.databases.isEmpty {
+            summary.add(["  databases", ts.databases.map { "\($0.database) \($0.version)\($0.behindDefault ? " (BEHIND the default)" : "")" }.joined(separator: ", ")])
+        }
         if ts.installed {
             summary.add(["  scheduler", ts.schedulerRunning ? "running" : "NOT running"])
             summary.add(["  user jobs", String(ts.userJobCount)])

@@ -54,6 +54,24 @@ public struct ServerInspection: Codable, Sendable, Equatable {
         public var userJobCount: Int
         /// A "TimescaleDB Background Worker Scheduler" process serves this database.
         public var schedulerRunning: Bool
+        /// This database's installed version is older than the server's default: it needs
+        /// ALTER EXTENSION timescaledb UPDATE (as the first statement of a fresh session).
+        public var behindDefault: Bool = false
+        /// Every database of the server that has TimescaleDB installed, with its version.
+        public var databases: [DatabaseVersion] = []
+    }
+
+    /// One database's TimescaleDB version, as read by connecting to it.
+    public struct DatabaseVersion: Codable, Sendable, Equatable {
+        public var database: String
+        public var version: String
+        /// Older than the server's `default_version`.
+        public var behindDefault: Bool
+
+        enum CodingKeys: String, CodingKey {
+            case database, version
+            case behindDefault = "behind_default"
+        }
     }
 
     public struct RestoreMode: Codable, Sendable, Equatable {
@@ -166,6 +184,8 @@ extension ServerInspection.TimescaleDB {
         case restoring
         case userJobCount = "user_job_count"
         case schedulerRunning = "scheduler_running"
+        case behindDefault = "behind_default"
+        case databases
     }
 }
 

@@ -39,6 +39,9 @@ public struct ServerInspector: Sendable {
         if let version = timescale.version, let catalog = timescale.catalogVersion, version != catalog {
             warnings.append("The TimescaleDB extension is at \(version) but its catalog says \(catalog): a restore or update did not finish. Do not back up this database before resolving it.")
         }
+        for behind in timescale.databases where behind.behindDefault {
+            warnings.append("Database \"\(behind.database)\" has TimescaleDB \(behind.version), behind this server's default \(timescale.defaultVersion ?? "?"). Update it: connect with a fresh session (psql -X -d \(behind.database)) and run ALTER EXTENSION timescaledb UPDATE as its first statement.")
+        }
         if timescale.installed, !timescale.schedulerRunning, !timescale.restoring.databaseSetting {
             warnings.append("No TimescaleDB background scheduler runs for this database, so its jobs and policies do not run. A superuser can start it with SELECT _timescaledb_functions.start_background_workers().")
         }
@@ -102,6 +105,7 @@ public struct ServerInspector: Sendable {
                 "SELECT count(*) FROM _timescaledb_config.bgw_job WHERE id >= 1000", as: Int64.self))
         }
         let scheduler = try await schedulerRunning()
+        let databases = installable.isEmpty ? [] : await databaseVersions(defaultVersion: defaultVersion, own: installed?.0)
 
         return .init(
             installed: installed != nil,
@@ -117,8 +121,44 @@ public struct ServerInspector: Sendable {
                 databaseSetting: stuck.contains { $0.1 },
                 databasesInRestoreMode: stuck.map(\.0)),
             userJobCount: jobs,
-            schedulerRunning: scheduler
+            schedulerRunning: scheduler,
+            behindDefault: Self.isBehind(installed?.0, defaultVersion),
+            databases: databases
         )
+    }
+
+    static func isBehind(_ version: String?, _ defaultVersion: String?) -> Bool {
+        guard let version, let defaultVersion else { return false }
+        return VersionNumber.isOrderedBefore(version, defaultVersion)
+    }
+
+    /// The TimescaleDB version of every database on the server that has it. Other databases are
+    /// read through short connections of their own; one that cannot be reached (no CONNECT
+    /// privilege, dropped meanwhile) is left out.
+    func databaseVersions(defaultVersion: String?, own: String?) async -> [ServerInspection.DatabaseVersion] {
+        let current = session.settings.database
+        guard let names = try? await session.values(
+            "SELECT datname::text FROM pg_database WHERE datallowconn AND NOT datistemplate ORDER BY 1 LIMIT 500",
+            as: String.self, purpose: "listing databases") else { return [] }
+        var result: [ServerInspection.DatabaseVersion] = []
+        for name in names {
+            let version: String?
+            if name == current {
+                version = own
+            } else {
+                // disable_load: reading pg_extension must not load that database's versioned
+                // library (it may be missing, and loading it would be the probe's only effect).
+                var settings = session.settings.with(database: name).with(setting: "timescaledb.disable_load", "on")
+                settings.connectTimeoutSeconds = min(settings.connectTimeoutSeconds, 5)
+                version = try? await DatabaseSession.with(settings) { other in
+                    try await other.rows("SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'", as: String.self).first
+                } ?? nil
+            }
+            if let version {
+                result.append(.init(database: name, version: version, behindDefault: Self.isBehind(version, defaultVersion)))
+            }
+        }
+        return result
     }
 
     /// Every version `CREATE EXTENSION timescaledb VERSION '...'` can install, ascending.

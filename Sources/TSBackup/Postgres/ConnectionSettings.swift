@@ -26,6 +26,10 @@ public struct ConnectionSettings: Sendable, Equatable {
     public var passwordSource: PasswordSource
     /// Problems found while resolving that do not stop the connection (e.g. an unsafe password file).
     public var warnings: [String]
+    /// Server settings sent in the startup packet (like PGOPTIONS' `-c name=value`), in force from
+    /// the session's first statement without being one: TimescaleDB's ALTER EXTENSION UPDATE must
+    /// be the first statement, and a SET before it would load the old library.
+    public var startupSettings: [String: String] = [:]
 
     public enum PasswordSource: String, Sendable, Equatable {
         case none, connectionString = "connection string", environment = "PGPASSWORD", passwordFile = "password file"
@@ -59,6 +63,13 @@ public struct ConnectionSettings: Sendable, Equatable {
     public func with(database: String) -> ConnectionSettings {
         var copy = self
         copy.database = database
+        return copy
+    }
+
+    /// The same connection with one more server setting in the startup packet.
+    public func with(setting name: String, _ value: String) -> ConnectionSettings {
+        var copy = self
+        copy.startupSettings[name] = value
         return copy
     }
 

@@ -123,6 +123,7 @@ public final class DatabaseSession: Sendable {
         }
         configuration.options.connectTimeout = .seconds(Int64(settings.connectTimeoutSeconds))
         configuration.options.additionalStartupParameters = [("application_name", settings.applicationName)]
+            + settings.startupSettings.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
         return configuration
     }
 

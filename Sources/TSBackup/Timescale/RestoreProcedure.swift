@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 /// The phased pg_restore that TimescaleDB survives (reference: timescaledb.md section 7).
 ///
@@ -7,22 +8,28 @@ import Foundation
 /// still succeeds. So: pre-data serially, then the `_timescaledb_catalog`/`_timescaledb_config`
 /// data and sequences serially in archive order, then everything else in parallel. Never
 /// `--single-transaction` (thousands of chunks exhaust the lock table).
-final class RestoreProcedure: @unchecked Sendable {
+struct RestoreProcedure: Sendable {
     let archive: String
     let pgRestore: PostgresTool
     let settings: ConnectionSettings
     let jobs: Int
     let listDirectory: String
-    private(set) var warnings: [String] = []
+    /// Counts restored entries and loaded bytes from pg_restore's verbose output.
+    let progress: RestoreProgressCounter?
+    /// Called after every counted line (the caller throttles drawing).
+    let onItem: (@Sendable () -> Void)?
 
     var catalogList: String { listDirectory + "/catalog.list" }
     var restList: String { listDirectory + "/rest.list" }
 
-    init(archive: String, pgRestore: PostgresTool, settings: ConnectionSettings, jobs: Int) throws {
+    init(archive: String, pgRestore: PostgresTool, settings: ConnectionSettings, jobs: Int,
+         progress: RestoreProgressCounter? = nil, onItem: (@Sendable () -> Void)? = nil) throws {
         self.archive = archive
         self.pgRestore = pgRestore
         self.settings = settings
         self.jobs = max(1, jobs)
+        self.progress = progress
+        self.onItem = onItem
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("tsbackup-restore-\(UUID().uuidString)").path
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true,
                                                 attributes: [.posixPermissions: 0o700])
@@ -45,30 +52,57 @@ final class RestoreProcedure: @unchecked Sendable {
         try (rest.joined(separator: "\n") + "\n").write(toFile: restList, atomically: true, encoding: .utf8)
     }
 
-    func restorePreData() async throws {
-        try await pgRestore(["--section=pre-data"], phase: "pre-data")
+    /// Each phase returns pg_restore's warnings.
+    func restorePreData() async throws -> [String] {
+        try await pgRestore(["--section=pre-data"], phase: "pre-data", parallel: false)
     }
 
-    func restoreCatalogData() async throws {
-        try await pgRestore(["--use-list=\(catalogList)"], phase: "TimescaleDB catalog data")
+    func restoreCatalogData() async throws -> [String] {
+        try await pgRestore(["--use-list=\(catalogList)"], phase: "TimescaleDB catalog data", parallel: false)
     }
 
-    func restoreRest() async throws {
-        try await pgRestore(["--section=data", "--section=post-data", "--use-list=\(restList)", "--jobs=\(jobs)"], phase: "data and post-data")
+    func restoreRest() async throws -> [String] {
+        let warnings = try await pgRestore(["--section=data", "--section=post-data", "--use-list=\(restList)", "--jobs=\(jobs)"],
+                                           phase: "data and post-data", parallel: jobs > 1)
+        progress?.complete(objects: progress?.objectsTotal ?? 0)
+        return warnings
     }
 
-    private func pgRestore(_ options: [String], phase: String) async throws {
+    private func pgRestore(_ options: [String], phase: String, parallel: Bool) async throws -> [String] {
         // The target is a throwaway database until verified; losing its last commits on a crash
         // costs a rerun, not data. The CHECKPOINT before success makes it durable.
-        let environment = settings.childProcessEnvironment(options: "-c synchronous_commit=off")
-        let arguments = options + ["--dbname=\(settings.database)", "--exit-on-error", "--no-password", archive]
-        let result = try await ProcessRunner.run(pgRestore.path, arguments, environment: environment)
-        let lines = result.standardError.split(separator: "\n").map(String.init)
+        var environment = settings.childProcessEnvironment(options: "-c synchronous_commit=off")
+        // The verbose lines are parsed: English whatever the machine's locale.
+        environment["LC_MESSAGES"] = "C"
+        let arguments = options + ["--verbose", "--dbname=\(settings.database)", "--exit-on-error", "--no-password", archive]
+        let problems = Mutex<[String]>([])
+        let tail = Mutex<[String]>([])
+        let progress = self.progress
+        let onItem = self.onItem
+        let result = try await ProcessRunner.runStreamingErrors(pgRestore.path, arguments, environment: environment) { line in
+            let events = PgRestoreLog.events(in: line)
+            for event in events {
+                if case .problem(let text) = event {
+                    problems.withLock { $0.append(text) }
+                } else {
+                    progress?.apply(event, parallel: parallel)
+                }
+            }
+            if events.isEmpty && line.hasPrefix("ERROR") {
+                problems.withLock { $0.append(line) }
+            } else if events.isEmpty && !line.hasPrefix("pg_restore: ") {
+                // Continuation lines (DETAIL, the server's message) belong to the last problem.
+                tail.withLock { $0 = Array(($0 + [line]).suffix(20)) }
+                problems.withLock { if !$0.isEmpty { $0[$0.count - 1] += " " + line.trimmingCharacters(in: .whitespaces) } }
+            }
+            if !events.isEmpty { onItem?() }
+        }
+        let lines = problems.withLock { $0 }
         let errors = lines.filter { $0.contains("error:") || $0.contains("errors ignored on restore") || $0.hasPrefix("ERROR") }
         guard result.succeeded, errors.isEmpty else {
-            let detail = (errors.isEmpty ? lines : errors).joined(separator: " ").singleLine(limit: 700)
+            let detail = (errors.isEmpty ? lines + tail.withLock { $0 } : errors).joined(separator: " ").singleLine(limit: 700)
             throw TSBackupError(.failed, "pg_restore (\(phase)) failed (\(result.statusDescription)): \(detail.isEmpty ? "no message" : detail)")
         }
-        warnings += lines.filter { $0.contains("warning:") }.map { "pg_restore (\(phase)): \($0)" }
+        return lines.filter { $0.contains("warning:") }.map { "pg_restore (\(phase)): \($0)" }
     }
 }
