@@ -329,6 +329,8 @@ actor RestoreRun {
         guard verification.ok, let contents = listing else {
             throw TSBackupError(.precondition, "Backup \(manifest.id) does not verify (\(verification.problems.prefix(3).joined(separator: "; "))); tsbackup never restores a damaged backup. Restore another backup, or take a new one.")
         }
+        // roles.sql is parsed before the target is touched: a hostile one stops the restore here.
+        if request.createRoles { _ = try RoleScript.load(directory: directory, file: manifest.rolesFile) }
         return try await DatabaseSession.with(request.target) { session in
             let inspector = ServerInspector(session: session)
             let server = try await inspector.serverVersion()
@@ -462,10 +464,10 @@ actor RestoreRun {
         guard request.createRoles else {
             throw TSBackupError(.precondition, "The backup needs role\(missing.count == 1 ? "" : "s") \(missing.joined(separator: ", ")) (object or job owners), which do not exist on the target; without them objects lose their owners and TimescaleDB jobs are dropped. Create them first, or add --create-roles to create them from the backup's roles.sql (without passwords).")
         }
-        let script = (try? String(contentsOfFile: directory + "/" + manifest.rolesFile, encoding: .utf8)) ?? ""
+        let script = try RoleScript.load(directory: directory, file: manifest.rolesFile)
         for role in missing {
             // The backup's own definition (attributes, no password), else a bare NOLOGIN role.
-            let statements = RoleScript.statements(for: role, in: script)
+            let statements = script.statements(for: role)
             for statement in statements.isEmpty ? ["CREATE ROLE \(quoteIdentifier(role)) NOLOGIN"] : statements {
                 try await session.execute(statement)
             }
@@ -493,7 +495,7 @@ actor RestoreRun {
     func prepareDatabase() async throws {
         guard let version = manifest.timescaledb?.version else { return }
         try await DatabaseSession.with(targetSettings) { session in
-            try await session.execute("CREATE EXTENSION timescaledb VERSION '\(version.replacingOccurrences(of: "'", with: "''"))'")
+            try await session.execute("CREATE EXTENSION timescaledb VERSION \(SQLLiteral.quote(version))")
             try await session.execute("SELECT timescaledb_pre_restore()")
         }
     }
@@ -739,15 +741,5 @@ actor RestoreRun {
         _ = try? await DatabaseSession.with(request.target) { session in
             try await session.execute("DROP DATABASE IF EXISTS \(quoteIdentifier(database)) WITH (FORCE)")
         }
-    }
-}
-
-/// Picks one role's statements out of a pg_dumpall --roles-only script.
-enum RoleScript {
-    static func statements(for role: String, in script: String) -> [String] {
-        let forms = Set([role, quoteIdentifier(role)])
-        return script.split(separator: "\n").map(String.init).filter { line in
-            forms.contains { line == "CREATE ROLE \($0);" || line.hasPrefix("ALTER ROLE \($0) WITH ") }
-        }.map { String($0.dropLast()) }
     }
 }

@@ -45,7 +45,7 @@ public enum Verify {
         if manifest.status == .complete {
             do {
                 let pgRestore = try await PostgresTools.locate("pg_restore", minimumMajor: manifest.pgDump.majorVersion)
-                let contents = try await Archive.list(directory + "/" + manifest.archive, pgRestore: pgRestore)
+                let contents = try await Archive.list(try EntryPath.resolve(manifest.archive, in: directory), pgRestore: pgRestore)
                 listing = contents
                 // Batched chunks live in archives of their own (chunk_path.batches).
                 let combined = try await ChunkBatchRun.combinedContents(main: contents, manifest: manifest, directory: directory, pgRestore: pgRestore)
@@ -105,7 +105,14 @@ public enum Verify {
         var problems: [String] = []
         var bytes: Int64 = 0
         for file in files {
-            let path = directory + "/" + file.path
+            // A name outside the entry (../, absolute, a symbolic link) is never opened.
+            let path: String
+            do {
+                path = try EntryPath.resolve(file.path, in: directory)
+            } catch let error as TSBackupError {
+                problems.append(error.message)
+                continue
+            }
             guard FileManager.default.fileExists(atPath: path) else {
                 problems.append("missing file \(file.path)")
                 continue

@@ -342,11 +342,6 @@ public struct ServerInspector: Sendable {
     }
 }
 
-/// Quotes an SQL identifier the way `quote_ident` does.
-public func quoteIdentifier(_ name: String) -> String {
-    "\"" + name.replacingOccurrences(of: "\"", with: "\"\"") + "\""
-}
-
 /// Compares dotted version numbers numerically ("2.9.0" < "2.19.3").
 public enum VersionNumber {
     public static func components(_ version: String) -> [Int] {

@@ -103,7 +103,7 @@ public enum TableContent {
             SELECT (SELECT count(*) FROM pg_index WHERE indrelid = c.oid),
                    (SELECT count(*) FROM pg_constraint WHERE conrelid = c.oid),
                    (SELECT count(*) FROM pg_constraint WHERE conrelid = c.oid AND contype = 'f')
-            FROM pg_class c WHERE c.oid = '\(qualifiedName.replacingOccurrences(of: "'", with: "''"))'::regclass
+            FROM pg_class c WHERE c.oid = \(SQLLiteral.quote(qualifiedName))::regclass
             """), as: (Int64, Int64, Int64).self, purpose: "counting indexes and constraints of \(qualifiedName)")
     }
 

@@ -124,7 +124,7 @@ struct RestoreVerification: Sendable {
             let columns = try await session.value(
                 PostgresQuery(unsafeSQL: """
                 SELECT string_agg(quote_ident(attname), ', ' ORDER BY attnum) FROM pg_attribute
-                WHERE attrelid = '\(qualified.replacingOccurrences(of: "'", with: "''"))'::regclass
+                WHERE attrelid = \(SQLLiteral.quote(qualified))::regclass
                   AND attnum > 0 AND NOT attisdropped AND attgenerated = ''
                 """), as: String.self)
             // Past the lock limit: copy a row of the first window only (RootWindows).
