@@ -28,7 +28,7 @@ apt_update_once() {
 
 # 1. Debian packages from bookworm only.
 packages=(postgresql-${PG_MAJOR} postgresql-client-${PG_MAJOR} postgresql-server-dev-${PG_MAJOR}
-          cmake gcc make dpkg-dev libssl-dev zstd time)
+          cmake gcc make dpkg-dev libssl-dev zstd time locales)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -104,6 +104,13 @@ if ! command -v moto_server >/dev/null 2>&1 || ! python3 -c 'import boto3' >/dev
   log "installing moto[server] and boto3 with pip"
   python3 -m pip install -q 'moto[server]' boto3 2>/dev/null \
     || python3 -m pip install -q --break-system-packages 'moto[server]' boto3
+fi
+
+# 4. A translated locale, so tests can show that PostgreSQL's tools speak German under it and that
+#    tsbackup still reads their messages in English (it runs them with LC_MESSAGES=C).
+if ! locale -a 2>/dev/null | grep -qix 'de_DE\.utf-\?8'; then
+  log "generating the de_DE.UTF-8 locale"
+  localedef -i de_DE -f UTF-8 de_DE.UTF-8
 fi
 
 installed=$(sed -n "s/^default_version *= *'\(.*\)'/\1/p" "$ext_dir/timescaledb.control")

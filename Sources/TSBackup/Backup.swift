@@ -64,6 +64,9 @@ public enum Backup {
         var tableBytes: [String: Int64]
         var databaseBytes: Int64
         var warnings: [String]
+        var lockBudget: ServerInspection.LockBudget
+        /// Set when the chunks are dumped in batches: why.
+        var batchReason: String?
     }
 
     /// Everything that can be checked before a byte is written.
@@ -96,8 +99,10 @@ public enum Backup {
         }
 
         let budget = try await inspector.lockBudget()
-        if !budget.sufficient {
-            throw TSBackupError(.precondition, "pg_dump would lock \(budget.relationsToLock) relations, more than the server's lock table holds with headroom (max_locks_per_transaction \(budget.maxLocksPerTransaction) x (max_connections \(budget.maxConnections) + max_prepared_transactions \(budget.maxPreparedTransactions)) = \(budget.budget)); it would fail with \"out of shared memory\". Set max_locks_per_transaction = \(budget.recommendedMaxLocksPerTransaction) (or more) in postgresql.conf and restart the server, then run the backup again.")
+        // Past the lock limit, chunks go in batches (Timescale/ChunkBatches.swift) or the backup is refused.
+        let batchReason = try await ChunkBatchPlan.decide(session: session, budget: budget, jobs: request.jobs)
+        if let batchReason {
+            warnings.append(batchReason + ".")
         }
 
         // Checked against the repository's free space once it is open.
@@ -112,7 +117,7 @@ public enum Backup {
         ).map { ($0.0, $0.1) }, uniquingKeysWith: { a, _ in a })
 
         return Plan(server: server, pgDump: pgDump, pgDumpAll: pgDumpAll, pgRestore: pgRestore, scope: scope,
-                    tableBytes: tableBytes, databaseBytes: databaseBytes, warnings: warnings)
+                    tableBytes: tableBytes, databaseBytes: databaseBytes, warnings: warnings, lockBudget: budget, batchReason: batchReason)
     }
 
     static func execute(_ request: Request, plan: Plan, session: DatabaseSession, repository: any Repository,
@@ -134,18 +139,28 @@ public enum Backup {
 
         do {
             var survey: DatabaseSurvey?
+            var batched: ChunkBatchRun.Outcome?
             for attempt in 1...max(1, request.maxAttempts) {
                 try await session.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                 let snapshot = try await session.value("SELECT pg_export_snapshot()", as: String.self)
                 onProgress?(Progress(phase: "dumping", tablesDone: 0, tablesTotal: plan.tableBytes.count, bytesWritten: 0, fractionDone: 0, elapsed: Date().timeIntervalSince(started)))
+                // Past the lock limit: decide the chunk path again, in the snapshot itself.
+                let batchPlan = plan.batchReason == nil ? nil
+                    : try await ChunkBatchPlan.make(session: session, lockBudget: plan.lockBudget.budget, jobs: request.jobs)
                 let dump = DumpRun(request: request, plan: plan, archivePath: archivePath, snapshot: snapshot,
-                                   started: started, onProgress: onProgress)
+                                   started: started, onProgress: onProgress, extraArguments: batchPlan?.mainExclusions ?? [])
                 // The survey reads the same snapshot on our session while pg_dump runs.
-                async let surveyed = DatabaseSurvey.take(session, checksums: request.checksums, excludedTables: plan.scope.excludedTables)
+                async let surveyed = DatabaseSurvey.take(session, checksums: request.checksums, excludedTables: plan.scope.excludedTables,
+                                                         countedElsewhere: Set(batchPlan?.batched.map(\.qualifiedName) ?? []))
                 let outcome = try await dump.run()
                 let result: DatabaseSurvey
                 do {
                     result = try await surveyed
+                    if outcome.succeeded, let batchPlan {
+                        // Still inside the snapshot's transaction: the batches import it.
+                        batched = try await ChunkBatchRun.dump(batchPlan, request: request, plan: plan, snapshot: snapshot,
+                                                               staging: staging, started: started, onProgress: onProgress)
+                    }
                 } catch {
                     _ = try? await session.execute("ROLLBACK")
                     throw error
@@ -160,6 +175,8 @@ public enum Backup {
                 if outcome.chunkVanished, attempt < request.maxAttempts {
                     manifest.retries.append(.init(attempt: attempt, reason: outcome.errorSummary))
                     try? FileManager.default.removeItem(atPath: archivePath)
+                    try? FileManager.default.removeItem(atPath: staging + "/chunks")
+                    batched = nil
                     continue
                 }
                 throw TSBackupError(.failed, "pg_dump failed (\(outcome.status)) on attempt \(attempt): \(outcome.errorSummary)")
@@ -172,13 +189,17 @@ public enum Backup {
             manifest.jobs = survey.jobs
             manifest.chunkTables = survey.chunkTables
             manifest.databaseBytes = survey.databaseBytes
+            if let batched, let reason = plan.batchReason {
+                try await ChunkBatchRun.record(batched, reason: reason, manifest: &manifest, session: session)
+            }
 
             onProgress?(Progress(phase: "roles and archive check", tablesDone: 0, tablesTotal: 0, bytesWritten: FileSystem.size(of: staging), fractionDone: 1, elapsed: Date().timeIntervalSince(started)))
             // Two independent child processes: run them side by side.
             async let rolesSource = RoleDump.write(to: staging + "/roles.sql", plan: plan, settings: request.settings, session: session)
-            let contents = try await Archive.list(archivePath, pgRestore: plan.pgRestore)
+            let contents = try await ChunkBatchRun.combinedContents(main: Archive.list(archivePath, pgRestore: plan.pgRestore),
+                                                                    manifest: manifest, directory: staging, pgRestore: plan.pgRestore)
             manifest.rolesSource = try await rolesSource
-            let missing = contents.missingTimescaleEntries(chunks: survey.chunkTables, timescaleInstalled: survey.timescaledb != nil)
+            let missing = contents.missingTimescaleEntries(chunks: manifest.chunkTables, timescaleInstalled: survey.timescaledb != nil)
             guard missing.isEmpty else {
                 throw TSBackupError(.failed, "The archive pg_dump wrote is incomplete: \(missing.count) expected entr\(missing.count == 1 ? "y is" : "ies are") missing (\(missing.prefix(5).joined(separator: ", "))). The backup was not kept; check pg_dump's options and warnings.")
             }
@@ -206,6 +227,8 @@ struct DumpRun: Sendable {
     let snapshot: String
     let started: Date
     let onProgress: (@Sendable (Backup.Progress) -> Void)?
+    /// `--exclude-table` options leaving out the batched hypertables (ChunkBatches.swift).
+    var extraArguments: [String] = []
 
     struct Outcome {
         var succeeded: Bool
@@ -222,7 +245,7 @@ struct DumpRun: Sendable {
                          "--file=\(archivePath)", "--snapshot=\(snapshot)", "--no-password", "--verbose"]
         if request.format == .directory { arguments.append("--jobs=\(max(1, request.jobs))") }
         if let level = request.compression { arguments.append("--compress=\(level)") }
-        return arguments + plan.scope.pgDumpArguments + [request.settings.database]
+        return arguments + plan.scope.pgDumpArguments + extraArguments + [request.settings.database]
     }
 
     func run() async throws -> Outcome {

@@ -222,10 +222,30 @@ actor RestoreRun {
                                                  progress: reporter.counter, onItem: { reporter.tick() })
             defer { procedure.removeLists() }
             try await step("split the archive's contents") { try procedure.splitLists(tools.contents) }
-            let preDataWarnings = try await step("pg_restore pre-data") { try await procedure.restorePreData() }
-            let catalogWarnings = try await step("pg_restore TimescaleDB catalog data") { try await procedure.restoreCatalogData() }
-            let restWarnings = try await step("pg_restore data and post-data, \(request.jobs) jobs") { try await procedure.restoreRest() }
-            report.warnings += preDataWarnings + catalogWarnings + restWarnings
+            // Chunks dumped in batches past the lock limit: phases around the usual ones (ChunkBatchRestore).
+            let batches = try manifest.chunkPath.map {
+                try ChunkBatchRestore(path: $0, directory: directory, pgRestore: tools.pgRestore, settings: targetSettings, jobs: request.jobs)
+            }
+            var restoreWarnings: [String] = []
+            if let batches {
+                restoreWarnings += try await step("pg_restore pre-data, hypertable roots and \(batches.path.batches.count) chunk batches") {
+                    try await batches.restorePreData(tools.contents, procedure: procedure)
+                }
+            } else {
+                restoreWarnings += try await step("pg_restore pre-data") { try await procedure.restorePreData() }
+            }
+            restoreWarnings += try await step("pg_restore TimescaleDB catalog data") { try await procedure.restoreCatalogData() }
+            if let batches, !batches.path.droppedChunks.isEmpty {
+                try await step("remove \(batches.path.droppedChunks.count) chunks dropped during the backup from the catalog") {
+                    try await batches.removeDroppedChunks()
+                }
+            }
+            restoreWarnings += try await step("pg_restore data and post-data, \(request.jobs) jobs") { try await procedure.restoreRest() }
+            if let batches {
+                try await step("hypertable roots' indexes and constraints") { try await batches.finishRoots() }
+                restoreWarnings += try await step("pg_restore chunk batches' data and post-data, \(request.jobs) jobs") { try await batches.restoreData() }
+            }
+            report.warnings += restoreWarnings
             try await step("timescaledb_post_restore") { try await self.postRestore() }
             try await step("restart background workers") { try await self.restartWorkers() }
             report.checks = try await step(Self.verifyStepName) { try await self.verifyAndAnalyze() }
@@ -313,6 +333,8 @@ actor RestoreRun {
         guard verification.ok, let contents = listing else {
             throw TSBackupError(.precondition, "Backup \(manifest.id) does not verify (\(verification.problems.prefix(3).joined(separator: "; "))); tsbackup never restores a damaged backup. Restore another backup, or take a new one.")
         }
+        // roles.sql is parsed before the target is touched: a hostile one stops the restore here.
+        if request.createRoles { _ = try RoleScript.load(directory: directory, file: manifest.rolesFile) }
         return try await DatabaseSession.with(request.target) { session in
             let inspector = ServerInspector(session: session)
             let server = try await inspector.serverVersion()
@@ -446,10 +468,10 @@ actor RestoreRun {
         guard request.createRoles else {
             throw TSBackupError(.precondition, "The backup needs role\(missing.count == 1 ? "" : "s") \(missing.joined(separator: ", ")) (object or job owners), which do not exist on the target; without them objects lose their owners and TimescaleDB jobs are dropped. Create them first, or add --create-roles to create them from the backup's roles.sql (without passwords).")
         }
-        let script = (try? String(contentsOfFile: directory + "/" + manifest.rolesFile, encoding: .utf8)) ?? ""
+        let script = try RoleScript.load(directory: directory, file: manifest.rolesFile)
         for role in missing {
             // The backup's own definition (attributes, no password), else a bare NOLOGIN role.
-            let statements = RoleScript.statements(for: role, in: script)
+            let statements = script.statements(for: role)
             for statement in statements.isEmpty ? ["CREATE ROLE \(quoteIdentifier(role)) NOLOGIN"] : statements {
                 try await session.execute(statement)
             }
@@ -477,7 +499,7 @@ actor RestoreRun {
     func prepareDatabase() async throws {
         guard let version = manifest.timescaledb?.version else { return }
         try await DatabaseSession.with(targetSettings) { session in
-            try await session.execute("CREATE EXTENSION timescaledb VERSION '\(version.replacingOccurrences(of: "'", with: "''"))'")
+            try await session.execute("CREATE EXTENSION timescaledb VERSION \(SQLLiteral.quote(version))")
             try await session.execute("SELECT timescaledb_pre_restore()")
         }
     }
@@ -511,7 +533,9 @@ actor RestoreRun {
     /// table, so they share the work between cores.
     func verifyAndAnalyze() async throws -> [Restore.Report.Check] {
         let verification = RestoreVerification(manifest: manifest, settings: targetSettings)
-        async let analyzed: Void = Self.analyze(targetSettings, sessions: max(1, request.jobs - 1))
+        // Past the lock limit, ANALYZE of a batched root would sample and lock all its chunks at once.
+        let roots = Set(manifest.chunkPath?.batches.map(\.hypertable) ?? [])
+        async let analyzed: Void = Self.analyze(targetSettings, sessions: max(1, request.jobs - 1), skipping: roots)
         let checks: [Restore.Report.Check]
         do {
             checks = try await verification.run()
@@ -535,13 +559,15 @@ actor RestoreRun {
     /// ANALYZE of every table, spread largest-first over `sessions` connections. A list of
     /// tables outside a transaction block is analysed one table per transaction (no lock table
     /// exhaustion at thousands of chunks); with synchronous_commit off those commits cost no
-    /// WAL flush each.
-    nonisolated static func analyze(_ settings: ConnectionSettings, sessions: Int) async throws {
+    /// WAL flush each. `roots` ("schema.name") are left out: autovacuum never analyzes
+    /// inheritance parents either, so they stay as they would on the source.
+    nonisolated static func analyze(_ settings: ConnectionSettings, sessions: Int, skipping roots: Set<String> = []) async throws {
         let tables = try await DatabaseSession.with(settings) { session in
             try await session.values(
                 """
                 SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
                 WHERE c.relkind IN ('r', 'm', 'p') AND c.relpersistence <> 't'
+                  AND format('%s.%s', n.nspname, c.relname) <> ALL (\(Array(roots))::text[])
                 ORDER BY pg_relation_size(c.oid) DESC, 1
                 """, as: String.self, purpose: "listing tables to ANALYZE")
         }
@@ -719,15 +745,5 @@ actor RestoreRun {
         _ = try? await DatabaseSession.with(request.target) { session in
             try await session.execute("DROP DATABASE IF EXISTS \(quoteIdentifier(database)) WITH (FORCE)")
         }
-    }
-}
-
-/// Picks one role's statements out of a pg_dumpall --roles-only script.
-enum RoleScript {
-    static func statements(for role: String, in script: String) -> [String] {
-        let forms = Set([role, quoteIdentifier(role)])
-        return script.split(separator: "\n").map(String.init).filter { line in
-            forms.contains { line == "CREATE ROLE \($0);" || line.hasPrefix("ALTER ROLE \($0) WITH ") }
-        }.map { String($0.dropLast()) }
     }
 }

@@ -76,9 +76,24 @@ public enum Verify {
         let (fileProblems, bytes) = try checkFiles(manifest.files, directory: directory)
         problems += fileProblems
         if manifest.status == .complete {
-            let archive = try await checkArchive(manifest, directory: directory)
-            problems += archive.problems
-            listing = archive.contents
+            do {
+                let pgRestore = try await PostgresTools.locate("pg_restore", minimumMajor: manifest.pgDump.majorVersion)
+                let contents = try await Archive.list(try EntryPath.resolve(manifest.archive, in: directory), pgRestore: pgRestore)
+                listing = contents
+                // Batched chunks live in archives of their own (chunk_path.batches).
+                let combined = try await ChunkBatchRun.combinedContents(main: contents, manifest: manifest, directory: directory, pgRestore: pgRestore)
+                let missing = combined.missingTimescaleEntries(chunks: manifest.chunkTables, timescaleInstalled: manifest.timescaledb != nil)
+                if !missing.isEmpty {
+                    problems.append("the archive's table of contents lacks \(missing.count) entr\(missing.count == 1 ? "y" : "ies"): \(missing.prefix(5).joined(separator: ", "))")
+                }
+                let dataEntries = combined.items.filter { $0.type == "TABLE DATA" }.count
+                let expected = manifest.chunkTables.count + manifest.plainTables.count
+                if dataEntries < expected {
+                    problems.append("the archive holds \(dataEntries) table data entries, fewer than the \(expected) chunks and plain tables recorded")
+                }
+            } catch let error as TSBackupError {
+                problems.append(error.message)
+            }
         }
         return (Report(id: manifest.id, ok: problems.isEmpty, filesChecked: manifest.files.count, bytesChecked: bytes, problems: problems), listing)
     }
@@ -143,7 +158,14 @@ public enum Verify {
         var problems: [String] = []
         var bytes: Int64 = 0
         for file in files {
-            let path = directory + "/" + file.path
+            // A name outside the entry (../, absolute, a symbolic link) is never opened.
+            let path: String
+            do {
+                path = try EntryPath.resolve(file.path, in: directory)
+            } catch let error as TSBackupError {
+                problems.append(error.message)
+                continue
+            }
             guard FileManager.default.fileExists(atPath: path) else {
                 problems.append("missing file \(file.path)")
                 continue

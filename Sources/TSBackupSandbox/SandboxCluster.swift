@@ -196,8 +196,7 @@ public final class SandboxCluster: Sendable {
     /// Creates a login role with a password; `superuser` and `createDatabase` as asked.
     public func createRole(_ name: String, password: String, superuser: Bool = false, createDatabase: Bool = false) async throws {
         try await withSuperuser { session in
-            let escaped = password.replacingOccurrences(of: "'", with: "''")
-            try await session.execute("CREATE ROLE \(quoteIdentifier(name)) LOGIN PASSWORD '\(escaped)' \(superuser ? "SUPERUSER" : "NOSUPERUSER") \(createDatabase ? "CREATEDB" : "NOCREATEDB")")
+            try await session.execute("CREATE ROLE \(SQLIdentifier.quote(name)) LOGIN PASSWORD \(SQLLiteral.quote(password)) \(superuser ? "SUPERUSER" : "NOSUPERUSER") \(createDatabase ? "CREATEDB" : "NOCREATEDB")")
         }
     }
 

@@ -98,7 +98,7 @@ public enum HypertableExport {
         var literals: [String: String] = [:]
         for (option, value, op) in [("--since", request.since, ">="), ("--until", request.until, "<")] {
             guard let value else { continue }
-            let literal = "'\(value.replacingOccurrences(of: "'", with: "''"))'::\(primaryType)"
+            let literal = "\(SQLLiteral.quote(value))::\(primaryType)"
             do {
                 try await session.execute("SELECT \(literal)", purpose: "checking \(option)")
             } catch let error as TSBackupError where error.kind == .failed {
@@ -108,7 +108,7 @@ public enum HypertableExport {
             literals[option] = literal
         }
         if let since = request.since, let until = request.until {
-            let empty = try await session.value(PostgresQuery(unsafeSQL: "SELECT NOT ('\(since.replacingOccurrences(of: "'", with: "''"))'::\(primaryType) < '\(until.replacingOccurrences(of: "'", with: "''"))'::\(primaryType))"), as: Bool.self)
+            let empty = try await session.value(PostgresQuery(unsafeSQL: "SELECT NOT (\(SQLLiteral.quote(since))::\(primaryType) < \(SQLLiteral.quote(until))::\(primaryType))"), as: Bool.self)
             if empty {
                 throw TSBackupError(.usage, "--since \(since) is not before --until \(until): the window [since, until) holds no rows. Swap or correct them.")
             }
@@ -232,7 +232,7 @@ public enum HypertableExport {
         manifest.columns = try await session.rows(
             PostgresQuery(unsafeSQL: """
             SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), a.attnotnull, a.attgenerated <> ''
-            FROM pg_attribute a WHERE a.attrelid = '\(plan.qualified.replacingOccurrences(of: "'", with: "''"))'::regclass
+            FROM pg_attribute a WHERE a.attrelid = \(SQLLiteral.quote(plan.qualified))::regclass
               AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum
             """), as: (String, String, Bool, Bool).self, purpose: "reading the columns of \(schema).\(name)"
         ).map { .init(name: $0.0, type: $0.1, notNull: $0.2, generated: $0.3) }
@@ -323,8 +323,8 @@ public enum HypertableExport {
             PostgresQuery(unsafeSQL: """
             SELECT format('%s.%s', c.chunk_schema, c.chunk_name)
             FROM timescaledb_information.chunks c
-            WHERE c.hypertable_schema = '\(plan.schema.replacingOccurrences(of: "'", with: "''"))'
-              AND c.hypertable_name = '\(plan.name.replacingOccurrences(of: "'", with: "''"))'\(overlap)
+            WHERE c.hypertable_schema = \(SQLLiteral.quote(plan.schema))
+              AND c.hypertable_name = \(SQLLiteral.quote(plan.name))\(overlap)
             ORDER BY c.range_start, c.range_start_integer, c.chunk_name
             """), as: String.self, purpose: "listing the chunks of \(plan.schema).\(plan.name)")
     }

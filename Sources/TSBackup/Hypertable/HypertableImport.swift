@@ -95,7 +95,11 @@ public enum HypertableImport {
         guard let definitionFile = manifest.files.first(where: { $0.path == manifest.definitionFile }) else {
             throw TSBackupError(.failed, "Export \(manifest.id) does not list \(manifest.definitionFile) among its files; the manifest is damaged. Export the hypertable again.")
         }
+        // Every data file's name must stay inside the entry before anything runs on the target.
+        for file in manifest.dataFiles { try EntryPath.validate(file.path) }
         let text = String(decoding: try await repository.readFile(definitionFile, of: entry), as: UTF8.self)
+        // Refuses anything in the stored definition beyond one table's statements, before any SQL runs.
+        try DefinitionPolicy.check(text, table: (manifest.table.schema, manifest.table.name), file: manifest.definitionFile, id: manifest.id)
         var definition = TableDefinition(pgDumpOutput: text)
         if (schema, name) != (manifest.table.schema, manifest.table.name) {
             let renamer = DefinitionRenamer(definition: definition, from: (manifest.table.schema, manifest.table.name), to: (schema, name))
@@ -188,7 +192,7 @@ public enum HypertableImport {
                 }
             }
             let ext = quoteIdentifier(extensionSchema)
-            let literal = { (value: String) in "'" + value.replacingOccurrences(of: "'", with: "''") + "'" }
+            let literal = { (value: String) in SQLLiteral.quote(value) }
             for dimension in manifest.dimensions {
                 let column = literal(dimension.column)
                 if dimension.number == 1 {
@@ -237,10 +241,11 @@ public enum HypertableImport {
         guard let entry = manifest.files.first(where: { $0.path == path }) else {
             throw TSBackupError(.failed, "Export \(manifest.id) does not list \(path) among its files; the manifest is damaged. Export the hypertable again.")
         }
-        guard FileManager.default.fileExists(atPath: directory + "/" + path) else {
+        let full = try EntryPath.resolve(path, in: directory)
+        guard FileManager.default.fileExists(atPath: full) else {
             throw TSBackupError(.failed, "Export \(manifest.id) lacks its file \(path). Run `tsbackup verify \(manifest.id)`; export the hypertable again.")
         }
-        let (hex, bytes) = try FileSystem.sha256(of: directory + "/" + path)
+        let (hex, bytes) = try FileSystem.sha256(of: full)
         guard hex == entry.sha256, bytes == entry.bytes else {
             throw TSBackupError(.failed, "The file \(path) of export \(manifest.id) is corrupt (its SHA-256 differs from the manifest's); nothing more was loaded. Run `tsbackup verify \(manifest.id)` and export the hypertable again.")
         }
@@ -257,7 +262,7 @@ public enum HypertableImport {
         _ = try await Concurrently.map(manifest.dataFiles, limit: max(1, request.jobs)) { file in
             try checkFile(file.path, in: directory, manifest: manifest)
             let rows = try await CopyPipeline.load(psql: psql.path, environment: env, command: command, decompressor: decompressor,
-                                                   inputPath: directory + "/" + file.path, what: "\(file.path) into \(display)")
+                                                   inputPath: try EntryPath.resolve(file.path, in: directory), what: "\(file.path) into \(display)")
             guard rows == file.rows else {
                 throw TSBackupError(.failed, "Loading \(file.path) into \(display) gave \(rows) rows, the export recorded \(file.rows). The import was undone; run `tsbackup verify \(manifest.id)`.")
             }
@@ -312,7 +317,7 @@ public enum HypertableImport {
     static func restoreTimescaleSettings(manifest: HypertableManifest, qualified: String, extensionSchema: String,
                                          session: DatabaseSession, skipped: inout [String], warnings: inout [String]) async throws -> Bool {
         let ext = quoteIdentifier(extensionSchema)
-        let literal = { (value: String) in "'" + value.replacingOccurrences(of: "'", with: "''") + "'" }
+        let literal = { (value: String) in SQLLiteral.quote(value) }
         var compressionOn = false
         let compressedAtSource = (manifest.chunks ?? []).filter(\.compressed).count
         let license = try await session.value("SELECT current_setting('timescaledb.license', true)", as: String?.self,
@@ -365,7 +370,7 @@ public enum HypertableImport {
 
     /// `compress_chunk` on one target chunk ("schema"."name" as `format('%I.%I')` gives it).
     static func compressChunkSQL(extensionSchema: String, chunk: String) -> String {
-        "SELECT \(quoteIdentifier(extensionSchema)).compress_chunk('\(chunk.replacingOccurrences(of: "'", with: "''"))'::regclass)"
+        "SELECT \(quoteIdentifier(extensionSchema)).compress_chunk(\(SQLLiteral.quote(chunk))::regclass)"
     }
 
     static func apacheWarning(compressedAtSource: Int) -> String {
@@ -424,7 +429,7 @@ public enum HypertableImport {
     /// pg_dump --schema-only leaves serial and identity sequences at their start; set each past
     /// the largest imported value so the next insert does not collide with an imported row.
     static func advanceSequences(qualified: String, session: DatabaseSession) async throws {
-        let literal = "'" + qualified.replacingOccurrences(of: "'", with: "''") + "'"
+        let literal = SQLLiteral.quote(qualified)
         let owned = try await session.rows(
             PostgresQuery(unsafeSQL: """
             SELECT a.attname::text, pg_get_serial_sequence(\(literal), a.attname)
@@ -432,7 +437,7 @@ public enum HypertableImport {
               AND pg_get_serial_sequence(\(literal), a.attname) IS NOT NULL
             """), as: (String, String).self, purpose: "finding the sequences of \(qualified)")
         for (column, sequence) in owned {
-            let sequenceLiteral = "'" + sequence.replacingOccurrences(of: "'", with: "''") + "'"
+            let sequenceLiteral = SQLLiteral.quote(sequence)
             try await session.execute(
                 "SELECT setval(\(sequenceLiteral)::regclass, m) FROM (SELECT max(\(quoteIdentifier(column))) AS m FROM \(qualified)) x WHERE m IS NOT NULL",
                 purpose: "advancing sequence \(sequence) past the imported values")

@@ -331,7 +331,7 @@ struct DefinitionRenamer {
                 if parts.count == 2, parts[0] == from.schema || parts[0] == SQLText.identifier(from.schema),
                    let renamed = objectNames[parts[1]] ?? objectNames[parts[1].trimmingCharacters(in: CharacterSet(charactersIn: "\""))] {
                     let qualified = SQLText.identifier(to.schema) + "." + SQLText.identifier(renamed)
-                    out += "'" + qualified.replacingOccurrences(of: "'", with: "''") + "'"
+                    out += SQLLiteral.quote(qualified)
                 } else {
                     out += text
                 }

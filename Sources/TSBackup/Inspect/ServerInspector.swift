@@ -46,7 +46,7 @@ public struct ServerInspector: Sendable {
             warnings.append("No TimescaleDB background scheduler runs for this database, so its jobs and policies do not run. A superuser can start it with SELECT _timescaledb_functions.start_background_workers().")
         }
         if !lockBudget.sufficient {
-            warnings.append("pg_dump would lock \(lockBudget.relationsToLock) relations but the server's lock table holds about \(lockBudget.budget) (max_locks_per_transaction \(lockBudget.maxLocksPerTransaction) x (max_connections \(lockBudget.maxConnections) + max_prepared_transactions \(lockBudget.maxPreparedTransactions))): a backup would likely fail with \"out of shared memory\". Set max_locks_per_transaction = \(lockBudget.recommendedMaxLocksPerTransaction) or more and restart the server.")
+            warnings.append("pg_dump would lock \(lockBudget.relationsToLock) relations but the server's lock table holds about \(lockBudget.budget) (max_locks_per_transaction \(lockBudget.maxLocksPerTransaction) x (max_connections \(lockBudget.maxConnections) + max_prepared_transactions \(lockBudget.maxPreparedTransactions))): pg_dump alone would fail with \"out of shared memory\"; tsbackup backup then dumps chunks in batches if the rest fits, or refuses. To dump in one pass, set max_locks_per_transaction = \(lockBudget.recommendedMaxLocksPerTransaction) or more and restart the server.")
         }
 
         return ServerInspection(
@@ -340,11 +340,6 @@ public struct ServerInspector: Sendable {
                      databaseOwner: owner, canCreateInDatabase: canCreate,
                      unreadableRelations: Int(unreadable), capabilities: capabilities)
     }
-}
-
-/// Quotes an SQL identifier the way `quote_ident` does.
-public func quoteIdentifier(_ name: String) -> String {
-    "\"" + name.replacingOccurrences(of: "\"", with: "\"\"") + "\""
 }
 
 /// Compares dotted version numbers numerically ("2.9.0" < "2.19.3").

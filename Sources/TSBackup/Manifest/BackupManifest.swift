@@ -60,6 +60,8 @@ public struct BackupManifest: EntryManifest, Equatable {
     public var files: [FileEntry]
     public var warnings: [String]
     public var retries: [Retry]
+    /// Set when chunks were dumped in batches past the lock limit (docs/manifest.md).
+    public var chunkPath: ChunkPath? = nil
 
     public struct Source: Codable, Sendable, Equatable {
         public var host: String
@@ -87,6 +89,8 @@ public struct BackupManifest: EntryManifest, Equatable {
         public var constraintCount: Int
         public var foreignKeyCount: Int
         public var contentHash: String?
+        /// "pg_dump" (the main archive) or "chunk_batches"; nil in backups taken before batching.
+        public var dumpPath: String? = nil
     }
 
     public struct PlainTable: Codable, Sendable, Equatable {
@@ -140,6 +144,7 @@ public struct BackupManifest: EntryManifest, Equatable {
         case rolesFile = "roles_file"
         case rolesSource = "roles_source"
         case files, warnings, retries
+        case chunkPath = "chunk_path"
     }
 }
 
@@ -161,6 +166,7 @@ extension BackupManifest.Hypertable {
         case constraintCount = "constraint_count"
         case foreignKeyCount = "foreign_key_count"
         case contentHash = "content_hash"
+        case dumpPath = "dump_path"
     }
 }
 

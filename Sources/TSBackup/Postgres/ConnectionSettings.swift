@@ -92,6 +92,8 @@ public struct ConnectionSettings: Sendable, Equatable {
 
     /// The environment for a child pg_dump/pg_restore/psql: ``libpqEnvironment`` plus exactly the
     /// session `options` given (PGOPTIONS), so one inherited from the caller never leaks in.
+    /// The message locale (`LC_MESSAGES=C`) is not set here but where every child is started,
+    /// in ``ChildEnvironment``, so no call site can forget it.
     public func childProcessEnvironment(options: String? = nil) -> [String: String?] {
         var environment: [String: String?] = libpqEnvironment.mapValues { $0 }
         environment["PGOPTIONS"] = .some(options)

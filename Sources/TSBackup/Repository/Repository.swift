@@ -234,24 +234,3 @@ extension Repository {
         return id
     }
 }
-
-/// Entry paths in a manifest name files inside their entry and nowhere else.
-public enum EntryPath {
-    /// `path` when it is a relative path inside the entry: no absolute path, no `..` or `.`
-    /// component, no empty component, no NUL or backslash. A manifest naming anything else is
-    /// damaged or forged; reading it would let it reach files outside the entry.
-    public static func confined(_ path: String, entry id: String) throws -> String {
-        let components = path.split(separator: "/", omittingEmptySubsequences: false)
-        let valid = !path.isEmpty && !path.hasPrefix("/") && !path.contains("\0") && !path.contains("\\")
-            && components.allSatisfy { !$0.isEmpty && $0 != "." && $0 != ".." }
-        guard valid else {
-            throw TSBackupError(.failed, "The manifest of entry \(id) names the file \"\(path.singleLine(limit: 120))\", which is not a path inside the entry (absolute, empty or with \"..\"); the manifest is damaged or was tampered with, so nothing of it was read. Do not restore it; take a new backup.")
-        }
-        return path
-    }
-
-    /// Checks every path of `files`.
-    public static func confine(_ files: [BackupManifest.FileEntry], entry id: String) throws {
-        for file in files { _ = try confined(file.path, entry: id) }
-    }
-}

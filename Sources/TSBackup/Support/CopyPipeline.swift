@@ -42,13 +42,13 @@ enum CopyPipeline {
         do {
             let compressorRun = try await Subprocess.run(
                 .path(FilePath(compressor[0])), arguments: Arguments(Array(compressor.dropFirst())),
-                platformOptions: teardown, input: .inputWriter,
+                environment: ChildEnvironment.subprocess(), platformOptions: teardown, input: .inputWriter,
                 output: .fileDescriptor(file, closeAfterSpawningProcess: true), error: .string(limit: 64 << 10)
             ) { compressorExecution -> (ProcessResult, Exported) in
                 let writer = compressorExecution.standardInputWriter
                 let psqlRun = try await Subprocess.run(
                     .path(FilePath(psql)), arguments: ["-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", "-"],
-                    environment: .inherit.updating(keys(environment)), platformOptions: teardown,
+                    environment: ChildEnvironment.subprocess(environment), platformOptions: teardown,
                     input: .string(script), output: .sequence, error: .string(limit: 1 << 20)
                 ) { psqlExecution -> Exported in
                     var splitter = MarkerSplitter()
@@ -90,11 +90,12 @@ enum CopyPipeline {
         do {
             async let decompressed = Subprocess.run(
                 .path(FilePath(decompressor[0])), arguments: Arguments(Array(decompressor.dropFirst()) + [inputPath]),
-                platformOptions: teardown, output: .fileDescriptor(pipe.writeEnd, closeAfterSpawningProcess: true),
+                environment: ChildEnvironment.subprocess(), platformOptions: teardown,
+                output: .fileDescriptor(pipe.writeEnd, closeAfterSpawningProcess: true),
                 error: .string(limit: 64 << 10))
             async let loaded = Subprocess.run(
                 .path(FilePath(psql)), arguments: ["-X", "-v", "ON_ERROR_STOP=1", "-c", command],
-                environment: .inherit.updating(keys(environment)), platformOptions: teardown,
+                environment: ChildEnvironment.subprocess(environment), platformOptions: teardown,
                 input: .fileDescriptor(pipe.readEnd, closeAfterSpawningProcess: true),
                 output: .string(limit: 64 << 10), error: .string(limit: 1 << 20))
             let (unpacked, psqlRun) = try await (decompressed, loaded)
@@ -118,14 +119,6 @@ enum CopyPipeline {
         var options = PlatformOptions()
         options.teardownSequence = [.gracefulShutDown(allowedDurationToNextStep: .seconds(5))]
         return options
-    }
-
-    private static func keys(_ environment: [String: String?]) -> [Environment.Key: String?] {
-        var env: [Environment.Key: String?] = [:]
-        for (key, value) in environment {
-            if let envKey = Environment.Key(rawValue: key) { env[envKey] = value }
-        }
-        return env
     }
 
     /// Counts COPY text lines as they stream past and takes ``marker`` lines out, counting the

@@ -26,7 +26,8 @@ public struct ProcessResult: Sendable {
 /// Runs external programs (initdb, pg_ctl, pg_dump, psql...) without a shell.
 ///
 /// Secrets reach children through `environment` only, never through `arguments`, which any user
-/// of the machine can read in the process list.
+/// of the machine can read in the process list. Children print their messages in English
+/// (``ChildEnvironment``), because tsbackup reads them.
 public enum ProcessRunner {
     public static func run(
         _ executable: String,
@@ -37,12 +38,7 @@ public enum ProcessRunner {
         outputLimit: Int = 256 << 20
     ) async throws -> ProcessResult {
         let exe: Executable = executable.contains("/") ? .path(FilePath(executable)) : .name(executable)
-        var env: [Environment.Key: String?] = [:]
-        for (key, value) in environment {
-            guard let envKey = Environment.Key(rawValue: key) else { continue }
-            env[envKey] = value
-        }
-        let environment: Environment = env.isEmpty ? .inherit : .inherit.updating(env)
+        let environment = ChildEnvironment.subprocess(environment)
         let directory = workingDirectory.map { FilePath($0) }
         do {
             let result: ExecutionResult<Void, StringOutput<Unicode.UTF8>, StringOutput<Unicode.UTF8>>
@@ -78,18 +74,13 @@ extension ProcessRunner {
         environment: [String: String?] = [:],
         onErrorLine: @escaping @Sendable (String) -> Void
     ) async throws -> ProcessResult {
-        var env: [Environment.Key: String?] = [:]
-        for (key, value) in environment {
-            guard let envKey = Environment.Key(rawValue: key) else { continue }
-            env[envKey] = value
-        }
         var options = PlatformOptions()
         // SIGTERM, a grace period, then SIGKILL, when the task running us is cancelled.
         options.teardownSequence = [.gracefulShutDown(allowedDurationToNextStep: .seconds(5))]
         do {
             let result = try await Subprocess.run(
                 .path(FilePath(executable)), arguments: Arguments(arguments),
-                environment: env.isEmpty ? .inherit : .inherit.updating(env),
+                environment: ChildEnvironment.subprocess(environment),
                 platformOptions: options, input: .none, output: .discarded, error: .sequence
             ) { execution in
                 for try await line in execution.standardError.strings() {

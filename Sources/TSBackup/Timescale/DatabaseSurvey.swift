@@ -15,7 +15,10 @@ public struct DatabaseSurvey: Sendable {
 
     /// Reads everything in the transaction `session` has open. With `checksums`, also an
     /// order-independent hash of every table's rows (one scan per table).
-    public static func take(_ session: DatabaseSession, checksums: Bool, excludedTables: Set<String> = []) async throws -> DatabaseSurvey {
+    /// Hypertables in `countedElsewhere` ("schema.name") are not counted here: their chunks are
+    /// counted batch by batch (BatchedDump), since a count through the root would lock them all.
+    public static func take(_ session: DatabaseSession, checksums: Bool, excludedTables: Set<String> = [],
+                            countedElsewhere: Set<String> = []) async throws -> DatabaseSurvey {
         try await TableContent.prepare(session)
         let inspector = ServerInspector(session: session)
         let timescale = try await inspector.timescaleDB()
@@ -30,7 +33,8 @@ public struct DatabaseSurvey: Sendable {
         if timescale.installed {
             for table in try await inspector.hypertables() {
                 let qualified = "\(quoteIdentifier(table.schema)).\(quoteIdentifier(table.name))"
-                let (rows, hash) = try await TableContent.measure(session, table: qualified, hash: checksums)
+                let (rows, hash) = countedElsewhere.contains("\(table.schema).\(table.name)")
+                    ? (0, nil) : try await TableContent.measure(session, table: qualified, hash: checksums)
                 let (indexes, constraints, foreignKeys) = try await TableContent.structure(session, table: qualified)
                 survey.hypertables.append(.init(
                     schema: table.schema, name: table.name, owner: table.owner, dimensions: table.dimensions,
@@ -99,7 +103,7 @@ public enum TableContent {
             SELECT (SELECT count(*) FROM pg_index WHERE indrelid = c.oid),
                    (SELECT count(*) FROM pg_constraint WHERE conrelid = c.oid),
                    (SELECT count(*) FROM pg_constraint WHERE conrelid = c.oid AND contype = 'f')
-            FROM pg_class c WHERE c.oid = '\(qualifiedName.replacingOccurrences(of: "'", with: "''"))'::regclass
+            FROM pg_class c WHERE c.oid = \(SQLLiteral.quote(qualifiedName))::regclass
             """), as: (Int64, Int64, Int64).self, purpose: "counting indexes and constraints of \(qualifiedName)")
     }
 

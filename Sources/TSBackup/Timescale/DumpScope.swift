@@ -106,14 +106,14 @@ public struct DumpScope: Sendable, Equatable {
 
     static func relations(matching pattern: String, session: DatabaseSession, timescale: Bool) async throws -> [Relation] {
         let regex = regex(forPattern: pattern, schemaOnly: false)
-        let schemaCondition = regex.schema.map { "n.nspname ~ '\($0.replacingOccurrences(of: "'", with: "''"))'" }
+        let schemaCondition = regex.schema.map { "n.nspname ~ \(SQLLiteral.quote($0))" }
             ?? "n.nspname = ANY (current_schemas(false))"
-        return try await classify(condition: "\(schemaCondition) AND c.relname ~ '\(regex.name.replacingOccurrences(of: "'", with: "''"))'",
+        return try await classify(condition: "\(schemaCondition) AND c.relname ~ \(SQLLiteral.quote(regex.name))",
                                   session: session, timescale: timescale)
     }
 
     static func relations(inSchemas schemas: [String], session: DatabaseSession, timescale: Bool) async throws -> [Relation] {
-        let list = schemas.map { "'\($0.replacingOccurrences(of: "'", with: "''"))'" }.joined(separator: ", ")
+        let list = schemas.map { "\(SQLLiteral.quote($0))" }.joined(separator: ", ")
         return try await classify(condition: "n.nspname IN (\(list))", session: session, timescale: timescale)
     }
 

@@ -68,7 +68,9 @@ struct RestoreProcedure: Sendable {
         return warnings
     }
 
-    private func pgRestore(_ options: [String], phase: String, parallel: Bool) async throws -> [String] {
+    /// One pg_restore of this archive with `options`, returning its warnings; also used by
+    /// ChunkBatchRestore for the batch archives.
+    func pgRestore(_ options: [String], phase: String, parallel: Bool = false) async throws -> [String] {
         // The target is a throwaway database until verified; losing its last commits on a crash
         // costs a rerun, not data. The CHECKPOINT before success makes it durable.
         var environment = settings.childProcessEnvironment(options: "-c synchronous_commit=off")

@@ -1,0 +1,57 @@
+import Foundation
+
+extension BackupManifest {
+    /// How a backup past pg_dump's lock limit was taken (absent when one pg_dump dumped
+    /// everything): which hypertables took the batched chunk path, the batches' archives, the
+    /// hypertables left to the main pg_dump and why, and chunks that retention dropped after the
+    /// snapshot was taken.
+    public struct ChunkPath: Codable, Sendable, Equatable {
+        /// Why the batched path was used, e.g. the lock budget and the relations to lock.
+        public var reason: String
+        /// `max_locks_per_transaction` x (`max_connections` + `max_prepared_transactions`).
+        public var lockBudget: Int
+        public var chunksPerBatch: Int
+        /// Definitions of the batched hypertables' root tables (a JSON file in the entry).
+        public var rootsFile: String
+        public var batches: [Batch]
+        public var fallbacks: [Fallback]
+        public var droppedChunks: [DroppedChunk]
+
+        /// One pg_dump archive of chunks of one hypertable, all read in the backup's snapshot.
+        public struct Batch: Codable, Sendable, Equatable {
+            public var archive: String
+            public var hypertable: String
+            /// Chunks in the archive ("schema.name"): those of the snapshot minus dropped ones.
+            public var chunks: [String]
+            public var rowCount: Int64
+
+            enum CodingKeys: String, CodingKey {
+                case archive, hypertable, chunks
+                case rowCount = "row_count"
+            }
+        }
+
+        /// A hypertable the batched path does not handle: it went through the main pg_dump.
+        public struct Fallback: Codable, Sendable, Equatable {
+            public var hypertable: String
+            public var reason: String
+        }
+
+        /// A chunk in the snapshot's catalog whose table was dropped (retention) before a batch
+        /// could lock it: not in any archive; the restore deletes its catalog rows.
+        public struct DroppedChunk: Codable, Sendable, Equatable {
+            public var id: Int
+            public var table: String
+            public var hypertable: String
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case reason
+            case lockBudget = "lock_budget"
+            case chunksPerBatch = "chunks_per_batch"
+            case rootsFile = "roots_file"
+            case batches, fallbacks
+            case droppedChunks = "dropped_chunks"
+        }
+    }
+}

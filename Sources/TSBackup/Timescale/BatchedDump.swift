@@ -1,0 +1,226 @@
+import Foundation
+import PostgresNIO
+import Synchronization
+
+/// Dumps the batched chunks: one pg_dump per batch on the coordinator's exported snapshot, up to
+/// `--jobs` at a time, each into its own custom-format archive.
+///
+/// Every batch has a session of its own that imports the same snapshot, locks the batch's chunks
+/// (so retention cannot drop them while pg_dump reads them), counts and hashes their rows in the
+/// snapshot, runs pg_dump, and commits: its locks and pg_dump's are released when the batch ends,
+/// so no transaction ever holds more than a batch's share of the lock table. A chunk whose table
+/// is gone before the batch locks it was dropped after the snapshot (retention); it is left out
+/// and reported, and the restore removes it from the catalog.
+struct BatchedDump: Sendable {
+    let request: Backup.Request
+    let pgDump: PostgresTool
+    let plan: ChunkBatchPlan
+    let snapshot: String
+    let staging: String
+    let onBatchDone: (@Sendable (_ done: Int, _ total: Int) -> Void)?
+
+    struct BatchResult: Sendable {
+        var batch: ChunkBatchPlan.Batch
+        var dumped: [ChunkPathDetector.ChunkRow]
+        var dropped: [ChunkPathDetector.ChunkRow]
+        var rows: Int64
+        /// The two sums of the content hash (see ``TableContent/measure``), as numeric text.
+        var hashSums: (String, String)?
+        var warnings: [String]
+    }
+
+    /// Runs every batch; throws on the first failure (the entry is then discarded).
+    func run() async throws -> [BatchResult] {
+        try FileManager.default.createDirectory(atPath: staging + "/chunks", withIntermediateDirectories: true)
+        let jobs = max(1, request.jobs)
+        let done = Mutex(0)
+        let total = plan.batches.count
+        return try await withThrowingTaskGroup(of: BatchResult.self) { group in
+            var results: [BatchResult] = []
+            var pending = plan.batches[...]
+            for _ in 0..<jobs {
+                guard let batch = pending.popFirst() else { break }
+                group.addTask { try await self.dump(batch) }
+            }
+            while let result = try await group.next() {
+                results.append(result)
+                let count = done.withLock { $0 += 1; return $0 }
+                onBatchDone?(count, total)
+                if let batch = pending.popFirst() {
+                    group.addTask { try await self.dump(batch) }
+                }
+            }
+            return results.sorted { $0.batch.number < $1.batch.number }
+        }
+    }
+
+    /// One batch, retried when a chunk disappears between finding it and locking it.
+    func dump(_ batch: ChunkBatchPlan.Batch) async throws -> BatchResult {
+        var lastError: (any Error)?
+        for _ in 1...max(1, request.maxAttempts) {
+            do {
+                return try await DatabaseSession.with(request.settings) { session in
+                    try await attempt(batch, session: session)
+                }
+            } catch let error as LockRace {
+                lastError = error.underlying
+                continue
+            }
+        }
+        throw TSBackupError(.failed, "Chunk batch \(batch.number) of \(batch.hypertable) could not be locked: its chunks kept disappearing (\((lastError as? TSBackupError)?.message ?? "no detail")). Run the backup again, away from retention jobs.")
+    }
+
+    struct LockRace: Error { var underlying: any Error }
+
+    private func attempt(_ batch: ChunkBatchPlan.Batch, session: DatabaseSession) async throws -> BatchResult {
+        try await TableContent.prepare(session)
+        try await session.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        try await session.execute("SET TRANSACTION SNAPSHOT '\(snapshot.replacingOccurrences(of: "'", with: "''"))'",
+                                  purpose: "importing the backup's snapshot")
+        let names = batch.chunks.map { "\(quoteIdentifier($0.schema)).\(quoteIdentifier($0.name))" }
+        // to_regclass looks at the catalog as it is now, not in the snapshot: a chunk the
+        // snapshot lists but that is gone now was dropped after the snapshot was taken.
+        let present = Set(try await session.values(
+            "SELECT t FROM unnest(\(names)::text[]) t WHERE to_regclass(t) IS NOT NULL", as: String.self,
+            purpose: "checking which chunks of batch \(batch.number) still exist"))
+        let dumped = zip(batch.chunks, names).filter { present.contains($0.1) }
+        let dropped = zip(batch.chunks, names).filter { !present.contains($0.1) }.map(\.0)
+        guard !dumped.isEmpty else {
+            try await session.execute("COMMIT")
+            return BatchResult(batch: batch, dumped: [], dropped: dropped, rows: 0, hashSums: request.checksums ? ("0", "0") : nil, warnings: [])
+        }
+        do {
+            try await session.execute("LOCK TABLE \(dumped.map(\.1).joined(separator: ", ")) IN ACCESS SHARE MODE",
+                                      purpose: "locking the chunks of batch \(batch.number)")
+        } catch {
+            // Dropped between the check and the lock: start the batch again.
+            _ = try? await session.execute("ROLLBACK")
+            throw LockRace(underlying: error)
+        }
+        let (rows, sums) = try await measure(dumped.map(\.1), session: session)
+        let archive = staging + "/" + batch.archive
+        var arguments = ["--format=custom", "--file=\(archive)", "--snapshot=\(snapshot)", "--no-password", "--verbose", "--strict-names"]
+        if let level = request.compression { arguments.append("--compress=\(level)") }
+        arguments += dumped.map { "--table=\(RootDefinition.pattern(schema: $0.0.schema, name: $0.0.name))" }
+        arguments.append(request.settings.database)
+        let collector = Mutex(StderrCollector())
+        let result = try await ProcessRunner.runStreamingErrors(pgDump.path, arguments, environment: request.settings.childProcessEnvironment()) { line in
+            _ = collector.withLock { $0.take(line, tableBytes: [:]) }
+        }
+        let collected = collector.withLock { $0 }
+        try await session.execute("COMMIT")
+        guard result.succeeded, collected.errors.isEmpty else {
+            let detail = collected.errors.joined(separator: " ").singleLine(limit: 600)
+            throw TSBackupError(.failed, "pg_dump of chunk batch \(batch.number) (\(batch.hypertable)) failed (\(result.statusDescription)): \(detail.isEmpty ? "no error message" : detail)")
+        }
+        return BatchResult(batch: batch, dumped: dumped.map(\.0), dropped: dropped, rows: rows, hashSums: sums,
+                           warnings: collected.warnings.map { "chunk batch \(batch.number): \($0)" })
+    }
+
+    /// Rows of the chunks in the snapshot, and the content-hash sums when asked: the same
+    /// figures ``TableContent/measure`` takes through the root, added up over the chunks.
+    private func measure(_ tables: [String], session: DatabaseSession) async throws -> (Int64, (String, String)?) {
+        if request.checksums {
+            let union = tables.map { "SELECT md5(t::text) AS h FROM (SELECT * FROM \($0)) t" }.joined(separator: " UNION ALL ")
+            let (count, high, low) = try await session.row(
+                PostgresQuery(unsafeSQL: """
+                SELECT count(*),
+                       coalesce(sum(('x' || substr(h, 1, 16))::bit(64)::int8::numeric), 0)::text,
+                       coalesce(sum(('x' || substr(h, 17, 16))::bit(64)::int8::numeric), 0)::text
+                FROM (\(union)) rows
+                """), as: (Int64, String, String).self, purpose: "hashing the rows of a chunk batch")
+            return (count, (high, low))
+        }
+        let union = tables.map { "SELECT count(*) AS n FROM \($0)" }.joined(separator: " UNION ALL ")
+        let count = try await session.value(PostgresQuery(unsafeSQL: "SELECT coalesce(sum(n), 0)::int8 FROM (\(union)) counts"),
+                                            as: Int64.self, purpose: "counting the rows of a chunk batch")
+        return (count, nil)
+    }
+
+    /// Adds the batches' figures to the survey's hypertables and writes the chunk-path part of
+    /// the manifest: row counts and hashes from the batches, chunk counts without dropped chunks.
+    static func record(_ results: [BatchResult], plan: ChunkBatchPlan, reason: String, rootsFile: String,
+                       manifest: inout BackupManifest, session: DatabaseSession) async throws {
+        let dropped = results.flatMap(\.dropped)
+        let droppedNames = Set(dropped.map(\.qualifiedName))
+        let batchedNames = Set(plan.batched.map(\.qualifiedName))
+        for index in manifest.hypertables.indices {
+            let name = "\(manifest.hypertables[index].schema).\(manifest.hypertables[index].name)"
+            guard batchedNames.contains(name) else {
+                manifest.hypertables[index].dumpPath = "pg_dump"
+                continue
+            }
+            let own = results.filter { $0.batch.hypertable == name }
+            manifest.hypertables[index].dumpPath = "chunk_batches"
+            manifest.hypertables[index].rowCount = own.reduce(0) { $0 + $1.rows }
+            manifest.hypertables[index].chunkCount -= own.reduce(0) { $0 + $1.dropped.count }
+            if manifest.checksums {
+                let highs = own.compactMap { $0.hashSums?.0 }
+                let lows = own.compactMap { $0.hashSums?.1 }
+                let (high, low) = try await session.row(
+                    "SELECT coalesce(sum(x::numeric), 0)::text, coalesce((SELECT sum(y::numeric) FROM unnest(\(lows)::text[]) y), 0)::text FROM unnest(\(highs)::text[]) x",
+                    as: (String, String).self, purpose: "adding up the content hashes of chunk batches")
+                let count = manifest.hypertables[index].rowCount
+                manifest.hypertables[index].contentHash = "v1:" + FileSystem.sha256(of: Data("\(count):\(high):\(low)".utf8))
+            }
+        }
+        manifest.chunkTables.removeAll { droppedNames.contains($0) }
+        manifest.warnings += results.flatMap(\.warnings)
+        if !dropped.isEmpty {
+            manifest.warnings.append("\(dropped.count) chunk(s) listed in the snapshot were dropped (retention) before they could be dumped; they are recorded in chunk_path.dropped_chunks and left out of the restore.")
+        }
+        manifest.chunkPath = .init(
+            reason: reason, lockBudget: plan.lockBudget, chunksPerBatch: plan.chunksPerBatch, rootsFile: rootsFile,
+            batches: results.filter { !$0.dumped.isEmpty }.map {
+                .init(archive: $0.batch.archive, hypertable: $0.batch.hypertable, chunks: $0.dumped.map(\.qualifiedName), rowCount: $0.rows)
+            },
+            fallbacks: plan.fallbacks,
+            droppedChunks: dropped.map { chunk in
+                .init(id: chunk.id, table: chunk.qualifiedName,
+                      hypertable: plan.batched.first { $0.row.id == chunk.hypertableID }?.qualifiedName ?? "")
+            })
+    }
+}
+
+/// The hooks Backup.swift calls for the batched chunk path.
+enum ChunkBatchRun {
+    static let rootsFile = "hypertable-roots.json"
+
+    struct Outcome: Sendable {
+        var plan: ChunkBatchPlan
+        var results: [BatchedDump.BatchResult]
+    }
+
+    /// Writes the batched roots' definitions and dumps every batch on `snapshot`.
+    static func dump(_ batchPlan: ChunkBatchPlan, request: Backup.Request, plan: Backup.Plan, snapshot: String, staging: String,
+                     started: Date, onProgress: (@Sendable (Backup.Progress) -> Void)?) async throws -> Outcome {
+        let roots = try JSONOutput.encode(batchPlan.batched.map(\.definition))
+        do {
+            try roots.write(toFile: staging + "/" + rootsFile, atomically: false, encoding: .utf8)
+        } catch {
+            throw FileSystem.ioError("write \(staging)/\(rootsFile)", underlying: error)
+        }
+        let runner = BatchedDump(request: request, pgDump: plan.pgDump, plan: batchPlan, snapshot: snapshot, staging: staging) { done, total in
+            onProgress?(.init(phase: "dumping chunk batches", tablesDone: done, tablesTotal: total,
+                              bytesWritten: FileSystem.size(of: staging), fractionDone: Double(done) / Double(max(1, total)),
+                              elapsed: Date().timeIntervalSince(started)))
+        }
+        return Outcome(plan: batchPlan, results: try await runner.run())
+    }
+
+    static func record(_ outcome: Outcome, reason: String, manifest: inout BackupManifest, session: DatabaseSession) async throws {
+        try await BatchedDump.record(outcome.results, plan: outcome.plan, reason: reason, rootsFile: rootsFile,
+                                     manifest: &manifest, session: session)
+    }
+
+    /// The main archive's table of contents with the batches' added, for the completeness check.
+    static func combinedContents(main: ArchiveContents, manifest: BackupManifest, directory: String,
+                                 pgRestore: PostgresTool) async throws -> ArchiveContents {
+        guard let path = manifest.chunkPath else { return main }
+        var combined = main
+        for batch in path.batches {
+            combined.items += try await Archive.list(directory + "/" + batch.archive, pgRestore: pgRestore).items
+        }
+        return combined
+    }
+}

@@ -1,0 +1,272 @@
+import Foundation
+import PostgresNIO
+import Testing
+import TSBackup
+import TSBackupSandbox
+
+/// Backups past pg_dump's lock limit. CI stays fast by shrinking the lock table, not by growing
+/// the data: `max_locks_per_transaction = 10` and 20 connections (and few worker slots, which
+/// PostgreSQL also counts) make a few hundred chunks more than one pg_dump can lock.
+@Suite("chunk scale: past the lock limit")
+struct ChunkScaleTests {
+    static let lowLocks = SandboxCluster.Options(settings: [
+        "max_locks_per_transaction": "10", "max_connections": "20", "max_worker_processes": "8",
+        "timescaledb.max_background_workers": "4", "max_wal_senders": "0", "autovacuum_max_workers": "1",
+    ])
+    /// Hourly chunks of `public.metrics`.
+    static let hours = 400
+    static let epoch = "2026-01-01 00:00:00+00"
+
+    /// `public.metrics` (hourly chunks, an FK to `devices`, an index, a comment, a grant, a view on
+    /// it) and `public.events` (a hypertable with a bigserial column, which the chunk path leaves
+    /// to the main pg_dump). One transaction per chunk: more at once would not fit the lock table.
+    /// Without `foreignKey`, for retention tests: dropping a chunk with a foreign key needs an
+    /// exclusive lock on the referenced table, which waits for the backup's snapshot transaction.
+    static func load(_ cluster: SandboxCluster, _ database: String, foreignKey: Bool = true) async throws {
+        try await cluster.createDatabase(database)
+        try await cluster.withSuperuser(database: database) { session in
+            for statement in [
+                "CREATE TABLE public.devices (id integer PRIMARY KEY, name text NOT NULL)",
+                "INSERT INTO public.devices SELECT g, 'device-' || g FROM generate_series(1, 5) g",
+                "CREATE TABLE public.metrics (time timestamptz NOT NULL, device integer NOT NULL\(foreignKey ? " REFERENCES public.devices (id)" : ""), value double precision NOT NULL CHECK (value >= 0), note text DEFAULT 'none')",
+                "SELECT create_hypertable('public.metrics', 'time', chunk_time_interval => interval '1 hour')",
+                "CREATE INDEX metrics_device_time ON public.metrics (device, time DESC)",
+                "COMMENT ON TABLE public.metrics IS 'hourly chunks'",
+                "GRANT SELECT ON public.metrics TO PUBLIC",
+                "CREATE VIEW public.metrics_hourly AS SELECT time_bucket('1 hour', time) AS hour, count(*) AS readings FROM public.metrics GROUP BY 1",
+                "CREATE TABLE public.events (id bigserial, seq bigint NOT NULL, kind text NOT NULL)",
+                "SELECT create_hypertable('public.events', 'seq', chunk_time_interval => 100)",
+                "INSERT INTO public.events (seq, kind) SELECT s, 'kind-' || s % 3 FROM generate_series(0, 499) s",
+            ] {
+                try await session.execute(statement)
+            }
+            for hour in 0..<hours {
+                try await session.execute(insertHour(hour))
+            }
+        }
+    }
+
+    /// The six rows of one hour: values are a function of the hour, so any hour's rows can be
+    /// recomputed independently of the database.
+    static func insertHour(_ hour: Int) -> String {
+        """
+        INSERT INTO public.metrics (time, device, value, note)
+        SELECT timestamptz '\(epoch)' + make_interval(hours => \(hour), mins => m * 10), 1 + (\(hour) + m) % 5, \(hour) * 6 + m,
+               CASE WHEN m = 0 THEN 'hour ' || \(hour) END
+        FROM generate_series(0, 5) m
+        """
+    }
+
+    /// md5 of the ordered rows of `public.metrics` per day (24 chunks per statement, so the source
+    /// with its small lock table can answer), and of the other tables: computed by SQL, not by tsbackup.
+    static func digests(_ cluster: SandboxCluster, _ database: String, days: ClosedRange<Int>) async throws -> [String: String] {
+        try await cluster.withSuperuser(database: database) { session in
+            var digests: [String: String] = [:]
+            for day in days {
+                digests["metrics day \(day)"] = try await session.value(PostgresQuery(unsafeSQL: """
+                    SELECT count(*) || ':' || md5(coalesce(string_agg(t::text, E'\\n' ORDER BY time, device), '')) FROM public.metrics t
+                    WHERE time >= timestamptz '\(epoch)' + interval '\(day) days' AND time < timestamptz '\(epoch)' + interval '\(day + 1) days'
+                    """), as: String.self)
+            }
+            for (table, order) in [("public.devices", "id"), ("public.events", "seq")] {
+                digests[table] = try await session.value(PostgresQuery(unsafeSQL:
+                    "SELECT count(*) || ':' || md5(coalesce(string_agg(t::text, E'\\n' ORDER BY \(order)), '')) FROM \(table) t"), as: String.self)
+            }
+            return digests
+        }
+    }
+
+    static func restore(_ repository: String, _ id: String, into target: SandboxCluster, as name: String) async throws -> (ProcessResult, Restore.Report?) {
+        let result = try await CLI.run(["restore", id, "--repo", repository, "--target", target.url(database: "postgres"),
+                                        "--into", name, "--jobs", "2", "--json"],
+                                       environment: ["PGPASSWORD": target.superuserPassword])
+        return (result, try? JSONOutput.decode(Restore.Report.self, from: Data(result.standardOutput.utf8)))
+    }
+
+    @Test("a backup past the lock limit succeeds where pg_dump fails, and restores exactly")
+    func pastTheLockLimit() async throws {
+        try await SandboxCluster.with(Self.lowLocks) { cluster in
+            let database = "scale"
+            try await Self.load(cluster, database)
+            let scratch = try ScratchDirectory("scale")
+            defer { scratch.remove() }
+
+            // Plain pg_dump cannot: it locks every chunk in one transaction.
+            let pgDump = try await PostgresTools.locate("pg_dump", minimumMajor: 15)
+            let plain = try await ProcessRunner.run(pgDump.path, ["--format=custom", "--file=\(scratch.path)/plain.dump", "--no-password",
+                                                                  "--host=127.0.0.1", "--port=\(cluster.port)", "--username=postgres", database],
+                                                    environment: ["PGPASSWORD": cluster.superuserPassword, "LC_MESSAGES": "C"])
+            #expect(plain.exitCode != 0)
+            #expect(plain.standardError.contains("out of shared memory"), "\(plain.standardError)")
+
+            let repository = scratch.path + "/repo"
+            let backup = try await runBackup(cluster, database, repository: repository, ["--checksums"])
+            try #require(backup.exitCode == 0, "\(backup.standardError)")
+            let id = try JSONOutput.decode(BackupManifest.Summary.self, from: Data(backup.standardOutput.utf8)).id
+            let manifest = try backupManifest(repository, id)
+            let path = try #require(manifest.chunkPath)
+            #expect(path.batches.count > 1)
+            #expect(path.batches.allSatisfy { $0.chunks.count <= path.chunksPerBatch })
+            #expect(path.batches.reduce(0) { $0 + $1.chunks.count } == Self.hours)
+            #expect(path.droppedChunks.isEmpty)
+            let metrics = try #require(manifest.hypertables.first { $0.name == "metrics" })
+            #expect(metrics.dumpPath == "chunk_batches")
+            #expect(metrics.chunkCount == Self.hours)
+            #expect(metrics.rowCount == Int64(Self.hours * 6))
+            let events = try #require(manifest.hypertables.first { $0.name == "events" })
+            #expect(events.dumpPath == "pg_dump")
+            #expect(path.fallbacks.contains { $0.hypertable == "public.events" && $0.reason.contains("sequence") })
+            #expect(manifest.warnings.contains { $0.contains("in batches") })
+            #expect(manifest.chunkTables.count == Self.hours + 5)
+
+            let verify = try await CLI.run(["verify", id, "--repo", repository])
+            #expect(verify.exitCode == 0, "\(verify.standardOutput) \(verify.standardError)")
+
+            // Restore on a server with ordinary settings, verified by tsbackup against the manifest...
+            let target = try await SharedCluster.shared.cluster()
+            let into = uniqueDatabaseName("scale_restored")
+            let (result, report) = try await Self.restore(repository, id, into: target, as: into)
+            #expect(result.exitCode == 0, "\(result.standardOutput) \(result.standardError)")
+            #expect(report?.ok == true)
+            #expect(report?.checks.contains { $0.subject == "public.metrics" && $0.check == "content hash" && $0.ok } == true)
+
+            // ...and by SQL: the same rows, day by day, as the source.
+            let days = 0...(Self.hours / 24)
+            let source = try await Self.digests(cluster, database, days: days)
+            #expect(try await Self.digests(target, into, days: days) == source)
+            try await target.withSuperuser(database: into) { session in
+                // The view on the batched hypertable, its grant and comment came back; it still works.
+                #expect(try await session.value("SELECT sum(readings)::int8 FROM public.metrics_hourly", as: Int64.self) == Int64(Self.hours * 6))
+                #expect(try await session.value("SELECT has_table_privilege('public', 'public.metrics', 'SELECT')", as: Bool.self))
+                #expect(try await session.value("SELECT obj_description('public.metrics'::regclass, 'pg_class')", as: String?.self) == "hourly chunks")
+                // The FK holds on a new chunk, CHECK too.
+                await #expect(throws: TSBackupError.self) {
+                    try await session.execute("INSERT INTO public.metrics (time, device, value) VALUES ('2030-01-01', 99, 1)")
+                }
+                await #expect(throws: TSBackupError.self) {
+                    try await session.execute("INSERT INTO public.metrics (time, device, value) VALUES ('2030-01-01', 1, -1)")
+                }
+                try await session.execute("INSERT INTO public.metrics (time, device, value) VALUES ('2030-01-01', 1, 1)")
+                #expect(try await session.value("SELECT count(*) FROM show_chunks('public.metrics')", as: Int64.self) == Int64(Self.hours + 1))
+            }
+            try await target.withSuperuser { try await $0.execute("DROP DATABASE \(quoteIdentifier(into)) WITH (FORCE)") }
+
+            // And on the small-lock server itself: verification reads the roots a window of
+            // chunks at a time, and ANALYZE leaves the roots out.
+            let local = "scale_restored_here"
+            let (here, hereReport) = try await Self.restore(repository, id, into: cluster, as: local)
+            #expect(here.exitCode == 0, "\(here.standardOutput) \(here.standardError)")
+            #expect(hereReport?.ok == true)
+            #expect(hereReport?.checks.contains { $0.subject == "public.metrics" && $0.check == "rows" && $0.actual == String(Self.hours * 6) } == true)
+            #expect(try await Self.digests(cluster, local, days: days) == source)
+        }
+    }
+
+    @Test("retention dropping chunks and writes during a batched backup: the snapshot's rows, no missing table")
+    func retentionAndWritesDuringBackup() async throws {
+        try await SandboxCluster.with(Self.lowLocks) { cluster in
+            let database = "churn"
+            try await Self.load(cluster, database, foreignKey: false)
+            let scratch = try ScratchDirectory("churn")
+            defer { scratch.remove() }
+            let repository = scratch.path + "/repo"
+
+            // Writes: more rows into hours 100-199, all committed after the backup's snapshot is
+            // taken (they start once the first chunk batch exists), so none may reach the backup.
+            let started = StartFlag()
+            let writer = Task {
+                try await DatabaseSession.with(cluster.settings(database: database)) { session in
+                    while await !started.value && !Task.isCancelled { try await Task.sleep(for: .milliseconds(10)) }
+                    var n = 0
+                    while !Task.isCancelled && n < 2_000 {
+                        try await session.execute("INSERT INTO public.metrics (time, device, value) VALUES (timestamptz '\(Self.epoch)' + make_interval(hours => \(100 + n % 100), mins => 5), 1, 0.5)")
+                        n += 1
+                    }
+                    return n
+                }
+            }
+            // Retention: once batches run, drop the newest chunks (the batches run oldest first, so
+            // the last ones find chunks gone), five at a time, bounded in time and count.
+            let dropper = Task {
+                try await DatabaseSession.with(cluster.settings(database: database)) { session in
+                    let deadline = ContinuousClock.now + .seconds(60)
+                    while !FileManager.default.fileExists(atPath: try stagedBatch(repository)) {
+                        guard ContinuousClock.now < deadline, !Task.isCancelled else { return 0 }
+                        try await Task.sleep(for: .milliseconds(5))
+                    }
+                    await started.set()
+                    var dropped = 0
+                    var newer = Self.hours - 5
+                    while dropped < 60 && ContinuousClock.now < deadline && !Task.isCancelled {
+                        let rows = try await session.query(PostgresQuery(unsafeSQL:
+                            "SELECT drop_chunks('public.metrics', newer_than => timestamptz '\(Self.epoch)' + interval '\(newer) hours' - interval '1 microsecond')"))
+                        dropped += rows.count
+                        newer -= 5
+                    }
+                    return dropped
+                }
+            }
+            // One job: the batches run one after another, oldest chunks first, while the newest go.
+            let backup = try await runBackup(cluster, database, repository: repository, ["--checksums", "--jobs", "1"])
+            let droppedCount = try await dropper.value
+            writer.cancel()
+            _ = try? await writer.value
+            try #require(backup.exitCode == 0, "\(backup.standardError)")
+            #expect(droppedCount > 0)
+
+            let id = try JSONOutput.decode(BackupManifest.Summary.self, from: Data(backup.standardOutput.utf8)).id
+            let manifest = try backupManifest(repository, id)
+            let path = try #require(manifest.chunkPath)
+            // The last batches started after the drops: they found chunks gone and said so.
+            #expect(!path.droppedChunks.isEmpty)
+            let metrics = try #require(manifest.hypertables.first { $0.name == "metrics" })
+            #expect(metrics.chunkCount == Self.hours - path.droppedChunks.count)
+            #expect(Set(path.droppedChunks.map(\.table)).isDisjoint(with: manifest.chunkTables))
+
+            let target = try await SharedCluster.shared.cluster()
+            let into = uniqueDatabaseName("churn_restored")
+            let (result, report) = try await Self.restore(repository, id, into: target, as: into)
+            #expect(result.exitCode == 0, "\(result.standardOutput) \(result.standardError)")
+            #expect(report?.ok == true)
+
+            try await target.withSuperuser(database: into) { session in
+                // The catalog names no missing table.
+                let missing = try await session.value(
+                    "SELECT count(*) FROM _timescaledb_catalog.chunk WHERE to_regclass(format('%I.%I', schema_name, table_name)) IS NULL",
+                    as: Int64.self)
+                #expect(missing == 0)
+                // Exactly the generated rows of the hours that are there (none of the concurrent
+                // writes), and the hours are the original ones up to where the drops began.
+                let hoursPresent = try await session.values(PostgresQuery(unsafeSQL:
+                    "SELECT DISTINCT floor(extract(epoch FROM time - timestamptz '\(Self.epoch)') / 3600)::int8 FROM public.metrics ORDER BY 1"),
+                    as: Int64.self)
+                #expect(hoursPresent.first == 0)
+                #expect(hoursPresent == Array(0..<Int64(hoursPresent.count)))
+                #expect(hoursPresent.count == metrics.chunkCount)
+                let restored = try await session.value(
+                    "SELECT md5(string_agg(t::text, E'\\n' ORDER BY time, device)) FROM public.metrics t", as: String.self)
+                let expected = try await session.value(PostgresQuery(unsafeSQL: """
+                    SELECT md5(string_agg(t::text, E'\\n' ORDER BY time, device)) FROM (
+                      SELECT timestamptz '\(Self.epoch)' + make_interval(hours => h, mins => m * 10) AS time, 1 + (h + m) % 5 AS device,
+                             (h * 6 + m)::float8 AS value, CASE WHEN m = 0 THEN 'hour ' || h END AS note
+                      FROM generate_series(0, \(hoursPresent.count - 1)) h, generate_series(0, 5) m) t
+                    """), as: String.self)
+                #expect(restored == expected)
+            }
+            try await target.withSuperuser { try await $0.execute("DROP DATABASE \(quoteIdentifier(into)) WITH (FORCE)") }
+        }
+    }
+}
+
+/// The first chunk batch's archive inside the backup being written (`backups/<id>.partial/`).
+private func stagedBatch(_ repository: String) throws -> String {
+    let backups = repository + "/backups"
+    let partial = ((try? FileManager.default.contentsOfDirectory(atPath: backups)) ?? []).first { $0.hasSuffix(".partial") }
+    return partial.map { "\(backups)/\($0)/chunks/batch-00001.pgdump" } ?? "/nonexistent"
+}
+
+/// Set once the backup's chunk batches run: the concurrent writer waits for it.
+private actor StartFlag {
+    var value = false
+    func set() { value = true }
+}
