@@ -42,8 +42,9 @@ public enum Verify {
         let (fileProblems, bytes) = try await filesChecked(manifest.files, of: entry, in: repository)
         problems += fileProblems
         if manifest.status == .complete {
-            // pg_restore -l reads only the table of contents: toc.dat of a directory archive.
-            let tocFiles = manifest.files.filter { $0.path == manifest.archive + "/toc.dat" || $0.path == manifest.archive }
+            // pg_restore -l reads only tables of contents: toc.dat of each directory archive (the
+            // main one and any chunk batches), or a whole custom-format archive.
+            let tocFiles = manifest.files.filter { $0.path == manifest.archive || $0.path.hasSuffix("/toc.dat") || $0.path.hasSuffix(".pgdump") }
             do {
                 let local = try await repository.materialize(entry, files: tocFiles)
                 defer { local.remove() }
@@ -103,12 +104,14 @@ public enum Verify {
         var problems: [String] = []
         do {
             let pgRestore = try await PostgresTools.locate("pg_restore", minimumMajor: manifest.pgDump.majorVersion)
-            let contents = try await Archive.list(directory + "/" + manifest.archive, pgRestore: pgRestore)
-            let missing = contents.missingTimescaleEntries(chunks: manifest.chunkTables, timescaleInstalled: manifest.timescaledb != nil)
+            let contents = try await Archive.list(try EntryPath.resolve(manifest.archive, in: directory), pgRestore: pgRestore)
+            // Batched chunks live in archives of their own (chunk_path.batches).
+            let combined = try await ChunkBatchRun.combinedContents(main: contents, manifest: manifest, directory: directory, pgRestore: pgRestore)
+            let missing = combined.missingTimescaleEntries(chunks: manifest.chunkTables, timescaleInstalled: manifest.timescaledb != nil)
             if !missing.isEmpty {
                 problems.append("the archive's table of contents lacks \(missing.count) entr\(missing.count == 1 ? "y" : "ies"): \(missing.prefix(5).joined(separator: ", "))")
             }
-            let dataEntries = contents.items.filter { $0.type == "TABLE DATA" }.count
+            let dataEntries = combined.items.filter { $0.type == "TABLE DATA" }.count
             let expected = manifest.chunkTables.count + manifest.plainTables.count
             if dataEntries < expected {
                 problems.append("the archive holds \(dataEntries) table data entries, fewer than the \(expected) chunks and plain tables recorded")

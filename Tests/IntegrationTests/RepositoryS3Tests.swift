@@ -297,19 +297,19 @@ struct RepositoryS3Tests {
         let (cluster, database) = try await makeSampleDatabase("s3renew")
         let s3 = try await S3Sandbox.make("renew")
         defer { s3.remove() }
-        // A three-second lease and a pg_dump that takes twenty: only renewal keeps the lease alive.
-        let fake = try s3.scratch.fakePgDump("sleep 20; exit 1")
+        // An eight-second lease and a pg_dump that takes 45: only renewal keeps the lease alive.
+        let fake = try s3.scratch.fakePgDump("sleep 45; exit 1")
         var env = s3.environment(cluster)
         env["PATH"] = fake["PATH"]
-        env["TSBACKUP_S3_LEASE_SECONDS"] = "3"
+        env["TSBACKUP_S3_LEASE_SECONDS"] = "8"
         let backup = Task { try await CLI.run(["backup", "--db", cluster.url(database: database), "--repo", s3.repository], environment: env) }
         // Wait until the run holds the lease and has staged its entry, then well past the lease's first expiry.
         for _ in 0..<100 where !(try await s3.keys()).contains { $0.hasSuffix("/run.json") } {
             try await Task.sleep(for: .milliseconds(100))
         }
-        try await Task.sleep(for: .seconds(7))
+        try await Task.sleep(for: .seconds(20))
         var gcEnvironment = s3.environment()
-        gcEnvironment["TSBACKUP_S3_LEASE_SECONDS"] = "3"
+        gcEnvironment["TSBACKUP_S3_LEASE_SECONDS"] = "8"
         let gc = try await CLI.run(["repo", "gc", "--repo", s3.repository], environment: gcEnvironment)
         #expect(gc.exitCode == 5, "\(gc.standardOutput) \(gc.standardError)")
         #expect(gc.standardError.contains("in use by"))
