@@ -304,9 +304,12 @@ struct RepositoryS3Tests {
         env["TSBACKUP_S3_LEASE_SECONDS"] = "8"
         let backup = Task { try await CLI.run(["backup", "--db", cluster.url(database: database), "--repo", s3.repository], environment: env) }
         // Wait until the run holds the lease and has staged its entry, then well past the lease's first expiry.
-        for _ in 0..<100 where !(try await s3.keys()).contains { $0.hasSuffix("/run.json") } {
-            try await Task.sleep(for: .milliseconds(100))
+        var started = false
+        for _ in 0..<1200 where !started {
+            started = try await s3.keys().contains { $0.hasSuffix("/run.json") }
+            if !started { try await Task.sleep(for: .milliseconds(100)) }
         }
+        try #require(started, "the backup never started its entry")
         try await Task.sleep(for: .seconds(20))
         var gcEnvironment = s3.environment()
         gcEnvironment["TSBACKUP_S3_LEASE_SECONDS"] = "8"
