@@ -75,7 +75,7 @@ struct BatchedDump: Sendable {
     private func attempt(_ batch: ChunkBatchPlan.Batch, session: DatabaseSession) async throws -> BatchResult {
         try await TableContent.prepare(session)
         try await session.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        try await session.execute("SET TRANSACTION SNAPSHOT '\(snapshot.replacingOccurrences(of: "'", with: "''"))'",
+        try await session.execute("SET TRANSACTION SNAPSHOT \(SQLLiteral.quote(snapshot))",
                                   purpose: "importing the backup's snapshot")
         let names = batch.chunks.map { "\(quoteIdentifier($0.schema)).\(quoteIdentifier($0.name))" }
         // to_regclass looks at the catalog as it is now, not in the snapshot: a chunk the

@@ -48,7 +48,7 @@ enum RootWindows {
         guard !slices.isEmpty else { return nil }
         let quotedColumn = quoteIdentifier(column)
         let cast = type == "smallint" || type == "integer" || type == "bigint" ? "" : "::\(type)"
-        func bound(_ text: String) -> String { "'\(text.replacingOccurrences(of: "'", with: "''"))'\(cast)" }
+        func bound(_ text: String) -> String { SQLLiteral.quote(text) + cast }
         var predicates: [String] = []
         var start = 0
         var count: Int64 = 0
