@@ -77,24 +77,9 @@ public enum Verify {
         let (fileProblems, bytes) = try checkFiles(manifest.files, directory: directory)
         problems += fileProblems
         if manifest.status == .complete {
-            do {
-                let pgRestore = try await PostgresTools.locate("pg_restore", minimumMajor: manifest.pgDump.majorVersion)
-                let contents = try await Archive.list(try EntryPath.resolve(manifest.archive, in: directory), pgRestore: pgRestore)
-                listing = contents
-                // Batched chunks live in archives of their own (chunk_path.batches).
-                let combined = try await ChunkBatchRun.combinedContents(main: contents, manifest: manifest, directory: directory, pgRestore: pgRestore)
-                let missing = combined.missingTimescaleEntries(chunks: manifest.chunkTables, timescaleInstalled: manifest.timescaledb != nil)
-                if !missing.isEmpty {
-                    problems.append("the archive's table of contents lacks \(missing.count) entr\(missing.count == 1 ? "y" : "ies"): \(missing.prefix(5).joined(separator: ", "))")
-                }
-                let dataEntries = combined.items.filter { $0.type == "TABLE DATA" }.count
-                let expected = manifest.chunkTables.count + manifest.plainTables.count
-                if dataEntries < expected {
-                    problems.append("the archive holds \(dataEntries) table data entries, fewer than the \(expected) chunks and plain tables recorded")
-                }
-            } catch let error as TSBackupError {
-                problems.append(error.message)
-            }
+            let archive = try await checkArchive(manifest, directory: directory)
+            problems += archive.problems
+            listing = archive.contents
         }
         return (Report(id: manifest.id, ok: problems.isEmpty, filesChecked: manifest.files.count, bytesChecked: bytes, problems: problems), listing)
     }
