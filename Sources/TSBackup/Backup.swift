@@ -207,8 +207,7 @@ public enum Backup {
             onProgress?(Progress(phase: "hashing", tablesDone: 0, tablesTotal: 0, bytesWritten: FileSystem.size(of: staging), fractionDone: 1, elapsed: Date().timeIntervalSince(started)))
             manifest.files = try await FileSystem.hashFiles(under: staging)
             manifest.markFinished(.complete)
-            try await repository.commitEntry(staged, manifest: manifest)
-            return manifest
+            return try await repository.commitEntry(staged, manifest: manifest)
         } catch {
             let failure = (error as? TSBackupError) ?? TSBackupError(.failed, "The backup failed: \(error)")
             manifest.markFinished(.failed, error: failure.message)

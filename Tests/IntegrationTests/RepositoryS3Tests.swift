@@ -368,6 +368,9 @@ struct RepositoryS3Tests {
                 #expect(rows.contains { $0.id == id && $0.state == "complete" })
                 let verify = try await CLI.run(["verify", id, "--repo", s3.repository], environment: s3.environment(cluster))
                 #expect(verify.exitCode == 0, "\(rule.mode): \(verify.standardOutput)")
+                // The faults the proxy injected were retried, and every retry is on record.
+                let summary = try JSONOutput.decode(BackupManifest.Summary.self, from: Data(backup.standardOutput.utf8))
+                #expect(summary.warnings.contains { $0.hasPrefix("S3: ") && $0.contains("retried") }, "\(rule.mode): \(summary.warnings)")
             } else {
                 // A failure is never a complete-looking entry.
                 #expect(backup.exitCode != 0)

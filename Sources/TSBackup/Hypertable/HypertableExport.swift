@@ -213,8 +213,7 @@ public enum HypertableExport {
 
             manifest.files = try await FileSystem.hashFiles(under: staging)
             manifest.markFinished(.complete)
-            try await repository.commitEntry(staged, manifest: manifest)
-            return manifest
+            return try await repository.commitEntry(staged, manifest: manifest)
         } catch {
             let failure = (error as? TSBackupError) ?? TSBackupError(.failed, "The export failed: \(error)")
             manifest.markFinished(.failed, error: failure.message)

@@ -8,6 +8,8 @@ public protocol EntryManifest: Codable, Sendable {
     var startedAt: Date { get }
     var finishedAt: Date { get set }
     var durationSeconds: Double { get set }
+    /// What the run wants its reader to know; repositories may add their own.
+    var warnings: [String] { get set }
 }
 
 extension EntryManifest {
@@ -214,7 +216,8 @@ public struct LocalRepository: Repository {
 
     /// Makes a staged entry final: every file fsynced, the manifest written last and atomically,
     /// then the directory renamed from `<id>.partial` to `<id>`.
-    public func commitEntry<Manifest: EntryManifest>(_ staged: StagedEntry, manifest: Manifest) async throws {
+    @discardableResult
+    public func commitEntry<Manifest: EntryManifest>(_ staged: StagedEntry, manifest: Manifest) async throws -> Manifest {
         if isEncrypted {
             // Each staged file is replaced by its encryption, bound to its name in the repository.
             let codec = codec
@@ -229,6 +232,7 @@ public struct LocalRepository: Repository {
         let json = Data((try JSONOutput.encode(manifest) + "\n").utf8)
         try FileSystem.writeAtomically(try codec.seal(json, name: objectName(manifest.id, "manifest.json")), to: staged.directory + "/manifest.json")
         try FileSystem.rename(staged.directory, to: backupsDirectory + "/" + manifest.id)
+        return manifest
     }
 
     public func failEntry<Manifest: EntryManifest>(_ staged: StagedEntry, manifest: Manifest) async {

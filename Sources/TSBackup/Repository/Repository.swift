@@ -33,7 +33,9 @@ public protocol Repository: Sendable {
     /// Starts an entry: the local directory its files are written into.
     func beginEntry(_ id: String) async throws -> StagedEntry
     /// Stores every staged file, then the manifest, last: only then is the entry complete.
-    func commitEntry<Manifest: EntryManifest>(_ staged: StagedEntry, manifest: Manifest) async throws
+    /// Returns the manifest as stored: a repository may add warnings of its own (S3 retries).
+    @discardableResult
+    func commitEntry<Manifest: EntryManifest>(_ staged: StagedEntry, manifest: Manifest) async throws -> Manifest
     /// Records a failed run: its data is removed, its manifest says why.
     func failEntry<Manifest: EntryManifest>(_ staged: StagedEntry, manifest: Manifest) async
     /// Removes an entry; a crash half-way leaves it incomplete, never damaged-but-complete.

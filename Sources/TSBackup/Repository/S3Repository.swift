@@ -286,17 +286,24 @@ public struct S3Repository: Repository {
         return data
     }
 
-    public func commitEntry<Manifest: EntryManifest>(_ staged: StagedEntry, manifest: Manifest) async throws {
+    @discardableResult
+    public func commitEntry<Manifest: EntryManifest>(_ staged: StagedEntry, manifest: Manifest) async throws -> Manifest {
         let files = try FileSystem.regularFiles(under: staged.directory)
         // Data objects first, in parallel; the manifest last: only then is the entry complete.
         _ = try await Concurrently.map(files, limit: 4) { path in
             try await upload(staged.id, path: path, from: staged.directory + "/" + path)
+        }
+        // Every retry of this run so far (the client lives for one command) goes on record.
+        var manifest = manifest
+        if let retried = client.stats.retrySummary {
+            manifest.warnings.append(retried)
         }
         let json = Data((try JSONOutput.encode(manifest) + "\n").utf8)
         let sealed = try codec.seal(json, name: objectName(staged.id, Self.manifestName))
         try await s3 { try await client.putObject(key(staged.id, Self.manifestName), data: sealed) }
         try? await client.deleteObject(key(staged.id, Self.runMarker))
         try? FileManager.default.removeItem(atPath: staged.directory)
+        return manifest
     }
 
     public func failEntry<Manifest: EntryManifest>(_ staged: StagedEntry, manifest: Manifest) async {

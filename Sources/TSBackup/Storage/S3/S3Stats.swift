@@ -31,4 +31,12 @@ public struct S3Stats: Sendable, Equatable {
     static let retryEventLimit = 10_000
 
     public init() {}
+
+    /// One line for a report naming every retry (the first 20 in full), or nil without retries.
+    public var retrySummary: String? {
+        guard retries > 0 else { return nil }
+        let shown = retryEvents.prefix(20).map(\.description).joined(separator: "; ")
+        let more = retryEvents.count > 20 ? "; and \(retryEvents.count - 20) more" : ""
+        return "S3: \(retries) of \(requests) requests failed and were retried: \(shown)\(more)."
+    }
 }
