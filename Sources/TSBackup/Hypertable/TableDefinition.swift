@@ -151,7 +151,7 @@ enum SQLText {
                     i += 1
                 }
                 tokens.append((.string(value), String(chars[start..<i])))
-            } else if c == "$", let tagEnd = dollarTagEnd(chars, from: i) {
+            } else if c == "$", let tagEnd = SQLScript.dollarTagEnd(chars, from: i) {
                 let tag = String(chars[i...tagEnd])
                 i = tagEnd + 1
                 var bodyEnd = i
@@ -177,16 +177,6 @@ enum SQLText {
     private static func isWordLike(_ token: Token) -> Bool {
         if case .word = token { return true }
         return false
-    }
-
-    /// `$tag$` starting at `i`: the index of its closing `$`.
-    private static func dollarTagEnd(_ chars: [Character], from i: Int) -> Int? {
-        var j = i + 1
-        while j < chars.count, chars[j].isLetter || chars[j].isNumber || chars[j] == "_" {
-            if j == i + 1 && chars[j].isNumber { return nil }
-            j += 1
-        }
-        return j < chars.count && chars[j] == "$" ? j : nil
     }
 
     /// Splits a script on semicolons outside quotes and comments; empty statements are dropped.

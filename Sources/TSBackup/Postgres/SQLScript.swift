@@ -198,8 +198,9 @@ public enum SQLScript {
     }
 
     /// `$tag$` (or `$$`) starting at `i`: the index of its closing `$`. A tag is an identifier
-    /// that does not start with a digit (`$1` is a parameter).
-    private static func dollarTagEnd(_ chars: [Character], from i: Int) -> Int? {
+    /// that does not start with a digit (`$1` is a parameter). Also used by TableDefinition's
+    /// tokenizer.
+    static func dollarTagEnd(_ chars: [Character], from i: Int) -> Int? {
         var j = i + 1
         while j < chars.count, chars[j].isLetter || chars[j].isNumber || chars[j] == "_" {
             if j == i + 1 && chars[j].isNumber { return nil }
