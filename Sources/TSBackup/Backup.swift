@@ -36,6 +36,16 @@ public enum Backup {
         public var elapsed: Double
     }
 
+    /// The `--compress` level a backup uses unless told otherwise. pg_dump 15 compresses with
+    /// gzip only, and its default level 6 spends most of a data-heavy backup's time compressing;
+    /// level 2 (zlib's fast deflate) measured several times faster for about a fifth more bytes
+    /// (docs/performance.md has the figures). `--compress 6` gives pg_dump's size back.
+    public static let defaultCompression = 2
+
+    /// pg_dump jobs for the directory format unless told otherwise: one per core (at least 2, at
+    /// most 8, since each job is a connection to the source).
+    public static var defaultJobs: Int { min(8, max(2, ProcessInfo.processInfo.activeProcessorCount)) }
+
     public static func run(_ request: Request, onProgress: (@Sendable (Progress) -> Void)? = nil) async throws -> BackupManifest {
         // Nothing is created before the source has been checked: a refused backup leaves no trace.
         let started = Date()
@@ -53,6 +63,13 @@ public enum Backup {
                 }
             }
         }
+    }
+
+    /// `body`'s result and its wall-clock seconds (for work that runs beside other work).
+    static func timed<T: Sendable>(_ body: () async throws -> T) async rethrows -> (T, Double) {
+        let start = Date()
+        let result = try await body()
+        return (result, Date().timeIntervalSince(start))
     }
 
     struct Plan {
@@ -137,6 +154,12 @@ public enum Backup {
             checksums: request.checksums, compression: request.compression, archive: archiveName, rolesFile: "roles.sql", rolesSource: "",
             files: [], warnings: initialWarnings, retries: [])
 
+        var phases: [String: Double] = ["preflight": Date().timeIntervalSince(started)]
+        func phase<T>(_ name: String, _ body: () async throws -> T) async rethrows -> T {
+            let start = Date()
+            defer { phases[name, default: 0] += Date().timeIntervalSince(start) }
+            return try await body()
+        }
         do {
             var survey: DatabaseSurvey?
             var batched: ChunkBatchRun.Outcome?
@@ -150,12 +173,16 @@ public enum Backup {
                 let dump = DumpRun(request: request, plan: plan, archivePath: archivePath, snapshot: snapshot,
                                    started: started, onProgress: onProgress, extraArguments: batchPlan?.mainExclusions ?? [])
                 // The survey reads the same snapshot on our session while pg_dump runs.
-                async let surveyed = DatabaseSurvey.take(session, checksums: request.checksums, excludedTables: plan.scope.excludedTables,
-                                                         countedElsewhere: Set(batchPlan?.batched.map(\.qualifiedName) ?? []))
-                let outcome = try await dump.run()
+                async let surveyed = Self.timed {
+                    try await DatabaseSurvey.take(session, checksums: request.checksums, excludedTables: plan.scope.excludedTables,
+                                                  countedElsewhere: Set(batchPlan?.batched.map(\.qualifiedName) ?? []))
+                }
+                let outcome = try await phase("dump") { try await dump.run() }
                 let result: DatabaseSurvey
                 do {
-                    result = try await surveyed
+                    let (taken, seconds) = try await surveyed
+                    phases["survey", default: 0] += seconds
+                    result = taken
                     if outcome.succeeded, let batchPlan {
                         // Still inside the snapshot's transaction: the batches import it.
                         batched = try await ChunkBatchRun.dump(batchPlan, request: request, plan: plan, snapshot: snapshot,
@@ -190,25 +217,33 @@ public enum Backup {
             manifest.chunkTables = survey.chunkTables
             manifest.databaseBytes = survey.databaseBytes
             if let batched, let reason = plan.batchReason {
-                try await ChunkBatchRun.record(batched, reason: reason, manifest: &manifest, session: session)
+                ChunkBatchRun.record(batched, reason: reason, manifest: &manifest)
+                phases["chunk batches"] = batched.batchSeconds
+                phases["root check"] = batched.checkSeconds
             }
 
             onProgress?(Progress(phase: "roles and archive check", tablesDone: 0, tablesTotal: 0, bytesWritten: FileSystem.size(of: staging), fractionDone: 1, elapsed: Date().timeIntervalSince(started)))
             // Two independent child processes: run them side by side.
             async let rolesSource = RoleDump.write(to: staging + "/roles.sql", plan: plan, settings: request.settings, session: session)
-            let contents = try await ChunkBatchRun.combinedContents(main: Archive.list(archivePath, pgRestore: plan.pgRestore),
-                                                                    manifest: manifest, directory: staging, pgRestore: plan.pgRestore)
+            let missing = try await phase("archive check") {
+                let contents = try await ChunkBatchRun.combinedContents(main: Archive.list(archivePath, pgRestore: plan.pgRestore),
+                                                                        manifest: manifest, directory: staging, pgRestore: plan.pgRestore)
+                return contents.missingTimescaleEntries(chunks: manifest.chunkTables, timescaleInstalled: survey.timescaledb != nil)
+            }
+            let rolesWait = Date()
             manifest.rolesSource = try await rolesSource
-            let missing = contents.missingTimescaleEntries(chunks: manifest.chunkTables, timescaleInstalled: survey.timescaledb != nil)
+            phases["roles wait"] = Date().timeIntervalSince(rolesWait)
             guard missing.isEmpty else {
                 throw TSBackupError(.failed, "The archive pg_dump wrote is incomplete: \(missing.count) expected entr\(missing.count == 1 ? "y is" : "ies are") missing (\(missing.prefix(5).joined(separator: ", "))). The backup was not kept; check pg_dump's options and warnings.")
             }
 
             onProgress?(Progress(phase: "hashing", tablesDone: 0, tablesTotal: 0, bytesWritten: FileSystem.size(of: staging), fractionDone: 1, elapsed: Date().timeIntervalSince(started)))
-            manifest.files = try await FileSystem.hashFiles(under: staging)
+            manifest.files = try await phase("hashing") { try await FileSystem.hashFiles(under: staging) }
+            manifest.phaseSeconds = phases
             manifest.markFinished(.complete)
             return try await repository.commitEntry(staged, manifest: manifest)
         } catch {
+            manifest.phaseSeconds = phases
             let failure = (error as? TSBackupError) ?? TSBackupError(.failed, "The backup failed: \(error)")
             manifest.markFinished(.failed, error: failure.message)
             await repository.failEntry(staged, manifest: manifest)

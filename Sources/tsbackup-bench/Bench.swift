@@ -167,6 +167,93 @@ final class Bench {
         try await scalePoint("wide rows", name: "\(10 * 30 * (full ? 288 : 48)) rows x 1 kB", x: Double(10 * 30 * (full ? 288 : 48)), options: wide)
     }
 
+    /// The data-heavy case (the "size" axis' 2.3 M-row point: few, large chunks): tsbackup's
+    /// default backup against `pg_dump -Fc` and the compression levels a user may pick, in one
+    /// run, runs interleaved so a change in the machine's load hits every variant alike.
+    func defaultsScenario() async throws {
+        let scenario = "default speed"
+        let database = "heavy"
+        let options = SampleData.Options(devices: 100, days: 60, readingsPerDay: 384, chunkInterval: "30 days",
+                                         events: 1_000, eventsPerChunk: 1_000, sensors: 2, spacePartitions: 2)
+        try await createDataset(database, options, label: "data-heavy: 2304000 rows")
+        let cores = ProcessInfo.processInfo.activeProcessorCount
+        let out = work + "/heavy.out"
+        typealias Variant = (name: String, run: () async throws -> [String: Double])
+        let variants: [Variant] = [
+            ("pg_dump -Fc", { try await self.pgDump(database, ["--format=custom", "--file=\(out)"], output: out, keep: false) }),
+            ("pg_dump -Fd -j\(cores) -Z1", { try await self.pgDump(database, ["--format=directory", "--jobs=\(cores)", "--compress=1", "--file=\(out)"], output: out, keep: false) }),
+            ("tsbackup backup (default)", { try await self.tsbackupBackup(database, [], keep: false).counters }),
+            ("tsbackup backup --compress 1", { try await self.tsbackupBackup(database, ["--compress", "1"], keep: false).counters }),
+            ("tsbackup backup --compress 4", { try await self.tsbackupBackup(database, ["--compress", "4"], keep: false).counters }),
+            ("tsbackup backup --compress 6 (pg_dump's default level)", { try await self.tsbackupBackup(database, ["--compress", "6"], keep: false).counters }),
+        ]
+        log("\n== Default speed (\(repetitions) interleaved runs each, \(cores) cores)")
+        var measured = variants.map { Measurement(scenario: scenario, name: $0.name) }
+        for _ in 0..<repetitions {
+            for (index, variant) in variants.enumerated() {
+                var counters = try await variant.run()
+                measured[index].seconds.append(counters.removeValue(forKey: "seconds") ?? .nan)
+                for (key, value) in counters { measured[index].counters[key, default: []].append(value) }
+            }
+        }
+        let baseline = measured[0]
+        let baselineBytes = baseline.medianCounter("bytes") ?? 1
+        for measurement in measured {
+            let bytes = measurement.medianCounter("bytes") ?? 0
+            let (low, high) = measurement.spread
+            log("  " + measurement.name.padding(toLength: 56, withPad: " ", startingAt: 0)
+                + String(format: " median %7.2f s (%.2f-%.2f)  %@  %.2fx faster than -Fc at %.2fx its size",
+                         measurement.median, low, high, ByteCount.format(Int64(bytes)), baseline.median / measurement.median, bytes / baselineBytes))
+            results.measurements.append(measurement)
+            results.findings.append(.init(scenario: scenario, name: measurement.name, value: baseline.median / measurement.median,
+                                          text: String(format: "%.2f s, %.2fx faster than pg_dump -Fc, %.2fx its size", measurement.median,
+                                                       baseline.median / measurement.median, bytes / baselineBytes)))
+        }
+        try await dropDatabase(database)
+    }
+
+    /// Where a backup's time goes per chunk: at each chunk count, `pg_dump -Fc` and tsbackup's
+    /// default backup, with the phases tsbackup records in its manifest (`phase_seconds`), the
+    /// manifest's size and the peak RSS.
+    func chunkCostScenario(_ counts: [Int]) async throws {
+        let scenario = "chunk costs"
+        log("\n== Per-chunk costs (\(repetitions) runs each)")
+        for count in counts {
+            let database = "chunks_\(count)"
+            let days = max(1, count / 24)
+            let options = SampleData.Options(devices: 2, days: days, readingsPerDay: 24, chunkInterval: "1 hour",
+                                             events: 100, eventsPerChunk: 100, sensors: 1, spacePartitions: 2)
+            try await createDataset(database, options, label: "chunk costs: \(days * 24) hourly chunks")
+            let dump = work + "/\(database).pgdump"
+            let plain = try await repeatRuns(scenario, "\(days * 24) chunks: pg_dump -Fc", repetitions) {
+                try await self.pgDump(database, ["--format=custom", "--file=\(dump)"], output: dump, keep: false)
+            }
+            var phases: [String: [Double]] = [:]
+            let backup = try await repeatRuns(scenario, "\(days * 24) chunks: tsbackup backup", repetitions) {
+                let run = try await self.tsbackupBackup(database, [])
+                let path = "\(run.repository)/backups/\(run.id)/manifest.json"
+                let data = try Data(contentsOf: URL(fileURLWithPath: path))
+                let manifest = try JSONOutput.decode(BackupManifest.self, from: data)
+                for (name, seconds) in manifest.phaseSeconds ?? [:] { phases[name, default: []].append(seconds) }
+                phases["manifest bytes", default: []].append(Double(data.count))
+                let readStart = ContinuousClock.now
+                _ = try JSONOutput.decode(BackupManifest.self, from: data)
+                let read = ContinuousClock.now - readStart
+                phases["manifest read seconds", default: []].append(Double(read.components.attoseconds) / 1e18 + Double(read.components.seconds))
+                try? FileManager.default.removeItem(atPath: run.repository)
+                return run.counters
+            }
+            let breakdown = phases.sorted { $0.key < $1.key }.map { name, values in
+                name == "manifest bytes" ? "\(name) \(Int(Measurement.median(values)))" : String(format: "%@ %.2f", name, Measurement.median(values))
+            }.joined(separator: ", ")
+            log("    phases (medians): " + breakdown)
+            results.findings.append(.init(scenario: scenario, name: "\(days * 24) chunks", value: backup.median / plain.median,
+                                          text: String(format: "backup %.2f s vs pg_dump -Fc %.2f s (x%.2f), peak RSS %.0f MB; ", backup.median, plain.median,
+                                                       backup.median / plain.median, (backup.medianCounter("max_rss_kb") ?? 0) / 1024) + breakdown))
+            try await dropDatabase(database)
+        }
+    }
+
     func scalePoint(_ axis: String, name: String, x: Double, options: SampleData.Options) async throws {
         let database = "scale_\(UUID().uuidString.prefix(6).lowercased())"
         let dataBytes = try await createDataset(database, options, label: "\(axis): \(name)")

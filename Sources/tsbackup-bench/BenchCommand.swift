@@ -19,6 +19,8 @@ struct BenchCommand: AsyncParsableCommand {
     @Option(help: "Runs per measurement (at least 3).") var repetitions = 3
     @Option(help: "Directory for the JSON results.") var output = "bench/results"
     @Flag(help: "Only the S3 throughput comparison with `aws s3 cp --recursive` (moto on loopback).") var s3Only = false
+    @Flag(help: "Only the default-speed comparison on the data-heavy data set (backup defaults vs pg_dump -Fc and compression levels).") var defaultsOnly = false
+    @Option(parsing: .upToNextOption, help: "Only the per-chunk cost profile, at these chunk counts (backup phases, manifest size, peak RSS).") var chunkCosts: [Int] = []
 
     func validate() throws {
         if quick && full { throw ValidationError("Choose --quick or --full.") }
@@ -27,7 +29,7 @@ struct BenchCommand: AsyncParsableCommand {
 
     func run() async throws {
         let tsbackup = try siblingExecutable("tsbackup")
-        let mode = full ? "full" : "quick"
+        let mode = defaultsOnly ? "defaults" : !chunkCosts.isEmpty ? "chunk-costs" : full ? "full" : "quick"
         let buildKind = tsbackup.contains("/release/") ? "release" : "debug"
         say("tsbackup benchmark, \(mode) mode, \(buildKind) build of \(tsbackup), \(ProcessInfo.processInfo.activeProcessorCount) cores")
         let started = Date()
@@ -49,7 +51,13 @@ struct BenchCommand: AsyncParsableCommand {
             try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
             let bench = Bench(cluster: cluster, tsbackup: tsbackup, work: work, full: full, repetitions: repetitions,
                               results: results, log: say)
-            try await bench.run()
+            if defaultsOnly {
+                try await bench.defaultsScenario()
+            } else if !chunkCosts.isEmpty {
+                try await bench.chunkCostScenario(chunkCosts)
+            } else {
+                try await bench.run()
+            }
             report(bench.results)
             try FileManager.default.createDirectory(atPath: output, withIntermediateDirectories: true)
             let stamp = ISO8601DateFormatter().string(from: started).replacingOccurrences(of: ":", with: "")

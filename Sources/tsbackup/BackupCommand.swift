@@ -20,13 +20,13 @@ struct BackupCommand: AsyncParsableCommand {
     @OptionGroup var database: DatabaseOptions
     @OptionGroup var repository: RepositoryOptions
 
-    @Option(help: "pg_dump jobs for the directory format (default 2).")
+    @Option(help: "pg_dump jobs for the directory format (default: one per core, 2 to 8).")
     var jobs: Int?
 
     @Option(help: "Archive format: directory (parallel) or custom (one file).")
     var format: BackupManifest.Format = .directory
 
-    @Option(help: "pg_dump compression level 0-9 (default: pg_dump's, gzip 6).")
+    @Option(help: "pg_dump compression level 0-9 (default 2: fast gzip; 6 is pg_dump's default, smaller and several times slower).")
     var compress: Int?
 
     @Option(help: "A label stored in the manifest.")
@@ -59,9 +59,9 @@ struct BackupCommand: AsyncParsableCommand {
         try await reportingErrors {
             var request = Backup.Request(settings: try database.settings(), repository: try repository.resolved())
             request.format = format
-            request.jobs = format == .directory ? (jobs ?? 2) : 1
+            request.jobs = format == .directory ? (jobs ?? Backup.defaultJobs) : 1
             request.label = label
-            request.compression = compress
+            request.compression = compress ?? Backup.defaultCompression
             request.checksums = checksums
             request.tables = tables
             request.excludeTables = excludeTables

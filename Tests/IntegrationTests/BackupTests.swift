@@ -66,6 +66,15 @@ struct BackupTests {
         #expect(manifest.timescaledb?.catalogVersion == manifest.timescaledb?.version)
         #expect(manifest.server.majorVersion == 15)
         #expect(manifest.pgDump.majorVersion >= 15)
+        // The defaults: directory format, one pg_dump job per core (2 to 8), fast gzip.
+        #expect(manifest.format == .directory)
+        #expect(manifest.jobsUsed == min(8, max(2, ProcessInfo.processInfo.activeProcessorCount)))
+        #expect(manifest.compression == 2)
+        let dataFiles = manifest.files.filter { $0.path.hasPrefix("dump/") && $0.path.contains(".dat") && $0.path != "dump/toc.dat" }
+        #expect(!dataFiles.isEmpty && dataFiles.allSatisfy { $0.path.hasSuffix(".dat.gz") })
+        // Where the time went, phase by phase.
+        let phases = Set((manifest.phaseSeconds ?? [:]).keys)
+        #expect(phases.isSuperset(of: ["preflight", "dump", "survey", "archive check", "hashing"]), "\(phases)")
 
         // Figures equal what SQL says about the (unchanged) source.
         let truth = try await cluster.withSuperuser(database: database) { session in

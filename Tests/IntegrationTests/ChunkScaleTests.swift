@@ -100,6 +100,33 @@ struct ChunkScaleTests {
             #expect(plain.standardError.contains("out of shared memory"), "\(plain.standardError)")
 
             let repository = scratch.path + "/repo"
+
+            // A chunk that a bug left out of every batch (while the main pg_dump still excludes
+            // it): the count through the root on the snapshot does not share the batches' chunk
+            // list, finds the chunk's rows, and the backup fails naming the hypertable, the
+            // window and the chunk, with its entry marked failed.
+            let leftOut = try await cluster.withSuperuser(database: database) { session in
+                try await session.value(PostgresQuery(unsafeSQL: """
+                    SELECT format('%s.%s', c.schema_name, c.table_name) FROM _timescaledb_catalog.chunk c
+                    JOIN _timescaledb_catalog.hypertable h ON h.id = c.hypertable_id
+                    WHERE h.table_name = 'metrics' ORDER BY c.id OFFSET 50 LIMIT 1
+                    """), as: String.self)
+            }
+            let failedRepository = scratch.path + "/failed-repo"
+            let broken = try await runBackup(cluster, database, repository: failedRepository, ["--checksums"],
+                                             environment: ["TSBACKUP_TEST_LEAVE_OUT_CHUNK": leftOut])
+            #expect(broken.exitCode == 1, "\(broken.standardError)")
+            #expect(broken.standardError.contains("hypertable public.metrics counted through its root"), "\(broken.standardError)")
+            #expect(broken.standardError.contains("chunk \(leftOut) holds 6 row(s) through the root but is in no chunk batch"), "\(broken.standardError)")
+            #expect(broken.standardError.contains("in window "), "\(broken.standardError)")
+            let failedIDs = (try? FileManager.default.contentsOfDirectory(atPath: failedRepository + "/backups")) ?? []
+            #expect(failedIDs.count == 1)
+            if let failedID = failedIDs.first {
+                let failed = try backupManifest(failedRepository, failedID)
+                #expect(failed.status == .failed)
+                #expect(failed.error?.contains(leftOut) == true)
+            }
+
             let backup = try await runBackup(cluster, database, repository: repository, ["--checksums"])
             try #require(backup.exitCode == 0, "\(backup.standardError)")
             let id = try JSONOutput.decode(BackupManifest.Summary.self, from: Data(backup.standardOutput.utf8)).id
@@ -109,6 +136,12 @@ struct ChunkScaleTests {
             #expect(path.batches.allSatisfy { $0.chunks.count <= path.chunksPerBatch })
             #expect(path.batches.reduce(0) { $0 + $1.chunks.count } == Self.hours)
             #expect(path.droppedChunks.isEmpty)
+            // Counted through the root, window by window (each within the lock budget).
+            let check = try #require(path.rootChecks?.first { $0.hypertable == "public.metrics" })
+            #expect(check.windows > 1)
+            #expect(check.rootRows == Int64(Self.hours * 6))
+            #expect(check.batchRows == check.rootRows)
+            #expect(check.droppedAfterDump.isEmpty)
             let metrics = try #require(manifest.hypertables.first { $0.name == "metrics" })
             #expect(metrics.dumpPath == "chunk_batches")
             #expect(metrics.chunkCount == Self.hours)
@@ -222,6 +255,11 @@ struct ChunkScaleTests {
             let metrics = try #require(manifest.hypertables.first { $0.name == "metrics" })
             #expect(metrics.chunkCount == Self.hours - path.droppedChunks.count)
             #expect(Set(path.droppedChunks.map(\.table)).isDisjoint(with: manifest.chunkTables))
+            // The root check saw the snapshot's rows: the batches' minus nothing but chunks dropped after their dump.
+            let check = try #require(path.rootChecks?.first { $0.hypertable == "public.metrics" })
+            #expect(metrics.rowCount == check.batchRows)
+            #expect(check.rootRows <= check.batchRows)
+            #expect(check.droppedAfterDump.isEmpty == (check.rootRows == check.batchRows))
 
             let target = try await SharedCluster.shared.cluster()
             let into = uniqueDatabaseName("churn_restored")

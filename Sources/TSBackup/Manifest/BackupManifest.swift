@@ -62,6 +62,10 @@ public struct BackupManifest: EntryManifest, Equatable {
     public var retries: [Retry]
     /// Set when chunks were dumped in batches past the lock limit (docs/manifest.md).
     public var chunkPath: ChunkPath? = nil
+    /// Wall-clock seconds of each phase of the run ("dump", "survey", "archive check", ...), for
+    /// seeing where a backup's time goes. Phases that overlap (the survey runs beside pg_dump)
+    /// are timed separately. Absent in manifests written before tsbackup recorded it.
+    public var phaseSeconds: [String: Double]? = nil
 
     public struct Source: Codable, Sendable, Equatable {
         public var host: String
@@ -145,6 +149,7 @@ public struct BackupManifest: EntryManifest, Equatable {
         case rolesSource = "roles_source"
         case files, warnings, retries
         case chunkPath = "chunk_path"
+        case phaseSeconds = "phase_seconds"
     }
 }
 

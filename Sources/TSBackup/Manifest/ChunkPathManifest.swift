@@ -16,6 +16,9 @@ extension BackupManifest {
         public var batches: [Batch]
         public var fallbacks: [Fallback]
         public var droppedChunks: [DroppedChunk]
+        /// The check of each batched hypertable through its root (absent in backups made before
+        /// tsbackup ran it).
+        public var rootChecks: [RootCheck]? = nil
 
         /// One pg_dump archive of chunks of one hypertable, all read in the backup's snapshot.
         public struct Batch: Codable, Sendable, Equatable {
@@ -45,6 +48,27 @@ extension BackupManifest {
             public var hypertable: String
         }
 
+        /// A batched hypertable counted (and with checksums hashed) through its root on the
+        /// backup's snapshot, in windows of chunks, and compared chunk by chunk with its batches.
+        public struct RootCheck: Codable, Sendable, Equatable {
+            public var hypertable: String
+            public var windows: Int
+            /// Rows the root held in the snapshot.
+            public var rootRows: Int64
+            /// Rows the batches counted in the chunks they dumped.
+            public var batchRows: Int64
+            /// Chunks dumped, then dropped (retention) before the root was counted: in the
+            /// archive, not under the root any more; the only difference allowed.
+            public var droppedAfterDump: [String]
+
+            enum CodingKeys: String, CodingKey {
+                case hypertable, windows
+                case rootRows = "root_rows"
+                case batchRows = "batch_rows"
+                case droppedAfterDump = "dropped_after_dump"
+            }
+        }
+
         enum CodingKeys: String, CodingKey {
             case reason
             case lockBudget = "lock_budget"
@@ -52,6 +76,7 @@ extension BackupManifest {
             case rootsFile = "roots_file"
             case batches, fallbacks
             case droppedChunks = "dropped_chunks"
+            case rootChecks = "root_checks"
         }
     }
 }

@@ -25,6 +25,10 @@ public struct ArchiveContents: Sendable {
         "POLICY", "ROW SECURITY", "STATISTICS", "AGGREGATE", "CAST", "COLLATION", "PUBLICATION", "EVENT TRIGGER",
     ]
 
+    /// Types whose list line ends with the owning role.
+    static let ownedTypes: Set<String> = ["TABLE", "TABLE DATA", "SEQUENCE", "VIEW", "MATERIALIZED VIEW", "FUNCTION", "PROCEDURE",
+                                          "SCHEMA", "TYPE", "DOMAIN", "AGGREGATE"]
+
     /// Parses `pg_restore --list` output.
     public init(listing: String) {
         var items: [Item] = []
@@ -47,9 +51,7 @@ public struct ArchiveContents: Sendable {
             guard let type = Self.knownTypes.first(where: { rest.hasPrefix($0 + " ") }) else { continue }
             let words = rest.dropFirst(type.count + 1).split(separator: " ")
             guard words.count >= 2 else { continue }
-            let owned: Set<String> = ["TABLE", "TABLE DATA", "SEQUENCE", "VIEW", "MATERIALIZED VIEW", "FUNCTION", "PROCEDURE",
-                                      "SCHEMA", "TYPE", "DOMAIN", "AGGREGATE"]
-            let owner = owned.contains(type) && words.count >= 3 ? String(words[words.count - 1]) : nil
+            let owner = Self.ownedTypes.contains(type) && words.count >= 3 ? String(words[words.count - 1]) : nil
             items.append(Item(dumpID: id, type: type, schema: String(words[0]), name: String(words[1]), owner: owner, line: line))
         }
         self.items = items

@@ -104,7 +104,7 @@ struct ObjectCodec: Sendable {
         } catch let error as EncryptionError {
             throw error.tsbackupError
         }
-        return (hasher.finalize().map { String(format: "%02x", $0) }.joined(), total)
+        return (FileSystem.hex(hasher.finalize()), total)
     }
 }
 

@@ -11,4 +11,13 @@ enum TestSeams {
         guard let value = environment["TSBACKUP_TEST_SHORT_COPY"], !value.isEmpty else { return nil }
         return value
     }
+
+    /// `TSBACKUP_TEST_LEAVE_OUT_CHUNK=<schema.chunk>`: a batched backup's plan leaves that chunk
+    /// out of its batch while the main pg_dump still excludes it, so no archive holds it, as a
+    /// bug in cutting batches would. The check through the hypertable root must fail the backup
+    /// and name the chunk.
+    static func leaveOutChunk(environment: [String: String] = ProcessInfo.processInfo.environment) -> String? {
+        guard let value = environment["TSBACKUP_TEST_LEAVE_OUT_CHUNK"], !value.isEmpty else { return nil }
+        return value
+    }
 }

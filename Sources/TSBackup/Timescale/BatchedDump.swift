@@ -23,10 +23,10 @@ struct BatchedDump: Sendable {
         var batch: ChunkBatchPlan.Batch
         var dumped: [ChunkPathDetector.ChunkRow]
         var dropped: [ChunkPathDetector.ChunkRow]
-        var rows: Int64
-        /// The two sums of the content hash (see ``TableContent/measure``), as numeric text.
-        var hashSums: (String, String)?
+        /// Each dumped chunk's rows and hash sums in the snapshot, by "schema.name".
+        var chunkFigures: [String: ContentFigures]
         var warnings: [String]
+        var rows: Int64 { chunkFigures.values.reduce(0) { $0 + $1.rows } }
     }
 
     /// Runs every batch; throws on the first failure (the entry is then discarded).
@@ -87,7 +87,7 @@ struct BatchedDump: Sendable {
         let dropped = zip(batch.chunks, names).filter { !present.contains($0.1) }.map(\.0)
         guard !dumped.isEmpty else {
             try await session.execute("COMMIT")
-            return BatchResult(batch: batch, dumped: [], dropped: dropped, rows: 0, hashSums: request.checksums ? ("0", "0") : nil, warnings: [])
+            return BatchResult(batch: batch, dumped: [], dropped: dropped, chunkFigures: [:], warnings: [])
         }
         do {
             try await session.execute("LOCK TABLE \(dumped.map(\.1).joined(separator: ", ")) IN ACCESS SHARE MODE",
@@ -97,7 +97,7 @@ struct BatchedDump: Sendable {
             _ = try? await session.execute("ROLLBACK")
             throw LockRace(underlying: error)
         }
-        let (rows, sums) = try await measure(dumped.map(\.1), session: session)
+        let figures = try await measure(dumped, session: session)
         let archive = staging + "/" + batch.archive
         var arguments = ["--format=custom", "--file=\(archive)", "--snapshot=\(snapshot)", "--no-password", "--verbose", "--strict-names"]
         if let level = request.compression { arguments.append("--compress=\(level)") }
@@ -113,34 +113,43 @@ struct BatchedDump: Sendable {
             let detail = collected.errors.joined(separator: " ").singleLine(limit: 600)
             throw TSBackupError(.failed, "pg_dump of chunk batch \(batch.number) (\(batch.hypertable)) failed (\(result.statusDescription)): \(detail.isEmpty ? "no error message" : detail)")
         }
-        return BatchResult(batch: batch, dumped: dumped.map(\.0), dropped: dropped, rows: rows, hashSums: sums,
+        return BatchResult(batch: batch, dumped: dumped.map(\.0), dropped: dropped, chunkFigures: figures,
                            warnings: collected.warnings.map { "chunk batch \(batch.number): \($0)" })
     }
 
-    /// Rows of the chunks in the snapshot, and the content-hash sums when asked: the same
-    /// figures ``TableContent/measure`` takes through the root, added up over the chunks.
-    private func measure(_ tables: [String], session: DatabaseSession) async throws -> (Int64, (String, String)?) {
+    /// Rows of each chunk in the snapshot (read from the chunk itself), and the content-hash sums
+    /// when asked: the same figures ``TableContent/measure`` takes, chunk by chunk, so the check
+    /// through the root (``BatchRootCheck``) can name a chunk that differs. Keyed by "schema.name".
+    private func measure(_ chunks: [(ChunkPathDetector.ChunkRow, String)], session: DatabaseSession) async throws -> [String: ContentFigures] {
+        let union: String
         if request.checksums {
-            let union = tables.map { "SELECT md5(t::text) AS h FROM (SELECT * FROM \($0)) t" }.joined(separator: " UNION ALL ")
-            let (count, high, low) = try await session.row(
-                PostgresQuery(unsafeSQL: """
-                SELECT count(*),
-                       coalesce(sum(('x' || substr(h, 1, 16))::bit(64)::int8::numeric), 0)::text,
-                       coalesce(sum(('x' || substr(h, 17, 16))::bit(64)::int8::numeric), 0)::text
-                FROM (\(union)) rows
-                """), as: (Int64, String, String).self, purpose: "hashing the rows of a chunk batch")
-            return (count, (high, low))
+            union = chunks.enumerated().map { index, chunk in
+                "SELECT \(index) AS i, md5(t::text) AS h FROM (SELECT * FROM \(chunk.1)) t"
+            }.joined(separator: " UNION ALL ")
+        } else {
+            union = chunks.enumerated().map { index, chunk in "SELECT \(index) AS i, count(*) AS n FROM \(chunk.1)" }.joined(separator: " UNION ALL ")
         }
-        let union = tables.map { "SELECT count(*) AS n FROM \($0)" }.joined(separator: " UNION ALL ")
-        let count = try await session.value(PostgresQuery(unsafeSQL: "SELECT coalesce(sum(n), 0)::int8 FROM (\(union)) counts"),
-                                            as: Int64.self, purpose: "counting the rows of a chunk batch")
-        return (count, nil)
+        let rows = try await session.rows(
+            PostgresQuery(unsafeSQL: request.checksums ? """
+            SELECT i, count(*),
+                   sum(('x' || substr(h, 1, 16))::bit(64)::int8::numeric)::text,
+                   sum(('x' || substr(h, 17, 16))::bit(64)::int8::numeric)::text
+            FROM (\(union)) rows GROUP BY i
+            """ : "SELECT i, n::int8, '0', '0' FROM (\(union)) counts"),
+            as: (Int, Int64, String, String).self, purpose: request.checksums ? "hashing the rows of a chunk batch" : "counting the rows of a chunk batch")
+        // A chunk without rows has no group: its figures stay zero.
+        var figures = Dictionary(chunks.map { ($0.0.qualifiedName, ContentFigures()) }, uniquingKeysWith: { a, _ in a })
+        for (index, count, high, low) in rows where chunks.indices.contains(index) {
+            figures[chunks[index].0.qualifiedName] = try ContentFigures(rows: count, highText: high, lowText: low)
+        }
+        return figures
     }
 
-    /// Adds the batches' figures to the survey's hypertables and writes the chunk-path part of
-    /// the manifest: row counts and hashes from the batches, chunk counts without dropped chunks.
-    static func record(_ results: [BatchResult], plan: ChunkBatchPlan, reason: String, rootsFile: String,
-                       manifest: inout BackupManifest, session: DatabaseSession) async throws {
+    /// Adds the figures to the survey's hypertables and writes the chunk-path part of the
+    /// manifest: row counts and hashes counted through the roots (``BatchRootCheck``, which has
+    /// checked them against the batches chunk by chunk), chunk counts without dropped chunks.
+    static func record(_ results: [BatchResult], checks: [BatchRootCheck.Outcome], plan: ChunkBatchPlan, reason: String, rootsFile: String,
+                       manifest: inout BackupManifest) {
         let dropped = results.flatMap(\.dropped)
         let droppedNames = Set(dropped.map(\.qualifiedName))
         let batchedNames = Set(plan.batched.map(\.qualifiedName))
@@ -151,23 +160,23 @@ struct BatchedDump: Sendable {
                 continue
             }
             let own = results.filter { $0.batch.hypertable == name }
+            let figures = checks.first { $0.hypertable == name }?.total
+                ?? own.flatMap(\.chunkFigures.values).reduce(ContentFigures(), +)
             manifest.hypertables[index].dumpPath = "chunk_batches"
-            manifest.hypertables[index].rowCount = own.reduce(0) { $0 + $1.rows }
+            manifest.hypertables[index].rowCount = figures.rows
             manifest.hypertables[index].chunkCount -= own.reduce(0) { $0 + $1.dropped.count }
             if manifest.checksums {
-                let highs = own.compactMap { $0.hashSums?.0 }
-                let lows = own.compactMap { $0.hashSums?.1 }
-                let (high, low) = try await session.row(
-                    "SELECT coalesce(sum(x::numeric), 0)::text, coalesce((SELECT sum(y::numeric) FROM unnest(\(lows)::text[]) y), 0)::text FROM unnest(\(highs)::text[]) x",
-                    as: (String, String).self, purpose: "adding up the content hashes of chunk batches")
-                let count = manifest.hypertables[index].rowCount
-                manifest.hypertables[index].contentHash = "v1:" + FileSystem.sha256(of: Data("\(count):\(high):\(low)".utf8))
+                manifest.hypertables[index].contentHash = figures.contentHash
             }
         }
         manifest.chunkTables.removeAll { droppedNames.contains($0) }
         manifest.warnings += results.flatMap(\.warnings)
         if !dropped.isEmpty {
             manifest.warnings.append("\(dropped.count) chunk(s) listed in the snapshot were dropped (retention) before they could be dumped; they are recorded in chunk_path.dropped_chunks and left out of the restore.")
+        }
+        let droppedAfterDump = checks.reduce(0) { $0 + $1.droppedAfterDump.count }
+        if droppedAfterDump > 0 {
+            manifest.warnings.append("\(droppedAfterDump) chunk(s) were dropped (retention) after their batch dumped them, before the check through the root counted them; they are in the archive and restored (chunk_path.root_checks).")
         }
         manifest.chunkPath = .init(
             reason: reason, lockBudget: plan.lockBudget, chunksPerBatch: plan.chunksPerBatch, rootsFile: rootsFile,
@@ -178,6 +187,11 @@ struct BatchedDump: Sendable {
             droppedChunks: dropped.map { chunk in
                 .init(id: chunk.id, table: chunk.qualifiedName,
                       hypertable: plan.batched.first { $0.row.id == chunk.hypertableID }?.qualifiedName ?? "")
+            },
+            rootChecks: checks.map { check in
+                let batchRows: Int64 = results.filter { $0.batch.hypertable == check.hypertable }.reduce(0) { $0 + $1.rows }
+                return BackupManifest.ChunkPath.RootCheck(hypertable: check.hypertable, windows: check.windows, rootRows: check.root.rows,
+                                                          batchRows: batchRows, droppedAfterDump: check.droppedAfterDump)
             })
     }
 }
@@ -189,6 +203,9 @@ enum ChunkBatchRun {
     struct Outcome: Sendable {
         var plan: ChunkBatchPlan
         var results: [BatchedDump.BatchResult]
+        var checks: [BatchRootCheck.Outcome]
+        var batchSeconds: Double
+        var checkSeconds: Double
     }
 
     /// Writes the batched roots' definitions and dumps every batch on `snapshot`.
@@ -205,12 +222,21 @@ enum ChunkBatchRun {
                               bytesWritten: FileSystem.size(of: staging), fractionDone: Double(done) / Double(max(1, total)),
                               elapsed: Date().timeIntervalSince(started)))
         }
-        return Outcome(plan: batchPlan, results: try await runner.run())
+        let batchStart = Date()
+        let results = try await runner.run()
+        let checkStart = Date()
+        // Still on the snapshot: count through the roots and compare, before anything is kept.
+        onProgress?(.init(phase: "checking chunk batches through the roots", tablesDone: 0, tablesTotal: 0,
+                          bytesWritten: FileSystem.size(of: staging), fractionDone: 1, elapsed: Date().timeIntervalSince(started)))
+        let checks = try await BatchRootCheck.run(plan: batchPlan, results: results, settings: request.settings,
+                                                  snapshot: snapshot, hash: request.checksums)
+        return Outcome(plan: batchPlan, results: results, checks: checks, batchSeconds: checkStart.timeIntervalSince(batchStart),
+                       checkSeconds: Date().timeIntervalSince(checkStart))
     }
 
-    static func record(_ outcome: Outcome, reason: String, manifest: inout BackupManifest, session: DatabaseSession) async throws {
-        try await BatchedDump.record(outcome.results, plan: outcome.plan, reason: reason, rootsFile: rootsFile,
-                                     manifest: &manifest, session: session)
+    static func record(_ outcome: Outcome, reason: String, manifest: inout BackupManifest) {
+        BatchedDump.record(outcome.results, checks: outcome.checks, plan: outcome.plan, reason: reason, rootsFile: rootsFile,
+                           manifest: &manifest)
     }
 
     /// The main archive's table of contents with the batches' added, for the completeness check.

@@ -129,6 +129,8 @@ struct ChunkBatchPlan: Sendable {
         var definition: RootDefinition
         /// `--exclude-table` patterns that cover exactly this hypertable's root and chunks.
         var exclusions: [String]
+        /// Indexes of the root (each chunk has a copy): a read of a chunk locks them too.
+        var indexCount = 0
         var qualifiedName: String { "\(row.schema).\(row.name)" }
     }
 
@@ -188,11 +190,13 @@ struct ChunkBatchPlan: Sendable {
         }
         var batches: [Batch] = []
         var smallest = 1000
-        for table in batched {
+        for index in batched.indices {
+            let table = batched[index]
             // Chunks carry copies of the root's indexes, which the batch's count locks too.
             let indexes = try await session.value(
                 "SELECT count(*) FROM pg_index WHERE indrelid = format('%I.%I', \(table.row.schema)::text, \(table.row.name)::text)::regclass",
                 as: Int64.self, purpose: "counting the indexes of \(table.qualifiedName)")
+            batched[index].indexCount = Int(indexes)
             let size = chunksPerBatch(lockBudget: lockBudget, jobs: jobs, locksPerChunk: 2 + Int(indexes))
             smallest = min(smallest, size)
             var start = 0
@@ -202,8 +206,21 @@ struct ChunkBatchPlan: Sendable {
                 start += size
             }
         }
+        if let leftOut = TestSeams.leaveOutChunk() {
+            batches = leaveOut(leftOut, from: batches)
+        }
         return ChunkBatchPlan(batched: batched, fallbacks: fallbacks, batches: batches, mainExclusions: batched.flatMap(\.exclusions),
                               chunksPerBatch: smallest, lockBudget: lockBudget)
+    }
+
+    /// The batches without the chunk named `chunk` ("schema.name"), which the main pg_dump still
+    /// excludes: the chunk is then silently in no archive (the test seam of ``TestSeams/leaveOutChunk``).
+    static func leaveOut(_ chunk: String, from batches: [Batch]) -> [Batch] {
+        batches.map { batch in
+            var batch = batch
+            batch.chunks.removeAll { $0.qualifiedName == chunk }
+            return batch
+        }.filter { !$0.chunks.isEmpty }
     }
 
     /// pg_dump patterns leaving out a root and its chunks. One option per chunk would pass the
