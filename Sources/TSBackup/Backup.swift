@@ -276,7 +276,7 @@ struct DumpRun: Sendable {
 
     var arguments: [String] {
         var arguments = ["--format=\(request.format == .directory ? "directory" : "custom")",
-                         "--file=\(archivePath)", "--snapshot=\(snapshot)", "--no-password", "--verbose"]
+                         "--file=\(archivePath)", "--snapshot=\(snapshot)", "--no-password", "--no-sync", "--verbose"]
         if request.format == .directory { arguments.append("--jobs=\(max(1, request.jobs))") }
         if let level = request.compression { arguments.append("--compress=\(level)") }
         return arguments + plan.scope.pgDumpArguments + extraArguments + [request.settings.database]

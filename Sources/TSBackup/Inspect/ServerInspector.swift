@@ -217,12 +217,33 @@ public struct ServerInspector: Sendable {
     func hypertables() async throws -> [ServerInspection.Hypertable] {
         let tables = try await session.rows(
             """
+            WITH relations AS (
+                -- The root, its chunks and their compressed chunks: what hypertable_detailed_size()
+                -- adds up, read in one pass (that function took ~6 ms per chunk).
+                SELECT ht.schema_name, ht.table_name, format('%I.%I', ht.schema_name, ht.table_name)::regclass AS r
+                FROM _timescaledb_catalog.hypertable ht
+                UNION ALL
+                SELECT ht.schema_name, ht.table_name, to_regclass(format('%I.%I', c.schema_name, c.table_name))
+                FROM _timescaledb_catalog.hypertable ht JOIN _timescaledb_catalog.chunk c ON c.hypertable_id = ht.id AND NOT c.dropped
+                UNION ALL
+                SELECT ht.schema_name, ht.table_name, to_regclass(format('%I.%I', z.schema_name, z.table_name))
+                FROM _timescaledb_catalog.hypertable ht JOIN _timescaledb_catalog.chunk c ON c.hypertable_id = ht.id AND NOT c.dropped
+                JOIN _timescaledb_catalog.chunk z ON z.id = c.compressed_chunk_id
+            ), sizes AS (
+                SELECT x.schema_name, x.table_name,
+                       sum(pg_relation_size(x.r, 'main') + pg_relation_size(x.r, 'fsm') + pg_relation_size(x.r, 'vm') + pg_relation_size(x.r, 'init')) AS table_bytes,
+                       sum(pg_indexes_size(x.r)) AS index_bytes,
+                       sum(coalesce(pg_total_relation_size(nullif(t.reltoastrelid, 0)), 0)) AS toast_bytes,
+                       sum(pg_total_relation_size(x.r)) AS total_bytes
+                FROM relations x JOIN pg_class t ON t.oid = x.r
+                GROUP BY 1, 2
+            )
             SELECT h.hypertable_schema::text, h.hypertable_name::text, h.owner::text, h.num_chunks::int8,
                    coalesce(h.compression_enabled, false),
                    coalesce(s.table_bytes, 0)::int8, coalesce(s.index_bytes, 0)::int8,
                    coalesce(s.toast_bytes, 0)::int8, coalesce(s.total_bytes, 0)::int8
             FROM timescaledb_information.hypertables h
-            CROSS JOIN LATERAL hypertable_detailed_size(format('%I.%I', h.hypertable_schema, h.hypertable_name)::regclass) s
+            LEFT JOIN sizes s ON s.schema_name = h.hypertable_schema AND s.table_name = h.hypertable_name
             ORDER BY 1, 2
             """, as: (String, String, String, Int64, Bool, Int64, Int64, Int64, Int64).self,
             purpose: "listing hypertables")

@@ -99,7 +99,7 @@ struct BatchedDump: Sendable {
         }
         let figures = try await measure(dumped, session: session)
         let archive = staging + "/" + batch.archive
-        var arguments = ["--format=custom", "--file=\(archive)", "--snapshot=\(snapshot)", "--no-password", "--verbose", "--strict-names"]
+        var arguments = ["--format=custom", "--file=\(archive)", "--snapshot=\(snapshot)", "--no-password", "--no-sync", "--verbose", "--strict-names"]
         if let level = request.compression { arguments.append("--compress=\(level)") }
         arguments += dumped.map { "--table=\(RootDefinition.pattern(schema: $0.0.schema, name: $0.0.name))" }
         arguments.append(request.settings.database)
