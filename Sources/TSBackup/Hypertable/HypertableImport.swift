@@ -114,16 +114,20 @@ public enum HypertableImport {
             let extensionSchema = try await preflight(request, manifest: manifest, schema: schema, name: name, session: session)
             let psql = try await PostgresTools.locate("psql", minimumMajor: try await ServerInspector(session: session).serverVersion().majorVersion)
             let decompressor = try Compressor.decompressor(for: manifest.compressionProgram)
-            // psql reads local files: the entry's own directory, or a scratch copy removed afterwards.
+            // A local, unencrypted entry's files are read in place (hashed first). Anything else
+            // (S3, encrypted) streams each file from the repository into its COPY, decrypted and
+            // hashed on the way, without staging: a mismatch fails the load and the table is dropped.
             let dataPaths = Set(manifest.dataFiles.map(\.path))
-            let local = try await repository.materialize(entry, files: manifest.files.filter { dataPaths.contains($0.path) })
-            defer { local.remove() }
+            let local = repository.readsInPlace
+                ? try await repository.materialize(entry, files: manifest.files.filter { dataPaths.contains($0.path) }) : nil
+            defer { local?.remove() }
+            let source: DataSource = local.map { .directory($0.directory) } ?? .stream(repository, entry)
 
             try await createTable(definition: definition, manifest: manifest, schema: schema, qualified: qualified,
                                   extensionSchema: extensionSchema, session: session, skipped: &skipped)
             do {
                 let loadStarted = Date()
-                try await load(manifest: manifest, directory: local.directory, qualified: qualified, display: display,
+                try await load(manifest: manifest, source: source, qualified: qualified, display: display,
                                request: request, psql: psql, decompressor: decompressor)
                 let loadSeconds = Date().timeIntervalSince(loadStarted)
                 let compressionOn = try await finish(definition: definition, manifest: manifest, qualified: qualified, extensionSchema: extensionSchema,
@@ -251,8 +255,17 @@ public enum HypertableImport {
         }
     }
 
-    /// Every data file, hashed and then piped into its own psql, `jobs` at a time.
-    static func load(manifest: HypertableManifest, directory: String, qualified: String, display: String,
+    /// Where the data files are read from.
+    enum DataSource: Sendable {
+        /// Plain local files under this directory, read by the decompressor itself.
+        case directory(String)
+        /// Streamed from the repository through this process.
+        case stream(any Repository, RepositoryEntry)
+    }
+
+    /// Every data file piped into its own psql, `jobs` at a time: a local file hashed first, a
+    /// streamed one hashed as it passes.
+    static func load(manifest: HypertableManifest, source: DataSource, qualified: String, display: String,
                      request: Request, psql: PostgresTool, decompressor: [String]) async throws {
         // Values are read back the way the export printed them.
         let environment = request.target.childProcessEnvironment(options: "-c TimeZone=UTC -c DateStyle=ISO,YMD -c IntervalStyle=postgres")
@@ -260,9 +273,21 @@ public enum HypertableImport {
         let command = "COPY \(qualified) (\(columns)) FROM STDIN"
         let env = environment
         _ = try await Concurrently.map(manifest.dataFiles, limit: max(1, request.jobs)) { file in
-            try checkFile(file.path, in: directory, manifest: manifest)
-            let rows = try await CopyPipeline.load(psql: psql.path, environment: env, command: command, decompressor: decompressor,
+            let rows: Int64
+            switch source {
+            case .directory(let directory):
+                try checkFile(file.path, in: directory, manifest: manifest)
+                rows = try await CopyPipeline.load(psql: psql.path, environment: env, command: command, decompressor: decompressor,
                                                    inputPath: try EntryPath.resolve(file.path, in: directory), what: "\(file.path) into \(display)")
+            case .stream(let repository, let entry):
+                guard let stored = manifest.files.first(where: { $0.path == file.path }) else {
+                    throw TSBackupError(.failed, "Export \(manifest.id) does not list \(file.path) among its files; the manifest is damaged. Export the hypertable again.")
+                }
+                rows = try await CopyPipeline.loadStreaming(psql: psql.path, environment: env, command: command, decompressor: decompressor,
+                                                            what: "\(file.path) into \(display)") { write in
+                    try await repository.streamFile(stored, of: entry, to: write)
+                }
+            }
             guard rows == file.rows else {
                 throw TSBackupError(.failed, "Loading \(file.path) into \(display) gave \(rows) rows, the export recorded \(file.rows). The import was undone; run `tsbackup verify \(manifest.id)`.")
             }

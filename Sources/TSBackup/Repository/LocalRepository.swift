@@ -70,7 +70,7 @@ public struct LocalRepository: Repository {
             return LocalRepository(root: root, codec: ObjectCodec(encryption: encryption))
         }
         guard create else {
-            throw TSBackupError(.notFound, "\(root) is not a tsbackup repository (it has no \(markerFile)). Check --repo; a repository is created by the first `tsbackup backup --repo DIR`.")
+            throw TSBackupError(.notFound, "\(root) is not a tsbackup repository (it has no \(markerFile)). Check --repo; a repository is created by the first `tsbackup backup --repo DIR` into an empty or new directory.")
         }
         var isDirectory: ObjCBool = false
         if FileManager.default.fileExists(atPath: root, isDirectory: &isDirectory) {
@@ -79,7 +79,7 @@ public struct LocalRepository: Repository {
             }
             let contents = (try? FileManager.default.contentsOfDirectory(atPath: root)) ?? []
             guard contents.filter({ !$0.hasPrefix(".") && $0 != "lost+found" }).isEmpty else {
-                throw TSBackupError(.usage, "\(root) is not empty and not a tsbackup repository. Give --repo an empty or new directory, so tsbackup never mixes its files with others.")
+                throw TSBackupError(.precondition, "\(root) is not empty and not a tsbackup repository (it has no \(markerFile)). tsbackup never writes its files among others'. Give --repo an empty or new directory.")
             }
         }
         // Encrypted or not is decided here, by the first write, and recorded in the marker.
@@ -158,6 +158,31 @@ public struct LocalRepository: Repository {
             throw error
         }
         return local
+    }
+
+    public var readsInPlace: Bool { !isEncrypted }
+
+    public func streamFile(_ file: BackupManifest.FileEntry, of entry: RepositoryEntry,
+                           to consume: @Sendable (Data) async throws -> Void) async throws {
+        let path = entry.location + "/" + (try EntryPath.confined(file.path, entry: entry.id))
+        guard let handle = FileHandle(forReadingAtPath: path) else {
+            throw TSBackupError(.failed, "Entry \(entry.id) lacks its file \(file.path). Run `tsbackup verify \(entry.id)`; take a new backup.")
+        }
+        defer { try? handle.close() }
+        var check = StreamedFileCheck(codec: codec, file: file, entryID: entry.id, name: objectName(entry.id, file.path))
+        while true {
+            let stored: Data
+            do {
+                stored = try handle.read(upToCount: 4 << 20) ?? Data()
+            } catch {
+                throw FileSystem.ioError("read \(path)")
+            }
+            if stored.isEmpty { break }
+            let plain = try check.update(stored)
+            if !plain.isEmpty { try await consume(plain) }
+        }
+        let tail = try check.finish()
+        if !tail.isEmpty { try await consume(tail) }
     }
 
     public func verifyFiles(_ entry: RepositoryEntry, files: [BackupManifest.FileEntry]) async throws -> (problems: [String], bytes: Int64) {

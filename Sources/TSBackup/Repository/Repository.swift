@@ -56,6 +56,17 @@ public protocol Repository: Sendable {
     /// repository that is the entry's own directory (no copy); otherwise a scratch directory
     /// (its free space checked first) that ``MaterializedEntry/remove()`` deletes.
     func materialize(_ entry: RepositoryEntry, files: [BackupManifest.FileEntry]) async throws -> MaterializedEntry
+    /// Whether ``materialize(_:files:)`` hands out the entry's own files (a local, unencrypted
+    /// repository) rather than a copy; readers that can stream use ``streamFile(_:of:to:)`` otherwise.
+    var readsInPlace: Bool { get }
+    /// The plain content of one file, in order, in pieces of a few MiB (memory stays bounded
+    /// whatever the file's size): downloaded and, in an encrypted repository, authenticated
+    /// segment by segment. Its size and SHA-256 are checked against the manifest as it streams;
+    /// a missing, altered or cut-short file throws, naming it, after `consume` may have seen
+    /// some of it. So everything consumed is unconfirmed until this returns: the caller must be
+    /// able to undo it (import-hypertable drops the table it was loading).
+    func streamFile(_ file: BackupManifest.FileEntry, of entry: RepositoryEntry,
+                    to consume: @Sendable (Data) async throws -> Void) async throws
     /// Re-reads every stored file of the entry against `files` (size and SHA-256 of the plain
     /// content); each problem names the file. Stored files the manifest does not list are problems too.
     func verifyFiles(_ entry: RepositoryEntry, files: [BackupManifest.FileEntry]) async throws -> (problems: [String], bytes: Int64)

@@ -63,8 +63,20 @@ public struct S3Repository: Repository {
                 let marker = try RepositoryMarker.decode(markerData, location: location.description)
                 encryption = try marker.openEncryption(keyFile: keyFile, location: location.description)
             } else {
+                // Objects but no marker: someone else's data. Never mix ours into it.
+                let foreign: [String]
+                do {
+                    foreign = try await client.firstKeys(prefix: location.listPrefix, limit: 3)
+                } catch {
+                    throw failure(error)
+                }
                 guard create else {
-                    throw TSBackupError(.notFound, "\(location) is not a tsbackup repository (it has no \(RepositoryMarker.name)). Check --repo; a repository is created by the first `tsbackup backup --repo s3://BUCKET/PREFIX`.")
+                    let holds = foreign.isEmpty ? "it has no \(RepositoryMarker.name)" : "it holds objects such as \(foreign[0]) but no \(RepositoryMarker.name)"
+                    throw TSBackupError(.notFound, "\(location) is not a tsbackup repository (\(holds)). Check --repo; a repository is created by the first `tsbackup backup --repo s3://BUCKET/PREFIX` into an empty prefix.")
+                }
+                guard foreign.isEmpty else {
+                    let shown = foreign.map { "\"\($0)\"" }.joined(separator: ", ")
+                    throw TSBackupError(.precondition, "\(location) is not empty and not a tsbackup repository: it holds objects (\(shown)\(foreign.count == 3 ? ", ..." : "")) but no \(RepositoryMarker.name). tsbackup never writes its objects among others'. Give --repo an empty or new prefix.")
                 }
                 let (marker, created) = try RepositoryMarker.creating(keyFile: keyFile)
                 do {
@@ -158,39 +170,101 @@ public struct S3Repository: Repository {
         return data
     }
 
-    /// Downloads (and decrypts) one stored file to `destination`.
-    func fetch(_ entryID: String, _ path: String, to destination: String) async throws {
-        let name = objectName(entryID, path)
+    /// Downloads one stored file to `destination`: a plain object with parallel ranged GETs, an
+    /// encrypted one streamed through decryption (and its hash checked) straight into the file,
+    /// so scratch never holds a file twice.
+    func fetch(_ entry: RepositoryEntry, _ file: BackupManifest.FileEntry, to destination: String) async throws {
+        let name = objectName(entry.id, file.path)
         try FileManager.default.createDirectory(atPath: (destination as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
-        let download = codec.encryption == nil ? destination : destination + ".encrypted"
-        do {
-            _ = try await client.downloadFile(key(entryID, path), to: download)
-        } catch let error as S3Error where error.code == .noSuchKey {
-            throw TSBackupError(.failed, "Entry \(entryID) lacks its object \(name) in \(location). Run `tsbackup verify \(entryID)`; take a new backup.")
-        } catch let error as S3Error {
-            throw error.tsBackupError(endpoint: endpoint, bucket: s3Location.bucket)
+        guard codec.encryption != nil else {
+            do {
+                _ = try await client.downloadFile(key(entry.id, file.path), to: destination)
+            } catch let error as S3Error where error.code == .noSuchKey {
+                throw TSBackupError(.failed, "Entry \(entry.id) lacks its object \(name) in \(location). Run `tsbackup verify \(entry.id)`; take a new backup.")
+            } catch let error as S3Error {
+                throw error.tsBackupError(endpoint: endpoint, bucket: s3Location.bucket)
+            }
+            return
         }
-        guard download != destination else { return }
-        defer { try? FileManager.default.removeItem(atPath: download) }
-        try codec.openFile(at: download, to: destination, name: name)
+        guard FileManager.default.createFile(atPath: destination, contents: nil, attributes: [.posixPermissions: 0o600]),
+              let handle = FileHandle(forWritingAtPath: destination) else {
+            throw FileSystem.ioError("create \(destination)")
+        }
+        let writer = LockedFileWriter(handle: handle, path: destination)
+        defer { writer.close() }
+        do {
+            try await streamFile(file, of: entry) { plain in try writer.write(plain) }
+        } catch {
+            // Nothing unauthenticated is left behind.
+            writer.close()
+            try? FileManager.default.removeItem(atPath: destination)
+            throw error
+        }
     }
 
     public func materialize(_ entry: RepositoryEntry, files: [BackupManifest.FileEntry]) async throws -> MaterializedEntry {
         try EntryPath.confine(files, entry: entry.id)
+        // The scratch holds exactly the plain files: encrypted objects are decrypted as they arrive.
         let bytes = files.reduce(0) { $0 + $1.bytes }
-        // An encrypted file is downloaded beside its plain copy, one per lane at a time.
-        let largest = files.map(\.bytes).max() ?? 0
-        let directory = try ScratchSpace.make(for: bytes + (isEncrypted ? largest * 4 : 0), purpose: "Reading entry \(entry.id) from \(location)")
+        let directory = try ScratchSpace.make(for: bytes, purpose: "Reading entry \(entry.id) from \(location)")
         let local = MaterializedEntry(directory: directory, isScratch: true)
         do {
             _ = try await Concurrently.map(files, limit: 8) { file in
-                try await fetch(entry.id, file.path, to: directory + "/" + file.path)
+                try await fetch(entry, file, to: directory + "/" + file.path)
             }
         } catch {
             local.remove()
             throw error
         }
         return local
+    }
+
+    public var readsInPlace: Bool { false }
+
+    /// Ranged GETs of one part size each, pinned to the object's ETag (an object replaced
+    /// mid-read fails instead of mixing versions), up to three ahead of the consumer: memory
+    /// stays at about three parts per stream.
+    public func streamFile(_ file: BackupManifest.FileEntry, of entry: RepositoryEntry,
+                           to consume: @Sendable (Data) async throws -> Void) async throws {
+        let path = try EntryPath.confined(file.path, entry: entry.id)
+        let name = objectName(entry.id, path)
+        let objectKey = key(entry.id, path)
+        let missing = TSBackupError(.failed, "Entry \(entry.id) lacks its object \(name) in \(location). Run `tsbackup verify \(entry.id)`; take a new backup.")
+        guard let info = try await s3({ try await client.headObject(objectKey) }) else { throw missing }
+        var check = StreamedFileCheck(codec: codec, file: file, entryID: entry.id, name: name)
+        let part = S3Client.partSize(forObjectSize: info.size, minimum: client.options.minimumPartSize)
+        var ranges: [Range<Int64>] = []
+        var offset: Int64 = 0
+        while offset < info.size {
+            ranges.append(offset..<min(offset + part, info.size))
+            offset += part
+        }
+        let reader = client
+        var inFlight: [Task<Data, any Error>] = []
+        defer { for task in inFlight { task.cancel() } }
+        var next = 0
+        func launch() {
+            let range = ranges[next]
+            next += 1
+            inFlight.append(Task { try await reader.getRange(objectKey, range: range, etag: info.etag) })
+        }
+        while next < min(3, ranges.count) { launch() }
+        while !inFlight.isEmpty {
+            let task = inFlight.removeFirst()
+            let stored: Data
+            do {
+                stored = try await task.value
+            } catch let error as S3Error where error.code == .noSuchKey {
+                throw missing
+            } catch let error as S3Error {
+                throw error.tsBackupError(endpoint: endpoint, bucket: s3Location.bucket)
+            }
+            if next < ranges.count { launch() }
+            let plain = try check.update(stored)
+            if !plain.isEmpty { try await consume(plain) }
+        }
+        let tail = try check.finish()
+        if !tail.isEmpty { try await consume(tail) }
     }
 
     public func verifyFiles(_ entry: RepositoryEntry, files: [BackupManifest.FileEntry]) async throws -> (problems: [String], bytes: Int64) {
@@ -313,9 +387,10 @@ public struct S3Repository: Repository {
         try? await client.deleteObjects(keys)
         guard let json = try? JSONOutput.encode(manifest),
               let sealed = try? codec.seal(Data(json.utf8), name: objectName(staged.id, Self.manifestName)) else { return }
-        if (try? await client.putObject(key(staged.id, Self.manifestName), data: sealed)) != nil {
+        do {
+            try await client.putObject(key(staged.id, Self.manifestName), data: sealed)
             try? await client.deleteObject(key(staged.id, Self.runMarker))
-        }
+        } catch {}
     }
 
     public func deleteEntry(_ entry: RepositoryEntry) async throws {
@@ -348,105 +423,31 @@ public struct S3Repository: Repository {
     }
 }
 
-/// The S3 repository's lock: a lease object naming its holder, taken with a conditional write
-/// (`If-None-Match: *`, so of two runs only one creates it), renewed while the run lasts, and
-/// taken over when it has expired or its holder (a process on this machine) is gone.
-final class S3Lease: RepositoryLease {
-    struct Holder: Codable {
-        var holder: String
-        var host: String
-        var pid: Int32
-        var command: String
-        var acquired: Date
-        var expires: Date
+/// A file written in order by one stream; a Mutex makes the handle safe to hand to a `@Sendable` consumer.
+final class LockedFileWriter: Sendable {
+    private let handle: Mutex<FileHandle?>
+    let path: String
+
+    init(handle: FileHandle, path: String) {
+        self.handle = Mutex(handle)
+        self.path = path
     }
 
-    let repository: S3Repository
-    let staleHolder: String?
-    let holder: Holder
-    private let renewal: Mutex<Task<Void, Never>?>
-
-    private init(repository: S3Repository, staleHolder: String?, holder: Holder, renewal: Task<Void, Never>?) {
-        self.repository = repository
-        self.staleHolder = staleHolder
-        self.holder = holder
-        self.renewal = Mutex(renewal)
-    }
-
-    /// Seconds a lease lasts without renewal (TSBACKUP_S3_LEASE_SECONDS, default 300).
-    static func duration(_ environment: [String: String]) -> TimeInterval {
-        environment["TSBACKUP_S3_LEASE_SECONDS"].flatMap(Double.init).map { max(2, $0) } ?? 300
-    }
-
-    static func describe(_ holder: Holder) -> String {
-        "pid \(holder.pid) on \(holder.host) since \(ISO8601DateFormatter().string(from: holder.acquired)) (\(holder.command))"
-    }
-
-    static func acquire(_ repository: S3Repository, command: String) async throws -> S3Lease {
-        let lockKey = repository.s3Location.key("lock")
-        let ttl = duration(repository.environment)
-        let host = ProcessInfo.processInfo.hostName
-        var stale: String?
-        for _ in 0..<3 {
-            let now = Date()
-            let holder = Holder(holder: "tsbackup \(TSBackupVersion.current)", host: host, pid: getpid(), command: command,
-                                acquired: now, expires: now.addingTimeInterval(ttl))
+    func write(_ data: Data) throws {
+        try handle.withLock { handle in
+            guard let handle else { return }
             do {
-                try await repository.client.putObject(lockKey, data: Data(try JSONOutput.encode(holder).utf8), ifNoneMatch: true)
-                let lease = S3Lease(repository: repository, staleHolder: stale, holder: holder, renewal: nil)
-                lease.startRenewing(ttl: ttl)
-                return lease
-            } catch let error as S3Error where error.code == .preconditionFailed {
-                // Held, or left by a run that died: read who holds it.
-            } catch let error as S3Error {
-                throw error.tsBackupError(endpoint: repository.endpoint, bucket: repository.s3Location.bucket)
+                try handle.write(contentsOf: data)
+            } catch {
+                throw FileSystem.ioError("write \(path)", underlying: error)
             }
-            let current: Holder?
-            do {
-                let data = try await repository.client.getObject(lockKey)
-                current = try? JSONOutput.decode(Holder.self, from: data)
-            } catch let error as S3Error where error.code == .noSuchKey {
-                continue  // released meanwhile: try again
-            } catch let error as S3Error {
-                throw error.tsBackupError(endpoint: repository.endpoint, bucket: repository.s3Location.bucket)
-            }
-            let holderGone = current.map { $0.host == host && $0.pid != getpid() && kill($0.pid, 0) != 0 && errno == ESRCH } ?? false
-            if let current, current.expires > Date(), !holderGone {
-                throw TSBackupError(.precondition, "The repository \(repository.location) is in use by \(describe(current)); its lease runs until \(ISO8601DateFormatter().string(from: current.expires)). Wait for that run to finish, then try again; two runs never write one repository at once. If that run is dead on another machine, its lease expires by itself.")
-            }
-            // Expired, unreadable, or its process is gone: a stale lease. Take it over.
-            stale = current.map { describe($0) + (holderGone ? ", a process that no longer runs" : ", whose lease expired \(ISO8601DateFormatter().string(from: $0.expires))") } ?? "an unreadable lease"
-            try? await repository.client.deleteObject(lockKey)
         }
-        throw TSBackupError(.precondition, "Could not take the lease of \(repository.location): another run took it at the same time. Try again.")
     }
 
-    /// Rewrites the lease with a later expiry every third of its duration.
-    private func startRenewing(ttl: TimeInterval) {
-        let repository = repository
-        let holder = holder
-        let task = Task {
-            var current = holder
-            while !Task.isCancelled {
-                try? await Task.sleep(for: .seconds(ttl / 3))
-                if Task.isCancelled { break }
-                current.expires = Date().addingTimeInterval(ttl)
-                if let data = try? JSONOutput.encode(current) {
-                    try? await repository.client.putObject(repository.s3Location.key("lock"), data: Data(data.utf8))
-                }
-            }
+    func close() {
+        handle.withLock { handle in
+            try? handle?.close()
+            handle = nil
         }
-        renewal.withLock { $0 = task }
-    }
-
-    func release() async {
-        let task = renewal.withLock { task -> Task<Void, Never>? in
-            defer { task = nil }
-            return task
-        }
-        guard let task else { return }
-        task.cancel()
-        await task.value
-        try? await repository.client.deleteObject(repository.s3Location.key("lock"))
     }
 }

@@ -108,6 +108,60 @@ struct ObjectCodec: Sendable {
     }
 }
 
+/// Checks a stored file's plain content as it streams past: decrypts it (in an encrypted
+/// repository; each segment authenticated before its bytes are handed on), counts and hashes
+/// it, and at the end compares size and SHA-256 with the manifest's.
+struct StreamedFileCheck {
+    let file: BackupManifest.FileEntry
+    let entryID: String
+    /// The object's repository name (`backups/<id>/<path>`), bound into its encryption.
+    let name: String
+    private var decryptor: StreamDecryptor?
+    private var hasher = SHA256()
+    private var bytes: Int64 = 0
+
+    init(codec: ObjectCodec, file: BackupManifest.FileEntry, entryID: String, name: String) {
+        self.file = file
+        self.entryID = entryID
+        self.name = name
+        decryptor = codec.encryption?.makeStreamDecryptor(name: name)
+    }
+
+    /// Plain bytes of the next stored piece, after checking they do not run past the manifest's size.
+    mutating func update(_ stored: Data) throws -> Data {
+        let plain: Data
+        if decryptor != nil {
+            do { plain = try decryptor!.update(stored) } catch { throw error.tsbackupError }
+        } else {
+            plain = stored
+        }
+        try account(plain)
+        return plain
+    }
+
+    /// The last plain bytes, once the whole file is known to match the manifest.
+    mutating func finish() throws -> Data {
+        var tail = Data()
+        if decryptor != nil {
+            do { tail = try decryptor!.finish() } catch { throw error.tsbackupError }
+        }
+        try account(tail)
+        let hex = hasher.finalize().map { String(format: "%02x", $0) }.joined()
+        guard bytes == file.bytes, hex == file.sha256 else {
+            throw TSBackupError(.failed, "The file \(file.path) of entry \(entryID) is corrupt or was altered (\(bytes == file.bytes ? "its SHA-256 differs from the manifest's" : "it has \(bytes) bytes, the manifest says \(file.bytes)")). Run `tsbackup verify \(entryID)` and take a new backup (or export).")
+        }
+        return tail
+    }
+
+    private mutating func account(_ plain: Data) throws {
+        bytes += Int64(plain.count)
+        guard bytes <= file.bytes else {
+            throw TSBackupError(.failed, "The file \(file.path) of entry \(entryID) is corrupt or was altered (it is longer than the manifest's \(file.bytes) bytes). Run `tsbackup verify \(entryID)` and take a new backup (or export).")
+        }
+        hasher.update(data: plain)
+    }
+}
+
 /// A scratch directory for an entry's plain files (restore, import, verify of encrypted or
 /// remote entries): checked for room first, removed by ``MaterializedEntry/remove()``.
 enum ScratchSpace {

@@ -115,6 +115,59 @@ enum CopyPipeline {
         }
     }
 
+    /// Like ``load(psql:environment:command:decompressor:inputPath:what:)``, but the compressed
+    /// bytes come from `source`, which hands each piece to the `write` it is given (a file
+    /// streamed from a repository): they go through this process into the decompressor's
+    /// standard input, so nothing is staged on disk. If `source` throws, the load fails with its
+    /// error (psql may have loaded a part: the caller undoes the load).
+    static func loadStreaming(psql: String, environment: [String: String?], command: String, decompressor: [String], what: String,
+                              source: @escaping @Sendable (_ write: @Sendable (Data) async throws -> Void) async throws -> Void) async throws -> Int64 {
+        let pipe: (readEnd: FileDescriptor, writeEnd: FileDescriptor)
+        do {
+            pipe = try FileDescriptor.pipe()
+        } catch {
+            throw TSBackupError(.failed, "Could not create a pipe for loading \(what): \(error).")
+        }
+        do {
+            async let loaded = Subprocess.run(
+                .path(FilePath(psql)), arguments: ["-X", "-v", "ON_ERROR_STOP=1", "-c", command],
+                environment: ChildEnvironment.subprocess(environment), platformOptions: teardown,
+                input: .fileDescriptor(pipe.readEnd, closeAfterSpawningProcess: true),
+                output: .string(limit: 64 << 10), error: .string(limit: 1 << 20))
+            let unpacked = try await Subprocess.run(
+                .path(FilePath(decompressor[0])), arguments: Arguments(Array(decompressor.dropFirst())),
+                environment: ChildEnvironment.subprocess(), platformOptions: teardown, input: .inputWriter,
+                output: .fileDescriptor(pipe.writeEnd, closeAfterSpawningProcess: true), error: .string(limit: 64 << 10)
+            ) { execution -> TSBackupError? in
+                let writer = execution.standardInputWriter
+                do {
+                    try await source { data in _ = try await writer.write(data) }
+                    try await writer.finish()
+                    return nil
+                } catch {
+                    // Returned, not thrown: psql is still awaited (it sees end of input) before the error is raised.
+                    try? await writer.finish()
+                    return error as? TSBackupError ?? TSBackupError(.failed, "Reading \(what) failed: \(error).")
+                }
+            }
+            let psqlRun = try await loaded
+            if let failure = unpacked.closureResult { throw failure }
+            guard exitCode(psqlRun.terminationStatus) == 0 else {
+                throw TSBackupError(.failed, "psql could not load \(what) (\(describe(psqlRun.terminationStatus))): \((psqlRun.standardError ?? "").singleLine(limit: 500)).")
+            }
+            guard exitCode(unpacked.terminationStatus) == 0 else {
+                throw TSBackupError(.failed, "\(decompressor[0]) could not decompress \(what) (\(describe(unpacked.terminationStatus))): \((unpacked.standardError ?? "").singleLine(limit: 300)). The file is damaged; run `tsbackup verify`.")
+            }
+            let output = (psqlRun.standardOutput ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
+            guard output.hasPrefix("COPY "), let rows = Int64(output.dropFirst("COPY ".count)) else {
+                throw TSBackupError(.failed, "psql loaded \(what) but did not report a row count (it printed \"\(output.singleLine(limit: 100))\").")
+            }
+            return rows
+        } catch let error as SubprocessError {
+            throw TSBackupError(.failed, "psql or \(decompressor[0]) failed for \(what): \(error). Check that both are installed and executable.")
+        }
+    }
+
     private static var teardown: PlatformOptions {
         var options = PlatformOptions()
         options.teardownSequence = [.gracefulShutDown(allowedDurationToNextStep: .seconds(5))]

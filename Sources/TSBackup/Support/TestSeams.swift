@@ -20,4 +20,15 @@ enum TestSeams {
         guard let value = environment["TSBACKUP_TEST_LEAVE_OUT_CHUNK"], !value.isEmpty else { return nil }
         return value
     }
+
+    /// `TSBACKUP_TEST_LEASE_GATE=<dir>`: a run about to take over a stale S3 lease first creates
+    /// `<dir>/stale-<pid>`, then waits (up to two minutes) until `<dir>/go` exists. A test holds
+    /// two runs there, so both have read the same stale lease before either replaces it.
+    static func leaseTakeoverGate(environment: [String: String] = ProcessInfo.processInfo.environment) async throws {
+        guard let directory = environment["TSBACKUP_TEST_LEASE_GATE"], !directory.isEmpty else { return }
+        FileManager.default.createFile(atPath: directory + "/stale-\(getpid())", contents: Data())
+        for _ in 0..<1200 where !FileManager.default.fileExists(atPath: directory + "/go") {
+            try await Task.sleep(for: .milliseconds(100))
+        }
+    }
 }

@@ -9,10 +9,22 @@ extension S3Client {
     ///   exists the store answers 412 and this throws ``S3Error`` with code `.preconditionFailed`.
     ///   (If an attempt's answer is lost and the retry finds the object that attempt created, the
     ///   retry also sees 412; callers using this as a lock re-read the object to tell.)
-    public func putObject(_ key: String, data: Data, ifNoneMatch: Bool = false) async throws {
+    /// - Parameter ifMatch: an ETag: the write only replaces that version of the object (412,
+    ///   `.preconditionFailed`, when the object changed; `.noSuchKey` when it is gone).
+    /// - Returns: the stored object's ETag (without quotes), when the store sends one.
+    @discardableResult
+    public func putObject(_ key: String, data: Data, ifNoneMatch: Bool = false, ifMatch: String? = nil) async throws -> String? {
         var request = Request(method: .PUT, key: key, operation: "PutObject")
         if ifNoneMatch { request.headers.append(("If-None-Match", "*")) }
-        _ = try await send(request, body: { data })
+        if let ifMatch { request.headers.append(("If-Match", "\"\(ifMatch)\"")) }
+        let response = try await send(request, body: { data })
+        return response.headers.first(name: "ETag").map(S3XML.unquoteETag)
+    }
+
+    /// Reads a small object whole, with its ETag (for a later conditional write or delete).
+    public func getObjectAndETag(_ key: String) async throws -> (data: Data, etag: String?) {
+        let response = try await send(Request(method: .GET, key: key, operation: "GetObject", responseLimit: 16 << 20))
+        return (response.body, response.headers.first(name: "ETag").map(S3XML.unquoteETag))
     }
 
     /// Reads an object, or the bytes in `range` of it.
@@ -85,6 +97,16 @@ extension S3Client {
         return objects
     }
 
+    /// Up to `limit` (at most 1,000) keys under `prefix`, in key order: one ListObjectsV2 page,
+    /// to tell an empty prefix from one that holds something without listing all of it.
+    public func firstKeys(prefix: String, limit: Int = 1) async throws -> [String] {
+        var request = Request(method: .GET, key: nil, operation: "ListObjectsV2")
+        request.query = [("list-type", "2"), ("encoding-type", "url"), ("max-keys", String(max(1, min(limit, 1000))))]
+        if !prefix.isEmpty { request.query.append(("prefix", prefix)) }
+        let response = try await send(request)
+        return try S3XML.listObjectsV2(response.body).objects.map(\.key)
+    }
+
     /// The distinct "directories" under `prefix`: common prefixes up to the next `delimiter`
     /// (e.g. the backup ids under "repo/backups/").
     public func listCommonPrefixes(prefix: String = "", delimiter: String = "/") async throws -> [String] {
@@ -147,8 +169,14 @@ extension S3Client {
     }
 
     /// Deletes one key (DeleteObject); a missing key is not an error.
-    public func deleteObject(_ key: String) async throws {
-        _ = try await send(Request(method: .DELETE, key: key, operation: "DeleteObject"), accept: [404])
+    ///
+    /// - Parameter ifMatch: an ETag: delete only that version (AWS S3 honours `If-Match` on
+    ///   DeleteObject since September 2025, as do moto and Ceph RGW); a changed object answers
+    ///   412 and this throws `.preconditionFailed`.
+    public func deleteObject(_ key: String, ifMatch: String? = nil) async throws {
+        var request = Request(method: .DELETE, key: key, operation: "DeleteObject")
+        if let ifMatch { request.headers.append(("If-Match", "\"\(ifMatch)\"")) }
+        _ = try await send(request, accept: [404])
     }
 
     // MARK: Helpers

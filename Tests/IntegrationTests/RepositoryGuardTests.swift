@@ -1,0 +1,116 @@
+import Foundation
+import Testing
+import TSBackup
+import TSBackupSandbox
+
+/// What keeps two runs, or tsbackup and someone else's data, apart: the S3 lease under
+/// concurrent takeover, and repositories refused where a location already holds other data.
+@Suite("repository guards: concurrent S3 lease takeover, foreign prefixes and directories")
+struct RepositoryGuardTests {
+    static let marker = #"{"format_version": 1, "kind": "tsbackup-repository", "layout": "backups/<id>/manifest.json"}"#
+
+    static func lease(host: String, pid: Int, expires: Date) -> Data {
+        let now = ISO8601DateFormatter().string(from: Date())
+        return Data(#"{"holder": "tsbackup", "host": "\#(host)", "pid": \#(pid), "command": "backup", "acquired": "\#(now)", "expires": "\#(ISO8601DateFormatter().string(from: expires))"}"#.utf8)
+    }
+
+    @Test("two runs that both read the same stale lease: one takes it over, the other is refused naming the holder")
+    func concurrentTakeover() async throws {
+        let (cluster, database) = try await makeSampleDatabase("s3race")
+        let s3 = try await S3Sandbox.make("race")
+        defer { s3.remove() }
+        try await s3.put("tsbackup-repository.json", Data(Self.marker.utf8))
+        try await s3.put("lock", Self.lease(host: "elsewhere", pid: 1, expires: Date().addingTimeInterval(-60)))
+        // Both runs stop at the gate after reading the stale lease and before replacing it, so
+        // both decide "stale, take it over" from the same version.
+        let gate = s3.scratch.path + "/gate"
+        try FileManager.default.createDirectory(atPath: gate, withIntermediateDirectories: true)
+        // The winner's pg_dump runs long enough that it still holds the lease when the loser retries.
+        let fake = try s3.scratch.fakePgDump("sleep 20; exit 1")
+        var env = s3.environment(cluster)
+        env["PATH"] = fake["PATH"]
+        env["TSBACKUP_TEST_LEASE_GATE"] = gate
+        let arguments = ["backup", "--db", cluster.url(database: database), "--repo", s3.repository]
+        let first = Task { try await CLI.run(arguments, environment: env) }
+        let second = Task { try await CLI.run(arguments, environment: env) }
+        var waiting = 0
+        for _ in 0..<1200 {
+            waiting = (try FileManager.default.contentsOfDirectory(atPath: gate)).filter { $0.hasPrefix("stale-") }.count
+            if waiting == 2 { break }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        FileManager.default.createFile(atPath: gate + "/go", contents: Data())
+        let results = [try await first.value, try await second.value]
+        try #require(waiting == 2, "both runs must have read the stale lease: \(results.map(\.standardError))")
+        let refused = results.filter { $0.exitCode == 5 }
+        let winners = results.filter { $0.exitCode != 5 }
+        #expect(refused.count == 1 && winners.count == 1, "\(results.map { "\($0.exitCode): \($0.standardError)" })")
+        #expect(refused.first?.standardError.contains("is in use by") == true, "\(refused.first?.standardError ?? "")")
+        #expect(refused.first?.standardError.contains("(backup of") == true)
+        // The winner ran the backup (its fake pg_dump fails it) and released the lease it took.
+        #expect(winners.first?.exitCode == 1, "\(winners.first?.standardError ?? "")")
+        #expect(!(try await s3.keys()).contains("lock"))
+    }
+
+    @Test("a run whose lease was taken over neither renews nor removes the new holder's lease")
+    func lostLeaseIsLeftAlone() async throws {
+        let (cluster, database) = try await makeSampleDatabase("s3lost")
+        let s3 = try await S3Sandbox.make("lost")
+        defer { s3.remove() }
+        let fake = try s3.scratch.fakePgDump("sleep 12; exit 1")
+        var env = s3.environment(cluster)
+        env["PATH"] = fake["PATH"]
+        env["TSBACKUP_S3_LEASE_SECONDS"] = "3"  // renewed every second
+        let backup = Task { try await CLI.run(["backup", "--db", cluster.url(database: database), "--repo", s3.repository], environment: env) }
+        var started = false
+        for _ in 0..<1200 where !started {
+            started = try await s3.keys().contains { $0.hasSuffix("/run.json") }
+            if !started { try await Task.sleep(for: .milliseconds(100)) }
+        }
+        try #require(started, "the backup never started its entry")
+        // Another run takes the lease over (as if this one had stalled past its expiry).
+        let other = Self.lease(host: "elsewhere", pid: 4242, expires: Date().addingTimeInterval(3600))
+        try await s3.put("lock", other)
+        let result = try await backup.value
+        #expect(result.exitCode == 1, "the fake pg_dump fails the run: \(result.standardError)")
+        #expect(try await s3.get("lock") == other, "the new holder's lease is neither renewed over nor deleted")
+    }
+
+    @Test("a non-empty S3 prefix or local directory that is not a repository is refused on the first write (exit 5); list says it is not one")
+    func foreignLocations() async throws {
+        let (cluster, database) = try await makeSampleDatabase("foreign")
+        let s3 = try await S3Sandbox.make("foreign")
+        defer { s3.remove() }
+        try await s3.put("reports/2026.csv", Data("day,total\n1,2\n".utf8))
+        let env = s3.environment(cluster)
+        let url = cluster.url(database: database)
+
+        let backup = try await CLI.run(["backup", "--db", url, "--repo", s3.repository], environment: env)
+        #expect(backup.exitCode == 5, "\(backup.standardError)")
+        #expect(backup.standardError.contains("not empty and not a tsbackup repository"))
+        #expect(backup.standardError.contains("reports/2026.csv"))
+        let export = try await CLI.run(["export-hypertable", "--db", url, "--table", "public.conditions", "--repo", s3.repository], environment: env)
+        #expect(export.exitCode == 5, "\(export.standardError)")
+        #expect(try await s3.keys() == ["reports/2026.csv"], "nothing of ours was written among the foreign objects")
+        let list = try await CLI.run(["list", "--repo", s3.repository], environment: env)
+        #expect(list.exitCode == 4)
+        #expect(list.standardError.contains("is not a tsbackup repository") && list.standardError.contains("reports/2026.csv"))
+
+        // An empty prefix beside it becomes a repository as before.
+        let fresh = "s3://\(s3.bucket)/other"
+        let ok = try await CLI.run(["backup", "--db", url, "--repo", fresh], environment: env)
+        #expect(ok.exitCode == 0, "\(ok.standardError)")
+
+        // The same rule for a local directory.
+        let directory = s3.scratch.path + "/foreign-dir"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        try Data("mine\n".utf8).write(to: URL(fileURLWithPath: directory + "/notes.txt"))
+        let local = try await CLI.run(["backup", "--db", url, "--repo", directory], environment: env)
+        #expect(local.exitCode == 5, "\(local.standardError)")
+        #expect(local.standardError.contains("not empty and not a tsbackup repository"))
+        #expect(try FileManager.default.contentsOfDirectory(atPath: directory) == ["notes.txt"])
+        let localList = try await CLI.run(["list", "--repo", directory], environment: env)
+        #expect(localList.exitCode == 4)
+        #expect(localList.standardError.contains("is not a tsbackup repository"))
+    }
+}
