@@ -84,6 +84,13 @@ struct WALArchiveUnitTests {
                 == ["000000010000000000000004", "000000010000000000000005"])
         #expect(archive.hasEverySegment(from: WALFileName("0000000100000000000000FF")!, through: WALFileName("000000010000000100000000")!))
 
+        let summary = archive.summary
+        #expect(summary.timelines.first?.ranges == ["000000010000000000000001-000000010000000000000003", "000000010000000000000006",
+                                                   "0000000100000000000000FF-000000010000000100000000"])
+        #expect(summary.timelines.first?.gaps == ["000000010000000000000004-000000010000000000000005",
+                                                 "000000010000000000000007-0000000100000000000000FE"])
+        #expect(summary.timelines.last?.firstSegment == "000000020000000000000007" && summary.systemIdentifier == "42")
+
         let doomed = archive.objectsBefore(WALFileName("000000020000000000000007")!).map { ArchiveLayout.name(of: $0) }
         #expect(doomed.count == 5)  // segments 1, 2, 3, 6 and the .backup of segment 3; not the history, partial 7, or 255+
         #expect(!doomed.contains { $0.contains(".history") || $0.contains(".partial") || $0.contains("0000000100000000000000FF") })
