@@ -56,29 +56,36 @@ public struct CorruptionCampaign: Sendable {
         self.store = store
     }
 
-    /// Chooses the changes: every file flipped once and cut once first, then files chosen at
-    /// random (and, when `manifestShare` > 0, that share of the remaining flips in manifest.json);
-    /// offsets and masks from a generator seeded with `seed`, so a run can be repeated exactly.
+    /// Chooses the changes. Flips: first one in each file that describes the entry (manifest.json,
+    /// roles.sql, each toc.dat, schema.sql), then, when there are at least twice as many flips as
+    /// files, one in every other file; the rest in files chosen at random (manifest.json with
+    /// probability `manifestShare`, else any file). Truncations: each file once in the same order
+    /// while they last, then random files. Offsets and masks (a non-zero XOR) come from a generator
+    /// seeded with `seed`, so a run can be repeated exactly.
     public func plan(flips: Int, truncations: Int, seed: UInt64, manifestShare: Double = 0) async throws -> [Change] {
         var random = SplitMix64(seed: seed)
         let files = try await listFiles().filter { $0.size > 0 }
         guard !files.isEmpty else { throw SandboxError("entry \(id) has no files to damage") }
+        let describing = files.filter { Self.fileClass($0.path) != "data files" || $0.path.hasSuffix("schema.sql") }
+        let others = files.filter { file in !describing.contains { $0.path == file.path } }
+        let covered = describing + (flips >= 2 * files.count ? others : [])
+        let manifest = files.first { $0.path == "manifest.json" }
         var changes: [Change] = []
-        func pick(_ index: Int) -> (path: String, size: Int) { files[index % files.count] }
         for n in 0..<flips {
             let file: (path: String, size: Int)
-            if n < files.count {
-                file = pick(n)
-            } else if manifestShare > 0, Double(random.next() % 1000) < manifestShare * 1000, let manifest = files.first(where: { $0.path == "manifest.json" }) {
+            if n < covered.count {
+                file = covered[n]
+            } else if let manifest, Double(random.next() % 1000) < manifestShare * 1000 {
                 file = manifest
             } else {
-                file = pick(Int(random.next() % UInt64(files.count)))
+                file = files[Int(random.next() % UInt64(files.count))]
             }
             changes.append(Change(kind: .flip, file: file.path, offset: Int(random.next() % UInt64(file.size)),
                                   mask: UInt8(1 + random.next() % 255), size: file.size))
         }
+        let order = describing + others
         for n in 0..<truncations {
-            let file = n < files.count ? pick(n) : pick(Int(random.next() % UInt64(files.count)))
+            let file = n < order.count ? order[n] : files[Int(random.next() % UInt64(files.count))]
             changes.append(Change(kind: .truncation, file: file.path, offset: Int(random.next() % UInt64(file.size)), mask: 0, size: file.size))
         }
         return changes
