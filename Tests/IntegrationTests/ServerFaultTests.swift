@@ -167,18 +167,25 @@ struct ServerFaultTests {
             // Chunk creation inserts into the chunk catalog: the load's first row waits here, after
             // the table and the hypertable were created and committed.
             let lock = try await holdLock(cluster, database: "faults_target", "LOCK TABLE _timescaledb_catalog.chunk IN EXCLUSIVE MODE")
-            async let run = importHypertable(cluster, export.id, into: "faults_target", repository: repository)
+            // A hang guard around the command itself: see the known issue below.
+            async let run = ProcessRunner.run("timeout", ["--signal=KILL", "240", CLI.executable, "import-hypertable", export.id, "--repo", repository,
+                                                          "--target", cluster.url(database: "faults_target"), "--json"],
+                                              environment: ["PGPASSWORD": cluster.superuserPassword, "HOME": NSTemporaryDirectory()])
             try await waitUntil("the import's load waiting for the chunk catalog") { try await lockWaiters(cluster, "faults_target") > 0 }
             try await stopAndRestart(cluster)
             lock.cancel()
-            let (result, report) = try await run
-            #expect(result.exitCode != 0 && result.exitCode != nil && report == nil, "\(result.standardOutput)")
+            let result = try await run
             print("fault outcome (import): exit \(result.exitCode.map(String.init) ?? "-"): \(result.standardError)")
-            expectOneParagraph(result, "import")
-            #expect(result.standardError.contains("dropped again"), "\(result.standardError)")
             let exists = try await cluster.withSuperuser(database: "faults_target") {
                 try await $0.value("SELECT to_regclass('public.conditions') IS NOT NULL", as: Bool.self)
             }
+            // Before tsbackup refused statements on a connection the server had closed, the
+            // import's clean-up waited forever on its dead session (3 of 4 runs): the guard keeps
+            // such a hang from hanging the suite.
+            #expect(result.signal != SIGKILL && result.exitCode != 128 + SIGKILL, "import-hypertable hung after the server crash (killed by the hang guard); half-made table left: \(exists)")
+            #expect(result.exitCode != 0 && result.exitCode != nil, "\(result.standardOutput)")
+            expectOneParagraph(result, "import")
+            #expect(result.standardError.contains("dropped again"), "\(result.standardError)")
             #expect(!exists, "no half-imported table is left")
             #expect(try await restoreModeDatabases(cluster).isEmpty)
         }
@@ -246,8 +253,9 @@ struct ServerFaultTests {
             #expect(result.standardError.contains("was dropped"), "\(result.standardError)")
             #expect(try await databases(cluster) == before)
             #expect(try await restoreModeDatabases(cluster).isEmpty)
-            // Put template0 back so the cluster stops cleanly with the tablespace unmounted.
-            try await cluster.withSuperuser { _ = try await $0.execute("ALTER DATABASE template0 SET TABLESPACE pg_default") }
+            // Put template0 back (best effort: the cluster is thrown away, and the tablespace is
+            // unmounted lazily either way).
+            _ = try? await cluster.withSuperuser { _ = try await $0.execute("ALTER DATABASE template0 SET TABLESPACE pg_default") }
         }
     }
 }

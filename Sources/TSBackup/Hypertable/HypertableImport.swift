@@ -1,5 +1,4 @@
 import Foundation
-import Synchronization
 import PostgresNIO
 
 /// The `import-hypertable` use case: recreate an exported hypertable in an existing database
@@ -276,28 +275,15 @@ public enum HypertableImport {
         let columns = manifest.copyColumns.map { quoteIdentifier($0.name) }.joined(separator: ", ")
         let command = "COPY \(qualified) (\(columns)) FROM STDIN"
         let env = environment
-        // A failing load must not cancel its siblings: cancelling a running child makes
-        // swift-subprocess tear it down while its output is being read, which was seen to hang
-        // forever (every psql failing at once when the server crashed). So each load returns its
-        // error; after the first one no new file starts, the running ones end by themselves (they
-        // fail fast against a dead server), and the first error is thrown once all have ended.
-        let failed = Mutex(false)
-        let outcomes = try await Concurrently.map(manifest.dataFiles, limit: max(1, request.jobs)) { file -> TSBackupError? in
-            guard !failed.withLock({ $0 }) else { return nil }
-            do {
-                try checkFile(file.path, in: directory, manifest: manifest)
-                let rows = try await CopyPipeline.load(psql: psql.path, environment: env, command: command, decompressor: decompressor,
-                                                       inputPath: try EntryPath.resolve(file.path, in: directory), what: "\(file.path) into \(display)")
-                guard rows == file.rows else {
-                    throw TSBackupError(.failed, "Loading \(file.path) into \(display) gave \(rows) rows, the export recorded \(file.rows). The import was undone; run `tsbackup verify \(manifest.id)`.")
-                }
-                return nil
-            } catch {
-                failed.withLock { $0 = true }
-                return (error as? TSBackupError) ?? TSBackupError(.failed, "Loading \(file.path) into \(display) failed: \(error)")
+        _ = try await Concurrently.map(manifest.dataFiles, limit: max(1, request.jobs)) { file in
+            try checkFile(file.path, in: directory, manifest: manifest)
+            let rows = try await CopyPipeline.load(psql: psql.path, environment: env, command: command, decompressor: decompressor,
+                                                   inputPath: try EntryPath.resolve(file.path, in: directory), what: "\(file.path) into \(display)")
+            guard rows == file.rows else {
+                throw TSBackupError(.failed, "Loading \(file.path) into \(display) gave \(rows) rows, the export recorded \(file.rows). The import was undone; run `tsbackup verify \(manifest.id)`.")
             }
+            return rows
         }
-        if let first = outcomes.compactMap({ $0 }).first { throw first }
     }
 
     /// Indexes, foreign keys, triggers, comments and grants after the load; what the target
