@@ -266,11 +266,16 @@ actor RestoreRun {
             if keptAtBackupVersion, let from = manifest.timescaledb?.version {
                 message += " The database \(database) is kept: restored and verified at TimescaleDB \(from) (the first verification), untouched by the update, which rolled back\(request.promoteTo.map { "; nothing was promoted to \($0)" } ?? ""). Fix the cause, then update it yourself: in a fresh session (psql -X), run ALTER EXTENSION timescaledb UPDATE as its first statement; or drop it."
             } else {
-                await cleanUpAfterFailure()
+                let cleanupProblem = await cleanUpAfterFailure()
                 if created {
-                    message += report.keptFailedDatabase
-                        ? " The database \(database) was kept for inspection (--keep-failed), out of restore mode; drop it when done."
-                        : " The temporary database \(database) was dropped; nothing else was changed."
+                    if let cleanupProblem {
+                        // Never claim a drop that did not happen: name what is left and how to remove it.
+                        message += " The new database \(database) could NOT be \(request.keepFailed ? "taken out of restore mode" : "dropped") (\(cleanupProblem)); it may be left half-restored and in TimescaleDB's restore mode. When the server accepts connections again, run DROP DATABASE \(quoteIdentifier(database)) WITH (FORCE)."
+                    } else {
+                        message += report.keptFailedDatabase
+                            ? " The database \(database) was kept for inspection (--keep-failed), out of restore mode; drop it when done."
+                            : " The temporary database \(database) was dropped; nothing else was changed."
+                    }
                 }
             }
             throw Restore.Failure(error: TSBackupError(failure.kind, "Restore of backup \(manifest.id) failed at step \"\(failedStep)\": \(message)"), report: report)
@@ -280,6 +285,7 @@ actor RestoreRun {
     /// Runs one named step, timing it and recording the outcome.
     @discardableResult
     func step<T: Sendable>(_ name: String, _ body: () async throws -> T) async throws -> T {
+        await TestSeams.pauseIfAsked(atStep: name)
         progress.begin(name)
         let begin = Date()
         do {
@@ -729,21 +735,32 @@ actor RestoreRun {
 
     // MARK: Failure
 
-    func cleanUpAfterFailure() async {
-        guard created else { return }
+    /// Drops the new database (or, with --keep-failed, takes it out of restore mode). Returns why
+    /// that could not be done, or nil. A server that crashed or restarted under the restore is
+    /// waited for (up to ``cleanupPatience``) so its database is not left behind.
+    func cleanUpAfterFailure() async -> String? {
+        guard created else { return nil }
         let database = self.database
+        let target = request.target
         if request.keepFailed {
             // Never leave a database in restore mode: inserts would fail and pg_upgrade breaks.
-            _ = try? await DatabaseSession.with(request.target) { session in
-                try await session.execute("ALTER DATABASE \(quoteIdentifier(database)) RESET timescaledb.restoring")
-                try await session.execute("ALTER DATABASE \(quoteIdentifier(database)) RESET synchronous_commit")
-                try await session.execute("CHECKPOINT")
+            let problem = await ServerRecovery.retryingWhileUnreachable(patience: Self.cleanupPatience) {
+                try await DatabaseSession.with(target) { session in
+                    try await session.execute("ALTER DATABASE \(quoteIdentifier(database)) RESET timescaledb.restoring")
+                    try await session.execute("ALTER DATABASE \(quoteIdentifier(database)) RESET synchronous_commit")
+                    try await session.execute("CHECKPOINT")
+                }
             }
-            report.keptFailedDatabase = true
-            return
+            report.keptFailedDatabase = problem == nil
+            return problem
         }
-        _ = try? await DatabaseSession.with(request.target) { session in
-            try await session.execute("DROP DATABASE IF EXISTS \(quoteIdentifier(database)) WITH (FORCE)")
+        return await ServerRecovery.retryingWhileUnreachable(patience: Self.cleanupPatience) {
+            try await DatabaseSession.with(target) { session in
+                _ = try await session.execute("DROP DATABASE IF EXISTS \(quoteIdentifier(database)) WITH (FORCE)")
+            }
         }
     }
+
+    /// How long a failed restore waits for an unreachable server to drop its database.
+    nonisolated static let cleanupPatience: Duration = .seconds(60)
 }

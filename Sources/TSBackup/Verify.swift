@@ -9,13 +9,20 @@ public enum Verify {
         public var bytesChecked: Int64
         /// Each problem names the file or archive entry concerned.
         public var problems: [String]
+        /// What could not be checked, without being wrong (a manifest older than its own checksum).
+        public var warnings: [String] = []
 
         enum CodingKeys: String, CodingKey {
             case id, ok
             case filesChecked = "files_checked"
             case bytesChecked = "bytes_checked"
-            case problems
+            case problems, warnings
         }
+    }
+
+    /// The warning for a manifest written before manifests carried their own checksum.
+    static func uncheckedManifestWarning(_ id: String) -> String {
+        "the manifest backups/\(id)/manifest.json carries no checksum of its own (it was written before tsbackup recorded one), so damage to the manifest itself cannot be detected; its files were checked against it"
     }
 
     /// Re-reads every stored file against the manifest (through the repository: a local
@@ -23,6 +30,15 @@ public enum Verify {
     /// archive's table of contents.
     public static func run(repository: any Repository, id: String) async throws -> Report {
         let entry = try await repository.entry(id)
+        var report = try await checked(entry, in: repository)
+        if entry.manifestUnchecked {
+            report.warnings.append(uncheckedManifestWarning(id))
+        }
+        return report
+    }
+
+    static func checked(_ entry: RepositoryEntry, in repository: any Repository) async throws -> Report {
+        let id = entry.id
         if let export = entry.hypertable {
             var report = check(export)
             let (problems, bytes) = try await filesChecked(export.files, of: entry, in: repository)

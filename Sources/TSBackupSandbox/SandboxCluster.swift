@@ -128,6 +128,27 @@ public final class SandboxCluster: Sendable {
         try? FileManager.default.removeItem(atPath: directory)
     }
 
+    /// Stops the server as a crash would (`pg_ctl stop -m immediate`): every backend is killed
+    /// without a checkpoint, and the next start runs crash recovery. The directory stays.
+    public func stopImmediately() async throws {
+        let result = try await runAsPostgres(binDirectory + "/pg_ctl", ["-D", dataDirectory, "-m", "immediate", "-w", "-t", "60", "stop"])
+        guard result.succeeded else {
+            throw SandboxError("pg_ctl stop -m immediate failed (\(result.statusDescription)): \(result.standardError)")
+        }
+    }
+
+    /// Starts the server again after ``stopImmediately()``, on the same port, and waits until it
+    /// accepts connections (crash recovery done).
+    public func restart() async throws {
+        try await startServer()
+    }
+
+    /// Runs `executable` as the cluster's owner (the `postgres` system user when this process is
+    /// root), e.g. to prepare a directory the server will write.
+    public func runAsOwner(_ executable: String, _ arguments: [String]) async throws -> ProcessResult {
+        try await runAsPostgres(executable, arguments)
+    }
+
     private func initialize(password: String) async throws {
         let passwordFile = directory + "/pwfile"
         try writePrivateFile(passwordFile, password + "\n")

@@ -21,6 +21,10 @@ struct BenchCommand: AsyncParsableCommand {
     @Flag(help: "Only the S3 throughput comparison with `aws s3 cp --recursive` (moto on loopback).") var s3Only = false
     @Flag(help: "Only the default-speed comparison on the data-heavy data set (backup defaults vs pg_dump -Fc and compression levels).") var defaultsOnly = false
     @Option(parsing: .upToNextOption, help: "Only the per-chunk cost profile, at these chunk counts (backup phases, manifest size, peak RSS).") var chunkCosts: [Int] = []
+    @Flag(help: "Instead of benchmarks: the corruption campaign (byte flips and truncations, each checked by `tsbackup verify`) on local and S3, plain and encrypted repositories.") var corruption = false
+    @Option(help: "Corruption campaign: byte flips per repository kind and encryption.") var flips = 200
+    @Option(help: "Corruption campaign: truncations per repository kind and encryption.") var truncations = 50
+    @Option(help: "Corruption campaign: the random seed (the same seed repeats the same changes).") var seed: UInt64 = 14
 
     func validate() throws {
         if quick && full { throw ValidationError("Choose --quick or --full.") }
@@ -29,6 +33,13 @@ struct BenchCommand: AsyncParsableCommand {
 
     func run() async throws {
         let tsbackup = try siblingExecutable("tsbackup")
+        if corruption {
+            let clean = try await CorruptionRun(tsbackup: tsbackup, flips: flips, truncations: truncations, seed: seed, log: { text in
+                FileHandle.standardOutput.write(Data((text + "\n").utf8))
+            }).run()
+            if !clean { throw ExitCode(1) }
+            return
+        }
         let mode = defaultsOnly ? "defaults" : !chunkCosts.isEmpty ? "chunk-costs" : full ? "full" : "quick"
         let buildKind = tsbackup.contains("/release/") ? "release" : "debug"
         say("tsbackup benchmark, \(mode) mode, \(buildKind) build of \(tsbackup), \(ProcessInfo.processInfo.activeProcessorCount) cores")

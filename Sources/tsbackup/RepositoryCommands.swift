@@ -15,7 +15,8 @@ struct ListCommand: AsyncParsableCommand {
                 let entries = try await repo.entries()
                 if json {
                     let rows = entries.map { entry in
-                        ListedEntry(id: entry.id, state: entry.state.rawValue, manifest: entry.manifest?.summary ?? entry.hypertable?.summary)
+                        ListedEntry(id: entry.id, state: entry.state.rawValue, manifest: entry.manifest?.summary ?? entry.hypertable?.summary,
+                                    problem: entry.problem)
                     }
                     print(try JSONOutput.encode(rows))
                     return
@@ -35,7 +36,7 @@ struct ListCommand: AsyncParsableCommand {
                     }
                     guard let m = entry.manifest else {
                         let stored = await repo.storedBytes(of: entry)
-                        table.add([entry.id, "-", "-", ByteCount.format(stored), "-", "-", entry.problem == nil ? "interrupted" : "damaged", "-"])
+                        table.add([entry.id, "-", "-", ByteCount.format(stored), "-", "-", entry.problem == nil ? "interrupted" : "corrupt", "-"])
                         continue
                     }
                     table.add([entry.id, iso.string(from: m.startedAt), m.source.database, ByteCount.format(m.totalFileBytes),
@@ -51,6 +52,8 @@ struct ListCommand: AsyncParsableCommand {
         var id: String
         var state: String
         var manifest: BackupManifest.Summary?
+        /// Why the entry is corrupt (its manifest failed its checksum or authentication).
+        var problem: String?
     }
 }
 
@@ -99,8 +102,10 @@ struct VerifyCommand: AsyncParsableCommand {
             if json {
                 print(try JSONOutput.encode(report))
             } else if report.ok {
+                for warning in report.warnings { print("warning: \(warning)") }
                 print("\(isExport ? "Hypertable export" : "Backup") \(id) verified: \(report.filesChecked) files, \(ByteCount.format(report.bytesChecked)), checksums and \(isExport ? "row counts" : "table of contents") match the manifest.")
             } else {
+                for warning in report.warnings { print("warning: \(warning)") }
                 print("Backup \(id) FAILED verification:")
                 for problem in report.problems { print("  - \(problem)") }
             }

@@ -147,9 +147,25 @@ public enum HypertableImport {
                               contentHash: hash ?? "", verified: true, skipped: skipped, warnings: warnings,
                               compression: compression, recompressedChunks: recompressed)
             } catch {
-                // A half-made table must not look like an import: drop what this run created.
-                _ = try? await session.execute("DROP TABLE IF EXISTS \(qualified) CASCADE")
+                // A half-made table must not look like an import: drop what this run created. When
+                // the server crashed or restarted under the import, this session is gone: drop
+                // through a new one once the server is back (bounded), and never claim a drop
+                // that did not happen.
+                var dropProblem: String?
+                do {
+                    try await session.execute("DROP TABLE IF EXISTS \(qualified) CASCADE")
+                } catch {
+                    let target = request.target
+                    dropProblem = await ServerRecovery.retryingWhileUnreachable(patience: .seconds(60)) {
+                        try await DatabaseSession.with(target) { fresh in
+                            _ = try await fresh.execute("DROP TABLE IF EXISTS \(qualified) CASCADE")
+                        }
+                    }
+                }
                 guard let failure = error as? TSBackupError else { throw error }
+                if let dropProblem {
+                    throw TSBackupError(failure.kind, failure.message + " The half-imported table \(display) could NOT be dropped (\(dropProblem)); when the server accepts connections again, run DROP TABLE \(qualified) CASCADE in database \"\(request.target.database)\", then import again.")
+                }
                 if failure.message.contains("dropped") || failure.message.contains("undone") { throw failure }
                 throw TSBackupError(failure.kind, failure.message + " The import was undone: \(display) was dropped again. Fix the cause in the target database (or import under another name with --as) and import again.")
             }

@@ -60,6 +60,11 @@ public final class DatabaseSession: Sendable {
     /// Runs one statement and returns all its rows.
     @discardableResult
     public func query(_ query: PostgresQuery, purpose: String? = nil) async throws -> [PostgresRow] {
+        // A statement sent on a connection the server already closed (it crashed or restarted)
+        // was seen to wait forever with postgres-nio 1.33.2 instead of failing: refuse it here.
+        guard !connection.isClosed else {
+            throw TSBackupError(.connection, "The connection to \(settings.displayName) was closed by the server before running: \((purpose ?? query.sql).singleLine(limit: 160)). The server may have restarted or crashed; check its log, then try again.")
+        }
         do {
             var rows: [PostgresRow] = []
             for try await row in try await connection.query(query, logger: logger) {

@@ -254,7 +254,7 @@ public struct LocalRepository: Repository {
             }
         }
         try FileSystem.syncTree(staged.directory)
-        let json = Data((try JSONOutput.encode(manifest) + "\n").utf8)
+        let json = try ManifestChecksum.stored(manifest)
         try FileSystem.writeAtomically(try codec.seal(json, name: objectName(manifest.id, "manifest.json")), to: staged.directory + "/manifest.json")
         try FileSystem.rename(staged.directory, to: backupsDirectory + "/" + manifest.id)
         return manifest
@@ -264,8 +264,8 @@ public struct LocalRepository: Repository {
         for name in (try? FileManager.default.contentsOfDirectory(atPath: staged.directory)) ?? [] {
             try? FileManager.default.removeItem(atPath: staged.directory + "/" + name)
         }
-        guard let json = try? JSONOutput.encode(manifest),
-              let sealed = try? codec.seal(Data(json.utf8), name: objectName(manifest.id, "manifest.json")) else { return }
+        guard let json = try? ManifestChecksum.stored(manifest),
+              let sealed = try? codec.seal(json, name: objectName(manifest.id, "manifest.json")) else { return }
         if (try? FileSystem.writeAtomically(sealed, to: staged.directory + "/manifest.json")) != nil {
             try? FileSystem.rename(staged.directory, to: backupsDirectory + "/" + manifest.id)
         }

@@ -101,6 +101,9 @@ public struct RepositoryEntry: Sendable {
     /// Why a stored manifest could not be used (it failed authentication or does not decode):
     /// such an entry is never complete, and every command that needs it says this.
     public var problem: String?
+    /// The manifest was written before manifests carried their own checksum (see
+    /// ``ManifestChecksum``): it is read, but nothing vouches for its content; `verify` warns.
+    public var manifestUnchecked = false
 
     public init(id: String, state: State, manifest: BackupManifest? = nil, hypertable: HypertableManifest? = nil, location: String) {
         self.id = id
@@ -120,20 +123,44 @@ public struct RepositoryEntry: Sendable {
         var kind: String?
     }
 
-    /// The entry a stored manifest describes; incomplete when it does not decode.
-    static func decoding(id: String, manifest data: Data?, location: String) -> RepositoryEntry {
-        guard let data else { return RepositoryEntry(id: id, state: .incomplete, location: location) }
+    /// The entry a stored manifest (decrypted, if the repository is encrypted) describes. A
+    /// manifest whose own checksum does not match, or that does not decode, makes a corrupt entry:
+    /// never complete, with a ``problem`` naming `manifest.json` that every command reports.
+    static func decoding(id: String, manifest stored: Data?, location: String) -> RepositoryEntry {
+        guard let stored else { return RepositoryEntry(id: id, state: .incomplete, location: location) }
+        func corrupt(_ reason: String) -> RepositoryEntry {
+            var entry = RepositoryEntry(id: id, state: .incomplete, location: location)
+            entry.problem = "The manifest backups/\(id)/manifest.json is corrupt: \(reason). Nothing in entry \(id) can be trusted, so it is not used; take a new backup, then delete this entry."
+            return entry
+        }
+        let data: Data
+        var unchecked = false
+        switch ManifestChecksum.open(stored) {
+        case .checked(let content):
+            data = content
+        case .legacy(let content):
+            data = content
+            unchecked = true
+        case .corrupt(let reason):
+            return corrupt(reason)
+        }
+        var entry: RepositoryEntry
         if (try? JSONOutput.decode(ManifestKind.self, from: data))?.kind == HypertableManifest.kind {
-            guard let export = try? JSONOutput.decode(HypertableManifest.self, from: data), export.id == id else {
-                return RepositoryEntry(id: id, state: .incomplete, location: location)
+            guard let export = try? JSONOutput.decode(HypertableManifest.self, from: data) else {
+                return corrupt("it is not a hypertable export's manifest tsbackup can read")
             }
-            return RepositoryEntry(id: id, state: export.status == .complete ? .complete : .failed, hypertable: export, location: location)
+            guard export.id == id else { return corrupt("it describes entry \(export.id), not \(id)") }
+            entry = RepositoryEntry(id: id, state: export.status == .complete ? .complete : .failed, hypertable: export, location: location)
+        } else {
+            // A finished entry must hold a readable manifest of its own id; without one it is not a backup.
+            guard let manifest = try? JSONOutput.decode(BackupManifest.self, from: data) else {
+                return corrupt("it is not a manifest tsbackup can read (it does not decode)")
+            }
+            guard manifest.id == id else { return corrupt("it describes entry \(manifest.id), not \(id)") }
+            entry = RepositoryEntry(id: id, state: manifest.status == .complete ? .complete : .failed, manifest: manifest, location: location)
         }
-        // A finished entry must hold a readable manifest of its own id; without one it is not a backup.
-        guard let manifest = try? JSONOutput.decode(BackupManifest.self, from: data), manifest.id == id else {
-            return RepositoryEntry(id: id, state: .incomplete, location: location)
-        }
-        return RepositoryEntry(id: id, state: manifest.status == .complete ? .complete : .failed, manifest: manifest, location: location)
+        entry.manifestUnchecked = unchecked
+        return entry
     }
 }
 

@@ -372,7 +372,7 @@ public struct S3Repository: Repository {
         if let retried = client.stats.retrySummary {
             manifest.warnings.append(retried)
         }
-        let json = Data((try JSONOutput.encode(manifest) + "\n").utf8)
+        let json = try ManifestChecksum.stored(manifest)
         let sealed = try codec.seal(json, name: objectName(staged.id, Self.manifestName))
         try await s3 { try await client.putObject(key(staged.id, Self.manifestName), data: sealed) }
         try? await client.deleteObject(key(staged.id, Self.runMarker))
@@ -385,8 +385,8 @@ public struct S3Repository: Repository {
         let keys = ((try? await client.listObjects(prefix: key(staged.id, ""))) ?? []).map(\.key)
             .filter { $0 != key(staged.id, Self.runMarker) }
         try? await client.deleteObjects(keys)
-        guard let json = try? JSONOutput.encode(manifest),
-              let sealed = try? codec.seal(Data(json.utf8), name: objectName(staged.id, Self.manifestName)) else { return }
+        guard let json = try? ManifestChecksum.stored(manifest),
+              let sealed = try? codec.seal(json, name: objectName(staged.id, Self.manifestName)) else { return }
         do {
             try await client.putObject(key(staged.id, Self.manifestName), data: sealed)
             try? await client.deleteObject(key(staged.id, Self.runMarker))

@@ -103,8 +103,25 @@ struct RestoreProcedure: Sendable {
         let errors = lines.filter { $0.contains("error:") || $0.contains("errors ignored on restore") || $0.hasPrefix("ERROR") }
         guard result.succeeded, errors.isEmpty else {
             let detail = (errors.isEmpty ? lines + tail.withLock { $0 } : errors).joined(separator: " ").singleLine(limit: 700)
-            throw TSBackupError(.failed, "pg_restore (\(phase)) failed (\(result.statusDescription)): \(detail.isEmpty ? "no message" : detail)")
+            throw Self.failure(phase: phase, status: result.statusDescription, detail: detail, log: (lines + tail.withLock { $0 }).joined(separator: " "))
         }
         return lines.filter { $0.contains("warning:") }.map { "pg_restore (\(phase)): \($0)" }
+    }
+
+    /// pg_restore's failure as an error the user can act on. Two causes outside the archive are
+    /// told apart from pg_restore's English messages (it runs with LC_MESSAGES=C): the target's
+    /// disk filled up (the server's `could not extend file ... No space left on device`,
+    /// SQLSTATE 53100), and the server went away under it (crashed, restarted, shut down).
+    static func failure(phase: String, status: String, detail: String, log: String) -> TSBackupError {
+        let shown = detail.isEmpty ? "no message" : detail
+        if log.contains("No space left on device") || log.contains("could not extend file") || log.contains("could not write to file") {
+            return TSBackupError(.failed, "The target server ran out of disk space while pg_restore (\(phase)) loaded the backup: \(shown) Free space on the target's data directory or tablespace (the new database needs about the backup's database size), then restore again.", sqlState: "53100")
+        }
+        let gone = ["server closed the connection unexpectedly", "terminating connection because of crash", "terminating connection due to administrator command",
+                    "the database system is shutting down", "the database system is starting up", "the database system is in recovery mode", "no connection to the server"]
+        if gone.contains(where: { log.contains($0) }) {
+            return TSBackupError(.connection, "The target server went away while pg_restore (\(phase)) was running (it crashed, was restarted or shut down): \(shown) Check the server's log, then restore again.")
+        }
+        return TSBackupError(.failed, "pg_restore (\(phase)) failed (\(status)): \(shown)")
     }
 }
