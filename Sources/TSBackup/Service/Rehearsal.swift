@@ -115,8 +115,10 @@ public enum Rehearsal {
             } catch {
                 result.error = (error as? TSBackupError)?.message ?? "The rehearsal failed: \(error)"
             }
-            // Drop it whatever happened, then make sure it is gone.
-            let dropped = await dropScratch(scratch, server: request.server)
+            // Drop it whatever happened, then make sure it is gone; in a task of its own, so a
+            // rehearsal cancelled at shutdown still cleans up.
+            let server = request.server
+            let dropped = await Task { await dropScratch(scratch, server: server) }.value
             result.scratchDropped = dropped.gone
             if !dropped.gone {
                 result.ok = false

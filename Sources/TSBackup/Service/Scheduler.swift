@@ -59,12 +59,15 @@ public actor Scheduler {
     let logger: Logger
     /// The longest sleep, so pauses, resumes and clock changes are noticed without a wake-up.
     let maximumSleep: Duration
+    /// Seconds before a task whose enqueue failed (database busy, state file locked) is tried again.
+    let retryDelay: TimeInterval
     private var wakeUp: CheckedContinuation<Void, Never>?
     /// The last time each task fired, and when its next slot is, for the API and the dashboard.
     private var nextSlots: [String: Date] = [:]
 
-    public init(tasks: [ScheduledTask], store: any ScheduleStore, maximumSleep: Duration = .seconds(30),
+    public init(tasks: [ScheduledTask], store: any ScheduleStore, maximumSleep: Duration = .seconds(30), retryDelay: TimeInterval = 5,
                 logger: Logger = Logger(label: "tsbackup.scheduler"), enqueue: @escaping Enqueue) {
+        self.retryDelay = retryDelay
         self.tasks = tasks
         self.store = store
         self.enqueue = enqueue
@@ -119,7 +122,9 @@ public actor Scheduler {
                 nextSlots[task.key] = task.schedule.nextFire(after: now)
                 fired.append(firing)
             } catch {
-                logger.error("schedule could not be handled; will retry", metadata: ["task": "\(task.key)", "error": "\(error)"])
+                // E.g. the database is busy with another job: try again shortly, not in a tight loop.
+                nextSlots[task.key] = now.addingTimeInterval(retryDelay)
+                logger.notice("schedule could not be handled; will retry", metadata: ["task": "\(task.key)", "error": "\(error)"])
             }
         }
         return fired
