@@ -28,7 +28,7 @@ apt_update_once() {
 
 # 1. Debian packages from bookworm only.
 packages=(postgresql-${PG_MAJOR} postgresql-client-${PG_MAJOR} postgresql-server-dev-${PG_MAJOR}
-          cmake gcc make dpkg-dev libssl-dev zstd time locales
+          cmake gcc make dpkg-dev libssl-dev zstd time locales libsqlite3-dev
           chromium wrk)  # chromium: the dashboard's browser test; wrk: the service benchmark
 missing=()
 for p in "${packages[@]}"; do
@@ -105,6 +105,18 @@ if ! command -v moto_server >/dev/null 2>&1 || ! python3 -c 'import boto3' >/dev
   log "installing moto[server] and boto3 with pip"
   python3 -m pip install -q 'moto[server]' boto3 2>/dev/null \
     || python3 -m pip install -q --break-system-packages 'moto[server]' boto3
+fi
+
+# 3b. schemathesis: property-based requests against `tsbackup serve`'s /openapi.json in the tests
+#     (scripts/schemathesis.sh), looking for any 500.
+if ! command -v schemathesis >/dev/null 2>&1 && ! python3 -c 'import schemathesis' >/dev/null 2>&1; then
+  if ! python3 -m pip --version >/dev/null 2>&1; then
+    apt_update_once
+    apt-get install -y -qq --no-install-recommends python3-pip >/dev/null
+  fi
+  log "installing schemathesis with pip"
+  python3 -m pip install -q schemathesis 2>/dev/null \
+    || python3 -m pip install -q --break-system-packages schemathesis
 fi
 
 # 4. A translated locale, so tests can show that PostgreSQL's tools speak German under it and that

@@ -1,0 +1,95 @@
+import Foundation
+import Testing
+import TSBackup
+@testable import TSBackupService
+
+@Suite struct ConfigTests {
+    let hash = TokenHash.hex(of: "secret-token")
+
+    @Test func readsAFullConfig() throws {
+        let yaml = """
+            listen:
+              host: 127.0.0.1
+              port: 9090
+            repository:
+              url: /tmp/repo
+            state_file: /tmp/state.sqlite
+            jobs:
+              max_concurrent: 3
+            rehearsal_targets:
+              scratch:
+                host: 127.0.0.1
+                port: 5433
+                user: postgres
+            databases:
+              metrics:
+                host: 127.0.0.1
+                port: 5432
+                user: backup
+                dbname: metrics
+                password_env: METRICS_PW
+                schedule:
+                  cron: "0 3 * * *"
+                  time_zone: Europe/Berlin
+                retention:
+                  keep_last: 7
+                  keep_daily: 7
+                rehearsal:
+                  target: scratch
+                  schedule: "0 5 * * 0"
+            webhooks:
+              - url: http://127.0.0.1:9999/hook
+                events: [failure, recovery]
+            tokens:
+              - name: alice
+                sha256: \(hash)
+                role: owner
+                databases: [metrics]
+            """
+        let config = try ServiceConfig.parse(yaml, environment: ["METRICS_PW": "pw"])
+        #expect(config.listen == .init(host: "127.0.0.1", port: 9090))
+        #expect(config.maxConcurrentJobs == 3)
+        let db = try #require(config.databases["metrics"])
+        #expect(db.connection.passwordEnv == "METRICS_PW")
+        #expect(db.schedule == .init(cron: "0 3 * * *", timeZone: "Europe/Berlin"))
+        #expect(db.retention?.keepLast == 7)
+        #expect(db.rehearsal?.target == "scratch")
+        #expect(db.rehearsal?.schedule?.cron == "0 5 * * 0")
+        #expect(config.tokens.first?.role == .owner)
+        #expect(config.tokens.first?.sha256 == TokenHash.digest(of: "secret-token"))
+        #expect(try db.connection.settings(environment: ["METRICS_PW": "pw"]).password == "pw")
+    }
+
+    @Test func refusesAnInlinePasswordNamingItsLine() {
+        let yaml = """
+            repository:
+              url: /tmp/repo
+            state_file: /tmp/state.sqlite
+            databases:
+              metrics:
+                dbname: metrics
+                password: hunter2
+            """
+        #expect {
+            _ = try ServiceConfig.parse(yaml, path: "c.yaml")
+        } throws: { error in
+            let e = error as? ConfigError
+            return e?.line == 7 && e?.message.contains("inline password") == true && !e!.description.contains("hunter2")
+        }
+    }
+
+    @Test func pointsToTheLineOfASyntaxError() {
+        let yaml = "repository:\n  url: /tmp/repo\nstate_file: [unclosed\n"
+        #expect {
+            _ = try ServiceConfig.parse(yaml, path: "c.yaml")
+        } throws: { error in
+            (error as? ConfigError)?.line != nil
+        }
+    }
+
+    @Test func hashesAndComparesTokens() {
+        #expect(TokenHash.hex(of: "abc") == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+        #expect(TokenHash.constantTimeEqual(TokenHash.digest(of: "a"), TokenHash.digest(of: "a")))
+        #expect(!TokenHash.constantTimeEqual(TokenHash.digest(of: "a"), TokenHash.digest(of: "b")))
+    }
+}

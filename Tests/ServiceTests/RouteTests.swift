@@ -1,0 +1,230 @@
+import Foundation
+import Hummingbird
+import HummingbirdTesting
+import NIOCore
+import NIOFoundationEssentialsCompat
+import Testing
+import TSBackup
+@testable import TSBackupService
+
+/// The API in-process (HummingbirdTesting's router mode), with the job queue not running, so
+/// queued jobs stay queued and a second request for the same database is busy.
+@Suite struct RouteTests {
+    static let tokens = ["alice": "tok-alice", "bob": "tok-bob", "olga": "tok-olga", "vic": "tok-vic"]
+
+    static func makeConfig(repository: String) throws -> ServiceConfig {
+        let yaml = """
+            repository:
+              url: \(repository)
+            state_file: /nonexistent/unused.sqlite
+            databases:
+              metrics:
+                host: 127.0.0.1
+                port: 5999
+                user: backup
+                dbname: metrics
+                schedule:
+                  cron: "0 3 * * *"
+              other:
+                host: 127.0.0.1
+                port: 5999
+                dbname: other
+            tokens:
+              - {name: alice, sha256: \(TokenHash.hex(of: tokens["alice"]!)), role: owner, databases: [metrics]}
+              - {name: bob, sha256: \(TokenHash.hex(of: tokens["bob"]!)), role: owner, databases: [other]}
+              - {name: olga, sha256: \(TokenHash.hex(of: tokens["olga"]!)), role: operator}
+              - {name: vic, sha256: \(TokenHash.hex(of: tokens["vic"]!)), role: viewer}
+            """
+        return try ServiceConfig.parse(yaml)
+    }
+
+    struct Harness {
+        let core: ServiceCore
+        let server: ServiceServer
+        let repository: String
+
+        init() throws {
+            repository = FileManager.default.temporaryDirectory.appendingPathComponent("tsbackup-routes-\(UUID().uuidString)").path
+            let config = try RouteTests.makeConfig(repository: repository)
+            let state = try StateStore()
+            core = ServiceCore(config: config, state: state, jobs: JobQueue(config: config, state: state, handlers: JobKinds.handlers()))
+            server = ServiceServer(core: core)
+        }
+
+        func test(_ body: @escaping @Sendable (any TestClientProtocol) async throws -> Void) async throws {
+            let app = Application(router: server.makeRouter())
+            try await app.test(.router) { client in try await body(client) }
+        }
+    }
+
+    static func headers(_ who: String?) -> HTTPFields {
+        guard let who else { return [:] }
+        let token = tokens[who] ?? who
+        return [.authorization: "Bearer \(token)", .contentType: "application/json"]
+    }
+
+    static func json(_ text: String) -> ByteBuffer { ByteBuffer(string: text) }
+
+    static func status(_ client: any TestClientProtocol, _ method: HTTPRequest.Method, _ uri: String, as who: String?, body: String? = nil) async throws -> Int {
+        try await client.execute(uri: uri, method: method, headers: headers(who), body: body.map(json)) { $0.status.code }
+    }
+
+    static func object(_ response: TestResponse) throws -> [String: Any] {
+        try #require(try JSONSerialization.jsonObject(with: Data(buffer: response.body)) as? [String: Any])
+    }
+
+    @Test func everyAPIRouteNeedsAValidToken() async throws {
+        let harness = try Harness()
+        try await harness.test { client in
+            let routes: [(HTTPRequest.Method, String)] = [
+                (.get, "/api/status"), (.get, "/api/databases"), (.get, "/api/databases/metrics"), (.post, "/api/databases/metrics/backups"),
+                (.post, "/api/databases/metrics/exports"), (.get, "/api/backups"), (.get, "/api/backups/x"), (.get, "/api/backups/x/download"),
+                (.delete, "/api/backups/x"), (.get, "/api/jobs"), (.get, "/api/jobs/1"), (.get, "/api/restore-requests"),
+                (.post, "/api/restore-requests"), (.get, "/api/restore-requests/1"), (.post, "/api/restore-requests/1/approve"),
+                (.post, "/api/restore-requests/1/reject"), (.get, "/api/schedules"), (.post, "/api/schedules/metrics/pause"),
+                (.post, "/api/schedules/metrics/resume"), (.get, "/api/audit"),
+            ]
+            for (method, uri) in routes {
+                #expect(try await Self.status(client, method, uri, as: nil) == 401, "\(method) \(uri) without a token")
+                #expect(try await Self.status(client, method, uri, as: "wrong-token") == 401, "\(method) \(uri) with a wrong token")
+            }
+            let unauthorized = try await client.execute(uri: "/api/status", method: .get)
+            #expect(unauthorized.headers[.wwwAuthenticate]?.hasPrefix("Bearer") == true)
+            #expect(try await Self.status(client, .get, "/openapi.json", as: nil) == 200)
+            #expect(try await Self.status(client, .get, "/health", as: nil) == 200)
+        }
+        let audit = try harness.core.state.auditLog(limit: 1000)
+        #expect(audit.filter { $0.actor == "anonymous" && $0.outcome == "refused" && $0.status == 401 }.count == 41)  // 20 routes x 2, and the WWW-Authenticate check
+    }
+
+    @Test func rolesAndScopesOnEveryRoute() async throws {
+        let harness = try Harness()
+        let pending = try harness.core.state.insertRestoreRequest(database: "metrics", backupID: "20260101T000000Z", into: nil, promoteTo: nil, requestedBy: "alice")
+        try await harness.test { client in
+            // Reading: every role; owners only their databases.
+            for who in ["alice", "bob", "olga", "vic"] {
+                for uri in ["/api/status", "/api/databases", "/api/backups", "/api/jobs", "/api/restore-requests", "/api/schedules"] {
+                    #expect(try await Self.status(client, .get, uri, as: who) == 200, "\(who) GET \(uri)")
+                }
+            }
+            #expect(try await Self.status(client, .get, "/api/databases/metrics", as: "alice") == 200)
+            #expect(try await Self.status(client, .get, "/api/databases/metrics", as: "bob") == 403)
+            #expect(try await Self.status(client, .get, "/api/databases/metrics", as: "vic") == 200)
+            #expect(try await Self.status(client, .get, "/api/backups?database=metrics", as: "bob") == 403)
+            #expect(try await Self.status(client, .get, "/api/jobs?database=metrics", as: "bob") == 403)
+            #expect(try await Self.status(client, .get, "/api/restore-requests/\(pending.id)", as: "bob") == 403)
+            #expect(try await Self.status(client, .get, "/api/restore-requests/\(pending.id)", as: "alice") == 200)
+            // An owner lists only its databases.
+            let listed = try await client.execute(uri: "/api/databases", method: .get, headers: Self.headers("bob"))
+            let names = try #require(try JSONSerialization.jsonObject(with: Data(buffer: listed.body)) as? [[String: Any]]).compactMap { $0["name"] as? String }
+            #expect(names == ["other"])
+
+            // The audit log: operators and viewers.
+            #expect(try await Self.status(client, .get, "/api/audit", as: "alice") == 403)
+            #expect(try await Self.status(client, .get, "/api/audit", as: "vic") == 200)
+            #expect(try await Self.status(client, .get, "/api/audit", as: "olga") == 200)
+
+            // Asking for work: the database's owner and operators; never viewers or other owners.
+            for uri in ["/api/databases/metrics/backups", "/api/databases/metrics/exports"] {
+                #expect(try await Self.status(client, .post, uri, as: "vic", body: #"{"table": "public.t"}"#) == 403)
+                #expect(try await Self.status(client, .post, uri, as: "bob", body: #"{"table": "public.t"}"#) == 403)
+            }
+            #expect(try await Self.status(client, .post, "/api/restore-requests", as: "vic", body: #"{"database": "metrics", "backup_id": "x"}"#) == 403)
+            #expect(try await Self.status(client, .post, "/api/restore-requests", as: "bob", body: #"{"database": "metrics", "backup_id": "x"}"#) == 403)
+            // An owner may not ask for a promotion, nor approve, reject, delete or pause.
+            #expect(try await Self.status(client, .post, "/api/restore-requests", as: "alice", body: #"{"database": "metrics", "backup_id": "x", "promote_to": "metrics"}"#) == 403)
+            #expect(try await Self.status(client, .post, "/api/restore-requests/\(pending.id)/approve", as: "alice") == 403)
+            #expect(try await Self.status(client, .post, "/api/restore-requests/\(pending.id)/reject", as: "alice") == 403)
+            #expect(try await Self.status(client, .post, "/api/restore-requests/\(pending.id)/approve", as: "vic") == 403)
+            #expect(try await Self.status(client, .delete, "/api/backups/x", as: "alice") == 403)
+            #expect(try await Self.status(client, .delete, "/api/backups/x", as: "vic") == 403)
+            #expect(try await Self.status(client, .post, "/api/schedules/metrics/pause", as: "alice") == 403)
+            #expect(try await Self.status(client, .post, "/api/schedules/metrics/resume", as: "vic") == 403)
+
+            // Operators may.
+            #expect(try await Self.status(client, .post, "/api/schedules/metrics/pause", as: "olga") == 200)
+            #expect(try harness.core.state.scheduleState(database: "metrics", kind: "backup").paused)
+            #expect(try await Self.status(client, .post, "/api/schedules/metrics/resume", as: "olga") == 200)
+            #expect(try !harness.core.state.scheduleState(database: "metrics", kind: "backup").paused)
+            let approved = try await client.execute(uri: "/api/restore-requests/\(pending.id)/approve", method: .post, headers: Self.headers("olga"))
+            #expect(approved.status == .accepted)
+            let request = try Self.object(approved)
+            #expect(request["state"] as? String == "approved")
+            #expect((request["job"] as? [String: Any])?["kind"] as? String == "restore")
+            // Approving twice is a conflict.
+            #expect(try await Self.status(client, .post, "/api/restore-requests/\(pending.id)/approve", as: "olga") == 409)
+        }
+        // Refusals are audited with who and what.
+        let audit = try harness.core.state.auditLog(limit: 1000)
+        #expect(audit.contains { $0.actor == "alice" && $0.action == "POST /api/restore-requests/{id}/approve" && $0.outcome == "refused" && $0.status == 403 })
+        #expect(audit.contains { $0.actor == "olga" && $0.action == "POST /api/restore-requests/{id}/approve" && $0.outcome == "allowed" && $0.detail?.contains("job") == true })
+        #expect(audit.contains { $0.actor == "vic" && $0.action == "DELETE /api/backups/{id}" && $0.outcome == "refused" })
+    }
+
+    @Test func badInputGets400And404And409() async throws {
+        let harness = try Harness()
+        try await harness.test { client in
+            // Not JSON, wrong JSON.
+            #expect(try await Self.status(client, .post, "/api/databases/metrics/backups", as: "alice", body: "{not json") == 400)
+            #expect(try await Self.status(client, .post, "/api/databases/metrics/exports", as: "alice", body: #"{"table": 5}"#) == 400)
+            #expect(try await Self.status(client, .post, "/api/databases/metrics/exports", as: "alice", body: #"{"table": "no_schema"}"#) == 400)
+            #expect(try await Self.status(client, .post, "/api/restore-requests", as: "alice", body: "[]") == 400)
+            #expect(try await Self.status(client, .post, "/api/restore-requests", as: "olga", body: #"{"database": "metrics", "backup_id": "x", "into": "bad name;"}"#) == 400)
+            #expect(try await Self.status(client, .get, "/api/jobs?limit=abc", as: "olga") == 400)
+            #expect(try await Self.status(client, .get, "/api/jobs?state=bogus", as: "olga") == 400)
+            // Unknown things.
+            #expect(try await Self.status(client, .post, "/api/databases/nope/backups", as: "olga") == 404)
+            #expect(try await Self.status(client, .get, "/api/databases/nope", as: "olga") == 404)
+            #expect(try await Self.status(client, .get, "/api/backups/20990101T000000Z", as: "olga") == 404)
+            #expect(try await Self.status(client, .get, "/api/backups/20990101T000000Z/download", as: "olga") == 404)
+            #expect(try await Self.status(client, .delete, "/api/backups/20990101T000000Z", as: "olga") == 404)
+            #expect(try await Self.status(client, .get, "/api/jobs/999", as: "olga") == 404)
+            #expect(try await Self.status(client, .get, "/api/jobs/abc", as: "olga") == 404)
+            #expect(try await Self.status(client, .get, "/api/restore-requests/999", as: "olga") == 404)
+            #expect(try await Self.status(client, .post, "/api/restore-requests/999/approve", as: "olga") == 404)
+            #expect(try await Self.status(client, .post, "/api/restore-requests", as: "alice", body: #"{"database": "metrics", "backup_id": "20990101T000000Z"}"#) == 404)
+            #expect(try await Self.status(client, .post, "/api/schedules/nope/pause", as: "olga") == 404)
+            #expect(try await Self.status(client, .post, "/api/schedules/other/pause", as: "olga") == 404)
+
+            // A busy database: the second request is 409 and names the first job.
+            let first = try await client.execute(uri: "/api/databases/metrics/backups", method: .post, headers: Self.headers("alice"), body: Self.json(#"{"label": "first"}"#))
+            #expect(first.status == .accepted)
+            let job = try Self.object(first)
+            #expect(job["state"] as? String == "queued")
+            #expect((job["parameters"] as? [String: Any])?["label"] as? String == "first")
+            let second = try await client.execute(uri: "/api/databases/metrics/backups", method: .post, headers: Self.headers("olga"))
+            #expect(second.status == .conflict)
+            let busy = try Self.object(second)
+            #expect((busy["job"] as? [String: Any])?["id"] as? Int == job["id"] as? Int)
+            #expect(((busy["error"] as? [String: Any])?["message"] as? String)?.contains("busy") == true)
+            // The job is readable by its owner and operators, not by another owner.
+            let id = try #require(job["id"] as? Int)
+            #expect(try await Self.status(client, .get, "/api/jobs/\(id)", as: "alice") == 200)
+            #expect(try await Self.status(client, .get, "/api/jobs/\(id)", as: "bob") == 403)
+        }
+        #expect(try harness.core.state.jobs().count == 1)
+    }
+
+    @Test func openAPIDocumentDescribesEveryRoute() async throws {
+        let document = try #require(try JSONSerialization.jsonObject(with: Data(OpenAPI.document.utf8)) as? [String: Any])
+        let paths = try #require(document["paths"] as? [String: [String: Any]])
+        let expected: [String: Set<String>] = [
+            "/health": ["get"], "/openapi.json": ["get"], "/api/status": ["get"], "/api/databases": ["get"], "/api/databases/{name}": ["get"],
+            "/api/databases/{name}/backups": ["post"], "/api/databases/{name}/exports": ["post"], "/api/backups": ["get"],
+            "/api/backups/{id}": ["get", "delete"], "/api/backups/{id}/download": ["get"], "/api/jobs": ["get"], "/api/jobs/{id}": ["get"],
+            "/api/restore-requests": ["get", "post"], "/api/restore-requests/{id}": ["get"], "/api/restore-requests/{id}/approve": ["post"],
+            "/api/restore-requests/{id}/reject": ["post"], "/api/schedules": ["get"], "/api/schedules/{database}/pause": ["post"],
+            "/api/schedules/{database}/resume": ["post"], "/api/audit": ["get"],
+        ]
+        #expect(Set(paths.keys) == Set(expected.keys))
+        for (path, methods) in expected {
+            #expect(Set(paths[path]!.keys).subtracting(["parameters"]) == methods, "\(path)")
+        }
+        let harness = try Harness()
+        try await harness.test { client in
+            let response = try await client.execute(uri: "/openapi.json", method: .get)
+            #expect(response.headers[.contentType] == "application/json")
+            #expect(String(buffer: response.body) == OpenAPI.document)
+        }
+    }
+}
