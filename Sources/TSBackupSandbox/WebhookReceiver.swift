@@ -1,4 +1,7 @@
+import AsyncHTTPClient
 import Foundation
+import NIOCore
+import NIOHTTP1
 
 /// A tiny HTTP receiver for webhook tests and the demo (a python3 script run as a child process
 /// on 127.0.0.1): it records every POST (path, headers, body) and answers with the statuses it
@@ -108,4 +111,17 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
 http.server.ThreadingHTTPServer(("127.0.0.1", PORT), Handler).serve_forever()
 """#
+}
+
+/// Plain HTTP requests to a local service (the demo and benchmarks talk to `tsbackup serve`).
+public enum LocalHTTP {
+    /// `method` on `url` with an optional bearer token; the status and the body as text.
+    public static func request(_ url: String, method: String = "GET", bearer: String? = nil) async throws -> (status: Int, body: String) {
+        var request = HTTPClientRequest(url: url)
+        request.method = .init(rawValue: method)
+        if let bearer { request.headers.add(name: "Authorization", value: "Bearer \(bearer)") }
+        let response = try await HTTPClient.shared.execute(request, timeout: .seconds(60))
+        let body = try await response.body.collect(upTo: 64 << 20)
+        return (Int(response.status.code), String(buffer: body))
+    }
 }

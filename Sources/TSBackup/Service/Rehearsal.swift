@@ -61,6 +61,20 @@ public enum Rehearsal {
             case report
         }
 
+        public init(database: String, backupID: String?, scratchDatabase: String?, server: String, ok: Bool, startedAt: Date,
+                    durationSeconds: Double, error: String?, scratchDropped: Bool, report: Restore.Report?) {
+            self.database = database
+            self.backupID = backupID
+            self.scratchDatabase = scratchDatabase
+            self.server = server
+            self.ok = ok
+            self.startedAt = startedAt
+            self.durationSeconds = durationSeconds
+            self.error = error
+            self.scratchDropped = scratchDropped
+            self.report = report
+        }
+
         /// Verification checks passed / total, for summaries.
         public var checksSummary: String {
             guard let checks = report?.checks, !checks.isEmpty else { return "no checks" }
