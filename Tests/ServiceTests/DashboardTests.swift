@@ -51,3 +51,30 @@ struct DashboardTests {
         #expect(ServiceOperations.formValue("x=1", "token") == nil)
     }
 }
+
+@Suite("config: schedules are checked by the cron parser, with the line")
+struct ScheduleConfigTests {
+    @Test func badCronNamesTheLine() throws {
+        let yaml = """
+            repository: {url: /tmp/x}
+            state_file: /tmp/x.sqlite
+            databases:
+              metrics:
+                dbname: m
+                schedule:
+                  cron: "61 * * * *"
+            """
+        do {
+            _ = try ServiceConfig.parse(yaml, path: "serve.yaml", environment: [:])
+            Issue.record("accepted")
+        } catch let error as ConfigError {
+            #expect(error.line == 7)
+            #expect(error.message.contains("out of range in the minute field"))
+        }
+        // Macros and six fields are accepted.
+        for cron in ["@daily", "@every 30s", "*/5 * * * * *"] {
+            let ok = yaml.replacingOccurrences(of: "61 * * * *", with: cron)
+            #expect(try ServiceConfig.parse(ok, path: "serve.yaml", environment: [:]).databases["metrics"]?.schedule?.cron == cron)
+        }
+    }
+}
