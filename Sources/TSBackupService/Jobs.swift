@@ -205,8 +205,12 @@ public actor JobQueue: Service {
             }
             try? state.audit(actor: "service", role: nil, action: "repo.gc", target: config.repository, outcome: "done",
                              detail: removed.isEmpty ? "nothing to remove" : "removed \(removed.joined(separator: ", "))")
+        } catch let error as TSBackupError where error.kind == .notFound {
+            // No run created the repository yet (the interrupted ones stopped before): nothing to clean.
+            try? state.audit(actor: "service", role: nil, action: "repo.gc", target: config.repository, outcome: "done",
+                             detail: "no repository yet; nothing to remove")
         } catch {
-            // A repository that does not exist yet has nothing to clean; anything else is reported, not fatal.
+            // Anything else is reported, not fatal: the next writing run's lock takeover cleans up too.
             logger.warning("clean-up after restart failed", metadata: ["error": "\(Self.message(error))"])
             try? state.audit(actor: "service", role: nil, action: "repo.gc", target: config.repository, outcome: "failed", detail: Self.message(error))
         }

@@ -98,8 +98,33 @@ import TSBackupService
         return path
     }
 
+    /// The repository's entries; none while no run has created it (a run stopped in its preflight).
+    static func entries(_ work: String) async throws -> [RepositoryEntry] {
+        guard FileManager.default.fileExists(atPath: work + "/repo/tsbackup-repository.json") else { return [] }
+        return try await RepositoryAccess(path: work + "/repo").with(create: false) { try await $0.entries() }
+    }
+
     static func count(_ cluster: SandboxCluster, _ database: String, _ table: String) async throws -> Int64 {
         try await cluster.withSuperuser(database: database) { try await $0.value("SELECT count(*) FROM \(unescaped: table)", as: Int64.self) }
+    }
+
+    /// Runs `body` while a session holds ACCESS EXCLUSIVE on `public.blocker` in an open
+    /// transaction; `release` ends it. The session is closed however `body` ends.
+    static func holdingBlocker(_ cluster: SandboxCluster, _ database: String, id: Int,
+                               _ body: (_ release: @escaping @Sendable () async throws -> Void) async throws -> Void) async throws {
+        let holder = try await PostgresConnection.connect(
+            configuration: .init(host: "127.0.0.1", port: cluster.port, username: SandboxCluster.superuser,
+                                 password: cluster.superuserPassword, database: database, tls: .disable),
+            id: id, logger: .init(label: "blocker"))
+        do {
+            _ = try await holder.query("BEGIN", logger: .init(label: "blocker"))
+            _ = try await holder.query("LOCK TABLE public.blocker IN ACCESS EXCLUSIVE MODE", logger: .init(label: "blocker"))
+            try await body { _ = try? await holder.query("ROLLBACK", logger: .init(label: "blocker")) }
+        } catch {
+            try? await holder.close()
+            throw error
+        }
+        try? await holder.close()
     }
 
     @Test func ownerBacksUpThroughTheAPIAndDownloadsIt() async throws {
@@ -226,23 +251,20 @@ import TSBackupService
         let service = try await Service.start(work: work, cluster: cluster, databases: ["busy": busyDB, "queued": queuedDB])
 
         // Hold a lock every backup of busyDB must wait for, in an open transaction.
-        let holder = try await PostgresConnection.connect(
-            configuration: .init(host: "127.0.0.1", port: cluster.port, username: SandboxCluster.superuser,
-                                 password: cluster.superuserPassword, database: busyDB, tls: .disable),
-            id: 1, logger: .init(label: "blocker"))
-        _ = try await holder.query("BEGIN", logger: .init(label: "blocker"))
-        _ = try await holder.query("LOCK TABLE public.blocker IN ACCESS EXCLUSIVE MODE", logger: .init(label: "blocker"))
+        var busyJob = 0
+        var queuedJob = 0
+        try await Self.holdingBlocker(cluster, busyDB, id: 1) { release in
 
         let (s1, j1) = try await service.request(.POST, "/api/databases/busy/backups", as: "olga")
         #expect(s1 == 202)
-        let busyJob = try #require((j1 as? [String: Any])?["id"] as? Int)
+        busyJob = try #require((j1 as? [String: Any])?["id"] as? Int)
         // A second backup of the busy database is refused with the running job.
         let again = try await service.request(.POST, "/api/databases/busy/backups", as: "alice")
         #expect(again.status == 409)
         #expect(((again.json as? [String: Any])?["job"] as? [String: Any])?["id"] as? Int == busyJob)
         let (s2, j2) = try await service.request(.POST, "/api/databases/queued/backups", as: "olga")
         #expect(s2 == 202)
-        let queuedJob = try #require((j2 as? [String: Any])?["id"] as? Int)
+        queuedJob = try #require((j2 as? [String: Any])?["id"] as? Int)
 
         // Wait until the backup waits for the lock.
         let deadline = ContinuousClock.now + .seconds(300)
@@ -260,14 +282,14 @@ import TSBackupService
         // SIGTERM; the lock is let go a moment later so statements waiting on it can end too.
         kill(service.process.pid, SIGTERM)
         try await Task.sleep(for: .seconds(2))
-        _ = try await holder.query("ROLLBACK", logger: .init(label: "blocker"))
-        try await holder.close()
+        try await release()
         try await service.terminate()
+        }
 
         let state = try StateStore(path: work + "/state.sqlite")
         #expect(try state.job(Int64(busyJob))?.state == .interrupted)
         #expect(try state.job(Int64(queuedJob))?.state == .queued)
-        let afterStop = try await RepositoryAccess(path: work + "/repo").with(create: false) { try await $0.entries() }
+        let afterStop = try await Self.entries(work)
         #expect(afterStop.allSatisfy { $0.state != .complete }, "\(afterStop.map { ($0.id, $0.state) })")
 
         // Restart: the queued job runs and completes; nothing of the interrupted run looks complete.
@@ -275,12 +297,57 @@ import TSBackupService
         defer { Task { await restarted.process.stop() } }
         let finished = try await restarted.waitForJob(queuedJob)
         #expect(finished["state"] as? String == "finished", "\(finished)")
-        let entries = try await RepositoryAccess(path: work + "/repo").with(create: false) { try await $0.entries() }
+        let entries = try await Self.entries(work)
         let complete = entries.filter { $0.state == .complete }
         #expect(complete.map(\.id) == [finished["entry_id"] as? String])
         #expect(complete.first?.manifest?.source.database == queuedDB)
         let (_, interrupted) = try await restarted.request(.GET, "/api/jobs/\(busyJob)", as: "olga")
         #expect((interrupted as? [String: Any])?["state"] as? String == "interrupted")
+        try await restarted.terminate()
+    }
+
+    /// The service is killed (SIGKILL) while a backup runs (it waits for a lock in its preflight):
+    /// nothing could mark the job, so the next start marks it interrupted and runs the
+    /// repository's gc (audited); no entry is complete or left unfinished.
+    @Test func killedServiceIsCleanedUpAtTheNextStart() async throws {
+        let (cluster, dbname) = try await makeSampleDatabase("serve_killed")
+        try await cluster.withSuperuser(database: dbname) { _ = try await $0.execute("CREATE TABLE public.blocker (id int)") }
+        let work = try Self.workDirectory()
+        defer { try? FileManager.default.removeItem(atPath: work) }
+        let service = try await Service.start(work: work, cluster: cluster, databases: ["metrics": dbname])
+        var jobID = 0
+        try await Self.holdingBlocker(cluster, dbname, id: 2) { release in
+        let (_, queued) = try await service.request(.POST, "/api/databases/metrics/backups", as: "alice")
+        jobID = try #require((queued as? [String: Any])?["id"] as? Int)
+        let deadline = ContinuousClock.now + .seconds(300)
+        while true {
+            let waitingDump = try await cluster.withSuperuser(database: dbname) {
+                try await $0.value("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'", as: Int64.self)
+            }
+            if waitingDump > 0 { break }
+            guard ContinuousClock.now < deadline else { throw SandboxError("the backup never waited for the lock; log:\n\(service.process.log().suffix(3000))") }
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        kill(service.process.pid, SIGKILL)
+        while service.process.isRunning { try await Task.sleep(for: .milliseconds(100)) }
+        // The killed service's pg_dump is an orphan now: end its sessions, then let the lock go.
+        _ = try await cluster.withSuperuser(database: dbname) {
+            try await $0.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'tsbackup-serve'")
+        }
+        try await release()
+        }
+        let before = try await Self.entries(work)
+        #expect(!before.contains { $0.state == .complete })
+
+        let restarted = try await Service.start(work: work, cluster: cluster, databases: ["metrics": dbname], run: "run2")
+        defer { Task { await restarted.process.stop() } }
+        let job = try await restarted.waitForJob(jobID)
+        #expect(job["state"] as? String == "interrupted")
+        let after = try await Self.entries(work)
+        #expect(after.allSatisfy { $0.state != .complete }, "\(after.map { ($0.id, $0.state) })")
+        #expect(!after.contains { $0.state == .incomplete }, "\(after.map { ($0.id, $0.state) })")
+        let (_, audit) = try await restarted.request(.GET, "/api/audit?actor=service", as: "olga")
+        #expect((audit as? [[String: Any]])?.contains { $0["action"] as? String == "repo.gc" && $0["outcome"] as? String == "done" } == true)
         try await restarted.terminate()
     }
 }
