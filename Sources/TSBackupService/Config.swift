@@ -381,12 +381,18 @@ private struct ConfigReader {
     }
 
     func schedule(_ node: Node, _ what: String) throws -> ServiceConfig.Schedule {
-        if case .scalar = node { return .init(cron: try string(node, what)) }
+        if case .scalar = node {
+            let text = try string(node, what)
+            do { _ = try CronSchedule.parse(text) } catch { throw fail(node, "\(what): \(error.message)") }
+            return .init(cron: text)
+        }
         let s = try mapping(node, what, allowed: ["cron", "time_zone"])
         guard let cron = s["cron"] else { throw fail(node, "\(what) has no cron expression") }
         var schedule = ServiceConfig.Schedule(cron: try string(cron.value, "\(what) cron"))
-        guard schedule.cron.split(separator: " ", omittingEmptySubsequences: true).count >= 5 else {
-            throw fail(cron.value, "\(what): cron \"\(schedule.cron)\" needs five fields (minute hour day-of-month month day-of-week)")
+        do {
+            _ = try CronSchedule.parse(schedule.cron)
+        } catch {
+            throw fail(cron.value, "\(what): \(error.message)")
         }
         if let tz = s["time_zone"] {
             schedule.timeZone = try string(tz.value, "\(what) time_zone")

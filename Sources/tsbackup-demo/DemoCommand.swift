@@ -42,6 +42,7 @@ struct DemoCommand: AsyncParsableCommand {
                 try await show(tsbackup, ["restore", id, "--repo", repository, "--target", cluster.url(database: "postgres"),
                                           "--into", "demo_restored"], environment: environment)
                 try await s3Demo(tsbackup, cluster: cluster, environment: environment)
+                try await serviceDemo(tsbackup, cluster: cluster)
             }
             if keep || sandboxOnly {
                 say("\nThe cluster keeps running: PGPASSWORD=\(cluster.superuserPassword) psql '\(url)'")
@@ -87,6 +88,77 @@ struct DemoCommand: AsyncParsableCommand {
             try await show(tsbackup, ["restore", id, "--repo", repository, "--target", cluster.url(database: "postgres"),
                                       "--into", "demo_restored_s3"], environment: s3Environment)
         }
+    }
+
+    /// `tsbackup serve` with the sample database: a per-second schedule takes a backup, retention
+    /// follows it, a scheduled restore rehearsal restores it into a scratch database, verifies and
+    /// drops it; the dashboard URL is printed, then the service is stopped (SIGTERM).
+    func serviceDemo(_ tsbackup: String, cluster: SandboxCluster) async throws {
+        step("tsbackup serve: the backup service with a schedule, retention, a restore rehearsal, metrics and a dashboard")
+        let work = cluster.directory + "/service"
+        try FileManager.default.createDirectory(atPath: work + "/run", withIntermediateDirectories: true)
+        let token = (0..<24).map { _ in String(format: "%02x", UInt8.random(in: 0...255)) }.joined()
+        let hash = try await ProcessRunner.run(tsbackup, ["serve", "hash-token"], input: token + "\n").standardOutput
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        let port = try SandboxCluster.freeLoopbackPort()
+        let server = "host: 127.0.0.1, port: \(cluster.port), user: postgres, password_env: DEMO_PGPASSWORD"
+        let config = """
+            listen: {host: 127.0.0.1, port: \(port)}
+            repository: {url: \(work)/repository}
+            state_file: \(work)/state.sqlite
+            rehearsal_targets:
+              sandbox: {\(server)}
+            databases:
+              demo:
+                host: 127.0.0.1
+                port: \(cluster.port)
+                user: postgres
+                password_env: DEMO_PGPASSWORD
+                dbname: demo
+                schedule: {cron: "*/15 * * * * *", time_zone: UTC}   # every 15 seconds, for the demo
+                retention: {keep_last: 2, keep_daily: 7}
+                rehearsal: {target: sandbox, schedule: {cron: "*/20 * * * * *"}}
+            tokens:
+              - {name: demo-operator, sha256: \(hash), role: operator}
+
+            """
+        try config.write(toFile: work + "/serve.yaml", atomically: true, encoding: .utf8)
+        say(config.split(separator: "\n").map { "  " + $0 }.joined(separator: "\n"))
+        let service = try await BackgroundProcess.start(name: "serve", command: [tsbackup, "serve", "--config", work + "/serve.yaml"],
+                                                        environment: ["DEMO_PGPASSWORD": cluster.superuserPassword], directory: work + "/run")
+        do {
+            try await service.waitForPort(port, timeout: .seconds(60))
+            let base = "http://127.0.0.1:\(port)"
+            say("  listening on \(base); waiting for the scheduled backup and the scheduled rehearsal (a few seconds to a minute)")
+            struct Job: Decodable { var id: Int; var kind: String; var state: String; var requested_by: String; var entry_id: String? }
+            var jobs: [Job] = []
+            let deadline = ContinuousClock.now + .seconds(300)
+            while ContinuousClock.now < deadline {
+                let listed = try await LocalHTTP.request(base + "/api/jobs?database=demo", bearer: token)
+                jobs = (try? JSONDecoder().decode([Job].self, from: Data(listed.body.utf8))) ?? []
+                let done = { (kind: String) in jobs.contains { $0.kind == kind && $0.requested_by == "scheduler" && ["finished", "failed"].contains($0.state) } }
+                if done("backup") && done("rehearsal") { break }
+                try await Task.sleep(for: .seconds(1))
+            }
+            _ = try await LocalHTTP.request(base + "/api/schedules/demo/pause", method: "POST", bearer: token)
+            for job in jobs.reversed() {
+                say("  job \(job.id): \(job.kind) by \(job.requested_by): \(job.state)\(job.entry_id.map { " (\($0))" } ?? "")")
+            }
+            let metrics = try await LocalHTTP.request(base + "/metrics").body
+            for line in metrics.split(separator: "\n") where line.hasPrefix("tsbackup_last_") && line.contains("\"demo\"") {
+                say("  \(line)")
+            }
+            say("\n  Dashboard: \(base)/dashboard  (sign in with the token \(token))")
+            say("  Metrics:   \(base)/metrics    API: \(base)/openapi.json")
+            guard jobs.contains(where: { $0.kind == "backup" && $0.state == "finished" }), jobs.contains(where: { $0.kind == "rehearsal" && $0.state == "finished" }) else {
+                throw ValidationError("the service did not finish a scheduled backup and a rehearsal; its log:\n\(service.log().suffix(3000))")
+            }
+        } catch {
+            await service.stop()
+            throw error
+        }
+        step("Stopping the service (SIGTERM: it stops taking work and exits)")
+        await service.stop()
     }
 
     /// Runs the real tsbackup binary, echoing the command and its output.

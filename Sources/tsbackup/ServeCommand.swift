@@ -26,7 +26,9 @@ struct ServeCommand: AsyncParsableCommand {
         func run() async throws {
             try await reportingErrors {
                 let loaded = try ServiceConfig.load(path: config)
-                try await ServiceServer(config: loaded).run()
+                var server = try ServiceServer(config: loaded)
+                try await ServiceOperations.make(core: server.core).install(into: &server)
+                try await server.run()
             }
         }
     }
