@@ -15,7 +15,7 @@ struct ListCommand: AsyncParsableCommand {
                 let entries = try await repo.entries()
                 if json {
                     let rows = entries.map { entry in
-                        ListedEntry(id: entry.id, state: entry.state.rawValue, manifest: entry.manifest?.summary ?? entry.hypertable?.summary)
+                        ListedEntry(id: entry.id, state: entry.state.rawValue, manifest: entry.manifest?.summary ?? entry.hypertable?.summary ?? entry.base?.summary)
                     }
                     print(try JSONOutput.encode(rows))
                     return
@@ -31,6 +31,12 @@ struct ListCommand: AsyncParsableCommand {
                         table.add([entry.id, iso.string(from: h.startedAt), "\(h.source.database) (hypertable \(h.table.qualifiedName))", ByteCount.format(h.totalFileBytes),
                                    String(h.server.versionNumber / 10000) + "." + String(h.server.versionNumber % 10000),
                                    h.timescaledb?.version ?? "-", entry.state.rawValue, h.window == nil ? "" : h.windowDescription])
+                        continue
+                    }
+                    if let b = entry.base {
+                        table.add([entry.id, iso.string(from: b.startedAt), "cluster (base backup, timeline \(b.timeline), WAL \(b.startLSN)-\(b.stopLSN))", ByteCount.format(b.totalFileBytes),
+                                   String(b.server.versionNumber / 10000) + "." + String(b.server.versionNumber % 10000),
+                                   b.timescaleVersions, entry.state.rawValue, b.label ?? ""])
                         continue
                     }
                     guard let m = entry.manifest else {
@@ -68,6 +74,10 @@ struct ShowCommand: AsyncParsableCommand {
                 let entry = try await repo.entry(id)
                 if let export = entry.hypertable {
                     print(json ? try JSONOutput.encode(export) : export.renderReport(), terminator: json ? "\n" : "")
+                    return
+                }
+                if let base = entry.base {
+                    print(json ? try JSONOutput.encode(base) : base.renderReport(), terminator: json ? "\n" : "")
                     return
                 }
                 if let problem = entry.problem { throw TSBackupError(.failed, problem) }
@@ -129,7 +139,7 @@ struct DeleteCommand: AsyncParsableCommand {
                             throw TSBackupError(.usage, "Deleting backup \(id) needs confirmation; no terminal is attached to ask. Add --yes to delete without asking.")
                         }
                         let stored = await repo.storedBytes(of: entry)
-                        print("Delete backup \(id) (\(entry.manifest?.source.database ?? entry.hypertable.map { "\($0.source.database), hypertable \($0.table.qualifiedName)" } ?? "incomplete"), \(ByteCount.format(stored)))? Type yes: ", terminator: "")
+                        print("Delete backup \(id) (\(entry.manifest?.source.database ?? entry.base.map { _ in "physical base backup of the cluster" } ?? entry.hypertable.map { "\($0.source.database), hypertable \($0.table.qualifiedName)" } ?? "incomplete"), \(ByteCount.format(stored)))? Type yes: ", terminator: "")
                         guard readLine()?.lowercased() == "yes" else {
                             print("Nothing deleted.")
                             return
