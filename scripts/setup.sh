@@ -28,7 +28,7 @@ apt_update_once() {
 
 # 1. Debian packages from bookworm only.
 packages=(postgresql-${PG_MAJOR} postgresql-client-${PG_MAJOR} postgresql-server-dev-${PG_MAJOR}
-          cmake gcc make dpkg-dev libssl-dev zstd time locales)
+          cmake gcc make dpkg-dev libssl-dev zstd libzstd-dev time locales)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -18,11 +18,35 @@ public final class SandboxCluster: Sendable {
         public var durable = false
         /// More postgresql.conf settings, e.g. ["max_locks_per_transaction": "128"].
         public var settings: [String: String] = [:]
+        /// Continuous archiving through `tsbackup wal-push` (wal_level replica, archive_mode on).
+        public var archiving: Archiving?
 
-        public init(preloadTimescaleDB: Bool = true, durable: Bool = false, settings: [String: String] = [:]) {
+        public init(preloadTimescaleDB: Bool = true, durable: Bool = false, settings: [String: String] = [:], archiving: Archiving? = nil) {
             self.preloadTimescaleDB = preloadTimescaleDB
             self.durable = durable
             self.settings = settings
+            self.archiving = archiving
+        }
+    }
+
+    /// How the server archives its WAL: `archive_command` runs the built tsbackup binary.
+    public struct Archiving: Sendable {
+        /// The tsbackup executable (the server's OS user must be able to run it; it is copied
+        /// into the cluster's directory when it cannot).
+        public var tsbackup: String
+        /// `--repo`: a directory the server's OS user can write, or an s3:// URL.
+        public var repository: String
+        /// `--encryption-key-file`, readable by the server's OS user.
+        public var keyFile: String?
+        /// Variables the server (and so archive_command) gets: S3 credentials and endpoint. They
+        /// reach it through pg_ctl's environment, never through postgresql.conf.
+        public var environment: [String: String]
+
+        public init(tsbackup: String, repository: String, keyFile: String? = nil, environment: [String: String] = [:]) {
+            self.tsbackup = tsbackup
+            self.repository = repository
+            self.keyFile = keyFile
+            self.environment = environment
         }
     }
 
@@ -37,11 +61,15 @@ public final class SandboxCluster: Sendable {
     public var dataDirectory: String { directory + "/data" }
     public var logFile: String { directory + "/server.log" }
 
-    private init(directory: String, port: Int, binDirectory: String, superuserPassword: String) {
+    /// The server's extra environment (archive_command's S3 settings), kept for restarts.
+    let serverEnvironment: [String: String]
+
+    private init(directory: String, port: Int, binDirectory: String, superuserPassword: String, serverEnvironment: [String: String] = [:]) {
         self.directory = directory
         self.port = port
         self.binDirectory = binDirectory
         self.superuserPassword = superuserPassword
+        self.serverEnvironment = serverEnvironment
     }
 
     // MARK: Lifecycle
@@ -67,12 +95,17 @@ public final class SandboxCluster: Sendable {
         do {
             try await cluster.initialize(password: password)
             try await cluster.startWatchdog()
+            var options = options
+            if let archiving = options.archiving {
+                options.archiving?.tsbackup = try await cluster.executableForPostgres(archiving.tsbackup)
+            }
             // A port found free can be taken before the server binds it; try a few.
             var lastError: (any Error)?
             for _ in 0..<5 {
                 let port = try freeLoopbackPort()
                 try cluster.writeConfiguration(options, port: port)
-                let started = SandboxCluster(directory: directory, port: port, binDirectory: bin, superuserPassword: password)
+                let started = SandboxCluster(directory: directory, port: port, binDirectory: bin, superuserPassword: password,
+                                             serverEnvironment: options.archiving?.environment ?? [:])
                 do {
                     try await started.startServer()
                     return started
@@ -126,6 +159,12 @@ public final class SandboxCluster: Sendable {
         if options.preloadTimescaleDB {
             settings.append(("shared_preload_libraries", "'timescaledb'"))
         }
+        if let archiving = options.archiving {
+            var command = [archiving.tsbackup, "wal-push", "%p", "--repo", archiving.repository].map(Self.shellQuoted)
+            if let key = archiving.keyFile { command += ["--encryption-key-file", Self.shellQuoted(key)] }
+            settings += [("wal_level", "replica"), ("archive_mode", "on"),
+                         ("archive_command", Self.configQuoted(command.joined(separator: " ")))]
+        }
         for (key, value) in options.settings.sorted(by: { $0.key < $1.key }) {
             settings.append((key, value))
         }
@@ -136,7 +175,8 @@ public final class SandboxCluster: Sendable {
     }
 
     private func startServer() async throws {
-        let result = try await runAsPostgres(binDirectory + "/pg_ctl", ["-D", dataDirectory, "-l", logFile, "-w", "-t", "60", "start"])
+        let result = try await runAsPostgres(binDirectory + "/pg_ctl", ["-D", dataDirectory, "-l", logFile, "-w", "-t", "60", "start"],
+                                             environment: serverEnvironment)
         guard result.succeeded else {
             let log = (try? String(contentsOfFile: logFile, encoding: .utf8)) ?? ""
             throw SandboxError("the server did not start (\(result.statusDescription)): \(result.standardError) \(log.suffix(2000))")
@@ -206,11 +246,37 @@ public final class SandboxCluster: Sendable {
 
     // MARK: Helpers
 
-    func runAsPostgres(_ executable: String, _ arguments: [String]) async throws -> ProcessResult {
+    func runAsPostgres(_ executable: String, _ arguments: [String], environment: [String: String] = [:]) async throws -> ProcessResult {
+        let environment = environment.mapValues { Optional($0) }
         if getuid() == 0 {
-            return try await ProcessRunner.run("runuser", ["-u", "postgres", "--", executable] + arguments, workingDirectory: directory)
+            return try await ProcessRunner.run("runuser", ["-u", "postgres", "--", executable] + arguments, environment: environment, workingDirectory: directory)
         }
-        return try await ProcessRunner.run(executable, arguments, workingDirectory: directory)
+        return try await ProcessRunner.run(executable, arguments, environment: environment, workingDirectory: directory)
+    }
+
+    /// `path` if the server's OS user can run it, else a copy in the cluster's directory.
+    func executableForPostgres(_ path: String) async throws -> String {
+        guard getuid() == 0 else { return path }
+        if try await ProcessRunner.run("runuser", ["-u", "postgres", "--", "test", "-x", path]).succeeded { return path }
+        let copy = directory + "/tsbackup"
+        try? FileManager.default.removeItem(atPath: copy)
+        try FileManager.default.copyItem(atPath: path, toPath: copy)
+        chmod(copy, 0o755)
+        return copy
+    }
+
+    /// Hands a file or directory (a local repository, a key file) to the server's OS user, so
+    /// archive_command can use it.
+    public static func handToPostgres(_ path: String) throws { try chownToPostgres(path) }
+
+    /// `text` in single quotes for sh.
+    static func shellQuoted(_ text: String) -> String {
+        "'" + text.replacingOccurrences(of: "'", with: "'\\''") + "'"
+    }
+
+    /// `text` as a postgresql.conf string value.
+    static func configQuoted(_ text: String) -> String {
+        "'" + text.replacingOccurrences(of: "'", with: "''") + "'"
     }
 
     private static func makeTemporaryDirectory() throws -> String {

@@ -5,7 +5,7 @@ import Foundation
 /// Keys are relative to the repository's root and never built by use cases: an entry's files are
 /// named by the paths its manifest records (`dump/toc.dat`, `roles.sql`, `data/00001.copy.zst`),
 /// and the implementation decides where they are stored. Entries live in the `backups/`
-/// namespace (`backups/<id>/...`); later kinds (WAL segments, base backups) get namespaces of
+/// namespace (`backups/<id>/...`); the WAL archive lives in `wal/` (``ArchiveStore``, ``ArchiveLayout``), and other kinds get namespaces of
 /// their own beside it, so listing and garbage collection of one never touch another.
 ///
 /// A run writes an entry in four steps: ``beginEntry(_:)`` gives a LOCAL staging directory
@@ -14,7 +14,7 @@ import Foundation
 /// Reading goes through ``readFile(_:of:)`` for small files (checked against the manifest and, in
 /// an encrypted repository, authenticated) and ``materialize(_:files:)`` for files a child tool
 /// (pg_restore, psql) reads.
-public protocol Repository: Sendable {
+public protocol Repository: ArchiveStore {
     /// How the user names this repository (a path or an `s3://` URL); never holds a secret.
     var location: String { get }
     /// Whether stored files are encrypted (decided when the repository was first written).

@@ -65,6 +65,20 @@ struct ObjectCodec: Sendable {
         return try translatingEncryptionErrors { try encryption.decrypt(data, name: name) }
     }
 
+    /// ``open(_:name:)`` for an archive object (WAL): a damaged or altered object is refused in
+    /// words that fit the archive (there is no backup to verify).
+    func openArchiveObject(_ data: Data, name: String) throws -> Data {
+        guard let encryption else { return data }
+        do {
+            return try encryption.decrypt(data, name: name)
+        } catch let error {
+            if case .objectRejected(_, let problem) = error {
+                throw TSBackupError(.failed, "The archive object \(name) failed authentication (\(problem.rawValue)): it was damaged, altered, or stored under another name, and was not used.")
+            }
+            throw error.tsbackupError
+        }
+    }
+
     /// Encrypts (or copies) a local file into its stored form.
     func sealFile(at source: String, to destination: String, name: String) throws {
         guard let encryption else {

@@ -1,0 +1,125 @@
+import CZstd
+import Crypto
+import Foundation
+
+/// The plain content of one archived WAL object (before the repository's encryption, if any):
+///
+///     magic "TSBWAL01" (8) | compression (1): 0 none, 1 zstd | reserved (3)
+///     | plain size, UInt64 big-endian (8) | SHA-256 of the plain file (32) | payload
+///
+/// The checksum travels inside the object, so it works alike on every store, survives copies,
+/// and is covered by the encryption's authentication; wal-fetch checks it after decompressing
+/// and before it writes anything PostgreSQL could read.
+public enum WALObjectFormat {
+    static let magic = Array("TSBWAL01".utf8)
+    static let headerSize = 8 + 1 + 3 + 8 + 32
+    static let compressionNone: UInt8 = 0
+    static let compressionZstd: UInt8 = 1
+    /// zstd level 1: WAL is compressed on the archiving path, once per segment; higher levels
+    /// cost more time than the bytes they save (see docs/pitr.md).
+    public static let defaultLevel: Int32 = 1
+
+    /// A decoded object's description, without the payload.
+    public struct Header: Sendable, Equatable {
+        public var compression: UInt8
+        public var plainSize: Int64
+        public var sha256: [UInt8]
+        public var sha256Hex: String { sha256.map { String(format: "%02x", $0) }.joined() }
+    }
+
+    /// Compresses `plain` and prefixes the header.
+    public static func encode(_ plain: Data, sha256 digest: [UInt8], level: Int32 = defaultLevel) throws -> Data {
+        let compressed = try Zstd.compress(plain, level: level)
+        var out = Data(capacity: headerSize + compressed.count)
+        out.append(contentsOf: magic)
+        out.append(contentsOf: [compressionZstd, 0, 0, 0])
+        out.append(contentsOf: ObjectFormat.bigEndian(UInt64(plain.count)))
+        out.append(contentsOf: digest)
+        out.append(compressed)
+        return out
+    }
+
+    /// The header of a stored object; throws `WALObjectError.malformed` when it is not one.
+    public static func header(of data: Data) throws(WALObjectError) -> Header {
+        guard data.count >= headerSize else { throw .malformed("it is shorter than its header") }
+        let bytes = [UInt8](data.prefix(headerSize))
+        guard Array(bytes[0..<8]) == magic else { throw .malformed("it does not start with tsbackup's WAL object header") }
+        let compression = bytes[8]
+        guard compression == compressionNone || compression == compressionZstd else { throw .malformed("unknown compression \(compression)") }
+        let size = bytes[12..<20].reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+        guard size <= 1 << 31 else { throw .malformed("it declares \(size) bytes") }
+        return Header(compression: compression, plainSize: Int64(size), sha256: Array(bytes[20..<52]))
+    }
+
+    /// The plain file: decompressed, its size and SHA-256 checked against the header.
+    public static func decode(_ data: Data) throws(WALObjectError) -> (Header, Data) {
+        let header = try header(of: data)
+        let payload = data.subdata(in: (data.startIndex + headerSize)..<data.endIndex)
+        let plain: Data
+        if header.compression == compressionZstd {
+            do {
+                plain = try Zstd.decompress(payload, expectedSize: Int(header.plainSize))
+            } catch {
+                throw .malformed("its compressed data does not decompress (\(error))")
+            }
+        } else {
+            plain = payload
+        }
+        guard Int64(plain.count) == header.plainSize else {
+            throw .checksumMismatch("it decompresses to \(plain.count) bytes, its header says \(header.plainSize)")
+        }
+        guard Array(SHA256.hash(data: plain)) == header.sha256 else {
+            throw .checksumMismatch("the SHA-256 of its content differs from the one recorded when it was archived")
+        }
+        return (header, plain)
+    }
+}
+
+/// Why a stored WAL object could not be used.
+public enum WALObjectError: Error, Sendable, Equatable {
+    case malformed(String)
+    case checksumMismatch(String)
+
+    public var reason: String {
+        switch self {
+        case .malformed(let text), .checksumMismatch(let text): text
+        }
+    }
+}
+
+/// libzstd's one-shot API.
+enum Zstd {
+    struct Failure: Error, CustomStringConvertible {
+        var description: String
+    }
+
+    static func compress(_ input: Data, level: Int32) throws -> Data {
+        let bound = ZSTD_compressBound(input.count)
+        var output = Data(count: bound)
+        let written = output.withUnsafeMutableBytes { out in
+            input.withUnsafeBytes { inp in
+                ZSTD_compress(out.baseAddress, bound, inp.baseAddress, inp.count, level)
+            }
+        }
+        if ZSTD_isError(written) != 0 { throw Failure(description: String(cString: ZSTD_getErrorName(written))) }
+        output.count = written
+        return output
+    }
+
+    static func decompress(_ input: Data, expectedSize: Int) throws -> Data {
+        // The frame records its size; it must agree with the header's before anything is allocated.
+        let frameSize = input.withUnsafeBytes { ZSTD_getFrameContentSize($0.baseAddress, $0.count) }
+        guard frameSize == UInt64(expectedSize) else {
+            throw Failure(description: frameSize >= UInt64.max - 1 ? "the frame declares no valid size" : "the frame declares \(frameSize) bytes")
+        }
+        var output = Data(count: expectedSize)
+        let written = output.withUnsafeMutableBytes { out in
+            input.withUnsafeBytes { inp in
+                ZSTD_decompress(out.baseAddress, expectedSize, inp.baseAddress, inp.count)
+            }
+        }
+        if ZSTD_isError(written) != 0 { throw Failure(description: String(cString: ZSTD_getErrorName(written))) }
+        output.count = written
+        return output
+    }
+}

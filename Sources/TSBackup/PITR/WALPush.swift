@@ -1,0 +1,98 @@
+import Crypto
+import Foundation
+
+/// `tsbackup wal-push PATH`: archives one file PostgreSQL hands to archive_command.
+///
+/// The hot path, run once per 16 MB segment: read the file, tell its cluster from the segment's
+/// own page header (or pg_control), check the archive marker, compress in-process, and store the
+/// object with one create-only write. No lock, no scratch directory, no listing: PostgreSQL runs
+/// one archive_command at a time per cluster, and the create-only write makes a concurrent or
+/// repeated push of the same name safe (the second finds the first and compares).
+public enum WALPush {
+    public enum Outcome: Sendable, Equatable {
+        /// Stored now: the file's size and the object's (compressed) size before encryption.
+        case archived(file: WALFileName, plainBytes: Int64, storedBytes: Int64)
+        /// The archive holds this name already with identical content (a repeated push).
+        case alreadyArchived(file: WALFileName)
+    }
+
+    /// Archives `path` (relative to `dataDirectory`, PostgreSQL's working directory when it runs
+    /// archive_command) into `repository`.
+    public static func run(path: String, repository: any Repository, dataDirectory: String = FileManager.default.currentDirectoryPath,
+                           level: Int32 = WALObjectFormat.defaultLevel) async throws -> Outcome {
+        let baseName = (path as NSString).lastPathComponent
+        guard let file = WALFileName(baseName) else {
+            throw TSBackupError(.usage, "\(baseName) is not the name of a file PostgreSQL archives (a WAL segment such as 000000010000000000000001, a .partial segment, a .history or a .backup file). Use wal-push only in archive_command, as `tsbackup wal-push %p --repo ...`.")
+        }
+        let fullPath = path.hasPrefix("/") ? path : dataDirectory + "/" + path
+        let plain: Data
+        do {
+            plain = try Data(contentsOf: URL(fileURLWithPath: fullPath))
+        } catch {
+            throw TSBackupError(.notFound, "Could not read \(fullPath): \(String(cString: strerror(errno))). wal-push runs with the data directory as its working directory and %p relative to it, as archive_command gives it.")
+        }
+
+        // Whose WAL is this? A segment names its cluster in its first page; other files do not.
+        var system: UInt64?
+        var segmentSize: Int64?
+        var magic: UInt16?
+        if file.kind == .segment || file.kind == .partial, let header = ClusterIdentity.segmentHeader(plain) {
+            guard WALFileName.isValidSegmentSize(Int64(header.segmentSize)), Int64(plain.count) == Int64(header.segmentSize) else {
+                throw TSBackupError(.failed, "\(file) has \(plain.count) bytes but its page header declares \(header.segmentSize)-byte segments; it is damaged or not a WAL segment, and was not archived.")
+            }
+            system = header.systemIdentifier
+            segmentSize = Int64(header.segmentSize)
+            magic = header.magic
+        }
+        if system == nil {
+            system = ClusterIdentity.controlFileSystemIdentifier(dataDirectory: dataDirectory)
+        }
+        guard let system else {
+            throw TSBackupError(.precondition, "Could not tell which cluster \(file) belongs to: it carries no WAL page header and \(dataDirectory)/global/pg_control is not readable. Run wal-push from archive_command (PostgreSQL runs it in the data directory), or from the data directory by hand.")
+        }
+
+        let marker = try await WALArchiveMarker.claim(repository, systemIdentifier: system, segmentSize: segmentSize, magic: magic)
+        if let recorded = marker.walSegmentSize, let segmentSize, recorded != segmentSize {
+            throw TSBackupError(.precondition, "\(file) is a \(ByteCount.format(segmentSize)) segment, but the archive in \(repository.location) holds \(ByteCount.format(recorded)) segments of the same cluster; it was not archived. Archive to a new repository.")
+        }
+
+        let digest = Array(SHA256.hash(data: plain))
+        let object = ArchiveObject.wal(systemIdentifier: system, file: file)
+        let encoded: Data
+        do {
+            encoded = try WALObjectFormat.encode(plain, sha256: digest, level: level)
+        } catch {
+            throw TSBackupError(.failed, "Could not compress \(file) with zstd: \(error).")
+        }
+        switch try await repository.createArchiveObject(object, data: encoded) {
+        case .created:
+            return .archived(file: file, plainBytes: Int64(plain.count), storedBytes: Int64(encoded.count))
+        case .exists:
+            return try await compareExisting(object, file: file, digest: digest, size: Int64(plain.count), repository: repository)
+        }
+    }
+
+    /// A push of a name the archive holds: fine when the content is the same, refused otherwise.
+    static func compareExisting(_ object: ArchiveObject, file: WALFileName, digest: [UInt8], size: Int64, repository: any Repository) async throws -> Outcome {
+        let name = ArchiveLayout.name(of: object)
+        let stored: Data?
+        do {
+            stored = try await repository.readArchiveObject(object)
+        } catch let error as TSBackupError {
+            throw TSBackupError(.failed, "\(file) is already archived in \(repository.location), but the stored object \(name) cannot be read (\(error.message)); the new copy was not stored. Check the object; if it is damaged, remove it so the next attempt archives this file again.")
+        }
+        guard let stored else {
+            throw TSBackupError(.failed, "\(file) seemed archived in \(repository.location), but the object \(name) vanished. PostgreSQL will retry.")
+        }
+        let header: WALObjectFormat.Header
+        do {
+            header = try WALObjectFormat.header(of: stored)
+        } catch {
+            throw TSBackupError(.failed, "\(file) is already archived in \(repository.location), but the stored object \(name) is damaged (\(error.reason)); the new copy was not stored. Remove the damaged object so the next attempt archives this file again.")
+        }
+        if header.sha256 == digest && header.plainSize == size {
+            return .alreadyArchived(file: file)
+        }
+        throw TSBackupError(.failed, "\(file) is already archived in \(repository.location) with different content (stored SHA-256 \(header.sha256Hex.prefix(16))..., this file's \(digest.map { String(format: "%02x", $0) }.joined().prefix(16))...); the archived copy was kept and this one refused. Two servers may be archiving as the same cluster (a restored copy still running with archiving on?): stop the one that should not archive, and check which copy is right before removing anything.")
+    }
+}

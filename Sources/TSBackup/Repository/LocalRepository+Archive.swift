@@ -1,0 +1,88 @@
+import Foundation
+
+/// The WAL archive's objects in a local repository: files under `wal/` (see ``ArchiveLayout``).
+extension LocalRepository {
+    func archivePath(_ object: ArchiveObject) -> String { root + "/" + ArchiveLayout.name(of: object) }
+
+    /// Writes a temporary file beside the object, fsyncs it, and hard-links it to the object's
+    /// name: `link` fails with EEXIST when the name exists, so the write only ever creates, and a
+    /// reader sees the whole object or none. The directory is fsynced so the name survives a crash.
+    public func createArchiveObject(_ object: ArchiveObject, data: Data) async throws -> ArchivePutOutcome {
+        let name = ArchiveLayout.name(of: object)
+        let path = archivePath(object)
+        let directory = (path as NSString).deletingLastPathComponent
+        let stored = try codec.seal(data, name: name)
+        if access(path, F_OK) == 0 { return .exists }
+        if access(directory, F_OK) != 0 {
+            do {
+                try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            } catch {
+                throw TSBackupError(.permission, "Could not create \(directory) in the repository: \(error.localizedDescription). The archiving process (PostgreSQL's OS user, usually postgres) must be able to write the repository; check its owner and permissions.")
+            }
+        }
+        let temporary = directory + "/.\((path as NSString).lastPathComponent).\(getpid()).tmp"
+        let fd = Glibc.open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        guard fd >= 0 else {
+            let reason = String(cString: strerror(errno))
+            throw TSBackupError(errno == EACCES ? .permission : .failed, "Could not write \(temporary): \(reason). The archiving process must be able to write the repository \(root); check its owner, permissions and free space.")
+        }
+        defer { unlink(temporary) }
+        do {
+            defer { Glibc.close(fd) }
+            try stored.withUnsafeBytes { buffer in
+                var done = 0
+                while done < buffer.count {
+                    let n = write(fd, buffer.baseAddress! + done, buffer.count - done)
+                    if n < 0 {
+                        if errno == EINTR { continue }
+                        throw FileSystem.ioError("write \(temporary)")
+                    }
+                    done += n
+                }
+            }
+            guard fsync(fd) == 0 else { throw FileSystem.ioError("fsync \(temporary)") }
+        }
+        if link(temporary, path) != 0 {
+            if errno == EEXIST { return .exists }
+            throw FileSystem.ioError("link \(temporary) to \(path)")
+        }
+        try FileSystem.sync(directory)
+        return .created
+    }
+
+    public func readArchiveObject(_ object: ArchiveObject) async throws -> Data? {
+        let path = archivePath(object)
+        guard let stored = FileManager.default.contents(atPath: path) else {
+            if access(path, F_OK) == 0 {
+                throw TSBackupError(.permission, "Could not read \(path): permission denied. Run tsbackup as a user that can read the repository.")
+            }
+            return nil
+        }
+        return try codec.openArchiveObject(stored, name: ArchiveLayout.name(of: object))
+    }
+
+    public func archiveObjectExists(_ object: ArchiveObject) async throws -> Bool {
+        access(archivePath(object), F_OK) == 0
+    }
+
+    public func listArchiveObjects(_ scope: ArchiveScope) async throws -> [ArchiveObjectInfo] {
+        let prefix = ArchiveLayout.prefix(of: scope)
+        let base = root + "/" + prefix
+        guard access(base, F_OK) == 0 else { return [] }
+        var infos: [ArchiveObjectInfo] = []
+        for file in try FileSystem.regularFiles(under: base) {
+            guard let object = ArchiveLayout.object(named: prefix + file) else { continue }
+            infos.append(ArchiveObjectInfo(object: object, storedBytes: FileSystem.size(of: base + file)))
+        }
+        return infos.sorted { ArchiveLayout.name(of: $0.object) < ArchiveLayout.name(of: $1.object) }
+    }
+
+    public func deleteArchiveObjects(_ objects: [ArchiveObject]) async throws {
+        for object in objects {
+            let path = archivePath(object)
+            if unlink(path) != 0 && errno != ENOENT {
+                throw FileSystem.ioError("remove \(path)")
+            }
+        }
+    }
+}

@@ -1,0 +1,132 @@
+import Crypto
+import Foundation
+import Testing
+@testable import TSBackup
+
+@Suite("WAL file names, archive layout, object format and gap detection")
+struct WALArchiveUnitTests {
+    static let mb16: Int64 = 16 << 20
+
+    @Test("segment names parse and print as PostgreSQL writes them")
+    func parsing() throws {
+        let segment = try #require(WALFileName("0000000100000002000000FF"))
+        #expect(segment.timeline == 1 && segment.high == 2 && segment.low == 0xFF && segment.kind == .segment)
+        #expect(segment.segmentNumber(segmentSize: Self.mb16) == 2 * 256 + 255)
+        #expect(segment.name == "0000000100000002000000FF")
+        #expect(WALFileName("0000000A.history")?.kind == .history)
+        #expect(WALFileName("0000000A.history")?.timeline == 10)
+        #expect(WALFileName("000000010000000000000003.partial")?.kind == .partial)
+        let backup = try #require(WALFileName("000000010000000000000002.00000028.backup"))
+        #expect(backup.kind == .backup(offset: 0x28))
+        #expect(backup.name == "000000010000000000000002.00000028.backup")
+        for bad in ["", "00000001", "0000000100000000000000", "0000000100000000000000zz", "000000010000000000000001.gz",
+                    "../00000001000000000000001", "0000000100000000000000010", "000000010000000000000001.0000028.backup",
+                    "00000001.History", "000000010000000000000001/x", "000000000000000000000001", "000000010000000000000001.00000028.bakup"] {
+            #expect(WALFileName(bad) == nil, "\(bad)")
+        }
+    }
+
+    @Test("segment-number arithmetic wraps the low word at 2^32 bytes of WAL")
+    func arithmetic() throws {
+        let last = try #require(WALFileName("0000000100000000000000FF"))
+        #expect(last.advanced(by: 1, segmentSize: Self.mb16).name == "000000010000000100000000")
+        #expect(WALFileName(timeline: 3, segmentNumber: 256, segmentSize: Self.mb16).name == "000000030000000100000000")
+        // 64 MB segments: 64 per word.
+        #expect(WALFileName(timeline: 1, segmentNumber: 64, segmentSize: 64 << 20).name == "000000010000000100000000")
+        #expect(WALFileName.segment(containing: 0x1_2345_6789, timeline: 2, segmentSize: Self.mb16).name == "000000020000000100000023")
+        #expect(WALFileName.isValidSegmentSize(Self.mb16) && WALFileName.isValidSegmentSize(1 << 20) && WALFileName.isValidSegmentSize(1 << 30))
+        #expect(!WALFileName.isValidSegmentSize(3 << 20) && !WALFileName.isValidSegmentSize(1 << 31) && !WALFileName.isValidSegmentSize(512 << 10))
+    }
+
+    @Test("the repository layout names objects by system identifier and timeline, and reads them back")
+    func layout() throws {
+        let file = try #require(WALFileName("000000020000000000000010"))
+        let object = ArchiveObject.wal(systemIdentifier: 7_311_111_111_111_111_111, file: file)
+        let name = ArchiveLayout.name(of: object)
+        #expect(name == "wal/7311111111111111111/00000002/000000020000000000000010.zst")
+        #expect(ArchiveLayout.object(named: name) == object)
+        #expect(ArchiveLayout.object(named: "wal/archive.json") == .walMarker)
+        #expect(ArchiveLayout.name(of: .walMarker) == "wal/archive.json")
+        // Temporary files, another timeline directory, and strangers are not archive objects.
+        #expect(ArchiveLayout.object(named: "wal/7311111111111111111/00000002/.000000020000000000000010.zst.42.tmp") == nil)
+        #expect(ArchiveLayout.object(named: "wal/7311111111111111111/00000001/000000020000000000000010.zst") == nil)
+        #expect(ArchiveLayout.object(named: "wal/0731/00000002/000000020000000000000010.zst") == nil)
+        #expect(ArchiveLayout.object(named: "backups/x/manifest.json") == nil)
+    }
+
+    func objects(_ names: [String], system: UInt64 = 42) -> [ArchiveObjectInfo] {
+        names.map { ArchiveObjectInfo(object: .wal(systemIdentifier: system, file: WALFileName($0)!), storedBytes: 100) }
+    }
+
+    @Test("ranges and gaps per timeline")
+    func gaps() throws {
+        let marker = WALArchiveMarker(systemIdentifier: 42, walSegmentSize: Self.mb16, walPageMagic: 0xD110)
+        var infos = objects(["000000010000000000000001", "000000010000000000000002", "000000010000000000000003",
+                             "000000010000000000000006", "0000000100000000000000FF", "000000010000000100000000",
+                             "000000010000000000000003.00000028.backup", "00000002.history",
+                             "000000020000000000000007", "000000020000000000000008", "000000010000000000000007.partial"])
+        infos += objects(["000000010000000000000004"], system: 43)  // another cluster's: ignored
+        let archive = WALArchive(marker: marker, objects: infos)
+        #expect(archive.timelines.map(\.timeline) == [1, 2])
+        let one = try #require(archive.timeline(1))
+        #expect(one.ranges == [1...3, 6...6, 255...256])
+        #expect(one.gaps == [4...5, 7...254])
+        #expect(one.otherFiles.map(\.name) == ["000000010000000000000003.00000028.backup", "000000010000000000000007.partial"])
+        #expect(one.lastSegment(segmentSize: Self.mb16)?.name == "000000010000000100000000")
+        let two = try #require(archive.timeline(2))
+        #expect(two.ranges == [7...8] && two.gaps.isEmpty)
+        #expect(two.otherFiles.map(\.name) == ["00000002.history"])
+        #expect(archive.historyFiles.map(\.name) == ["00000002.history"])
+
+        let first = WALFileName("000000010000000000000001")!
+        #expect(archive.hasEverySegment(from: first, through: WALFileName("000000010000000000000003")!))
+        #expect(archive.missingSegments(from: first, through: WALFileName("000000010000000000000006")!).map(\.name)
+                == ["000000010000000000000004", "000000010000000000000005"])
+        #expect(archive.hasEverySegment(from: WALFileName("0000000100000000000000FF")!, through: WALFileName("000000010000000100000000")!))
+
+        let doomed = archive.objectsBefore(WALFileName("000000020000000000000007")!).map { ArchiveLayout.name(of: $0) }
+        #expect(doomed.count == 5)  // segments 1, 2, 3, 6 and the .backup of segment 3; not the history, partial 7, or 255+
+        #expect(!doomed.contains { $0.contains(".history") || $0.contains(".partial") || $0.contains("0000000100000000000000FF") })
+    }
+
+    @Test("WAL objects round-trip, and altered content or size is refused")
+    func objectFormat() throws {
+        var plain = Data(count: 1 << 20)
+        for i in stride(from: 0, to: plain.count, by: 97) { plain[i] = UInt8(i % 251) }
+        let digest = Array(SHA256.hash(data: plain))
+        let encoded = try WALObjectFormat.encode(plain, sha256: digest)
+        #expect(encoded.count < plain.count / 4)
+        let (header, decoded) = try WALObjectFormat.decode(encoded)
+        #expect(decoded == plain && header.sha256 == digest && header.plainSize == Int64(plain.count))
+
+        var flipped = encoded
+        flipped[flipped.count - 5] ^= 0x40
+        #expect(throws: WALObjectError.self) { try WALObjectFormat.decode(flipped) }
+        var wrongDigest = encoded
+        wrongDigest[30] ^= 1
+        #expect { try WALObjectFormat.decode(wrongDigest) } throws: { ($0 as? WALObjectError).map { if case .checksumMismatch = $0 { true } else { false } } ?? false }
+        #expect(throws: WALObjectError.self) { try WALObjectFormat.decode(encoded.prefix(40)) }
+        #expect(throws: WALObjectError.self) { try WALObjectFormat.decode(Data("not a wal object at all, but long enough to have a header".utf8)) }
+        #expect(throws: WALObjectError.self) { try WALObjectFormat.decode(encoded.prefix(encoded.count - 10)) }
+    }
+
+    @Test("the long page header gives the system identifier and segment size")
+    func pageHeader() throws {
+        var page = Data(count: 8192)
+        func put<T: FixedWidthInteger>(_ value: T, at offset: Int) {
+            withUnsafeBytes(of: value.littleEndian) { page.replaceSubrange(offset..<(offset + MemoryLayout<T>.size), with: $0) }
+        }
+        put(UInt16(0xD110), at: 0)
+        put(UInt16(0x0002), at: 2)
+        put(UInt32(1), at: 4)
+        put(UInt64(0x0100_0000), at: 8)
+        put(UInt64(7_311_111_111_111_111_111), at: 24)
+        put(UInt32(16 << 20), at: 32)
+        put(UInt32(8192), at: 36)
+        let header = try #require(ClusterIdentity.segmentHeader(page))
+        #expect(header.systemIdentifier == 7_311_111_111_111_111_111 && header.segmentSize == 16 << 20 && header.blockSize == 8192)
+        #expect(header.magic == ClusterIdentity.pageMagic15 && header.timeline == 1)
+        put(UInt16(0), at: 2)  // a short header carries no system identifier
+        #expect(ClusterIdentity.segmentHeader(page) == nil)
+    }
+}
