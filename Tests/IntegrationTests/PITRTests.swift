@@ -6,25 +6,22 @@ import TSBackupSandbox
 
 /// A cluster archiving its WAL through the built `tsbackup wal-push` into a local repository,
 /// and recovered clusters that are always stopped afterwards.
-struct ArchivingCluster {
+struct PITRCluster {
     let cluster: SandboxCluster
     let scratch: String
     var repo: String { scratch + "/repo" }
     var environment: [String: String] { ["PGPASSWORD": cluster.superuserPassword] }
 
-    static func start(settings: [String: String] = [:]) async throws -> ArchivingCluster {
+    static func start(settings: [String: String] = [:]) async throws -> PITRCluster {
         var template = Array("/tmp/tsbackup-pitr-XXXXXX".utf8CString)
         let scratch = String(cString: try #require(mkdtemp(&template)))
         // The server's user writes the archive and reads the recovered directories' parent.
         chmod(scratch, 0o755)
         try FileManager.default.createDirectory(atPath: scratch + "/repo", withIntermediateDirectories: true)
-        if getuid() == 0, let user = getpwnam("postgres") { chown(scratch + "/repo", user.pointee.pw_uid, user.pointee.pw_gid) }
-        var all = settings
-        all["wal_level"] = "replica"
-        all["archive_mode"] = "on"
-        all["archive_command"] = "'\(CLI.executable) wal-push %p --repo \(scratch)/repo'"
-        let cluster = try await SandboxCluster.start(SandboxCluster.Options(settings: all))
-        return ArchivingCluster(cluster: cluster, scratch: scratch)
+        try SandboxCluster.handToPostgres(scratch + "/repo")
+        let cluster = try await SandboxCluster.start(SandboxCluster.Options(
+            settings: settings, archiving: .init(tsbackup: CLI.executable, repository: scratch + "/repo")))
+        return PITRCluster(cluster: cluster, scratch: scratch)
     }
 
     func stop() async {
@@ -87,7 +84,7 @@ struct ArchivingCluster {
 struct PITRTests {
     /// Writes `count` rows into `marks`, each in its own transaction about a second apart; returns
     /// per row the server's clock just before its insert and just after its commit.
-    func writeMarks(_ archiving: ArchivingCluster, _ database: String, from first: Int, count: Int) async throws -> [(before: Date, after: Date)] {
+    func writeMarks(_ archiving: PITRCluster, _ database: String, from first: Int, count: Int) async throws -> [(before: Date, after: Date)] {
         var stamps: [(Date, Date)] = []
         try await archiving.cluster.withSuperuser(database: database) { session in
             for n in first..<(first + count) {
@@ -101,7 +98,7 @@ struct PITRTests {
         return stamps
     }
 
-    func makeMarks(_ archiving: ArchivingCluster) async throws -> String {
+    func makeMarks(_ archiving: PITRCluster) async throws -> String {
         let database = "pitr"
         try await archiving.cluster.createDatabase(database)
         try await archiving.cluster.withSuperuser(database: database) { session in
@@ -111,7 +108,7 @@ struct PITRTests {
         return database
     }
 
-    func marks(_ archiving: ArchivingCluster, port: Int) async throws -> [Int] {
+    func marks(_ archiving: PITRCluster, port: Int) async throws -> [Int] {
         try await archiving.onRecovered(port: port, database: "pitr") { session in
             try await session.values("SELECT n FROM marks ORDER BY n", as: Int32.self).map(Int.init)
         }
@@ -119,7 +116,7 @@ struct PITRTests {
 
     @Test("recover to a time between two commits: exactly the rows committed before it, TimescaleDB verified; then to the latest")
     func recoverToTime() async throws {
-        let archiving = try await ArchivingCluster.start()
+        let archiving = try await PITRCluster.start()
         do {
             let database = try await makeMarks(archiving)
             let base = try await archiving.baseBackup()
@@ -145,7 +142,7 @@ struct PITRTests {
             // The auto.conf carries no secret, only the command.
             let auto = try String(contentsOfFile: pgdata + "/postgresql.auto.conf", encoding: .utf8)
             #expect(auto.contains("wal-fetch %f %p") && !auto.contains(archiving.cluster.superuserPassword))
-            await ArchivingCluster.stopServer(pgdata)
+            await PITRCluster.stopServer(pgdata)
 
             // A non-empty directory is never touched.
             let again = try await archiving.tsbackup(["recover", "--repo", archiving.repo, "--pgdata", pgdata, "--to-latest"])

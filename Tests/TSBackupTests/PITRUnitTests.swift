@@ -26,17 +26,24 @@ struct PITRUnitTests {
         #expect(WALPosition("0/FF")! < WALPosition("1/0")!)
     }
 
-    @Test func pgBasebackupPoints() throws {
-        let stderr = """
-            pg_basebackup: initiating base backup, waiting for checkpoint to complete
-            pg_basebackup: checkpoint completed
-            pg_basebackup: write-ahead log start point: 0/2000028 on timeline 3
-            pg_basebackup: write-ahead log end point: 0/2000100
-            pg_basebackup: base backup completed
+    @Test func backupHistoryFile() throws {
+        let text = """
+            START WAL LOCATION: 0/2000028 (file 000000010000000000000002)
+            STOP WAL LOCATION: 0/2000100 (file 000000010000000000000002)
+            CHECKPOINT LOCATION: 0/2000060
+            BACKUP METHOD: streamed
+            BACKUP FROM: primary
+            START TIME: 2026-11-27 09:30:00 UTC
+            LABEL: tsbackup 20261127T093000Z ab12cd34
+            START TIMELINE: 3
+            STOP TIME: 2026-11-27 09:30:02 UTC
+            STOP TIMELINE: 3
             """
-        let points = try #require(BaseBackup.parsePoints(stderr))
-        #expect(points.timeline == 3 && points.start.description == "0/2000028" && points.stop.description == "0/2000100")
-        #expect(BaseBackup.parsePoints("pg_basebackup: error: connection failed") == nil)
+        let parsed = try #require(BackupHistoryFile.parse(text))
+        #expect(parsed.label == "tsbackup 20261127T093000Z ab12cd34")
+        #expect(parsed.timeline == 3 && parsed.start.description == "0/2000028" && parsed.stop.description == "0/2000100")
+        #expect(parsed.stopTime?.timeIntervalSince1970 == 1_795_771_802)
+        #expect(BackupHistoryFile.parse("LABEL: x") == nil)
     }
 
     @Test func stopRecord() throws {

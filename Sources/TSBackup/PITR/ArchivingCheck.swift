@@ -46,10 +46,19 @@ enum ArchivingCheck {
     }
 }
 
-/// Whether a segment is in the repository's WAL archive.
+/// Whether a segment is in the repository's WAL archive (not merely reported archived by the
+/// server: its archive_command could point elsewhere).
 enum WALArchiveLookup {
     static func isArchived(_ segment: String, archivedUpTo lastArchived: String, repository: any Repository) async throws -> Bool {
-        // Segment names sort by timeline, then position.
-        !lastArchived.isEmpty && lastArchived.prefix(24) >= segment.prefix(24)
+        guard let file = WALFileName(segment), let marker = try await WALArchiveMarker.read(repository), let system = marker.system else { return false }
+        return try await repository.archiveObjectExists(.wal(systemIdentifier: system, file: file))
+    }
+
+    /// Refuses a repository whose WAL archive belongs to another cluster.
+    static func checkOwner(systemIdentifier: String, repository: any Repository) async throws {
+        guard let marker = try await WALArchiveMarker.read(repository) else { return }
+        guard marker.systemIdentifier == systemIdentifier else {
+            throw TSBackupError(.precondition, "The WAL archive in \(repository.location) belongs to another cluster (system identifier \(marker.systemIdentifier), this server's is \(systemIdentifier)); base backups of this server would have no WAL there. Give this cluster a repository of its own.")
+        }
     }
 }

@@ -11,15 +11,12 @@ extension BaseBackup {
     // MARK: The stream
 
     struct Streamed {
-        var timeline: Int
-        var start: WALPosition
-        var stop: WALPosition
         var bytes: Int64
         var sha256: String
     }
 
     /// Runs pg_basebackup writing a zstd-compressed tar to standard output, and writes that
-    /// stream to `path`, hashing it on the way; the start and stop points come from its `-v` lines.
+    /// stream to `path`, hashing it on the way.
     static func stream(tool: PostgresTool, settings: ConnectionSettings, jobs: Int, label: String, to path: String) async throws -> Streamed {
         let file: FileDescriptor
         do {
@@ -30,7 +27,7 @@ extension BaseBackup {
         var options = PlatformOptions()
         options.teardownSequence = [.gracefulShutDown(allowedDurationToNextStep: .seconds(5))]
         let compression = "client-zstd:level=1" + (jobs > 1 ? ",workers=\(jobs)" : "")
-        let arguments = ["-D", "-", "-Ft", "-X", "none", "-c", "fast", "-v", "--no-progress",
+        let arguments = ["-D", "-", "-Ft", "-X", "none", "-c", "fast", "-v",
                          "--compress=\(compression)", "-l", label]
         let exitStatus: TerminationStatus
         let stderr: String
@@ -70,28 +67,7 @@ extension BaseBackup {
         guard case .exited(0) = exitStatus else {
             throw failure(stderr, settings: settings)
         }
-        guard let points = parsePoints(stderr) else {
-            throw TSBackupError(.failed, "pg_basebackup finished but did not report its write-ahead log start and end points (it printed \"\(stderr.singleLine(limit: 300))\"); the backup was not kept.")
-        }
-        return Streamed(timeline: points.timeline, start: points.start, stop: points.stop, bytes: written.0, sha256: written.1)
-    }
-
-    /// "pg_basebackup: write-ahead log start point: 0/2000028 on timeline 1" and "... end point: 0/2000100".
-    static func parsePoints(_ stderr: String) -> (timeline: Int, start: WALPosition, stop: WALPosition)? {
-        var timeline: Int?
-        var start: WALPosition?
-        var stop: WALPosition?
-        for line in stderr.split(separator: "\n") {
-            if let range = line.range(of: "write-ahead log start point: ") {
-                let rest = line[range.upperBound...].split(separator: " ")
-                start = rest.first.flatMap { WALPosition(String($0)) }
-                if let index = rest.firstIndex(of: "timeline"), index + 1 < rest.endIndex { timeline = Int(rest[index + 1]) }
-            } else if let range = line.range(of: "write-ahead log end point: ") {
-                stop = line[range.upperBound...].split(separator: " ").first.flatMap { WALPosition(String($0)) }
-            }
-        }
-        guard let timeline, let start, let stop else { return nil }
-        return (timeline, start, stop)
+        return Streamed(bytes: written.0, sha256: written.1)
     }
 
     /// pg_basebackup's failure as an error the user can act on (permission problems are exit 3).

@@ -42,7 +42,9 @@ public enum BaseBackup {
         try await request.repository.checkSpace(forWriting: cluster.clusterBytes)
         return try await request.repository.with(create: true) { repository in
             // Archiving must reach THIS repository: a base backup without its WAL recovers nothing.
+            try await WALArchiveLookup.checkOwner(systemIdentifier: cluster.systemIdentifier, repository: repository)
             try await ArchivingCheck.run(settings: request.settings, repository: repository, wait: request.archiveWait)
+            try await WALArchiveLookup.checkOwner(systemIdentifier: cluster.systemIdentifier, repository: repository)
             try await repository.checkSpace(forWriting: cluster.clusterBytes)
             return try await repository.withLock(command: "base-backup of \(request.settings.displayName)") { staleWarning in
                 let id = try await repository.newID()
@@ -59,15 +61,20 @@ public enum BaseBackup {
                 do {
                     // The survey is read just before the copy: it describes what the backup holds.
                     manifest.databases = try await survey(request.settings, databases: cluster.databases)
+                    // The label is unique per run: it finds this backup's history file in the archive.
+                    let label = "tsbackup \(id) \(UUID().uuidString.prefix(8))"
                     let streamed = try await stream(tool: tool, settings: request.settings, jobs: request.jobs,
-                                                    label: request.label ?? "tsbackup \(id)", to: staged.directory + "/base.tar.zst")
-                    manifest.timeline = streamed.timeline
-                    manifest.startLSN = streamed.start.description
-                    manifest.stopLSN = streamed.stop.description
-                    manifest.startSegment = streamed.start.segmentName(timeline: streamed.timeline)
-                    manifest.stopSegment = streamed.stop.segmentName(timeline: streamed.timeline)
-                    manifest.startTime = started
-                    manifest.stopTime = Date()
+                                                    label: label, to: staged.directory + "/base.tar.zst")
+                    // With -X none pg_basebackup does not print its start and stop points; the
+                    // backup history file PostgreSQL archived at the stop does, under our label.
+                    let history = try await BackupHistoryFile.find(label: label, repository: repository)
+                    manifest.timeline = history.timeline
+                    manifest.startLSN = history.start.description
+                    manifest.stopLSN = history.stop.description
+                    manifest.startSegment = history.start.segmentName(timeline: history.timeline)
+                    manifest.stopSegment = history.stop.segmentName(timeline: history.stopTimeline)
+                    manifest.startTime = history.startTime ?? started
+                    manifest.stopTime = history.stopTime ?? Date()
                     manifest.files = [.init(path: "base.tar.zst", bytes: streamed.bytes, sha256: streamed.sha256)]
                     // The backup is usable only once the WAL up to its stop point is archived.
                     try await ArchivingCheck.waitForSegment(manifest.stopSegment, settings: request.settings,

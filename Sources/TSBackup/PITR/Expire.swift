@@ -75,8 +75,18 @@ public enum Expire {
     }
 }
 
-/// WAL the oldest remaining base backup does not need.
+/// WAL the oldest remaining base backup does not need: segments (and `.backup` files) of every
+/// timeline before its start segment; history files stay.
 enum WALExpiry {
-    static func count(_ repository: any Repository, before base: BaseBackupManifest?) async throws -> Int { 0 }
-    static func delete(_ repository: any Repository, before base: BaseBackupManifest?) async throws -> Int { 0 }
+    static func count(_ repository: any Repository, before base: BaseBackupManifest?) async throws -> Int {
+        guard let base, let file = WALFileName(base.startSegment), let archive = try await WALArchive.load(repository),
+              String(archive.systemIdentifier) == base.systemIdentifier else { return 0 }
+        return archive.objectsBefore(file).count
+    }
+
+    static func delete(_ repository: any Repository, before base: BaseBackupManifest?) async throws -> Int {
+        guard let base, let file = WALFileName(base.startSegment), let archive = try await WALArchive.load(repository),
+              String(archive.systemIdentifier) == base.systemIdentifier else { return 0 }
+        return try await archive.deleteSegments(before: file, in: repository).count
+    }
 }

@@ -147,8 +147,9 @@ public enum Recover {
         guard !bases.isEmpty else {
             throw TSBackupError(.notFound, "\(repository.location) holds no complete base backup, so there is nothing to recover from. Take one with `tsbackup base-backup --db URL --repo \(repository.location)` (archiving must be on).")
         }
-        let archive = try await WALArchiveState.read(repository, bases: bases.map(\.1))
-        let window = RecoverableWindow(bases: bases.map(\.1), archive: archive)
+        let window = try await RecoverableWindow.read(repository, bases: bases.map(\.1), withTimes: {
+            if case .time = target { return true } else { return false }
+        }())
         let chosen = try window.choose(target)
         return bases.first { $0.1.id == chosen.id }!
     }
