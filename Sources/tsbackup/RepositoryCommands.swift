@@ -49,6 +49,7 @@ struct ListCommand: AsyncParsableCommand {
                                m.timescaledb?.version ?? "-", entry.state.rawValue, m.label ?? ""])
                 }
                 print(table.render())
+                for line in try await ArchiveListing.lines(repo, entries: entries) { print(line) }
             }
         }
     }

@@ -160,6 +160,109 @@ struct PITRTests {
         await archiving.stop()
     }
 
+    @Test("recover twice across a timeline switch: recover, write, archive, recover the new timeline; list and expire see both")
+    func timelineSwitch() async throws {
+        let archiving = try await PITRCluster.start()
+        do {
+            let database = try await makeMarks(archiving)
+            _ = try await archiving.baseBackup()
+            _ = try await writeMarks(archiving, database, from: 1, count: 2)
+            try await archiving.switchAndWaitForArchive()
+            let (first, firstPort, firstData) = try await archiving.recover("first", ["--to-latest"])
+            #expect(first.exitCode == 0, "\(first.standardOutput) \(first.standardError)")
+            #expect(try await marks(archiving, port: firstPort) == [1, 2])
+            // The recovered cluster archives on its new timeline into the same repository.
+            let segment = try await archiving.onRecovered(port: firstPort, database: database) { session in
+                try await session.execute("INSERT INTO marks (n, t) VALUES (3, clock_timestamp())")
+                return try await session.value("SELECT pg_walfile_name(pg_switch_wal())", as: String.self)
+            }
+            let deadline = ContinuousClock.now + .seconds(120)
+            while ContinuousClock.now < deadline {
+                let last = try await archiving.onRecovered(port: firstPort, database: "postgres") {
+                    try await $0.value("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver", as: String.self)
+                }
+                if last >= segment { break }
+                try await Task.sleep(for: .milliseconds(200))
+            }
+            await PITRCluster.stopServer(firstData)
+            let (second, secondPort, _) = try await archiving.recover("second", ["--to-latest"])
+            #expect(second.exitCode == 0, "\(second.standardOutput) \(second.standardError)")
+            let report = try JSONOutput.decode(Recover.Report.self, from: Data(second.standardOutput.utf8))
+            #expect((report.timeline ?? 0) >= 3)
+            #expect(try await marks(archiving, port: secondPort) == [1, 2, 3])
+
+            let list = try await archiving.tsbackup(["list", "--repo", archiving.repo])
+            #expect(list.exitCode == 0)
+            #expect(list.standardOutput.contains("timeline 2") && list.standardOutput.contains("recoverable"))
+            // One base backup: expire keeps it and its WAL.
+            let expire = try await archiving.tsbackup(["expire", "--repo", archiving.repo, "--keep-base", "1", "--json"])
+            #expect(expire.exitCode == 0, "\(expire.standardError)")
+            let expired = try JSONOutput.decode(Expire.Report.self, from: Data(expire.standardOutput.utf8))
+            #expect(expired.deletedBaseBackups.isEmpty && expired.keptBaseBackups.count == 1)
+        } catch {
+            await archiving.stop()
+            throw error
+        }
+        await archiving.stop()
+    }
+
+    @Test("a deleted segment turns a target behind it into a refusal naming the window; so does a target before the base backup")
+    func gapRefusal() async throws {
+        let archiving = try await PITRCluster.start()
+        do {
+            let database = try await makeMarks(archiving)
+            let base = try await archiving.baseBackup()
+            _ = try await writeMarks(archiving, database, from: 1, count: 1)
+            try await archiving.switchAndWaitForArchive()
+            _ = try await writeMarks(archiving, database, from: 2, count: 1)
+            try await archiving.switchAndWaitForArchive()
+            let stamps = try await writeMarks(archiving, database, from: 3, count: 2)
+            try await archiving.switchAndWaitForArchive()
+            // Remove the first segment after the base backup's stop segment.
+            let stop = try #require(WALPosition.segmentNumber(of: base.stopSegment))
+            let doomed = WALPosition.segmentName(timeline: 1, segment: stop + 1)
+            let path = "\(archiving.repo)/wal/\(base.systemIdentifier)/00000001/\(doomed).zst"
+            #expect(FileManager.default.fileExists(atPath: path))
+            try FileManager.default.removeItem(atPath: path)
+            let iso = ISO8601DateFormatter()
+            iso.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+            let (late, _, latePath) = try await archiving.recover("late", ["--to-time", iso.string(from: stamps[0].after)])
+            #expect(late.exitCode == 5, "\(late.standardOutput) \(late.standardError)")
+            #expect(late.standardError.contains("recoverable window is") && late.standardError.contains(doomed))
+            #expect(!FileManager.default.fileExists(atPath: latePath))
+            let (early, _, _) = try await archiving.recover("early", ["--to-time", iso.string(from: base.startTime.addingTimeInterval(-3600))])
+            #expect(early.exitCode == 5)
+            #expect(early.standardError.contains("before the end of the oldest usable base backup"))
+        } catch {
+            await archiving.stop()
+            throw error
+        }
+        await archiving.stop()
+    }
+
+    @Test("the TimescaleDB checks catch a recovered cluster whose scheduler does not start")
+    func schedulerNotRunning() async throws {
+        let archiving = try await PITRCluster.start(settings: ["timescaledb.max_background_workers": "0"])
+        do {
+            let database = try await makeMarks(archiving)
+            _ = try await archiving.baseBackup()
+            _ = try await writeMarks(archiving, database, from: 1, count: 1)
+            try await archiving.switchAndWaitForArchive()
+            let (result, _, pgdata) = try await archiving.recover("nosched", ["--to-latest"], environment: ["TSBACKUP_SCHEDULER_WAIT_SECONDS": "5"])
+            #expect(result.exitCode == 1, "\(result.standardOutput) \(result.standardError)")
+            let report = try JSONOutput.decode(Recover.Report.self, from: Data(result.standardOutput.utf8))
+            #expect(!report.ok && !report.serverRunning)
+            #expect(report.checks.contains { $0.subject == database && $0.check == "TimescaleDB scheduler" && !$0.ok })
+            #expect(report.checks.contains { $0.subject == database && $0.check == "TimescaleDB library" && $0.ok })
+            #expect(result.standardError.contains("TimescaleDB scheduler"))
+            #expect(FileManager.default.fileExists(atPath: pgdata + "/PG_VERSION"))
+        } catch {
+            await archiving.stop()
+            throw error
+        }
+        await archiving.stop()
+    }
+
     @Test("refusals: archiving off, a target before the base backup, an empty repository")
     func refusals() async throws {
         let cluster = try await SharedCluster.shared.cluster()
