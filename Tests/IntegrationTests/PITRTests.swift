@@ -9,19 +9,26 @@ import TSBackupSandbox
 struct PITRCluster {
     let cluster: SandboxCluster
     let scratch: String
-    var repo: String { scratch + "/repo" }
-    var environment: [String: String] { ["PGPASSWORD": cluster.superuserPassword] }
+    /// A local directory, or an s3:// URL.
+    var repo: String
+    /// What the CLI needs beside the password (S3 settings, the key file).
+    var extraEnvironment: [String: String] = [:]
+    var environment: [String: String] { extraEnvironment.merging(["PGPASSWORD": cluster.superuserPassword]) { $1 } }
 
-    static func start(settings: [String: String] = [:]) async throws -> PITRCluster {
+    static func start(settings: [String: String] = [:], s3: S3Sandbox? = nil, keyFile: String? = nil) async throws -> PITRCluster {
         var template = Array("/tmp/tsbackup-pitr-XXXXXX".utf8CString)
         let scratch = String(cString: try #require(mkdtemp(&template)))
         // The server's user writes the archive and reads the recovered directories' parent.
         chmod(scratch, 0o755)
         try FileManager.default.createDirectory(atPath: scratch + "/repo", withIntermediateDirectories: true)
         try SandboxCluster.handToPostgres(scratch + "/repo")
+        let repo = s3?.repository ?? scratch + "/repo"
         let cluster = try await SandboxCluster.start(SandboxCluster.Options(
-            settings: settings, archiving: .init(tsbackup: CLI.executable, repository: scratch + "/repo")))
-        return PITRCluster(cluster: cluster, scratch: scratch)
+            settings: settings, archiving: .init(tsbackup: CLI.executable, repository: repo, keyFile: keyFile,
+                                                 environment: s3?.moto.environment(endpoint: nil) ?? [:])))
+        var extra = s3?.environment() ?? [:]
+        if let keyFile { extra["TSBACKUP_ENCRYPTION_KEY_FILE"] = keyFile }
+        return PITRCluster(cluster: cluster, scratch: scratch, repo: repo, extraEnvironment: extra)
     }
 
     func stop() async {
@@ -256,6 +263,38 @@ struct PITRTests {
             #expect(report.checks.contains { $0.subject == database && $0.check == "TimescaleDB library" && $0.ok })
             #expect(result.standardError.contains("TimescaleDB scheduler"))
             #expect(FileManager.default.fileExists(atPath: pgdata + "/PG_VERSION"))
+        } catch {
+            await archiving.stop()
+            throw error
+        }
+        await archiving.stop()
+    }
+
+    @Test("S3 round trip through moto, encrypted: base backup, archive, recover to a time, list")
+    func s3RoundTrip() async throws {
+        let s3 = try await S3Sandbox.make("pitr")
+        defer { s3.remove() }
+        let key = try postgresKeyFile(s3.scratch)
+        let archiving = try await PITRCluster.start(s3: s3, keyFile: key)
+        do {
+            let database = try await makeMarks(archiving)
+            let base = try await archiving.baseBackup()
+            let stamps = try await writeMarks(archiving, database, from: 1, count: 3)
+            try await archiving.switchAndWaitForArchive()
+            let keys = try await s3.keys()
+            #expect(keys.contains("backups/\(base.id)/base.tar.zst") && keys.contains("backups/\(base.id)/manifest.json"))
+            let target = stamps[0].after.addingTimeInterval(stamps[1].before.timeIntervalSince(stamps[0].after) / 2)
+            let iso = ISO8601DateFormatter()
+            iso.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+            let (result, port, pgdata) = try await archiving.recover("s3", ["--to-time", iso.string(from: target)])
+            #expect(result.exitCode == 0, "\(result.standardOutput) \(result.standardError)")
+            #expect(try await marks(archiving, port: port) == [1])
+            let auto = try String(contentsOfFile: pgdata + "/postgresql.auto.conf", encoding: .utf8)
+            #expect(!auto.contains("AWS_SECRET") && !auto.contains(s3.moto.environment(endpoint: nil)["AWS_SECRET_ACCESS_KEY"] ?? "no secret"))
+            let verify = try await archiving.tsbackup(["verify", base.id, "--repo", archiving.repo])
+            #expect(verify.exitCode == 0, "\(verify.standardError)")
+            let list = try await archiving.tsbackup(["list", "--repo", archiving.repo])
+            #expect(list.standardOutput.contains("base backup") && list.standardOutput.contains("recoverable"))
         } catch {
             await archiving.stop()
             throw error

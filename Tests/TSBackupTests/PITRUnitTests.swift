@@ -57,6 +57,8 @@ struct PITRUnitTests {
         let time = try #require(stop.time)
         #expect(abs(time.timeIntervalSince1970 - 1_795_771_800.512345) < 0.001)
         #expect(RecoveryVerification.stopRecord(in: "LOG: redo done") == nil)
+        // Targets keep their microseconds.
+        #expect(Recover.timestamp(Date(timeIntervalSince1970: 1_795_771_800.512345)) == "2026-11-27 09:30:00.512345+00")
     }
 
     @Test("the window follows contiguous WAL; targets before, after and across a gap are refused naming it")

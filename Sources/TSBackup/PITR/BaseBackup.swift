@@ -74,7 +74,9 @@ public enum BaseBackup {
                     manifest.startSegment = history.start.segmentName(timeline: history.timeline)
                     manifest.stopSegment = history.stop.segmentName(timeline: history.stopTimeline)
                     manifest.startTime = history.startTime ?? started
-                    manifest.stopTime = history.stopTime ?? Date()
+                    // The history file's STOP TIME has whole seconds: round up, so a target
+                    // "after the backup" is never before its consistency point.
+                    manifest.stopTime = history.stopTime.map { $0.addingTimeInterval(1) } ?? Date()
                     manifest.files = [.init(path: "base.tar.zst", bytes: streamed.bytes, sha256: streamed.sha256)]
                     // The backup is usable only once the WAL up to its stop point is archived.
                     try await ArchivingCheck.waitForSegment(manifest.stopSegment, settings: request.settings,

@@ -264,12 +264,20 @@ public enum Recover {
     }
 
     /// `2026-11-27 09:30:00.123456+00`: what PostgreSQL reads as a timestamptz.
+    /// Microseconds are written out exactly (DateFormatter would stop at milliseconds, moving a
+    /// target by up to a millisecond).
     static func timestamp(_ date: Date) -> String {
         let formatter = DateFormatter()
         formatter.locale = Locale(identifier: "en_US_POSIX")
         formatter.timeZone = TimeZone(identifier: "UTC")
-        formatter.dateFormat = "yyyy-MM-dd HH:mm:ss.SSSSSS'+00'"
-        return formatter.string(from: date)
+        formatter.dateFormat = "yyyy-MM-dd HH:mm:ss"
+        var seconds = date.timeIntervalSince1970.rounded(.down)
+        var micros = Int(((date.timeIntervalSince1970 - seconds) * 1_000_000).rounded())
+        if micros >= 1_000_000 {
+            seconds += 1
+            micros -= 1_000_000
+        }
+        return formatter.string(from: Date(timeIntervalSince1970: seconds)) + String(format: ".%06d+00", micros)
     }
 }
 
