@@ -25,12 +25,15 @@ struct WALPushBenchmark {
         return text
     }
 
+    /// The binary measured: TSBACKUP_BENCH_BINARY (e.g. a release build), else the one beside the tests.
+    static var binary: String { ProcessInfo.processInfo.environment["TSBACKUP_BENCH_BINARY"] ?? CLI.executable }
+
     /// Times `arguments` once per segment; returns the seconds of each run.
     static func time(_ segments: [String], _ arguments: (String) -> [String], environment: [String: String]) async throws -> [Double] {
         var seconds: [Double] = []
         for segment in segments {
             let start = ContinuousClock.now
-            let result = try await CLI.run(arguments(segment), environment: environment)
+            let result = try await ProcessRunner.run(binary, arguments(segment), environment: environment.mapValues { Optional($0) })
             let elapsed = ContinuousClock.now - start
             #expect(result.exitCode == 0, "\(result.standardError)")
             seconds.append(Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
@@ -44,7 +47,7 @@ struct WALPushBenchmark {
         let scratch = try ScratchDirectory("walbench")
         defer { scratch.remove() }
         // Real segments: TimescaleDB sample rows written with segments kept in pg_wal.
-        let segments: [String] = try await SandboxCluster.with(SandboxCluster.Options(settings: ["wal_keep_size": "'2GB'", "max_wal_size": "'4GB'"])) { cluster in
+        try await SandboxCluster.with(SandboxCluster.Options(settings: ["wal_keep_size": "'2GB'", "max_wal_size": "'4GB'"])) { cluster in
             let database = uniqueDatabaseName("walbench")
             try await cluster.createDatabase(database)
             try await cluster.withSuperuser(database: database) { session in
@@ -60,16 +63,19 @@ struct WALPushBenchmark {
                         .filter { WALFileName($0)?.isSegment == true && $0 < current }.sorted()
                 }
             }
-            var copied: [String] = []
+            var segments: [String] = []
             for name in names.suffix(count) {
                 let path = scratch.path + "/" + name
                 try FileManager.default.copyItem(atPath: cluster.dataDirectory + "/pg_wal/" + name, toPath: path)
-                copied.append(path)
+                segments.append(path)
             }
-            return copied
+            try await measure(segments, cluster: cluster, scratch: scratch)
         }
+    }
+
+    func measure(_ segments: [String], cluster: SandboxCluster, scratch: ScratchDirectory) async throws {
         let plain = Int64(segments.count) * (16 << 20)
-        var report: [String] = ["wal-push, one process per 16 MB segment, \(segments.count) real segments (\(ProcessInfo.processInfo.activeProcessorCount) cores):"]
+        var report: [String] = ["wal-push, one process per 16 MB segment, \(segments.count) real segments (\(ProcessInfo.processInfo.activeProcessorCount) cores), \(Self.binary):"]
 
         let version = try await Self.time(Array(segments.prefix(5)), { _ in ["--version"] }, environment: [:])
         report.append(Self.line("tsbackup --version (process start floor)", version, plain: plain))
@@ -98,6 +104,48 @@ struct WALPushBenchmark {
         let fetchTimes = try await Self.time(segments, { ["wal-fetch", ($0 as NSString).lastPathComponent, $0 + ".fetched", "--repo", local] }, environment: [:])
         report.append(Self.line("wal-fetch, local repository", fetchTimes, plain: plain))
 
+        if FileManager.default.isExecutableFile(atPath: "/usr/bin/pgbackrest") {
+            for compress in ["lz4", "zst"] {
+                let (times, stored) = try await Self.pgbackrest(segments, cluster: cluster, scratch: scratch, compress: compress)
+                report.append(Self.line("pgbackrest archive-push (\(compress))", times, stored: stored, plain: plain))
+            }
+        } else {
+            report.append("pgbackrest is not installed (apt-get install pgbackrest): no comparison")
+        }
         print(report.joined(separator: "\n"))
+    }
+
+    /// `pgbackrest archive-push` of the same segments into a stanza on a local repository, made
+    /// with stanza-create against the running cluster the segments came from.
+    static func pgbackrest(_ segments: [String], cluster: SandboxCluster, scratch: ScratchDirectory, compress: String) async throws -> ([Double], Int64) {
+        let repo = scratch.path + "/pgbr-\(compress)"
+        let config = scratch.path + "/pgbackrest-\(compress).conf"
+        try """
+            [global]
+            repo1-path=\(repo)
+            compress-type=\(compress)
+            log-level-console=warn
+            log-level-file=off
+            lock-path=\(scratch.path)/pgbr-lock-\(compress)
+            spool-path=\(scratch.path)/pgbr-spool-\(compress)
+
+            [bench]
+            pg1-path=\(cluster.dataDirectory)
+            pg1-port=\(cluster.port)
+            pg1-socket-path=\(cluster.directory)
+            pg1-user=postgres
+
+            """.write(toFile: config, atomically: true, encoding: .utf8)
+        let create = try await ProcessRunner.run("/usr/bin/pgbackrest", ["--config=\(config)", "--stanza=bench", "stanza-create"])
+        #expect(create.exitCode == 0, "\(create.standardError) \(create.standardOutput)")
+        var seconds: [Double] = []
+        for segment in segments {
+            let start = ContinuousClock.now
+            let result = try await ProcessRunner.run("/usr/bin/pgbackrest", ["--config=\(config)", "--stanza=bench", "archive-push", segment])
+            let elapsed = ContinuousClock.now - start
+            #expect(result.exitCode == 0, "\(result.standardError) \(result.standardOutput)")
+            seconds.append(Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
+        }
+        return (seconds, FileSystem.size(of: repo + "/archive"))
     }
 }

@@ -84,9 +84,34 @@ struct WALArchiveUnitTests {
                 == ["000000010000000000000004", "000000010000000000000005"])
         #expect(archive.hasEverySegment(from: WALFileName("0000000100000000000000FF")!, through: WALFileName("000000010000000100000000")!))
 
+        let summary = archive.summary
+        #expect(summary.timelines.first?.ranges == ["000000010000000000000001-000000010000000000000003", "000000010000000000000006",
+                                                   "0000000100000000000000FF-000000010000000100000000"])
+        #expect(summary.timelines.first?.gaps == ["000000010000000000000004-000000010000000000000005",
+                                                 "000000010000000000000007-0000000100000000000000FE"])
+        #expect(summary.timelines.last?.firstSegment == "000000020000000000000007" && summary.systemIdentifier == "42")
+
         let doomed = archive.objectsBefore(WALFileName("000000020000000000000007")!).map { ArchiveLayout.name(of: $0) }
         #expect(doomed.count == 5)  // segments 1, 2, 3, 6 and the .backup of segment 3; not the history, partial 7, or 255+
         #expect(!doomed.contains { $0.contains(".history") || $0.contains(".partial") || $0.contains("0000000100000000000000FF") })
+    }
+
+    @Test("timeline histories pick the timeline each segment is read from, and gaps are found along them")
+    func histories() throws {
+        let text = "1\t0/3000158\tno recovery target specified\n\n2\t0/50000A0\tbefore 2026-11-27 10:00:00+00\n"
+        let history = try #require(TimelineHistory(timeline: 3, text: text))
+        #expect(history.ancestors == [.init(timeline: 1, switchpoint: 0x3000158), .init(timeline: 2, switchpoint: 0x50000A0)])
+        #expect([1, 2, 3, 4, 5, 6].map { history.timeline(forSegment: $0, segmentSize: Self.mb16) } == [1, 1, 2, 2, 3, 3])
+        #expect(TimelineHistory(root: 1).timeline(forSegment: 9, segmentSize: Self.mb16) == 1)
+        #expect(TimelineHistory(timeline: 2, text: "1\tnot-an-lsn\n") == nil)
+        #expect(TimelineHistory.parseLSN("16/B374D848") == 0x16_B374_D848)
+
+        let marker = WALArchiveMarker(systemIdentifier: 42, walSegmentSize: Self.mb16, walPageMagic: 0xD110)
+        let archive = WALArchive(marker: marker, objects: objects([
+            "000000010000000000000001", "000000010000000000000002", "000000010000000000000003",
+            "000000020000000000000003", "000000020000000000000004", "000000030000000000000006"]))
+        #expect(archive.missingSegments(from: 1, through: 6, along: history).map(\.name) == ["000000030000000000000005"])
+        #expect(archive.missingSegments(from: 1, through: 4, along: history).isEmpty)
     }
 
     @Test("WAL objects round-trip, and altered content or size is refused")

@@ -129,3 +129,58 @@ public struct WALArchive: Sendable {
         zip(ranges, ranges.dropFirst()).map { ($0.upperBound + 1)...($1.lowerBound - 1) }
     }
 }
+
+extension WALArchive {
+    /// What `tsbackup list --json` can show of the archive: per timeline the first and last
+    /// segment, the ranges and the gaps as segment names.
+    public struct Summary: Codable, Sendable, Equatable {
+        public struct Line: Codable, Sendable, Equatable {
+            public var timeline: UInt32
+            public var firstSegment: String?
+            public var lastSegment: String?
+            public var segments: Int
+            /// Runs of consecutive archived segments, "FIRST-LAST".
+            public var ranges: [String]
+            /// Runs of missing segments between the first and the last, "FIRST-LAST".
+            public var gaps: [String]
+            public var storedBytes: Int64
+
+            enum CodingKeys: String, CodingKey {
+                case timeline, segments, ranges, gaps
+                case firstSegment = "first_segment"
+                case lastSegment = "last_segment"
+                case storedBytes = "stored_bytes"
+            }
+        }
+
+        public var systemIdentifier: String
+        public var walSegmentSize: Int64
+        public var timelines: [Line]
+        public var historyFiles: [String]
+        public var storedBytes: Int64
+
+        enum CodingKeys: String, CodingKey {
+            case timelines
+            case systemIdentifier = "system_identifier"
+            case walSegmentSize = "wal_segment_size"
+            case historyFiles = "history_files"
+            case storedBytes = "stored_bytes"
+        }
+    }
+
+    public var summary: Summary {
+        let size = segmentSize
+        func name(_ tli: UInt32, _ n: UInt64) -> String { WALFileName(timeline: tli, segmentNumber: n, segmentSize: size).name }
+        func runs(_ tli: UInt32, _ ranges: [ClosedRange<UInt64>]) -> [String] {
+            ranges.map { $0.lowerBound == $0.upperBound ? name(tli, $0.lowerBound) : name(tli, $0.lowerBound) + "-" + name(tli, $0.upperBound) }
+        }
+        return Summary(
+            systemIdentifier: String(systemIdentifier), walSegmentSize: size,
+            timelines: timelines.map { line in
+                Summary.Line(timeline: line.timeline, firstSegment: line.firstSegment(segmentSize: size)?.name,
+                             lastSegment: line.lastSegment(segmentSize: size)?.name, segments: line.segments.count,
+                             ranges: runs(line.timeline, line.ranges), gaps: runs(line.timeline, line.gaps), storedBytes: line.storedBytes)
+            },
+            historyFiles: historyFiles.map(\.name), storedBytes: storedBytes)
+    }
+}
