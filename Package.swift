@@ -110,6 +110,7 @@ let package = Package(
             name: "tsbackup-demo",
             dependencies: [
                 "TSBackupSandbox",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Subprocess", package: "swift-subprocess"),
             ],

@@ -47,6 +47,17 @@ public enum Verify {
             report.ok = report.problems.isEmpty
             return report
         }
+        if let base = entry.base {
+            var problems: [String] = []
+            if base.status != .complete {
+                problems.append("the base backup is marked \(base.status.rawValue)\(base.error.map { ": \($0)" } ?? "")")
+            }
+            // The tar's contents are checked file by file against PostgreSQL's backup_manifest
+            // by pg_verifybackup when `recover` lays it down; here every stored byte is re-hashed.
+            let (fileProblems, bytes) = try await repository.verifyFiles(entry, files: base.files)
+            problems += fileProblems
+            return Report(id: id, ok: problems.isEmpty, filesChecked: base.files.count, bytesChecked: bytes, problems: problems)
+        }
         guard let manifest = entry.manifest else {
             return Report(id: id, ok: false, filesChecked: 0, bytesChecked: 0,
                           problems: [entry.problem ?? "the entry has no readable manifest.json: the run that wrote it was interrupted"])

@@ -15,7 +15,7 @@ struct ListCommand: AsyncParsableCommand {
                 let entries = try await repo.entries()
                 if json {
                     let rows = entries.map { entry in
-                        ListedEntry(id: entry.id, state: entry.state.rawValue, manifest: entry.manifest?.summary ?? entry.hypertable?.summary,
+                        ListedEntry(id: entry.id, state: entry.state.rawValue, manifest: entry.manifest?.summary ?? entry.hypertable?.summary ?? entry.base?.summary,
                                     problem: entry.problem)
                     }
                     print(try JSONOutput.encode(rows))
@@ -34,6 +34,12 @@ struct ListCommand: AsyncParsableCommand {
                                    h.timescaledb?.version ?? "-", entry.state.rawValue, h.window == nil ? "" : h.windowDescription])
                         continue
                     }
+                    if let b = entry.base {
+                        table.add([entry.id, iso.string(from: b.startedAt), "cluster (base backup, timeline \(b.timeline), WAL \(b.startLSN)-\(b.stopLSN))", ByteCount.format(b.totalFileBytes),
+                                   String(b.server.versionNumber / 10000) + "." + String(b.server.versionNumber % 10000),
+                                   b.timescaleVersions, entry.state.rawValue, b.label ?? ""])
+                        continue
+                    }
                     guard let m = entry.manifest else {
                         let stored = await repo.storedBytes(of: entry)
                         table.add([entry.id, "-", "-", ByteCount.format(stored), "-", "-", entry.problem == nil ? "interrupted" : "corrupt", "-"])
@@ -44,6 +50,7 @@ struct ListCommand: AsyncParsableCommand {
                                m.timescaledb?.version ?? "-", entry.state.rawValue, m.label ?? ""])
                 }
                 print(table.render())
+                for line in try await ArchiveListing.lines(repo, entries: entries) { print(line) }
             }
         }
     }
@@ -71,6 +78,10 @@ struct ShowCommand: AsyncParsableCommand {
                 let entry = try await repo.entry(id)
                 if let export = entry.hypertable {
                     print(json ? try JSONOutput.encode(export) : export.renderReport(), terminator: json ? "\n" : "")
+                    return
+                }
+                if let base = entry.base {
+                    print(json ? try JSONOutput.encode(base) : base.renderReport(), terminator: json ? "\n" : "")
                     return
                 }
                 if let problem = entry.problem { throw TSBackupError(.failed, problem) }
@@ -134,7 +145,7 @@ struct DeleteCommand: AsyncParsableCommand {
                             throw TSBackupError(.usage, "Deleting backup \(id) needs confirmation; no terminal is attached to ask. Add --yes to delete without asking.")
                         }
                         let stored = await repo.storedBytes(of: entry)
-                        print("Delete backup \(id) (\(entry.manifest?.source.database ?? entry.hypertable.map { "\($0.source.database), hypertable \($0.table.qualifiedName)" } ?? "incomplete"), \(ByteCount.format(stored)))? Type yes: ", terminator: "")
+                        print("Delete backup \(id) (\(entry.manifest?.source.database ?? entry.base.map { _ in "physical base backup of the cluster" } ?? entry.hypertable.map { "\($0.source.database), hypertable \($0.table.qualifiedName)" } ?? "incomplete"), \(ByteCount.format(stored)))? Type yes: ", terminator: "")
                         guard readLine()?.lowercased() == "yes" else {
                             print("Nothing deleted.")
                             return

@@ -17,7 +17,7 @@ struct TSBackupCommand: AsyncParsableCommand {
         version: TSBackupVersion.current,
         subcommands: [InspectCommand.self, BackupCommand.self, RestoreCommand.self, ListCommand.self, ShowCommand.self, VerifyCommand.self,
                       DeleteCommand.self, ExportHypertableCommand.self, ImportHypertableCommand.self, RepoCommand.self,
-                      WALPushCommand.self, WALFetchCommand.self, ServeCommand.self]
+                      WALPushCommand.self, WALFetchCommand.self, BaseBackupCommand.self, RecoverCommand.self, ExpireCommand.self, ServeCommand.self]
     )
 
     /// As the generated main, except that a bare `--update-extension` (an option whose value is

@@ -96,6 +96,8 @@ public struct RepositoryEntry: Sendable {
     public var manifest: BackupManifest?
     /// The manifest of a single-hypertable export (`"kind": "hypertable"`).
     public var hypertable: HypertableManifest?
+    /// The manifest of a physical base backup (`"kind": "base"`).
+    public var base: BaseBackupManifest?
     /// Where the implementation keeps the entry (a directory, a key prefix); for its own use.
     public var location: String
     /// Why a stored manifest could not be used (it failed authentication or does not decode):
@@ -113,10 +115,10 @@ public struct RepositoryEntry: Sendable {
         self.location = location
     }
 
-    public var kind: String? { manifest?.kind ?? hypertable?.kind }
-    public var error: String? { manifest?.error ?? hypertable?.error }
+    public var kind: String? { manifest?.kind ?? hypertable?.kind ?? base?.kind }
+    public var error: String? { manifest?.error ?? hypertable?.error ?? base?.error }
     /// The files the manifest lists (none without a manifest).
-    public var files: [BackupManifest.FileEntry] { manifest?.files ?? hypertable?.files ?? [] }
+    public var files: [BackupManifest.FileEntry] { manifest?.files ?? hypertable?.files ?? base?.files ?? [] }
 
     /// Read before the whole manifest, to pick the type that decodes it.
     private struct ManifestKind: Decodable {
@@ -145,7 +147,15 @@ public struct RepositoryEntry: Sendable {
             return corrupt(reason)
         }
         var entry: RepositoryEntry
-        if (try? JSONOutput.decode(ManifestKind.self, from: data))?.kind == HypertableManifest.kind {
+        let kind = (try? JSONOutput.decode(ManifestKind.self, from: data))?.kind
+        if kind == BaseBackupManifest.kind {
+            guard let base = try? JSONOutput.decode(BaseBackupManifest.self, from: data) else {
+                return corrupt("it is not a base backup's manifest tsbackup can read")
+            }
+            guard base.id == id else { return corrupt("it describes entry \(base.id), not \(id)") }
+            entry = RepositoryEntry(id: id, state: base.status == .complete ? .complete : .failed, location: location)
+            entry.base = base
+        } else if kind == HypertableManifest.kind {
             guard let export = try? JSONOutput.decode(HypertableManifest.self, from: data) else {
                 return corrupt("it is not a hypertable export's manifest tsbackup can read")
             }
@@ -213,6 +223,9 @@ extension Repository {
         if entry.hypertable != nil {
             throw TSBackupError(.usage, "Entry \(id) is a single-hypertable export, not a database backup. Use `tsbackup import-hypertable \(id)` with it.")
         }
+        if entry.base != nil {
+            throw TSBackupError(.usage, "Entry \(id) is a physical base backup, not a database backup. Use `tsbackup recover --repo \(location) --to-time T --pgdata DIR` to bring back a cluster from it.")
+        }
         if let problem = entry.problem { throw TSBackupError(.failed, problem) }
         guard entry.state == .complete, let manifest = entry.manifest else {
             throw TSBackupError(.precondition, "Backup \(id) is \(entry.state.rawValue)\(entry.manifest?.error.map { " (\($0))" } ?? ""), not complete, so it cannot be used. Take a new backup; delete this one with `tsbackup delete \(id) --repo \(location) --yes`.")
@@ -223,8 +236,8 @@ extension Repository {
     /// The manifest of a complete single-hypertable export.
     public func completeHypertableManifest(_ id: String) async throws -> (RepositoryEntry, HypertableManifest) {
         let entry = try await entry(id)
-        if entry.manifest != nil {
-            throw TSBackupError(.usage, "Entry \(id) is a database backup, not a single-hypertable export; import-hypertable reads entries written by `tsbackup export-hypertable`.")
+        if entry.manifest != nil || entry.base != nil {
+            throw TSBackupError(.usage, "Entry \(id) is a \(entry.base != nil ? "physical base backup" : "database backup"), not a single-hypertable export; import-hypertable reads entries written by `tsbackup export-hypertable`.")
         }
         if let problem = entry.problem { throw TSBackupError(.failed, problem) }
         guard entry.state == .complete, let manifest = entry.hypertable else {
