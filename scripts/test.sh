@@ -7,4 +7,7 @@ bash scripts/setup.sh
 swift build --build-tests
 # `tsbackup serve` against its /openapi.json: bounded property-based requests, no 5xx allowed.
 if [ "$#" -eq 0 ]; then bash scripts/schemathesis.sh .build/debug/tsbackup; fi
+# Dozens of suites start clusters at once on two cores; a connection may wait longer than the
+# 10 s default. A generous timeout stays a hang guard, not a timing assertion.
+export PGCONNECT_TIMEOUT="${PGCONNECT_TIMEOUT:-60}"
 swift test --skip-build "$@"

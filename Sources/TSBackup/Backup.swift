@@ -11,8 +11,10 @@ public enum Backup {
         public var jobs: Int = 2
         public var label: String?
         public var checksums = false
-        /// pg_dump's --compress level (0-9); nil keeps pg_dump's default (gzip level 6).
-        public var compression: Int?
+        /// pg_dump's --compress level (0-9); nil keeps pg_dump's default (gzip level 6). Starts at
+        /// ``Backup/defaultCompression`` so that every caller (the CLI, the service) gets the same
+        /// measured default.
+        public var compression: Int? = Backup.defaultCompression
         public var tables: [String] = []
         public var excludeTables: [String] = []
         public var excludeSchemas: [String] = []

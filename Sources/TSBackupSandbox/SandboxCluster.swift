@@ -227,7 +227,7 @@ public final class SandboxCluster: Sendable {
         ConnectionSettings(
             host: "127.0.0.1", port: port, user: user,
             password: password ?? (user == Self.superuser ? superuserPassword : nil),
-            database: database, sslMode: .disable, sslRootCertificate: nil, connectTimeoutSeconds: 10,
+            database: database, sslMode: .disable, sslRootCertificate: nil, connectTimeoutSeconds: 60,
             applicationName: "tsbackup-sandbox", passwordSource: .connectionString, warnings: [])
     }
 
