@@ -231,6 +231,16 @@ actor RestoreRun {
                 restoreWarnings += try await step("pg_restore pre-data, hypertable roots and \(batches.path.batches.count) chunk batches") {
                     try await batches.restorePreData(tools.contents, procedure: procedure)
                 }
+            } else if let split = RestoreProcedure.splitPreData(tools.contents, chunkTables: manifest.chunkTables, jobs: request.jobs) {
+                // pg_restore runs pre-data on one connection even with -j; thousands of chunk
+                // tables make it the longest phase. Roots and everything else first, then the
+                // chunk tables on `--jobs` connections (docs/performance.md).
+                restoreWarnings += try await step("pg_restore pre-data except chunk tables") {
+                    try await procedure.restorePreData(others: split.others)
+                }
+                restoreWarnings += try await step("pg_restore pre-data of \(split.chunkCount) chunk tables, \(split.chunkLists.count) lists at once") {
+                    try await procedure.restoreChunkPreData(split.chunkLists)
+                }
             } else {
                 restoreWarnings += try await step("pg_restore pre-data") { try await procedure.restorePreData() }
             }

@@ -47,4 +47,18 @@ extension TestSeams {
             try? await Task.sleep(for: .milliseconds(100))
         }
     }
+
+    /// `TSBACKUP_TEST_MISORDER_CHUNK=<schema.chunk>`: the parallel chunk pre-data puts that
+    /// chunk's DEFAULT entries before its TABLE in its list, as a wrongly cut list would. The
+    /// server rejects them; the restore must fail with pg_restore's message and drop the database.
+    static func misorderChunk(environment: [String: String] = ProcessInfo.processInfo.environment) -> String? {
+        guard let value = environment["TSBACKUP_TEST_MISORDER_CHUNK"], !value.isEmpty else { return nil }
+        return value
+    }
+
+    /// `TSBACKUP_TEST_SERIAL_PREDATA=1`: restore's pre-data stays one serial pg_restore whatever
+    /// the chunk count and jobs, for before/after measurements with the same binary.
+    static func serialPreData(environment: [String: String] = ProcessInfo.processInfo.environment) -> Bool {
+        environment["TSBACKUP_TEST_SERIAL_PREDATA"] == "1"
+    }
 }

@@ -57,6 +57,112 @@ struct RestoreProcedure: Sendable {
         try await pgRestore(["--section=pre-data"], phase: "pre-data", parallel: false)
     }
 
+    /// Fewer chunk tables than this and the pre-data stays one serial pg_restore: the split
+    /// costs a TOC read per extra process and gains nothing on a small archive.
+    static let parallelPreDataThreshold = 200
+
+    /// Pre-data with the chunk tables' entries split out: `others` (schemas, the extension,
+    /// hypertable roots, types, functions...) run first, serially; then `chunkLists` at once,
+    /// each on its own connection. Each chunk's entries stay together and in archive order in
+    /// one list (its TABLE before its DEFAULTs and comments); chunks are dealt round-robin in
+    /// archive order, so every list holds chunks of every hypertable.
+    struct PreDataSplit: Sendable {
+        var others: [ArchiveContents.Item]
+        var chunkLists: [[ArchiveContents.Item]]
+        var chunkCount: Int
+    }
+
+    /// Whether `item` is pre-data of one of `chunks` ("schema.name"), and of which: its TABLE,
+    /// a column DEFAULT, or a COMMENT on the table or one of its columns. Nothing else in
+    /// pre-data names a chunk table (its CHECK constraints are part of its TABLE entry; indexes,
+    /// constraints and foreign keys are post-data).
+    static func chunkOwning(_ item: ArchiveContents.Item, chunks: Set<String>) -> String? {
+        switch item.type {
+        case "TABLE", "DEFAULT":
+            let table = "\(item.schema).\(item.name)"
+            return chunks.contains(table) ? table : nil
+        case "COMMENT":
+            // "COMMENT _timescaledb_internal TABLE _hyper_1_1_chunk owner", "... COLUMN _hyper_1_1_chunk.c owner"
+            let words = item.line.split(separator: " ").map(String.init)
+            guard let kind = words.firstIndex(where: { $0 == "TABLE" || $0 == "COLUMN" }), kind + 1 < words.count else { return nil }
+            let target = words[kind] == "COLUMN" ? String(words[kind + 1].split(separator: ".").first ?? "") : words[kind + 1]
+            let table = "\(item.schema).\(target)"
+            return chunks.contains(table) ? table : nil
+        default:
+            return nil
+        }
+    }
+
+    /// The split for parallel chunk pre-data, or nil when today's single serial pg_restore is
+    /// the path: one job, or not more than `threshold` chunk tables in the archive.
+    static func splitPreData(_ contents: ArchiveContents, chunkTables: [String], jobs: Int,
+                             threshold: Int = parallelPreDataThreshold) -> PreDataSplit? {
+        guard jobs > 1, !TestSeams.serialPreData() else { return nil }
+        let chunks = Set(chunkTables)
+        var others: [ArchiveContents.Item] = []
+        var listOf: [String: Int] = [:]
+        var lists = Array(repeating: [ArchiveContents.Item](), count: jobs)
+        for item in contents.items {
+            guard let chunk = chunkOwning(item, chunks: chunks) else {
+                others.append(item)
+                continue
+            }
+            let index: Int
+            if let known = listOf[chunk] {
+                index = known
+            } else {
+                index = listOf.count % jobs
+                listOf[chunk] = index
+            }
+            lists[index].append(item)
+        }
+        guard listOf.count > threshold else { return nil }
+        return PreDataSplit(others: others, chunkLists: lists.filter { !$0.isEmpty }, chunkCount: listOf.count)
+    }
+
+    /// Step 1 of the split pre-data: everything but the chunk tables, one pg_restore.
+    func restorePreData(others: [ArchiveContents.Item]) async throws -> [String] {
+        let list = listDirectory + "/pre-data-others.list"
+        try (others.map(\.line).joined(separator: "\n") + "\n").write(toFile: list, atomically: true, encoding: .utf8)
+        return try await pgRestore(["--section=pre-data", "--use-list=\(list)"], phase: "pre-data except chunk tables")
+    }
+
+    /// Step 2 of the split pre-data: the chunk tables, one pg_restore per list, all at once. The
+    /// roots they inherit from exist (step 1); the TimescaleDB catalog rows come later, as on
+    /// the serial path, and restore mode is a database setting every new connection picks up.
+    /// The first failing list fails the step with its pg_restore message; the others are
+    /// cancelled (their processes terminated).
+    func restoreChunkPreData(_ lists: [[ArchiveContents.Item]]) async throws -> [String] {
+        var lists = lists
+        if let chunk = TestSeams.misorderChunk() {
+            for index in lists.indices {
+                let moved = lists[index].filter { $0.type == "DEFAULT" && "\($0.schema).\($0.name)" == chunk }
+                guard !moved.isEmpty else { continue }
+                lists[index] = moved + lists[index].filter { !moved.contains($0) }
+            }
+        }
+        var files: [String] = []
+        for (index, items) in lists.enumerated() {
+            let file = listDirectory + "/pre-data-chunks-\(index + 1).list"
+            try (items.map(\.line).joined(separator: "\n") + "\n").write(toFile: file, atomically: true, encoding: .utf8)
+            files.append(file)
+        }
+        let count = files.count
+        return try await withThrowingTaskGroup(of: [String].self) { group in
+            for (index, file) in files.enumerated() {
+                group.addTask {
+                    try await self.pgRestore(["--section=pre-data", "--use-list=\(file)"],
+                                             phase: "pre-data of chunk tables, list \(index + 1) of \(count)")
+                }
+            }
+            var warnings: [String] = []
+            while let finished = try await group.next() {
+                warnings += finished
+            }
+            return warnings
+        }
+    }
+
     func restoreCatalogData() async throws -> [String] {
         try await pgRestore(["--use-list=\(catalogList)"], phase: "TimescaleDB catalog data", parallel: false)
     }
