@@ -238,9 +238,18 @@ struct ServerFaultTests {
             let mount = try await ProcessRunner.run("mount", ["-t", "tmpfs", "-o", "size=24m,uid=\(owner.pointee.pw_uid),gid=\(owner.pointee.pw_gid),mode=0700", "tmpfs", tiny])
             try #require(mount.succeeded, "\(mount.standardError)")
             defer { Self.unmount(tiny) }
-            try await cluster.withSuperuser {
-                _ = try await $0.execute("CREATE TABLESPACE tiny LOCATION '\(tiny)'")
-                _ = try await $0.execute("ALTER DATABASE template0 SET TABLESPACE tiny")
+            try await cluster.withSuperuser { session in
+                _ = try await session.execute("CREATE TABLESPACE tiny LOCATION '\(tiny)'")
+                // An autovacuum worker may be in template0 for a moment (SQLSTATE 55006, "being
+                // accessed by other users"): try again for up to a minute, a hang guard.
+                for attempt in 1...60 {
+                    do {
+                        _ = try await session.execute("ALTER DATABASE template0 SET TABLESPACE tiny")
+                        break
+                    } catch where attempt < 60 {
+                        try await Task.sleep(for: .seconds(1))
+                    }
+                }
             }
             let before = try await databases(cluster)
             let into = "faults_full"
