@@ -59,7 +59,7 @@ public struct APIError: HTTPResponseError, Sendable {
             case .permission: return APIError(.badGateway, code: "permission", error.message)
             default: return APIError(.internalServerError, code: "failed", error.message)
             }
-        case let error as HTTPResponseError:
+        case let error as any HTTPResponseError:
             return APIError(error.status, code: "http-\(error.status.code)", error.status.reasonPhrase)
         case is DecodingError:
             return .badRequest("The request body is not the JSON this route takes; /openapi.json describes it.")

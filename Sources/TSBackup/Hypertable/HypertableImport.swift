@@ -138,7 +138,7 @@ public enum HypertableImport {
                 try await TableContent.prepare(session)
                 let (rows, hash) = try await TableContent.measure(session, table: qualified, hash: true)
                 guard rows == manifest.rowCount, hash == manifest.contentHash else {
-                    throw TSBackupError(.failed, "The imported table \(display) holds \(rows) rows with content hash \(hash ?? "-"), but export \(manifest.id) recorded \(manifest.rowCount) rows with \(manifest.contentHash). The table was dropped again; run `tsbackup verify \(manifest.id)` and check the target's triggers and defaults.")
+                    throw ExplainedFailure(TSBackupError(.failed, "The imported table \(display) holds \(rows) rows with content hash \(hash ?? "-"), but export \(manifest.id) recorded \(manifest.rowCount) rows with \(manifest.contentHash). The table was dropped again; run `tsbackup verify \(manifest.id)` and check the target's triggers and defaults."))
                 }
                 try await session.execute("ANALYZE \(qualified)", purpose: "analyzing \(display)")
                 return Report(id: manifest.id, target: request.target.displayName, table: display, rows: rows,
@@ -162,11 +162,19 @@ public enum HypertableImport {
                         }
                     }
                 }
-                guard let failure = error as? TSBackupError else { throw error }
+                let failure: TSBackupError
+                let explained: Bool
+                if let known = error as? ExplainedFailure {
+                    (failure, explained) = (known.error, true)
+                } else if let known = error as? TSBackupError {
+                    (failure, explained) = (known, false)
+                } else {
+                    throw error
+                }
                 if let dropProblem {
                     throw TSBackupError(failure.kind, failure.message + " The half-imported table \(display) could NOT be dropped (\(dropProblem)); when the server accepts connections again, run DROP TABLE \(qualified) CASCADE in database \"\(request.target.database)\", then import again.")
                 }
-                if failure.message.contains("dropped") || failure.message.contains("undone") { throw failure }
+                if explained { throw failure }
                 throw TSBackupError(failure.kind, failure.message + " The import was undone: \(display) was dropped again. Fix the cause in the target database (or import under another name with --as) and import again.")
             }
         }
@@ -305,7 +313,7 @@ public enum HypertableImport {
                 }
             }
             guard rows == file.rows else {
-                throw TSBackupError(.failed, "Loading \(file.path) into \(display) gave \(rows) rows, the export recorded \(file.rows). The import was undone; run `tsbackup verify \(manifest.id)`.")
+                throw ExplainedFailure(TSBackupError(.failed, "Loading \(file.path) into \(display) gave \(rows) rows, the export recorded \(file.rows). The import was undone; run `tsbackup verify \(manifest.id)`."))
             }
             return rows
         }
@@ -496,4 +504,11 @@ public enum HypertableImport {
             "SELECT EXISTS (SELECT 1 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = \(schema) AND p.proname = \(name))",
             as: Bool.self, purpose: "looking for function \(schema).\(name)")
     }
+}
+
+/// A failure whose message already says that the import was undone, so the clean-up does not
+/// append the same sentence again. A type, not a look at the message's words.
+private struct ExplainedFailure: Error {
+    let error: TSBackupError
+    init(_ error: TSBackupError) { self.error = error }
 }
