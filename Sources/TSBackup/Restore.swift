@@ -231,7 +231,8 @@ actor RestoreRun {
                 restoreWarnings += try await step("pg_restore pre-data, hypertable roots and \(batches.path.batches.count) chunk batches") {
                     try await batches.restorePreData(tools.contents, procedure: procedure)
                 }
-            } else if let split = RestoreProcedure.splitPreData(tools.contents, chunkTables: manifest.chunkTables, jobs: request.jobs) {
+            } else if RestoreProcedure.parallelPreDataRequested(),
+                      let split = RestoreProcedure.splitPreData(tools.contents, chunkTables: manifest.chunkTables, jobs: request.jobs) {
                 // pg_restore runs pre-data on one connection even with -j; thousands of chunk
                 // tables make it the longest phase. Roots and everything else first, then the
                 // chunk tables on `--jobs` connections (docs/performance.md).

@@ -4,8 +4,9 @@ import Testing
 import TSBackup
 import TSBackupSandbox
 
-/// A restore of more than `RestoreProcedure`'s threshold of chunk tables with `--jobs 2` creates
-/// the chunk tables on two connections after the rest of pre-data; small rows keep it quick.
+/// With `TSBACKUP_PARALLEL_PREDATA=1` (opt-in), a restore of more than `RestoreProcedure`'s
+/// threshold of chunk tables with `--jobs 2` creates the chunk tables on two connections after
+/// the rest of pre-data; small rows keep it quick.
 @Suite("restore: chunk tables' pre-data on parallel lists")
 struct ParallelPreDataTests {
     static let chunks = 260
@@ -42,7 +43,7 @@ struct ParallelPreDataTests {
     static func restore(_ cluster: SandboxCluster, _ repository: String, _ id: String, into: String,
                         environment: [String: String] = [:]) async throws -> ProcessResult {
         try await CLI.run(["restore", id, "--repo", repository, "--target", cluster.url(database: "postgres"), "--into", into, "--jobs", "2", "--json"],
-                          environment: ["PGPASSWORD": cluster.superuserPassword].merging(environment) { $1 })
+                          environment: ["PGPASSWORD": cluster.superuserPassword, "TSBACKUP_PARALLEL_PREDATA": "1"].merging(environment) { $1 })
     }
 
     @Test("chunk tables are created on two lists, the rows come back exactly; a failing list fails the restore and drops the database")
@@ -79,6 +80,15 @@ struct ParallelPreDataTests {
             #expect(try await session.value("SELECT count(*) FROM public.readings WHERE note = 'none'", as: Int64.self) == Int64(Self.chunks * 3 + 1))
         }
         try await cluster.withSuperuser { try await $0.execute("DROP DATABASE \(quoteIdentifier(into)) WITH (FORCE)") }
+
+        // Without the opt-in, the same archive takes the single serial pre-data pg_restore.
+        let serialInto = uniqueDatabaseName("predata_serial")
+        let serial = try await Self.restore(cluster, repository, id, into: serialInto, environment: ["TSBACKUP_PARALLEL_PREDATA": "0"])
+        #expect(serial.exitCode == 0, "\(serial.standardError)")
+        let serialSteps = try JSONOutput.decode(Restore.Report.self, from: Data(serial.standardOutput.utf8)).steps.map(\.name)
+        #expect(serialSteps.contains("pg_restore pre-data"), "\(serialSteps)")
+        #expect(!serialSteps.contains { $0.contains("lists at once") }, "\(serialSteps)")
+        try await cluster.withSuperuser { try await $0.execute("DROP DATABASE \(quoteIdentifier(serialInto)) WITH (FORCE)") }
 
         // One list cut wrongly: the chunk's DEFAULT before its table. The server's error fails
         // the restore, named with pg_restore's message, and the new database is dropped.

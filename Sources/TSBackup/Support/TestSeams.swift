@@ -55,10 +55,4 @@ extension TestSeams {
         guard let value = environment["TSBACKUP_TEST_MISORDER_CHUNK"], !value.isEmpty else { return nil }
         return value
     }
-
-    /// `TSBACKUP_TEST_SERIAL_PREDATA=1`: restore's pre-data stays one serial pg_restore whatever
-    /// the chunk count and jobs, for before/after measurements with the same binary.
-    static func serialPreData(environment: [String: String] = ProcessInfo.processInfo.environment) -> Bool {
-        environment["TSBACKUP_TEST_SERIAL_PREDATA"] == "1"
-    }
 }
