@@ -62,7 +62,7 @@ struct RestoreProcedure: Sendable {
     /// 3, it was slower than one serial pg_restore (2.45 s vs 1.84 s). Sessions on the target
     /// commit asynchronously, so the per-table commit flush that made a hand-run split 1.57x
     /// faster is already gone, and every chunk's CREATE TABLE ... INHERITS takes a
-    /// self-conflicting lock on its hypertable root, which serializes the lists again.
+    /// self-conflicting lock on its hypertable root, which probably serializes the lists again.
     static func parallelPreDataRequested(environment: [String: String] = ProcessInfo.processInfo.environment) -> Bool {
         environment["TSBACKUP_PARALLEL_PREDATA"] == "1"
     }
