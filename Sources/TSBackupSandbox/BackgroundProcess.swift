@@ -106,3 +106,37 @@ func makeSandboxDirectory(_ prefix: String) throws -> String {
     }
     return String(cString: made)
 }
+
+extension BackgroundProcess {
+    /// Starts a Python script of the sandbox's own (written into a new private directory) that
+    /// listens on a free loopback port, waits for the port, then runs `ready`. Up to three
+    /// attempts on fresh ports: another process may bind the free port before the script does.
+    /// A failed attempt leaves no process and no directory behind.
+    static func startScript<Started>(
+        _ what: String, name: String, source: String, fileName: String, directoryPrefix: String,
+        environment: [String: String] = [:],
+        arguments: (_ port: Int, _ directory: String) -> [String],
+        ready: (_ process: BackgroundProcess, _ port: Int) async throws -> Started
+    ) async throws -> Started {
+        var lastError: (any Error)?
+        for _ in 0..<3 {
+            let directory = try makeSandboxDirectory(directoryPrefix)
+            let script = directory + "/" + fileName
+            var process: BackgroundProcess?
+            do {
+                try Data(source.utf8).write(to: URL(fileURLWithPath: script))
+                let port = try SandboxCluster.freeLoopbackPort()
+                let started = try await BackgroundProcess.start(name: name, command: ["python3", "-u", script] + arguments(port, directory),
+                                                                environment: environment, directory: directory)
+                process = started
+                try await started.waitForPort(port)
+                return try await ready(started, port)
+            } catch {
+                await process?.stop()
+                try? FileManager.default.removeItem(atPath: directory)
+                lastError = error
+            }
+        }
+        throw lastError ?? SandboxError("\(what) did not start")
+    }
+}

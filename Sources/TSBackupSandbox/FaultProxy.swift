@@ -68,29 +68,10 @@ public final class FaultProxy: Sendable {
 
     /// Starts a proxy in front of 127.0.0.1:`upstreamPort`.
     public static func start(upstreamPort: Int) async throws -> FaultProxy {
-        var lastError: (any Error)?
-        for _ in 0..<3 {
-            let directory = try makeSandboxDirectory("tsbackup-faultproxy")
-            let script = directory + "/faultproxy.py"
-            try Data(source.utf8).write(to: URL(fileURLWithPath: script))
-            let port = try SandboxCluster.freeLoopbackPort()
-            do {
-                let process = try await BackgroundProcess.start(
-                    name: "faultproxy", command: ["python3", "-u", script, "127.0.0.1", String(upstreamPort), String(port)],
-                    directory: directory)
-                do {
-                    try await process.waitForPort(port)
-                    return FaultProxy(port: port, process: process)
-                } catch {
-                    await process.stop()
-                    throw error
-                }
-            } catch {
-                try? FileManager.default.removeItem(atPath: directory)
-                lastError = error
-            }
-        }
-        throw lastError ?? SandboxError("the fault proxy did not start")
+        try await BackgroundProcess.startScript(
+            "the fault proxy", name: "faultproxy", source: source, fileName: "faultproxy.py", directoryPrefix: "tsbackup-faultproxy",
+            arguments: { port, _ in ["127.0.0.1", String(upstreamPort), String(port)] }
+        ) { process, port in FaultProxy(port: port, process: process) }
     }
 
     public func stop() async {

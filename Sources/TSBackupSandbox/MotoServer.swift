@@ -43,31 +43,14 @@ public final class MotoServer: Sendable {
         guard findExecutable("moto_server") != nil else {
             throw SandboxError("moto_server is not installed; run scripts/setup.sh (it installs moto[server] with pip)")
         }
-        var lastError: (any Error)?
-        for _ in 0..<3 {
-            let directory = try makeSandboxDirectory("tsbackup-moto")
-            let port = try SandboxCluster.freeLoopbackPort()
-            do {
-                let launcher = directory + "/moto_server_raw_uri.py"
-                try Data(rawURILauncher.utf8).write(to: URL(fileURLWithPath: launcher))
-                let process = try await BackgroundProcess.start(
-                    name: "moto", command: ["python3", "-u", launcher, "-H", "127.0.0.1", "-p", String(port)],
-                    environment: ["INITIAL_NO_AUTH_ACTION_COUNT": "3", "MOTO_ALLOW_NONEXISTENT_REGION": "true"],
-                    directory: directory)
-                do {
-                    try await process.waitForPort(port)
-                    let credentials = try await bootstrapAuthentication(port: port, directory: directory)
-                    return MotoServer(port: port, credentials: credentials, region: region, process: process)
-                } catch {
-                    await process.stop()
-                    try? FileManager.default.removeItem(atPath: directory)
-                    throw error
-                }
-            } catch {
-                lastError = error
-            }
+        return try await BackgroundProcess.startScript(
+            "moto_server", name: "moto", source: rawURILauncher, fileName: "moto_server_raw_uri.py", directoryPrefix: "tsbackup-moto",
+            environment: ["INITIAL_NO_AUTH_ACTION_COUNT": "3", "MOTO_ALLOW_NONEXISTENT_REGION": "true"],
+            arguments: { port, _ in ["-H", "127.0.0.1", "-p", String(port)] }
+        ) { process, port in
+            let credentials = try await bootstrapAuthentication(port: port, directory: process.directory)
+            return MotoServer(port: port, credentials: credentials, region: region, process: process)
         }
-        throw lastError ?? SandboxError("moto_server did not start")
     }
 
     /// Runs moto's own server (what `moto_server` runs) with one correction to its signature check.

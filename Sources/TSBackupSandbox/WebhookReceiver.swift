@@ -33,30 +33,10 @@ public final class WebhookReceiver: Sendable {
 
     /// Starts a receiver; the first requests get `statuses` in turn (e.g. [500, 503]), the rest 200.
     public static func start(statuses: [Int] = []) async throws -> WebhookReceiver {
-        var lastError: (any Error)?
-        for _ in 0..<3 {
-            let directory = try makeSandboxDirectory("tsbackup-webhooks")
-            let script = directory + "/receiver.py"
-            try Data(source.utf8).write(to: URL(fileURLWithPath: script))
-            let port = try SandboxCluster.freeLoopbackPort()
-            do {
-                let process = try await BackgroundProcess.start(
-                    name: "receiver", command: ["python3", "-u", script, String(port), directory + "/received.jsonl",
-                                                statuses.map(String.init).joined(separator: ",")],
-                    directory: directory)
-                do {
-                    try await process.waitForPort(port)
-                    return WebhookReceiver(port: port, process: process)
-                } catch {
-                    await process.stop()
-                    throw error
-                }
-            } catch {
-                try? FileManager.default.removeItem(atPath: directory)
-                lastError = error
-            }
-        }
-        throw lastError ?? SandboxError("the webhook receiver did not start")
+        try await BackgroundProcess.startScript(
+            "the webhook receiver", name: "receiver", source: source, fileName: "receiver.py", directoryPrefix: "tsbackup-webhooks",
+            arguments: { port, directory in [String(port), directory + "/received.jsonl", statuses.map(String.init).joined(separator: ",")] }
+        ) { process, port in WebhookReceiver(port: port, process: process) }
     }
 
     /// Every request received so far, in order.
