@@ -125,7 +125,6 @@ public struct BackupManifest: EntryManifest, Equatable {
         public var reason: String
     }
 
-    public var totalFileBytes: Int64 { files.reduce(0) { $0 + $1.bytes } }
     public var totalRows: Int64 { hypertables.reduce(0) { $0 + $1.rowCount } + plainTables.reduce(0) { $0 + $1.rowCount } }
 
     enum CodingKeys: String, CodingKey {

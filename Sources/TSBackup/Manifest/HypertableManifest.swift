@@ -156,7 +156,6 @@ public struct HypertableManifest: EntryManifest, Equatable {
         public var rawBytes: Int64
     }
 
-    public var totalFileBytes: Int64 { files.reduce(0) { $0 + $1.bytes } }
     public var rawDataBytes: Int64 { dataFiles.reduce(0) { $0 + $1.rawBytes } }
     public var chunkCount: Int { dataFiles.reduce(0) { $0 + $1.chunks.count } }
     /// The columns the data files hold, in order.

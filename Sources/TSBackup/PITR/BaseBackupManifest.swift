@@ -68,7 +68,6 @@ public struct BaseBackupManifest: EntryManifest, Equatable {
         }
     }
 
-    public var totalFileBytes: Int64 { files.reduce(0) { $0 + $1.bytes } }
 
     enum CodingKeys: String, CodingKey {
         case formatVersion = "format_version"

@@ -10,9 +10,14 @@ public protocol EntryManifest: Codable, Sendable {
     var durationSeconds: Double { get set }
     /// What the run wants its reader to know; repositories may add their own.
     var warnings: [String] { get set }
+    /// Every file of the entry but the manifest.
+    var files: [BackupManifest.FileEntry] { get }
 }
 
 extension EntryManifest {
+    /// What the entry's files hold, in bytes, as the manifest records them.
+    public var totalFileBytes: Int64 { files.reduce(0) { $0 + $1.bytes } }
+
     /// Closes the run: its outcome and when it ended.
     public mutating func markFinished(_ status: BackupManifest.Status, error: String? = nil) {
         self.status = status
