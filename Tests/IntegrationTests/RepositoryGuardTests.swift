@@ -25,21 +25,33 @@ struct RepositoryGuardTests {
         // both decide "stale, take it over" from the same version.
         let gate = s3.scratch.path + "/gate"
         try FileManager.default.createDirectory(atPath: gate, withIntermediateDirectories: true)
-        // The winner's pg_dump runs long enough that it still holds the lease when the loser retries.
-        let fake = try s3.scratch.fakePgDump("sleep 20; exit 1")
+        // The winner's pg_dump runs until one run has ended, so the winner still holds the lease
+        // when the loser retries, however slow the machine is.
+        let letGo = s3.scratch.path + "/let-pg_dump-go"
+        let fake = try s3.scratch.fakePgDump("""
+            i=0; while [ ! -e "\(letGo)" ] && [ $i -lt 3000 ]; do sleep 0.2; i=$((i+1)); done; exit 1
+            """)
         var env = s3.environment(cluster)
         env["PATH"] = fake["PATH"]
         env["TSBACKUP_TEST_LEASE_GATE"] = gate
         let arguments = ["backup", "--db", cluster.url(database: database), "--repo", s3.repository]
-        let first = Task { try await CLI.run(arguments, environment: env) }
-        let second = Task { try await CLI.run(arguments, environment: env) }
+        let ended = EndedRuns()
+        let run = { @Sendable () async throws -> ProcessResult in
+            let result = try await CLI.run(arguments, environment: env)
+            await ended.add()
+            return result
+        }
+        let first = Task { try await run() }
+        let second = Task { try await run() }
         var waiting = 0
-        for _ in 0..<1200 {
+        for _ in 0..<3000 {
             waiting = (try FileManager.default.contentsOfDirectory(atPath: gate)).filter { $0.hasPrefix("stale-") }.count
             if waiting == 2 { break }
             try await Task.sleep(for: .milliseconds(100))
         }
         FileManager.default.createFile(atPath: gate + "/go", contents: Data())
+        for _ in 0..<3000 where await ended.count == 0 { try await Task.sleep(for: .milliseconds(100)) }
+        FileManager.default.createFile(atPath: letGo, contents: nil)
         let results = [try await first.value, try await second.value]
         try #require(waiting == 2, "both runs must have read the stale lease: \(results.map(\.standardError))")
         let refused = results.filter { $0.exitCode == 5 }
@@ -113,4 +125,10 @@ struct RepositoryGuardTests {
         #expect(localList.exitCode == 4)
         #expect(localList.standardError.contains("is not a tsbackup repository"))
     }
+}
+
+/// How many of a test's concurrent runs have ended.
+actor EndedRuns {
+    private(set) var count = 0
+    func add() { count += 1 }
 }

@@ -227,14 +227,15 @@ struct RepositoryS3Tests {
         let (cluster, database) = try await makeSampleDatabase("s3kill")
         let s3 = try await S3Sandbox.make("kill")
         defer { s3.remove() }
-        let fake = try s3.scratch.fakePgDump("sleep 30")
+        // The fake pg_dump marks that it runs: by then the run has staged its entry in the bucket.
+        let marker = s3.scratch.path + "/pg_dump-started"
+        let fake = try s3.scratch.fakePgDump("touch \"\(marker)\"; sleep 600")
         var env = s3.environment(cluster)
         env["PATH"] = fake["PATH"]
         let script = """
             "$TSBACKUP" backup --db "$URL" --repo "$REPO" > /dev/null 2>&1 &
             pid=$!
-            for i in $(seq 1 600); do ls "$TSBACKUP_SCRATCH_DIR" 2>/dev/null | grep -q tsbackup-staging && break; sleep 0.1; done
-            sleep 0.5
+            for i in $(seq 1 3000); do [ -e "$MARK" ] && break; sleep 0.1; done
             kill -9 "$pid"; wait "$pid" 2>/dev/null
             pkill -f "$FAKE" || true
             """
@@ -243,7 +244,9 @@ struct RepositoryS3Tests {
         scriptEnv["URL"] = cluster.url(database: database)
         scriptEnv["REPO"] = s3.repository
         scriptEnv["FAKE"] = s3.scratch.path + "/bin/pg_dump"
+        scriptEnv["MARK"] = marker
         _ = try await ProcessRunner.run("bash", ["-c", script], environment: scriptEnv)
+        try #require(FileManager.default.fileExists(atPath: marker), "the backup never reached pg_dump")
 
         let list = try await CLI.run(["list", "--repo", s3.repository, "--json"], environment: env)
         #expect(list.exitCode == 0, "\(list.standardError)")
@@ -297,25 +300,42 @@ struct RepositoryS3Tests {
         let (cluster, database) = try await makeSampleDatabase("s3renew")
         let s3 = try await S3Sandbox.make("renew")
         defer { s3.remove() }
-        // An eight-second lease and a pg_dump that takes 45: only renewal keeps the lease alive.
-        let fake = try s3.scratch.fakePgDump("sleep 45; exit 1")
+        // A twenty-second lease and a pg_dump that runs until the test lets it go: only renewal keeps
+        // the lease alive. The test waits for states (the clock past the first expiry and a renewed
+        // lease in the bucket), never for a fixed time, so a loaded machine only makes it slower.
+        let letGo = s3.scratch.path + "/let-pg_dump-go"
+        let fake = try s3.scratch.fakePgDump("""
+            i=0; while [ ! -e "\(letGo)" ] && [ $i -lt 3000 ]; do sleep 0.2; i=$((i+1)); done; exit 1
+            """)
         var env = s3.environment(cluster)
         env["PATH"] = fake["PATH"]
-        env["TSBACKUP_S3_LEASE_SECONDS"] = "8"
+        env["TSBACKUP_S3_LEASE_SECONDS"] = "20"
         let backup = Task { try await CLI.run(["backup", "--db", cluster.url(database: database), "--repo", s3.repository], environment: env) }
-        // Wait until the run holds the lease and has staged its entry, then well past the lease's first expiry.
+        defer { FileManager.default.createFile(atPath: letGo, contents: nil) }
+        struct Lease: Decodable { var expires: Date }
+        func leaseExpiry() async -> Date? {
+            guard let data = try? await s3.get("lock") else { return nil }
+            return (try? JSONOutput.decode(Lease.self, from: data))?.expires
+        }
         var started = false
-        for _ in 0..<1200 where !started {
+        for _ in 0..<3000 where !started {
             started = try await s3.keys().contains { $0.hasSuffix("/run.json") }
             if !started { try await Task.sleep(for: .milliseconds(100)) }
         }
         try #require(started, "the backup never started its entry")
-        try await Task.sleep(for: .seconds(20))
+        let firstExpiry = try #require(await leaseExpiry(), "the run holds no lease")
+        var renewed = false
+        for _ in 0..<1200 where !renewed {  // a hang guard of ten minutes
+            if Date() > firstExpiry, let now = await leaseExpiry(), now > firstExpiry { renewed = true }
+            if !renewed { try await Task.sleep(for: .milliseconds(500)) }
+        }
+        try #require(renewed, "the lease was never renewed past its first expiry")
         var gcEnvironment = s3.environment()
-        gcEnvironment["TSBACKUP_S3_LEASE_SECONDS"] = "8"
+        gcEnvironment["TSBACKUP_S3_LEASE_SECONDS"] = "20"
         let gc = try await CLI.run(["repo", "gc", "--repo", s3.repository], environment: gcEnvironment)
         #expect(gc.exitCode == 5, "\(gc.standardOutput) \(gc.standardError)")
         #expect(gc.standardError.contains("in use by"))
+        FileManager.default.createFile(atPath: letGo, contents: nil)
         let result = try await backup.value
         #expect(result.exitCode == 1, "the fake pg_dump fails the run: \(result.standardError)")
         #expect(!(try await s3.keys()).contains("lock"), "the lease is released when the run ends")

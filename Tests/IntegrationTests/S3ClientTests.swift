@@ -355,9 +355,11 @@ struct S3FaultTests {
     @Test("a stalled request times out and is retried")
     func stall() async throws {
         try await withProxy { proxy, _ in
-            try await withClient("stall", endpoint: proxy.endpoint, options: testOptions(readTimeout: .seconds(1))) { client, _ in
+            // The read timeout is long enough for a loaded machine's moto to answer the requests that
+            // are not stalled; the stall outlasts it by far.
+            try await withClient("stall", endpoint: proxy.endpoint, options: testOptions(readTimeout: .seconds(10))) { client, _ in
                 try await client.putObject("obj", data: Data("payload".utf8))
-                try await proxy.set(.init(mode: .stall, count: 1, method: "GET", stallSeconds: 20))
+                try await proxy.set(.init(mode: .stall, count: 1, method: "GET", stallSeconds: 120))
                 #expect(try await client.getObject("obj") == Data("payload".utf8))
                 #expect(client.stats.retries == 1)
                 #expect(client.stats.retryEvents.first?.reason.contains("stalled") == true)

@@ -279,9 +279,13 @@ import TSBackupService
         let (_, queuedState) = try await service.request(.GET, "/api/jobs/\(queuedJob)", as: "olga")
         #expect((queuedState as? [String: Any])?["state"] as? String == "queued")
 
-        // SIGTERM; the lock is let go a moment later so statements waiting on it can end too.
+        // SIGTERM; once the queue has cancelled its jobs the lock is let go, so statements waiting
+        // on it can end too (waiting for that state, not for a time, keeps the order under load).
         kill(service.process.pid, SIGTERM)
-        try await Task.sleep(for: .seconds(2))
+        let stopDeadline = ContinuousClock.now + .seconds(300)
+        while !service.process.log().contains("job queue stopping") && ContinuousClock.now < stopDeadline {
+            try await Task.sleep(for: .milliseconds(100))
+        }
         try await release()
         try await service.terminate()
         }
