@@ -35,9 +35,10 @@ struct RepositoryGuardTests {
         env["PATH"] = fake["PATH"]
         env["TSBACKUP_TEST_LEASE_GATE"] = gate
         let arguments = ["backup", "--db", cluster.url(database: database), "--repo", s3.repository]
+        let environment = env
         let ended = EndedRuns()
         let run = { @Sendable () async throws -> ProcessResult in
-            let result = try await CLI.run(arguments, environment: env)
+            let result = try await CLI.run(arguments, environment: environment)
             await ended.add()
             return result
         }
