@@ -89,7 +89,7 @@ struct PITRStreamingS3Tests {
             let base = try JSONOutput.decode(BaseBackupManifest.self, from: Data(result.standardOutput.utf8))
             let tar = try #require(base.files.first { $0.path == "base.tar.zst" })
             // Several parts (8 MiB each) went out, and none of it was staged locally.
-            #expect(tar.bytes > 24 << 20, "the tar is \(tar.bytes) bytes")
+            #expect(tar.bytes > 16 << 20, "the tar is \(tar.bytes) bytes")
             #expect(backupPeak < tar.bytes / 20, "base-backup staged \(backupPeak) bytes locally for a \(tar.bytes)-byte tar")
             let keys = try await s3.keys()
             #expect(keys.contains("backups/\(base.id)/base.tar.zst") && keys.contains("backups/\(base.id)/manifest.json"))
@@ -115,6 +115,8 @@ struct PITRStreamingS3Tests {
             }
             try #require(recovered.exitCode == 0, "\(recovered.standardOutput) \(recovered.standardError)")
             #expect(recoverPeak < tar.bytes / 20, "recover staged \(recoverPeak) bytes locally for a \(tar.bytes)-byte tar")
+            // Figures for the record (not asserted on: no timing in tests).
+            print("streamed base backup\(encrypted ? " (encrypted)" : ""): tar \(tar.bytes) bytes, stored \(stored.size), base-backup took \(base.durationSeconds) s; peak local scratch: base-backup \(backupPeak) bytes, recover \(recoverPeak) bytes")
             let report = try JSONOutput.decode(Recover.Report.self, from: Data(recovered.standardOutput.utf8))
             #expect(report.ok && report.checks.allSatisfy(\.ok))
             // Counted on the recovered server, against the source's own count.
@@ -179,7 +181,8 @@ struct PITRStreamingS3Tests {
 
             let gc = try await archiving.tsbackup(["repo", "gc", "--repo", archiving.repo])
             #expect(gc.exitCode == 0, "\(gc.standardOutput) \(gc.standardError)")
-            #expect(gc.standardOutput.contains(id))
+            // The gc takes over the killed run's stale lease, which already removes its leftovers (said on stderr).
+            #expect((gc.standardOutput + gc.standardError).contains(id))
             #expect(try await client.listMultipartUploads(prefix: "prod/db/").isEmpty)
             #expect(!(try await s3.keys()).contains { $0.hasPrefix("backups/\(id)") })
             // The repository still works: the next base backup completes.
@@ -193,6 +196,56 @@ struct PITRStreamingS3Tests {
         }
         await archiving.stop()
         await proxy.stop()
+    }
+}
+
+@Suite("S3UploadStream: an object uploaded while it is produced (moto, fault proxy)")
+struct S3UploadStreamTests {
+    @Test("parts go out as they fill, a reset part is retried, the object reads back byte for byte; a small one is one PUT; abort leaves no upload")
+    func streamedObject() async throws {
+        try await withProxy { proxy, moto in
+            let bucket = uniqueBucketName("upstream")
+            var options = S3Client.Options()
+            options.retry.baseDelay = .milliseconds(10)
+            let client = try await moto.client(bucket: bucket, create: true, endpoint: proxy.endpoint, options: options)
+            defer { Task { try? await client.shutdown() } }
+            // 21 MiB in uneven pieces: three parts of 8 MiB (the last shorter); one UploadPart is cut mid-body.
+            var data = Data(count: 21 << 20 + 12345)
+            data.withUnsafeMutableBytes { bytes in
+                var state: UInt64 = 0x9E37_79B9_7F4A_7C15
+                for index in 0..<bytes.count {
+                    state = state &* 6364136223846793005 &+ 1442695040888963407
+                    bytes[index] = UInt8(truncatingIfNeeded: state >> 33)
+                }
+            }
+            try await proxy.set(FaultProxy.Rule(mode: .reset, count: 1, method: "PUT", pathContains: "partNumber=2"))
+            let stream = client.uploadStream("big", expectedSize: 1 << 20)
+            var offset = 0
+            var piece = 1
+            while offset < data.count {
+                let end = min(data.count, offset + piece * 70_001)
+                try await stream.write(data.subdata(in: offset..<end))
+                offset = end
+                piece = piece % 50 + 1
+            }
+            try await stream.finish()
+            #expect(try await proxy.counters().injected == 1)
+            #expect(try await client.getObject("big") == data)
+            #expect(try await client.listMultipartUploads().isEmpty)
+
+            let small = client.uploadStream("small", expectedSize: 0)
+            try await small.write(Data("tiny".utf8))
+            try await small.finish()
+            #expect(try await client.getObject("small") == Data("tiny".utf8))
+
+            // Two full parts sent, then abandoned: nothing is stored, no upload stays open.
+            let abandoned = client.uploadStream("abandoned", expectedSize: 0)
+            try await abandoned.write(data.prefix(17 << 20))
+            #expect(try await client.listMultipartUploads().count == 1)
+            await abandoned.abort()
+            #expect(try await client.listMultipartUploads().isEmpty)
+            #expect(try await client.headObject("abandoned") == nil)
+        }
     }
 }
 
