@@ -138,6 +138,40 @@ struct PITRStreamingS3Tests {
         await archiving.stop()
     }
 
+    @Test("an encrypted local repository: the tar is sealed at commit and recover streams it through decryption into tar, without scratch")
+    func encryptedLocalRoundTrip() async throws {
+        let scratch = try ScratchDirectory("pitr-enc-local")
+        defer { scratch.remove() }
+        let key = try postgresKeyFile(scratch)
+        let archiving = try await PITRCluster.start(keyFile: key)
+        do {
+            try await archiving.cluster.withSuperuser(database: "postgres") { session in
+                try await session.execute("CREATE TABLE marks (n int NOT NULL)")
+                try await session.execute("INSERT INTO marks SELECT generate_series(1, 1000)")
+            }
+            let base = try await archiving.baseBackup()
+            let tar = try #require(base.files.first { $0.path == "base.tar.zst" })
+            // Sealed on disk: the stored file is not the tar (no zstd magic) and a little larger.
+            let stored = try Data(contentsOf: URL(fileURLWithPath: "\(archiving.repo)/backups/\(base.id)/base.tar.zst"))
+            #expect(Int64(stored.count) > tar.bytes && stored.prefix(4) != Data([0x28, 0xB5, 0x2F, 0xFD]))
+            try await archiving.cluster.withSuperuser(database: "postgres") { try await $0.execute("INSERT INTO marks VALUES (1001)") }
+            try await archiving.switchAndWaitForArchive()
+            // Any staging would fail: the scratch location cannot be created.
+            let unusable = scratch.path + "/not-a-directory"
+            FileManager.default.createFile(atPath: unusable, contents: Data())
+            let (result, port, _) = try await archiving.recover("enc-local", ["--to-latest"], environment: ["TSBACKUP_SCRATCH_DIR": unusable + "/scratch"])
+            try #require(result.exitCode == 0, "\(result.standardOutput) \(result.standardError)")
+            let count = try await archiving.onRecovered(port: port, database: "postgres") {
+                try await $0.value("SELECT count(*)::int8 FROM marks", as: Int64.self)
+            }
+            #expect(count == 1001)
+        } catch {
+            await archiving.stop()
+            throw error
+        }
+        await archiving.stop()
+    }
+
     @Test("a base backup killed while its multipart upload is in flight never lists complete; repo gc leaves no upload and no object of it")
     func killedMidUpload() async throws {
         let s3 = try await S3Sandbox.make("stream-kill")
