@@ -63,7 +63,7 @@ struct RecoverCommand: AsyncParsableCommand {
     @Flag(name: .customLong("to-latest"), help: "Recover to the end of the archived WAL.") var toLatest = false
     @Option(help: "The new data directory (must not exist or be empty).") var pgdata: String
     @Option(help: "The port the recovered server listens on.") var port: Int = 5432
-    @Option(help: "Parallel work where possible (default 2).") var jobs: Int = 2
+    @Option(help: "Ranged GETs in flight when the base backup's tar streams from S3 into tar (default 2); no effect with a local repository.") var jobs: Int = 2
     @Option(help: "The role the checks connect as (default: the one that took the base backup; password from PGPASSWORD or ~/.pgpass).") var user: String?
     @Flag(name: .customLong("stop-after"), help: "Stop the server once verified.") var stopAfter = false
     @Flag(help: "Also check the B-tree indexes of hypertables and chunks with amcheck.") var amcheck = false

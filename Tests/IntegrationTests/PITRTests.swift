@@ -226,8 +226,7 @@ struct PITRTests {
             let stamps = try await writeMarks(archiving, database, from: 3, count: 2)
             try await archiving.switchAndWaitForArchive()
             // Remove the first segment after the base backup's stop segment.
-            let stop = try #require(WALPosition.segmentNumber(of: base.stopSegment))
-            let doomed = WALPosition.segmentName(timeline: 1, segment: stop + 1)
+            let doomed = try #require(WALFileName(base.stopSegment)).advanced(by: 1, segmentSize: WALFileName.defaultSegmentSize).name
             let path = "\(archiving.repo)/wal/\(base.systemIdentifier)/00000001/\(doomed).zst"
             #expect(FileManager.default.fileExists(atPath: path))
             try FileManager.default.removeItem(atPath: path)

@@ -12,7 +12,7 @@ struct PITRUnitTests {
             server: .init(version: "15", versionNumber: 150000, majorVersion: 15),
             pgBasebackup: PostgresTool(path: "/x", version: "15", majorVersion: 15), systemIdentifier: "1", timeline: timeline,
             startLSN: start, stopLSN: stop,
-            startSegment: WALPosition(start)!.segmentName(timeline: timeline), stopSegment: WALPosition(stop)!.segmentName(timeline: timeline),
+            startSegment: WALPosition(start)!.segment(timeline: timeline).name, stopSegment: WALPosition(stop)!.segment(timeline: timeline).name,
             startTime: date, stopTime: date, compression: "zstd", archives: ["base.tar.zst"], databases: [], clusterBytes: 0,
             files: [], warnings: [])
     }
@@ -20,8 +20,12 @@ struct PITRUnitTests {
     @Test func positions() throws {
         let lsn = try #require(WALPosition("1/3000028"))
         #expect(lsn.description == "1/3000028")
-        #expect(lsn.segmentName(timeline: 2) == "000000020000000100000003")
-        #expect(WALPosition.segmentNumber(of: "000000020000000100000003") == 256 + 3)
+        #expect(lsn.segment(timeline: 2).name == "000000020000000100000003")
+        #expect(WALFileName("000000020000000100000003")?.segmentNumber(segmentSize: WALFileName.defaultSegmentSize) == 256 + 3)
+        #expect(lsn.segmentNumber() == 256 + 3)
+        // Other segment sizes: 64 MB segments, 64 per value of the middle word.
+        #expect(lsn.segment(timeline: 1, segmentSize: 64 << 20).name == "000000010000000100000000")
+        #expect(WALPosition(startOfSegment: 3).description == "0/3000000")
         #expect(WALPosition("nonsense") == nil && WALPosition("1/") == nil)
         #expect(WALPosition("0/FF")! < WALPosition("1/0")!)
     }
@@ -63,7 +67,7 @@ struct PITRUnitTests {
 
     @Test("the window follows contiguous WAL; targets before, after and across a gap are refused naming it")
     func windows() throws {
-        let seg = WALPosition.segmentSize
+        let seg = UInt64(WALFileName.defaultSegmentSize)
         let b1 = base("b1", start: "0/2000028", stop: "0/2000100", ended: 1000)
         let b2 = base("b2", start: "0/6000028", stop: "0/6000100", ended: 2000)
         func s(_ n: UInt64, _ t: TimeInterval) -> WALArchiveState.Segment { .init(number: n, archivedAt: Date(timeIntervalSince1970: t)) }
@@ -99,7 +103,7 @@ struct PITRUnitTests {
                                       parents: [2: (parent: 1, switchPoint: WALPosition("0/3800000")!)])
         let window = RecoverableWindow(bases: [b1], archive: archive)
         #expect(window.spans.first?.timeline == 2)
-        #expect(window.spans.first?.toLSN == WALPosition(6 * WALPosition.segmentSize))
+        #expect(window.spans.first?.toLSN == WALPosition(6 * UInt64(WALFileName.defaultSegmentSize)))
         #expect(try window.choose(.time(Date(timeIntervalSince1970: 1750))).id == "b1")
     }
 

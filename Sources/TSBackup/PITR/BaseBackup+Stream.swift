@@ -1,4 +1,3 @@
-import Crypto
 import Foundation
 import Subprocess
 #if canImport(System)
@@ -10,20 +9,11 @@ import SystemPackage
 extension BaseBackup {
     // MARK: The stream
 
-    struct Streamed {
-        var bytes: Int64
-        var sha256: String
-    }
-
-    /// Runs pg_basebackup writing a zstd-compressed tar to standard output, and writes that
-    /// stream to `path`, hashing it on the way.
-    static func stream(tool: PostgresTool, settings: ConnectionSettings, jobs: Int, label: String, to path: String) async throws -> Streamed {
-        let file: FileDescriptor
-        do {
-            file = try FileDescriptor.open(FilePath(path), .writeOnly, options: [.create, .truncate], permissions: [.ownerReadWrite])
-        } catch {
-            throw FileSystem.ioError("create \(path)", underlying: error)
-        }
+    /// Runs pg_basebackup writing a zstd-compressed tar to standard output, and hands that
+    /// stream to `write` in order as it arrives (the repository stores and hashes it). A slow
+    /// `write` slows pg_basebackup down through the pipe, so nothing piles up in memory.
+    static func stream(tool: PostgresTool, settings: ConnectionSettings, jobs: Int, label: String,
+                       to write: @escaping @Sendable (Data) async throws -> Void) async throws {
         var options = PlatformOptions()
         options.teardownSequence = [.gracefulShutDown(allowedDurationToNextStep: .seconds(5))]
         let compression = "client-zstd:level=1" + (jobs > 1 ? ",workers=\(jobs)" : "")
@@ -31,43 +21,31 @@ extension BaseBackup {
                          "--compress=\(compression)", "-l", label]
         let exitStatus: TerminationStatus
         let stderr: String
-        let written: (Int64, String)
         do {
-            defer { try? file.close() }
             let run = try await Subprocess.run(
                 .path(FilePath(tool.path)), arguments: Arguments(arguments),
                 environment: ChildEnvironment.subprocess(settings.childProcessEnvironment()),
                 platformOptions: options, input: .none, output: .sequence, error: .string(limit: 1 << 20)
-            ) { execution -> (Int64, String) in
-                var hasher = SHA256()
-                var total: Int64 = 0
+            ) { execution in
                 for try await buffer in execution.standardOutput {
-                    try buffer.withUnsafeBytes { bytes in
-                        hasher.update(bufferPointer: bytes)
-                        var offset = 0
-                        while offset < bytes.count {
-                            offset += try file.write(UnsafeRawBufferPointer(rebasing: bytes[offset...]))
-                        }
-                    }
-                    total += Int64(buffer.count)
+                    let data = buffer.withUnsafeBytes { Data($0) }
+                    try await write(data)
                 }
-                guard fsync(file.rawValue) == 0 else { throw FileSystem.ioError("fsync \(path)") }
-                return (total, hasher.finalize().map { String(format: "%02x", $0) }.joined())
             }
             exitStatus = run.terminationStatus
             stderr = run.standardError
-            written = run.closureResult
         } catch let error as SubprocessError {
-            throw TSBackupError(.failed, "pg_basebackup could not be run: \(error). Check that it is installed and that the repository has free space.")
+            throw TSBackupError(.failed, "pg_basebackup could not be run: \(error). Check that it is installed.")
         } catch let error as TSBackupError {
             throw error
+        } catch let error as S3Error {
+            throw error
         } catch {
-            throw FileSystem.ioError("write \(path)", underlying: error)
+            throw TSBackupError(.failed, "The base backup's stream could not be stored: \(error). Nothing was kept; check the repository and run base-backup again.")
         }
         guard case .exited(0) = exitStatus else {
             throw failure(stderr, settings: settings)
         }
-        return Streamed(bytes: written.0, sha256: written.1)
     }
 
     /// pg_basebackup's failure as an error the user can act on (permission problems are exit 3).

@@ -8,9 +8,11 @@ import PostgresNIO
 /// (so start/stop, the backup label and PostgreSQL's `backup_manifest` with per-file checksums
 /// are PostgreSQL's, not ours to get wrong), and writes a tar stream to standard output
 /// (`-D - -Ft -X none`: WAL comes from the archive, not the backup). pg_basebackup compresses it
-/// (client-side zstd, `workers=` from `--jobs`) and this process reads the stream, hashing it
-/// as it passes, into the entry's staging file: in a local repository that IS the repository's
-/// `backups/<id>.partial/base.tar.zst`, so the cluster is never staged uncompressed anywhere.
+/// (client-side zstd, `workers=` from `--jobs`) and this process hands the stream to the
+/// repository as it comes (``Repository/writeStreamedFile(_:path:expectedBytes:_:)``), which
+/// hashes it on the way: in a local repository it is written to the entry's
+/// `backups/<id>.partial/base.tar.zst`, to S3 it goes as a multipart upload while pg_basebackup
+/// runs, so the backup is never staged anywhere else (locally not at all, for S3).
 /// The copy of the files themselves is what a parallel file copy through the backup API would
 /// also be bound by on this kind of machine (disk and one compression stream per core).
 public enum BaseBackup {
@@ -39,13 +41,13 @@ public enum BaseBackup {
     public static func run(_ request: Request) async throws -> BaseBackupManifest {
         let cluster = try await preflight(request)
         let tool = try await PostgresTools.locate("pg_basebackup", minimumMajor: cluster.server.majorVersion)
-        try await request.repository.checkSpace(forWriting: cluster.clusterBytes)
+        try await request.repository.checkSpace(forStreaming: cluster.clusterBytes)
         return try await request.repository.with(create: true) { repository in
             // Archiving must reach THIS repository: a base backup without its WAL recovers nothing.
             try await WALArchiveLookup.checkOwner(systemIdentifier: cluster.systemIdentifier, repository: repository)
             try await ArchivingCheck.run(settings: request.settings, repository: repository, wait: request.archiveWait)
             try await WALArchiveLookup.checkOwner(systemIdentifier: cluster.systemIdentifier, repository: repository)
-            try await repository.checkSpace(forWriting: cluster.clusterBytes)
+            try await repository.checkSpace(forStreaming: cluster.clusterBytes)
             return try await repository.withLock(command: "base-backup of \(request.settings.displayName)") { staleWarning in
                 let id = try await repository.newID()
                 let staged = try await repository.beginEntry(id)
@@ -63,16 +65,19 @@ public enum BaseBackup {
                     manifest.databases = try await survey(request.settings, databases: cluster.databases)
                     // The label is unique per run: it finds this backup's history file in the archive.
                     let label = "tsbackup \(id) \(UUID().uuidString.prefix(8))"
-                    let streamed = try await stream(tool: tool, settings: request.settings, jobs: request.jobs,
-                                                    label: label, to: staged.directory + "/base.tar.zst")
+                    // Stored as it is produced (an S3 multipart upload, a file in a local
+                    // repository's staging directory), hashed on the way.
+                    let streamed = try await repository.writeStreamedFile(staged, path: "base.tar.zst", expectedBytes: cluster.clusterBytes) { write in
+                        try await stream(tool: tool, settings: request.settings, jobs: request.jobs, label: label, to: write)
+                    }
                     // With -X none pg_basebackup does not print its start and stop points; the
                     // backup history file PostgreSQL archived at the stop does, under our label.
                     let history = try await BackupHistoryFile.find(label: label, repository: repository)
                     manifest.timeline = history.timeline
                     manifest.startLSN = history.start.description
                     manifest.stopLSN = history.stop.description
-                    manifest.startSegment = history.start.segmentName(timeline: history.timeline)
-                    manifest.stopSegment = history.stop.segmentName(timeline: history.stopTimeline)
+                    manifest.startSegment = history.start.segment(timeline: history.timeline).name
+                    manifest.stopSegment = history.stop.segment(timeline: history.stopTimeline).name
                     manifest.startTime = history.startTime ?? started
                     // The history file's STOP TIME has whole seconds: round up, so a target
                     // "after the backup" is never before its consistency point.

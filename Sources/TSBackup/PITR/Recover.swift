@@ -29,6 +29,7 @@ public enum Recover {
         public var target: Target
         public var pgdata: String
         public var port: Int = 5432
+        /// Ranged GETs in flight feeding the unpack of a tar stored on S3 (see ``layDown``).
         public var jobs: Int = 2
         public var stopAfter = false
         public var amcheck = false
@@ -99,7 +100,7 @@ public enum Recover {
                 throw TSBackupError(.precondition, "PostgreSQL \(base.server.majorVersion) server programs are not installed in \(bin); the base backup \(base.id) was taken from PostgreSQL \(base.server.version) and can only be recovered by that major version. Install postgresql-\(base.server.majorVersion) and run recover again.")
             }
             try await timed("lay down data directory") {
-                try await layDown(entry: entry, base: base, repository: repository, pgdata: request.pgdata)
+                try await layDown(entry: entry, base: base, repository: repository, pgdata: request.pgdata, jobs: request.jobs)
             }
             try await timed("pg_verifybackup") {
                 try await verifyBackup(bin: bin, pgdata: request.pgdata)
@@ -166,23 +167,6 @@ public enum Recover {
         guard contents.isEmpty else {
             throw TSBackupError(.precondition, "--pgdata \(path) is not empty (\(contents.count) entr\(contents.count == 1 ? "y" : "ies")); recover never writes into an existing data directory. Give a new or empty directory.")
         }
-    }
-
-    static func layDown(entry: RepositoryEntry, base: BaseBackupManifest, repository: any Repository, pgdata: String) async throws {
-        try FileManager.default.createDirectory(atPath: pgdata, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
-        let local = try await repository.materialize(entry, files: base.files)
-        defer { local.remove() }
-        // One tar per archive; with tablespaces there would be several, extracted side by side.
-        _ = try await Concurrently.map(base.archives, limit: 4) { archive in
-            let result = try await ProcessRunner.run("tar", ["--zstd", "-x", "-f", local.directory + "/" + archive, "-C", pgdata])
-            guard result.succeeded else {
-                throw TSBackupError(.failed, "Could not unpack \(archive) of base backup \(base.id) into \(pgdata) (\(result.statusDescription)): \(result.standardError.singleLine(limit: 300)). Run `tsbackup verify \(base.id) --repo \(repository.location)`; remove \(pgdata) before trying again.")
-            }
-        }
-        // pg_basebackup -X none leaves pg_wal empty; it must exist for the server to start.
-        try? FileManager.default.createDirectory(atPath: pgdata + "/pg_wal/archive_status", withIntermediateDirectories: true)
-        chmod(pgdata, 0o700)
-        try await ServerControl.handToServerUser(pgdata)
     }
 
     static func verifyBackup(bin: String, pgdata: String) async throws {

@@ -18,11 +18,15 @@ public struct WALArchiveState: Sendable {
     public var parents: [Int: (parent: Int, switchPoint: WALPosition)]
     /// False when the archive could not be listed: windows are then not checked against it.
     public var known: Bool
+    /// The archive's segment size (segment numbers and positions are converted with it).
+    public var segmentSize: Int64
 
-    public init(timelines: [Int: [Segment]], parents: [Int: (parent: Int, switchPoint: WALPosition)] = [:], known: Bool = true) {
+    public init(timelines: [Int: [Segment]], parents: [Int: (parent: Int, switchPoint: WALPosition)] = [:], known: Bool = true,
+                segmentSize: Int64 = WALFileName.defaultSegmentSize) {
         self.timelines = timelines
         self.parents = parents
         self.known = known
+        self.segmentSize = segmentSize
     }
 
     static let unknown = WALArchiveState(timelines: [:], known: false)
@@ -73,7 +77,8 @@ public struct RecoverableWindow: Sendable {
             }
             // Walk the base's timeline, then any child timeline branching off within the run.
             var timeline = base.timeline
-            var segment = start.segmentNumber
+            let size = archive.segmentSize
+            var segment = start.segmentNumber(segmentSize: size)
             var lastPresent: WALArchiveState.Segment?
             var gap: String?
             while true {
@@ -85,26 +90,26 @@ public struct RecoverableWindow: Sendable {
                 }
                 if let end { lastPresent = end }
                 // A newer timeline that branched off this one inside the run continues it.
-                let children = archive.parents.filter { $0.value.parent == timeline && $0.value.switchPoint.segmentNumber <= segment }
+                let children = archive.parents.filter { $0.value.parent == timeline && $0.value.switchPoint.segmentNumber(segmentSize: size) <= segment }
                     .sorted { $0.key > $1.key }
                 if let child = children.first, child.key > timeline {
                     timeline = child.key
-                    segment = child.value.switchPoint.segmentNumber
+                    segment = child.value.switchPoint.segmentNumber(segmentSize: size)
                     continue
                 }
                 if (archive.timelines[timeline] ?? []).contains(where: { $0.number > segment }) {
-                    gap = WALPosition.segmentName(timeline: timeline, segment: segment)
+                    gap = WALFileName(timeline: UInt32(timeline), segmentNumber: segment, segmentSize: size).name
                 }
                 break
             }
             let reachedEnd = segment // first segment not reachable
-            guard reachedEnd > stop.segmentNumber || (lastPresent != nil && timeline != base.timeline) else {
+            guard reachedEnd > stop.segmentNumber(segmentSize: size) || (lastPresent != nil && timeline != base.timeline) else {
                 unusable.append(base.id)
                 continue
             }
             spans.append(Span(base: base.id, fromTime: base.stopTime, fromLSN: stop, toTime: lastPresent?.archivedAt,
                               lastSegment: reachedEnd > 0 ? reachedEnd - 1 : nil,
-                              toLSN: WALPosition(reachedEnd * WALPosition.segmentSize), timeline: timeline, gapAt: gap))
+                              toLSN: WALPosition(startOfSegment: reachedEnd, segmentSize: size), timeline: timeline, gapAt: gap))
         }
         self.spans = spans
         self.unusable = unusable
@@ -166,7 +171,7 @@ extension WALArchiveState {
                   let parsed = parseHistory(String(decoding: plain, as: UTF8.self)) else { continue }
             parents[Int(history.timeline)] = parsed
         }
-        return (WALArchiveState(timelines: timelines, parents: parents), archive)
+        return (WALArchiveState(timelines: timelines, parents: parents, segmentSize: archive.segmentSize), archive)
     }
 
     /// The last line of a timeline history file: "1\t0/3000000\tbefore 2026-..." names the parent

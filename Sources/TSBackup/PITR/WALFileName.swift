@@ -1,5 +1,9 @@
 import Foundation
 
+/// WAL naming in one place: ``WALFileName`` (what PostgreSQL calls the files it archives) does
+/// all segment arithmetic, for any segment size; ``WALPosition`` is only a location in WAL and
+/// asks WALFileName which segment holds it.
+
 /// A file name PostgreSQL gives to what it archives (`%f`), parsed.
 ///
 /// - segment: `TTTTTTTTXXXXXXXXYYYYYYYY` (timeline, then the segment number split in two)
@@ -16,6 +20,9 @@ public struct WALFileName: Sendable, Hashable, Comparable, CustomStringConvertib
         /// A backup history file; `offset` is the start position inside the segment.
         case backup(offset: UInt32)
     }
+
+    /// PostgreSQL's default segment size (16 MB), used where no archive recorded another.
+    public static let defaultSegmentSize: Int64 = 16 << 20
 
     /// The timeline the name encodes.
     public var timeline: UInt32
@@ -127,4 +134,39 @@ public struct WALFileName: Sendable, Hashable, Comparable, CustomStringConvertib
 
     /// Name order is PostgreSQL's order: timeline, then position, then kind.
     public static func < (a: WALFileName, b: WALFileName) -> Bool { a.name < b.name }
+}
+
+/// A WAL location (`XXXXXXXX/XXXXXXXX`, an LSN), comparable. Which segment holds it, and that
+/// segment's name, come from ``WALFileName``.
+public struct WALPosition: Comparable, Hashable, Sendable, CustomStringConvertible {
+    public var value: UInt64
+
+    public init(_ value: UInt64) { self.value = value }
+
+    /// Parses `0/3000028`; nil when malformed.
+    public init?(_ text: String) {
+        let parts = text.trimmingCharacters(in: .whitespaces).split(separator: "/")
+        guard parts.count == 2, let high = UInt64(parts[0], radix: 16), let low = UInt64(parts[1], radix: 16),
+              high <= UInt64(UInt32.max), low <= UInt64(UInt32.max) else { return nil }
+        value = high << 32 | low
+    }
+
+    /// The first location of segment `number` (XLogSegNo).
+    public init(startOfSegment number: UInt64, segmentSize: Int64 = WALFileName.defaultSegmentSize) {
+        value = number * UInt64(segmentSize)
+    }
+
+    public var description: String { String(format: "%X/%X", UInt32(value >> 32), UInt32(value & 0xFFFF_FFFF)) }
+
+    /// The number (XLogSegNo) of the segment holding this location.
+    public func segmentNumber(segmentSize: Int64 = WALFileName.defaultSegmentSize) -> UInt64 {
+        value / UInt64(segmentSize)
+    }
+
+    /// The segment holding this location on `timeline` (`000000010000000000000003`).
+    public func segment(timeline: Int, segmentSize: Int64 = WALFileName.defaultSegmentSize) -> WALFileName {
+        WALFileName.segment(containing: value, timeline: UInt32(timeline), segmentSize: segmentSize)
+    }
+
+    public static func < (a: WALPosition, b: WALPosition) -> Bool { a.value < b.value }
 }

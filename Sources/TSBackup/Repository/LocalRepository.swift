@@ -167,7 +167,7 @@ public struct LocalRepository: Repository {
 
     public var readsInPlace: Bool { !isEncrypted }
 
-    public func streamFile(_ file: BackupManifest.FileEntry, of entry: RepositoryEntry,
+    public func streamFile(_ file: BackupManifest.FileEntry, of entry: RepositoryEntry, readAhead: Int,
                            to consume: @Sendable (Data) async throws -> Void) async throws {
         let path = entry.location + "/" + (try EntryPath.confined(file.path, entry: entry.id))
         guard let handle = FileHandle(forReadingAtPath: path) else {
@@ -263,6 +263,38 @@ public struct LocalRepository: Repository {
         try FileSystem.writeAtomically(try codec.seal(json, name: objectName(manifest.id, "manifest.json")), to: staged.directory + "/manifest.json")
         try FileSystem.rename(staged.directory, to: backupsDirectory + "/" + manifest.id)
         return manifest
+    }
+
+    /// Written into the staging directory as it comes (fsynced at the end); sealed at commit in
+    /// an encrypted repository, as every staged file is.
+    public func writeStreamedFile(_ staged: StagedEntry, path: String, expectedBytes: Int64,
+                                  _ produce: (_ write: @escaping @Sendable (Data) async throws -> Void) async throws -> Void) async throws -> StreamedFile {
+        let relative = try EntryPath.confined(path, entry: staged.id)
+        let file = staged.directory + "/" + relative
+        try? FileManager.default.createDirectory(atPath: (file as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+        guard FileManager.default.createFile(atPath: file, contents: nil, attributes: [.posixPermissions: 0o600]),
+              let handle = FileHandle(forWritingAtPath: file) else {
+            throw FileSystem.ioError("create \(file)")
+        }
+        let writer = LockedFileWriter(handle: handle, path: file)
+        let digest = StreamDigest()
+        do {
+            try await produce { data in
+                digest.update(data)
+                try writer.write(data)
+            }
+            try writer.sync()
+            writer.close()
+        } catch {
+            writer.close()
+            try? FileManager.default.removeItem(atPath: file)
+            throw error
+        }
+        return digest.result()
+    }
+
+    public func checkSpace(forStreaming bytes: Int64) throws {
+        try checkSpace(forWriting: bytes)
     }
 
     public func failEntry<Manifest: EntryManifest>(_ staged: StagedEntry, manifest: Manifest) async {

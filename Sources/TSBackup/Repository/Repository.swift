@@ -1,4 +1,6 @@
+import Crypto
 import Foundation
+import Synchronization
 
 /// Where backups live: the one seam every use case goes through.
 ///
@@ -36,6 +38,21 @@ public protocol Repository: ArchiveStore {
     /// Returns the manifest as stored: a repository may add warnings of its own (S3 retries).
     @discardableResult
     func commitEntry<Manifest: EntryManifest>(_ staged: StagedEntry, manifest: Manifest) async throws -> Manifest
+    /// Stores the file `path` of a staged entry while `produce` writes it (through `write`,
+    /// called in order, one call at a time), hashing its plain content on the way: a file too
+    /// large to stage (a base backup's tar) is never held locally in a store that is not local.
+    /// A local repository writes it into the staging directory (sealed at commit like every
+    /// file); S3 uploads it as a multipart upload as the bytes come (encrypted on the fly with
+    /// the same chunked format, in an encrypted repository), a few parts in flight. The file
+    /// belongs to the entry like a staged one: it counts only once ``commitEntry(_:manifest:)``
+    /// has written the manifest, and ``failEntry(_:manifest:)`` removes it. When `produce` or
+    /// the storing fails, whatever was stored of it is removed (an S3 multipart upload aborted)
+    /// and the error is rethrown. `expectedBytes` is a generous estimate of its size.
+    func writeStreamedFile(_ staged: StagedEntry, path: String, expectedBytes: Int64,
+                           _ produce: (_ write: @escaping @Sendable (Data) async throws -> Void) async throws -> Void) async throws -> StreamedFile
+    /// Refuses a run whose files of `bytes` in all go through ``writeStreamedFile(_:path:expectedBytes:_:)``
+    /// when the storage has no room for them (a local repository); S3 stages nothing for them.
+    func checkSpace(forStreaming bytes: Int64) async throws
     /// Records a failed run: its data is removed, its manifest says why.
     func failEntry<Manifest: EntryManifest>(_ staged: StagedEntry, manifest: Manifest) async
     /// Removes an entry; a crash half-way leaves it incomplete, never damaged-but-complete.
@@ -65,7 +82,9 @@ public protocol Repository: ArchiveStore {
     /// a missing, altered or cut-short file throws, naming it, after `consume` may have seen
     /// some of it. So everything consumed is unconfirmed until this returns: the caller must be
     /// able to undo it (import-hypertable drops the table it was loading).
-    func streamFile(_ file: BackupManifest.FileEntry, of entry: RepositoryEntry,
+    /// `readAhead`: how many pieces may be fetched ahead of `consume` (parallel ranged GETs on
+    /// S3; a local file is read in order whatever it is).
+    func streamFile(_ file: BackupManifest.FileEntry, of entry: RepositoryEntry, readAhead: Int,
                     to consume: @Sendable (Data) async throws -> Void) async throws
     /// Re-reads every stored file of the entry against `files` (size and SHA-256 of the plain
     /// content); each problem names the file. Stored files the manifest does not list are problems too.
@@ -186,6 +205,33 @@ public struct StagedEntry: Sendable {
     }
 }
 
+/// The plain size and SHA-256 of a file stored by ``Repository/writeStreamedFile(_:path:expectedBytes:_:)``.
+public struct StreamedFile: Sendable, Equatable {
+    public var bytes: Int64
+    public var sha256: String
+
+    public init(bytes: Int64, sha256: String) {
+        self.bytes = bytes
+        self.sha256 = sha256
+    }
+}
+
+/// Size and SHA-256 of bytes that pass by, shared with a `@Sendable` writer.
+final class StreamDigest: Sendable {
+    private let state = Mutex((hasher: SHA256(), bytes: Int64(0)))
+
+    func update(_ data: Data) {
+        state.withLock { state in
+            state.hasher.update(data: data)
+            state.bytes += Int64(data.count)
+        }
+    }
+
+    func result() -> StreamedFile {
+        state.withLock { StreamedFile(bytes: $0.bytes, sha256: FileSystem.hex($0.hasher.finalize())) }
+    }
+}
+
 /// An entry's files as plain local files.
 public struct MaterializedEntry: Sendable {
     /// The directory holding the files under their manifest paths.
@@ -207,6 +253,12 @@ public struct MaterializedEntry: Sendable {
 
 extension Repository {
     public func close() async {}
+
+    /// ``streamFile(_:of:readAhead:to:)`` with three pieces ahead.
+    public func streamFile(_ file: BackupManifest.FileEntry, of entry: RepositoryEntry,
+                           to consume: @Sendable (Data) async throws -> Void) async throws {
+        try await streamFile(file, of: entry, readAhead: 3, to: consume)
+    }
 
     /// The entry with this id; a clear error listing what exists otherwise.
     public func entry(_ id: String) async throws -> RepositoryEntry {

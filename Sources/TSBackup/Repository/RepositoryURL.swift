@@ -93,6 +93,17 @@ public struct RepositoryAccess: Sendable {
         }
     }
 
+    /// ``checkSpace(forWriting:)`` for a run whose data is streamed into the repository
+    /// (``Repository/writeStreamedFile(_:path:expectedBytes:_:)``): S3 stages none of it locally.
+    public func checkSpace(forStreaming bytes: Int64) async throws {
+        switch url {
+        case .local(let path):
+            try LocalRepository.checkSpace(at: path, forWriting: bytes)
+        case .s3:
+            break
+        }
+    }
+
     /// Opens the repository; creates it (on its first write) when `create` is set.
     public func open(create: Bool) async throws -> any Repository {
         switch url {

@@ -16,7 +16,8 @@ import Synchronization
 /// Objects are never renamed (S3 has no rename): an entry is complete exactly when its manifest
 /// object exists and reads back. A run stages its files in a local scratch directory (pg_dump
 /// writes there) and uploads them, in parallel, at commit; the manifest follows when every data
-/// object is stored. Deleting removes the manifest first, so a deletion that dies half-way leaves
+/// object is stored. A file too large to stage (a base backup's tar) is instead uploaded while it is
+/// produced (``writeStreamedFile(_:path:expectedBytes:_:)``). Deleting removes the manifest first, so a deletion that dies half-way leaves
 /// an incomplete entry, never a complete-looking damaged one. Leftovers (entries without a
 /// manifest) are removed by the next run that takes over a stale lease, or by `tsbackup repo gc`.
 public struct S3Repository: Repository {
@@ -222,9 +223,9 @@ public struct S3Repository: Repository {
     public var readsInPlace: Bool { false }
 
     /// Ranged GETs of one part size each, pinned to the object's ETag (an object replaced
-    /// mid-read fails instead of mixing versions), up to three ahead of the consumer: memory
-    /// stays at about three parts per stream.
-    public func streamFile(_ file: BackupManifest.FileEntry, of entry: RepositoryEntry,
+    /// mid-read fails instead of mixing versions), up to `readAhead` in flight ahead of the
+    /// consumer: memory stays at about `readAhead` parts per stream.
+    public func streamFile(_ file: BackupManifest.FileEntry, of entry: RepositoryEntry, readAhead: Int,
                            to consume: @Sendable (Data) async throws -> Void) async throws {
         let path = try EntryPath.confined(file.path, entry: entry.id)
         let name = objectName(entry.id, path)
@@ -248,7 +249,7 @@ public struct S3Repository: Repository {
             next += 1
             inFlight.append(Task { try await reader.getRange(objectKey, range: range, etag: info.etag) })
         }
-        while next < min(3, ranges.count) { launch() }
+        while next < min(max(1, readAhead), ranges.count) { launch() }
         while !inFlight.isEmpty {
             let task = inFlight.removeFirst()
             let stored: Data
@@ -380,6 +381,29 @@ public struct S3Repository: Repository {
         return manifest
     }
 
+    /// Uploaded while it is produced: a multipart upload fed part by part (a few in flight, see
+    /// ``S3UploadStream``), the plain bytes hashed and, in an encrypted repository, sealed on the
+    /// fly by a ``StreamEncryptor`` (the same chunked format, bound to the same name, that
+    /// `upload(_:path:from:)` produces from a staged file). Nothing of it touches local disk. A
+    /// failure aborts the upload; a killed run's upload is aborted by ``removeInterruptedEntries()``.
+    public func writeStreamedFile(_ staged: StagedEntry, path: String, expectedBytes: Int64,
+                                  _ produce: (_ write: @escaping @Sendable (Data) async throws -> Void) async throws -> Void) async throws -> StreamedFile {
+        let relative = try EntryPath.confined(path, entry: staged.id)
+        let sink = S3StreamedFileSink(
+            upload: client.uploadStream(key(staged.id, relative), expectedSize: expectedBytes),
+            encryptor: codec.encryption?.makeStreamEncryptor(name: objectName(staged.id, relative)))
+        do {
+            try await s3 { try await produce { data in try await sink.write(data) } }
+            return try await s3 { try await sink.finish() }
+        } catch {
+            await sink.abort()
+            throw error
+        }
+    }
+
+    /// The bucket has no meaningful limit, and streamed files are never staged locally.
+    public func checkSpace(forStreaming bytes: Int64) async throws {}
+
     public func failEntry<Manifest: EntryManifest>(_ staged: StagedEntry, manifest: Manifest) async {
         try? FileManager.default.removeItem(atPath: staged.directory)
         let keys = ((try? await client.listObjects(prefix: key(staged.id, ""))) ?? []).map(\.key)
@@ -400,14 +424,28 @@ public struct S3Repository: Repository {
         try await s3 { try await client.deleteObjects(keys) }
     }
 
+    /// Entries without a manifest, and multipart uploads under `backups/` that belong to no
+    /// finished entry (a streamed file of a run that was killed before it could abort them):
+    /// invisible as objects, but stored and billed. The caller holds the lock, so no run that is
+    /// still alive owns either.
     public func removeInterruptedEntries() async throws -> [String] {
-        let interrupted = try await entries().filter { $0.state == .incomplete && $0.problem == nil }
+        let all = try await entries()
+        let interrupted = all.filter { $0.state == .incomplete && $0.problem == nil }
         for entry in interrupted {
             let keys = try await s3 { try await client.listObjects(prefix: key(entry.id, "")) }.map(\.key)
             try await s3 { try await client.deleteObjects(keys) }
             try? FileManager.default.removeItem(atPath: stagingDirectory(entry.id))
         }
-        return interrupted.map(\.id)
+        let finished = Set(all.filter { $0.state != .incomplete || $0.problem != nil }.map(\.id))
+        var aborted: [String] = []
+        for upload in try await s3({ try await client.listMultipartUploads(prefix: backupsPrefix) }) {
+            let id = String(upload.key.dropFirst(backupsPrefix.count).prefix { $0 != "/" })
+            guard !finished.contains(id) else { continue }
+            try await s3 { try await client.abortMultipartUpload(upload.key, uploadId: upload.uploadId) }
+            aborted.append(id)
+        }
+        let removed = interrupted.map(\.id)
+        return removed + Set(aborted).subtracting(removed).sorted()
     }
 
     public func checkSpace(forWriting bytes: Int64) async throws {
@@ -444,10 +482,60 @@ final class LockedFileWriter: Sendable {
         }
     }
 
+    /// Flushes what was written to stable storage.
+    func sync() throws {
+        try handle.withLock { handle in
+            do {
+                try handle?.synchronize()
+            } catch {
+                throw FileSystem.ioError("fsync \(path)", underlying: error)
+            }
+        }
+    }
+
     func close() {
         handle.withLock { handle in
             try? handle?.close()
             handle = nil
         }
+    }
+}
+
+
+/// One streamed file on its way to S3: hashed as plain bytes, sealed when the repository is
+/// encrypted, then handed to the multipart upload. Written by one producer, in order.
+actor S3StreamedFileSink {
+    let upload: S3UploadStream
+    var encryptor: StreamEncryptor?
+    let digest = StreamDigest()
+
+    init(upload: S3UploadStream, encryptor: StreamEncryptor?) {
+        self.upload = upload
+        self.encryptor = encryptor
+    }
+
+    func write(_ data: Data) async throws {
+        digest.update(data)
+        guard var sealing = encryptor else {
+            try await upload.write(data)
+            return
+        }
+        let sealed = try translatingEncryptionErrors { try sealing.update(data) }
+        encryptor = sealing
+        if !sealed.isEmpty { try await upload.write(sealed) }
+    }
+
+    func finish() async throws -> StreamedFile {
+        if var sealing = encryptor {
+            let tail = try translatingEncryptionErrors { try sealing.finish() }
+            encryptor = nil
+            try await upload.write(tail)
+        }
+        try await upload.finish()
+        return digest.result()
+    }
+
+    func abort() async {
+        await upload.abort()
     }
 }
