@@ -16,7 +16,7 @@ public protocol EntryManifest: Codable, Sendable {
 
 extension EntryManifest {
     /// What the entry's files hold, in bytes, as the manifest records them.
-    public var totalFileBytes: Int64 { files.reduce(0) { $0 + $1.bytes } }
+    public var totalFileBytes: Int64 { files.saturatingSum(\.bytes) }
 
     /// Closes the run: its outcome and when it ended.
     public mutating func markFinished(_ status: BackupManifest.Status, error: String? = nil) {
