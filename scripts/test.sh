@@ -7,6 +7,10 @@ bash scripts/setup.sh
 swift build --build-tests
 # `tsbackup serve` against its /openapi.json: bounded property-based requests, no 5xx allowed.
 if [ "$#" -eq 0 ]; then bash scripts/schemathesis.sh .build/debug/tsbackup; fi
+# The parsers of untrusted input under libFuzzer, 30 s each (its own small build, .build-fuzz/;
+# TSBACKUP_FUZZ_SECONDS=0 skips it). Fuzz/README.md.
+fuzz_seconds="${TSBACKUP_FUZZ_SECONDS:-30}"
+if [ "$#" -eq 0 ] && [ "$fuzz_seconds" != 0 ]; then bash scripts/fuzz.sh "$fuzz_seconds"; fi
 # Dozens of suites start clusters at once on two cores; a connection may wait longer than the
 # 10 s default. A generous timeout stays a hang guard, not a timing assertion.
 export PGCONNECT_TIMEOUT="${PGCONNECT_TIMEOUT:-60}"

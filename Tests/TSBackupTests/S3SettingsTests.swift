@@ -195,6 +195,35 @@ struct S3XMLTests {
         #expect(throws: S3Error.self) { try S3XML.listObjectsV2(Data("not xml at all".utf8)) }
     }
 
+    /// Found by fuzzing (Fuzz/corpus/s3xml/regression-*): a body whose element name, attribute
+    /// name or comment is not UTF-8, or that holds a processing instruction without data, made
+    /// Foundation's XMLParser crash inside its callbacks; it must be an ordinary malformed
+    /// response instead. Document type declarations (entities), comments and CDATA, which S3
+    /// never sends, are refused the same way.
+    @Test func bodiesFoundationCannotParseAreMalformedNotACrash() throws {
+        let prefix = Data(#"<?xml version="1.0" encoding="UTF-8"?>"#.utf8)
+        let bodies: [[UInt8]] = [
+            Array("<ListBucketResult".utf8) + [0xD4, 0xD4] + Array("><IsTruncated>false</IsTruncated></ListBucketResult".utf8) + [0xD4, 0xD4, 0x3E],
+            Array("<Error><!--".utf8) + [0xFF] + Array("--><Code>SlowDown</Code></Error>".utf8),
+            Array("<Error a".utf8) + [0xFE] + Array(#"="1"><Code>SlowDown</Code></Error>"#.utf8),
+            Array("<Error><?pi?><Code>SlowDown</Code></Error>".utf8),
+            Array(#"<!DOCTYPE Error [<!ENTITY e "&#60;?pi?>">]><Error><Code>&e;</Code></Error>"#.utf8),
+            Array("<Error><!-- é --><Code>SlowDown</Code></Error>".utf8),
+            Array("<Error><Code><![CDATA[SlowDown]]></Code></Error>".utf8),
+        ]
+        for body in bodies {
+            let data = prefix + Data(body)
+            #expect(throws: S3Error.self) { try S3XML.listObjectsV2(data) }
+            #expect(S3XML.error(data) == nil)
+            #expect(throws: S3Error.self) { try S3XML.uploadId(data) }
+            #expect(throws: S3Error.self) { try S3XML.completeResult(data) }
+        }
+        // What S3 does send still parses: a declaration (or none), elements, escaped UTF-8 text.
+        let fine = prefix + Data("\n<Error><Code>SlowDown</Code><Message>a &lt;?b?&gt; é</Message></Error>".utf8)
+        #expect(S3XML.error(fine) == S3XML.ErrorBody(code: "SlowDown", message: "a <?b?> é"))
+        #expect(S3XML.error(Data("<Error><Code>SlowDown</Code></Error>".utf8))?.code == "SlowDown")
+    }
+
     @Test func errorBody() {
         let xml = """
             <?xml version="1.0" encoding="UTF-8"?>

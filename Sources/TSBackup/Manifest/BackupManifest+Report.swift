@@ -38,13 +38,13 @@ extension BackupManifest {
                 durationSeconds: (durationSeconds * 1000).rounded() / 1000, database: source.database,
                 host: "\(source.host):\(source.port)", postgresVersion: server.version,
                 timescaledbVersion: timescaledb?.version, hypertables: hypertables.count,
-                chunks: hypertables.reduce(0) { $0 + $1.chunkCount }, rows: totalRows, bytes: totalFileBytes,
+                chunks: hypertables.saturatingSum(\.chunkCount), rows: totalRows, bytes: totalFileBytes,
                 files: files.count, warnings: warnings, retries: retries.count, error: error)
     }
 
     /// One paragraph after a successful backup.
     public var completionLine: String {
-        let chunks = hypertables.reduce(0) { $0 + $1.chunkCount }
+        let chunks = hypertables.saturatingSum(\.chunkCount)
         return "Backup \(id) complete: database \(source.database), \(hypertables.count) hypertables (\(chunks) chunks), \(plainTables.count) plain tables, \(totalRows) rows; \(ByteCount.format(totalFileBytes)) in \(files.count) files; \(String(format: "%.1f", durationSeconds)) s."
     }
 

@@ -125,7 +125,7 @@ public struct BackupManifest: EntryManifest, Equatable {
         public var reason: String
     }
 
-    public var totalRows: Int64 { hypertables.reduce(0) { $0 + $1.rowCount } + plainTables.reduce(0) { $0 + $1.rowCount } }
+    public var totalRows: Int64 { [hypertables.saturatingSum(\.rowCount), plainTables.saturatingSum(\.rowCount)].saturatingSum { $0 } }
 
     enum CodingKeys: String, CodingKey {
         case formatVersion = "format_version"

@@ -156,7 +156,7 @@ public struct HypertableManifest: EntryManifest, Equatable {
         public var rawBytes: Int64
     }
 
-    public var rawDataBytes: Int64 { dataFiles.reduce(0) { $0 + $1.rawBytes } }
+    public var rawDataBytes: Int64 { dataFiles.saturatingSum(\.rawBytes) }
     public var chunkCount: Int { dataFiles.reduce(0) { $0 + $1.chunks.count } }
     /// The columns the data files hold, in order.
     public var copyColumns: [Column] { columns.filter { !$0.generated } }

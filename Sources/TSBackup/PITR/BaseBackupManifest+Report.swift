@@ -15,7 +15,7 @@ extension BaseBackupManifest {
             host: "\(source.host):\(source.port)", postgresVersion: server.version,
             timescaledbVersion: databases.compactMap(\.timescaledb).first,
             hypertables: databases.reduce(0) { $0 + $1.hypertables.count },
-            chunks: databases.reduce(0) { $0 + $1.hypertables.reduce(0) { $0 + $1.chunkCount } },
+            chunks: databases.saturatingSum { $0.hypertables.saturatingSum(\.chunkCount) },
             rows: 0, bytes: totalFileBytes, files: files.count, warnings: warnings, retries: 0, error: error)
     }
 
@@ -33,7 +33,7 @@ extension BaseBackupManifest {
         var table = TextTable(header: ["DATABASE", "TIMESCALEDB", "HYPERTABLES", "CHUNKS"], indent: "  ")
         for database in databases {
             table.add([database.name, database.timescaledb ?? "-", String(database.hypertables.count),
-                       String(database.hypertables.reduce(0) { $0 + $1.chunkCount })])
+                       String(database.hypertables.saturatingSum(\.chunkCount))])
         }
         lines.append(table.render())
         for warning in warnings { lines.append("  warning: \(warning)") }

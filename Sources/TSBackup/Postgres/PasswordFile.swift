@@ -16,6 +16,11 @@ enum PasswordFile {
             return Lookup(warnings: ["The password file \(path) is readable by group or others and was ignored; run chmod 0600 \(path)."])
         }
         guard let contents = try? String(contentsOfFile: path, encoding: .utf8) else { return Lookup() }
+        return Lookup(password: password(in: contents, host: host, port: port, database: database, user: user))
+    }
+
+    /// The password on the first line of a password file's `contents` that matches, or nil.
+    static func password(in contents: String, host: String, port: Int, database: String, user: String) -> String? {
         // A Unix-socket connection matches the host name "localhost", as in libpq.
         let hostToMatch = host.hasPrefix("/") ? "localhost" : host
         for line in contents.split(whereSeparator: \.isNewline) {
@@ -25,10 +30,10 @@ enum PasswordFile {
             func matches(_ field: String, _ value: String) -> Bool { field == "*" || field == value }
             if matches(fields[0], hostToMatch), matches(fields[1], String(port)),
                matches(fields[2], database), matches(fields[3], user) {
-                return Lookup(password: fields[4])
+                return fields[4]
             }
         }
-        return Lookup()
+        return nil
     }
 
     static func splitFields(_ line: Substring) -> [String] {

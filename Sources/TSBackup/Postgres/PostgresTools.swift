@@ -1,13 +1,5 @@
 import Foundation
 
-/// A PostgreSQL client program found on this machine, with its version.
-public struct PostgresTool: Sendable, Equatable, Codable {
-    public var path: String
-    /// What `--version` printed, e.g. "pg_dump (PostgreSQL) 15.20 (Debian 15.20-0+deb12u1)".
-    public var version: String
-    public var majorVersion: Int
-}
-
 /// Finds pg_dump, pg_restore, pg_dumpall and psql of a suitable major version: on PATH and in
 /// Debian's per-major directories `/usr/lib/postgresql/<major>/bin`.
 public enum PostgresTools {

@@ -15,12 +15,47 @@ struct XMLElementNode: Sendable {
     func value(_ name: String) -> String? { child(name)?.text }
 
     static func parse(_ data: Data) -> XMLElementNode? {
+        guard isPlainDocument(data) else { return nil }
         let builder = TreeBuilder()
         let parser = XMLParser(data: data)
         parser.delegate = builder
         parser.shouldProcessNamespaces = true
         guard parser.parse(), let root = builder.root else { return nil }
         return root
+    }
+
+    /// Whether `data` keeps to the XML S3 writes: UTF-8, at most an XML declaration first, then
+    /// elements and text only: no document type declaration (so no entities), no processing
+    /// instruction, no comment, no CDATA section.
+    ///
+    /// Foundation's XMLParser on Linux crashes the process on some documents libxml2 accepts in
+    /// its recovery mode: its callbacks force-unwrap a strict UTF-8 decoding of element names,
+    /// attribute names and comments, and read a processing instruction's absent data (`<?pi?>`)
+    /// through a null pointer. Fuzzing found both (Fuzz/corpus/s3xml/regression-*). Such a body
+    /// is refused here, before it reaches the parser, as not S3's XML; refusing every `<?` and
+    /// `<!` after the declaration also keeps entities (which could carry a processing
+    /// instruction back in) out.
+    static func isPlainDocument(_ data: Data) -> Bool {
+        guard String(validating: data, as: UTF8.self) != nil else { return false }
+        let bytes = [UInt8](data)
+        let open = UInt8(ascii: "<")
+        var i = bytes.starts(with: [0xEF, 0xBB, 0xBF]) ? 3 : 0
+        while i < bytes.count, [0x20, 0x09, 0x0A, 0x0D].contains(bytes[i]) { i += 1 }
+        if bytes[i...].starts(with: "<?xml".utf8), i + 5 < bytes.count, [0x20, 0x09, 0x0A, 0x0D].contains(bytes[i + 5]) {
+            // The declaration, up to the first "?>", holds no markup.
+            var end = i + 5
+            while end + 1 < bytes.count, !(bytes[end] == UInt8(ascii: "?") && bytes[end + 1] == UInt8(ascii: ">")) {
+                if bytes[end] == open { return false }
+                end += 1
+            }
+            guard end + 1 < bytes.count else { return false }
+            i = end + 2
+        }
+        while i + 1 < bytes.count {
+            if bytes[i] == open, bytes[i + 1] == UInt8(ascii: "?") || bytes[i + 1] == UInt8(ascii: "!") { return false }
+            i += 1
+        }
+        return true
     }
 
     private final class TreeBuilder: NSObject, XMLParserDelegate {
