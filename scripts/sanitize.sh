@@ -136,8 +136,8 @@ elapsed=$(( $(date +%s) - started ))
 report_count=$(ls "$reports" | wc -l)
 echo "sanitizer=$sanitizer cycles=$cycles completed=$done_cycles failed_steps=$failed_steps wrong_results=$wrong reports=$report_count seconds=$elapsed extra_load=$load"
 if [ "$report_count" -gt 0 ]; then
-    mkdir -p "sanitize-reports"
-    cp "$reports"/* sanitize-reports/
-    echo "reports copied to sanitize-reports/:"; grep -h "SUMMARY" sanitize-reports/* | sort | uniq -c
+    mkdir -p "$scratch/sanitize-reports"
+    cp "$reports"/* "$scratch/sanitize-reports/"
+    echo "reports copied to $scratch/sanitize-reports/:"; grep -h "SUMMARY" "$scratch"/sanitize-reports/* | sort | uniq -c
 fi
 [ "$failed_steps" = 0 ] && [ "$wrong" = 0 ] && [ "$report_count" = 0 ]
