@@ -165,5 +165,8 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
-    ]
+    ],
+    // Swift 6 mode for every target: complete data-race checking, findings are errors. Tools
+    // version 6.2 defaults to it; said explicitly so it never depends on that default.
+    swiftLanguageModes: [.v6]
 )

@@ -66,11 +66,18 @@ public final class DatabaseSession: Sendable {
             throw TSBackupError(.connection, "The connection to \(settings.displayName) was closed by the server before running: \((purpose ?? query.sql).singleLine(limit: 160)). The server may have restarted or crashed; check its log, then try again.")
         }
         do {
-            var rows: [PostgresRow] = []
-            for try await row in try await connection.query(query, logger: logger) {
-                rows.append(row)
-            }
-            return rows
+            // Collected on the event loop (postgres-nio's future-based `query`), not by iterating
+            // the async `PostgresRowSequence`. With the sequence, postgres-nio 1.33.2 stops the
+            // process (precondition in RowStreamStateMachine.channelReadComplete, state
+            // waitingForDemand) when the server closes the connection after sending rows this task
+            // has not taken yet: the sequence asks for more rows only when the task runs again, and
+            // NIO reports the EOF with a channelReadComplete that no read preceded. A crash or
+            // `pg_ctl stop -m immediate` during a streaming query does exactly that. Collecting asks
+            // for more at once, so the EOF finds the stream waiting for rows and the query fails
+            // with a connection error. Every caller wants all rows anyway. docs/reliability.md has
+            // the analysis.
+            let result: EventLoopFuture<PostgresQueryResult> = connection.query(query, logger: logger)
+            return try await result.get().rows
         } catch {
             throw PostgresErrorTranslator.translate(error, settings: settings, during: purpose ?? query.sql)
         }

@@ -34,6 +34,10 @@ func makeSampleDatabase(_ prefix: String, options: SampleData.Options = .small) 
 /// Runs the real `tsbackup` binary built next to the test bundle.
 enum CLI {
     static var executable: String {
+        // scripts/sanitize.sh runs the suites against an ASan or TSan build of tsbackup.
+        if let override = ProcessInfo.processInfo.environment["TSBACKUP_TEST_BINARY"], !override.isEmpty {
+            return override
+        }
         let me = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
         var directory = URL(fileURLWithPath: me).deletingLastPathComponent()
         // The test binary may sit inside a .xctest bundle directory on some platforms.
