@@ -31,8 +31,10 @@ cat > "$work/serve.yaml" <<YAML
 listen: {host: 127.0.0.1, port: $port}
 repository: {url: $work/repo}
 state_file: $work/state.sqlite
+rehearsal_targets:
+  scratch: {host: 127.0.0.1, port: $dead_port, user: postgres}
 databases:
-  metrics: {host: 127.0.0.1, port: $dead_port, user: backup, dbname: metrics, schedule: {cron: "0 3 * * *"}}
+  metrics: {host: 127.0.0.1, port: $dead_port, user: backup, dbname: metrics, schedule: {cron: "0 3 * * *"}, retention: {keep_last: 3}, rehearsal: {target: scratch}}
   other: {host: 127.0.0.1, port: $dead_port, user: backup, dbname: other}
 tokens:
   - {name: ops, sha256: $operator_hash, role: operator}

@@ -124,7 +124,16 @@ public struct ServiceConfig: Sendable {
         public var databases: [String] = []
     }
 
+    /// Who may read `/metrics`.
+    public enum MetricsAuth: String, Sendable {
+        /// A bearer token of an operator or viewer (Prometheus: `authorization: {credentials_file: ...}`).
+        case token
+        /// No token: only accepted when the service listens on a loopback address.
+        case none
+    }
+
     public var listen = Listen()
+    public var metricsAuth: MetricsAuth = .token
     public var tls: TLS?
     public var repository: String
     public var encryptionKeyFile: String?
@@ -237,9 +246,14 @@ private struct ConfigReader {
         return try sequence.map { try string($0, "an item of \(what)") }
     }
 
+    /// Whether `host` is an address only this machine can reach.
+    static func isLoopback(_ host: String) -> Bool {
+        host == "localhost" || host == "::1" || host == "[::1]" || host.hasPrefix("127.")
+    }
+
     func read(_ root: Node) throws -> ServiceConfig {
         let keys = try mapping(root, "the config", allowed: ["listen", "tls", "repository", "state_file", "jobs", "databases",
-                                                              "rehearsal_targets", "webhooks", "tokens"])
+                                                              "rehearsal_targets", "webhooks", "tokens", "metrics"])
         guard let repositoryNode = keys["repository"] else { throw fail(root, "the config has no repository: add `repository: {url: /path/or/s3://bucket/prefix}`") }
         let repo = try mapping(repositoryNode.value, "repository", allowed: ["url", "encryption_key_file"])
         guard let url = repo["url"] else { throw fail(repositoryNode.value, "repository has no url") }
@@ -257,6 +271,19 @@ private struct ConfigReader {
             let l = try mapping(listen.value, "listen", allowed: ["host", "port"])
             if let host = l["host"] { config.listen.host = try string(host.value, "listen.host") }
             if let port = l["port"] { config.listen.port = try int(port.value, "listen.port", range: 0...65535) }
+        }
+        if let metrics = keys["metrics"] {
+            let m = try mapping(metrics.value, "metrics", allowed: ["auth"])
+            if let auth = m["auth"] {
+                let text = try string(auth.value, "metrics.auth")
+                guard let value = ServiceConfig.MetricsAuth(rawValue: text) else {
+                    throw fail(auth.value, "metrics.auth must be token (an operator's or viewer's bearer token, the default) or none, not \"\(text)\"")
+                }
+                guard value == .token || Self.isLoopback(config.listen.host) else {
+                    throw fail(auth.value, "metrics.auth: none is only allowed when the service listens on loopback (listen.host 127.0.0.1, ::1 or localhost), not on \(config.listen.host): give Prometheus a viewer token instead (authorization: {credentials_file: ...} in its scrape config)")
+                }
+                config.metricsAuth = value
+            }
         }
         if let tls = keys["tls"] {
             let t = try mapping(tls.value, "tls", allowed: ["certificate", "key"])

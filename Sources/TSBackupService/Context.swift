@@ -52,6 +52,8 @@ public struct ServiceCore: Sendable {
     public let state: StateStore
     public let jobs: JobQueue
     public let authenticator: TokenAuthenticator
+    /// Entries downloads are streaming and entries retention is deleting.
+    public let holds = EntryHolds()
 
     public init(config: ServiceConfig, state: StateStore, jobs: JobQueue) {
         self.config = config
@@ -79,7 +81,7 @@ public struct ServiceCore: Sendable {
             return []
         }
         do {
-            let entries = try await repository.entries()
+            let entries = try await jobs.listing.entries(of: repository)
             await repository.close()
             return entries
         } catch {

@@ -107,6 +107,10 @@ public actor JobQueue: Service {
     private let wakeups: AsyncStream<Void>
     /// Ended when the queue has stopped (every running job ended).
     private var stoppedWaiters: [CheckedContinuation<Void, Never>] = []
+    /// The repository's entries as the API lists them; dropped whenever a job that writes the
+    /// repository (backup, export, delete, gc, retention) ends. `TSBACKUP_SERVE_LISTING_CACHE=off`
+    /// turns it off (every request reads every manifest: the benchmark's "before").
+    public nonisolated let listing = EntryListingCache(enabled: ProcessInfo.processInfo.environment["TSBACKUP_SERVE_LISTING_CACHE"] != "off")
 
     public init(config: ServiceConfig, state: StateStore, handlers: [String: JobHandler] = [:], logger: Logger = Logger(label: "tsbackup.jobs")) {
         self.config = config
@@ -157,6 +161,7 @@ public actor JobQueue: Service {
 
     public func run() async throws {
         try await recoverAfterRestart()
+        listing.invalidate()
         started = true
         await withGracefulShutdownHandler {
             wake.yield()
@@ -259,6 +264,7 @@ public actor JobQueue: Service {
 
     private func finished(_ id: Int64, outcome: (JobState, String?, String?, String?)) async {
         try? state.finishJob(id, state: outcome.0, report: outcome.1, error: outcome.2, entryID: outcome.3)
+        if running[id]?.writes ?? true { listing.invalidate() }
         running[id] = nil
         logger.info("job ended", metadata: ["job": "\(id)", "state": "\(outcome.0.rawValue)"])
         if let record = try? state.job(id) { await notify(record) }

@@ -21,6 +21,32 @@ enum OpenAPI {
       "get": {"operationId": "openapi", "summary": "This document", "security": [],
         "responses": {"200": {"description": "The OpenAPI document.", "content": {"application/json": {"schema": {"type": "object"}}}}}}
     },
+    "/metrics": {
+      "get": {"operationId": "metrics", "summary": "Prometheus metrics (text exposition format): per database the last successful backup's time, duration and size, failures, the last rehearsal's result and time; queue depth. Needs an operator's or viewer's token unless the config says metrics.auth: none (loopback only).",
+        "responses": {"200": {"description": "The metrics.", "content": {"text/plain": {"schema": {"type": "string"}}}},
+          "401": {"$ref": "#/components/responses/Unauthorized"}, "403": {"$ref": "#/components/responses/Forbidden"}}}
+    },
+    "/": {
+      "get": {"operationId": "root", "summary": "Redirects to the dashboard", "security": [],
+        "responses": {"303": {"description": "See /dashboard."}}}
+    },
+    "/dashboard": {
+      "get": {"operationId": "dashboard", "summary": "The dashboard (HTML); signed in by the cookie the sign-in sets, else a redirect to the sign-in", "security": [],
+        "responses": {"200": {"description": "The page.", "content": {"text/html": {"schema": {"type": "string"}}}},
+          "303": {"description": "Not signed in: see /dashboard/signin."}}}
+    },
+    "/dashboard/signin": {
+      "get": {"operationId": "dashboardSignInPage", "summary": "The dashboard's sign-in form (HTML)", "security": [],
+        "responses": {"200": {"description": "The form.", "content": {"text/html": {"schema": {"type": "string"}}}}}},
+      "post": {"operationId": "dashboardSignIn", "summary": "Signs in with an API token: sets it as an HttpOnly cookie and redirects to the dashboard", "security": [],
+        "requestBody": {"required": true, "content": {"application/x-www-form-urlencoded": {"schema": {"type": "object", "required": ["token"], "properties": {"token": {"type": "string"}}}}}},
+        "responses": {"303": {"description": "Signed in: see /dashboard."},
+          "401": {"description": "Not a valid token: the form again, with the message.", "content": {"text/html": {"schema": {"type": "string"}}}}}}
+    },
+    "/dashboard/signout": {
+      "post": {"operationId": "dashboardSignOut", "summary": "Clears the dashboard's cookie", "security": [],
+        "responses": {"303": {"description": "See /dashboard/signin."}}}
+    },
     "/api/status": {
       "get": {"operationId": "status", "summary": "The service's state: version, job queue",
         "responses": {"200": {"description": "Status", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Status"}}}},
@@ -52,6 +78,30 @@ enum OpenAPI {
         "responses": {"202": {"description": "The queued job", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Job"}}}},
           "400": {"$ref": "#/components/responses/BadRequest"}, "401": {"$ref": "#/components/responses/Unauthorized"}, "403": {"$ref": "#/components/responses/Forbidden"},
           "404": {"$ref": "#/components/responses/NotFound"}, "409": {"$ref": "#/components/responses/Busy"}, "503": {"$ref": "#/components/responses/Stopping"}}}
+    },
+    "/api/databases/{name}/retention": {
+      "parameters": [{"$ref": "#/components/parameters/DatabaseName"}],
+      "get": {"operationId": "retentionDryRun", "summary": "Dry run of the database's retention policy: every backup with keep or delete and why (nothing is deleted)",
+        "responses": {"200": {"description": "The plan", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/RetentionPlan"}}}},
+          "401": {"$ref": "#/components/responses/Unauthorized"}, "403": {"$ref": "#/components/responses/Forbidden"},
+          "404": {"$ref": "#/components/responses/NotFound"}}},
+      "post": {"operationId": "applyRetention", "summary": "Queue a retention job that applies the policy now (operators)",
+        "responses": {"202": {"description": "The queued job", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Job"}}}},
+          "401": {"$ref": "#/components/responses/Unauthorized"}, "403": {"$ref": "#/components/responses/Forbidden"}, "404": {"$ref": "#/components/responses/NotFound"},
+          "409": {"$ref": "#/components/responses/Busy"}, "503": {"$ref": "#/components/responses/Stopping"}}}
+    },
+    "/api/databases/{name}/rehearsals": {
+      "parameters": [{"$ref": "#/components/parameters/DatabaseName"}],
+      "post": {"operationId": "requestRehearsal", "summary": "Queue a restore rehearsal of the newest complete backup into a scratch database on the rehearsal target (operators)",
+        "responses": {"202": {"description": "The queued job", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Job"}}}},
+          "401": {"$ref": "#/components/responses/Unauthorized"}, "403": {"$ref": "#/components/responses/Forbidden"}, "404": {"$ref": "#/components/responses/NotFound"},
+          "409": {"$ref": "#/components/responses/Busy"}, "503": {"$ref": "#/components/responses/Stopping"}}}
+    },
+    "/api/rehearsals": {
+      "get": {"operationId": "listRehearsals", "summary": "Rehearsal jobs, newest first (at most 100), with their reports",
+        "parameters": [{"name": "database", "in": "query", "required": false, "schema": {"type": "string"}, "description": "Only this database's rehearsals."}],
+        "responses": {"200": {"description": "Rehearsal jobs", "content": {"application/json": {"schema": {"type": "array", "items": {"$ref": "#/components/schemas/Job"}}}}},
+          "401": {"$ref": "#/components/responses/Unauthorized"}, "403": {"$ref": "#/components/responses/Forbidden"}}}
     },
     "/api/backups": {
       "get": {"operationId": "listBackups", "summary": "Backups and exports in the repository, oldest first (owners: of their databases)",
@@ -217,6 +267,12 @@ enum OpenAPI {
         "id": {"type": "integer", "format": "int64"}, "database": {"type": "string"}, "backup_id": {"type": "string"}, "into": {"type": "string"}, "promote_to": {"type": "string"},
         "state": {"type": "string", "enum": ["pending", "approved", "rejected"]}, "requested_by": {"type": "string"}, "requested_at": {"type": "string", "format": "date-time"},
         "decided_by": {"type": "string"}, "decided_at": {"type": "string", "format": "date-time"}, "job": {"$ref": "#/components/schemas/Job"}}},
+      "RetentionPlan": {"type": "object", "required": ["policy", "decisions"], "properties": {
+        "policy": {"type": "object", "properties": {"last": {"type": "integer"}, "daily": {"type": "integer"}, "weekly": {"type": "integer"},
+          "monthly": {"type": "integer"}, "time_zone": {"type": "string"}}},
+        "decisions": {"type": "array", "items": {"type": "object", "required": ["id", "state", "action", "reasons"], "properties": {
+          "id": {"type": "string"}, "taken_at": {"type": "string", "format": "date-time"}, "state": {"type": "string"},
+          "action": {"type": "string", "enum": ["keep", "delete"]}, "reasons": {"type": "array", "items": {"type": "string"}}}}}}},
       "AuditEntry": {"type": "object", "required": ["id", "at", "actor", "action", "target", "outcome"], "properties": {
         "id": {"type": "integer", "format": "int64"}, "at": {"type": "string", "format": "date-time"}, "actor": {"type": "string"}, "role": {"type": "string"},
         "action": {"type": "string"}, "target": {"type": "string"}, "outcome": {"type": "string", "description": "allowed, refused (401/403), rejected (other 4xx), error (5xx); service actions: done, failed."},

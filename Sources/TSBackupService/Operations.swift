@@ -48,7 +48,7 @@ public struct ServiceOperations: Sendable {
             let job = try await core.jobs.enqueue(kind: kind, database: task.database,
                                                   parameters: ["label": "scheduled", "scheduled_for": firing.due.formatted(isoFormat)],
                                                   requestedBy: "scheduler")
-            try core.state.recordScheduleRun(database: task.database, kind: task.kind.rawValue, at: firing.at, jobID: job.id)
+            try core.state.recordScheduleRun(database: task.database, kind: task.kind.rawValue, at: firing.lastDue, jobID: job.id)
             _ = try? core.state.audit(actor: "scheduler", role: nil, action: "schedule.fire", target: task.database, outcome: "queued",
                                       detail: "\(task.kind.rawValue) job \(job.id), due \(firing.due.formatted(isoFormat))"
                                           + (firing.missedSlots > 0 ? ", \(firing.missedSlots + 1) slots passed while the service was down: run once" : ""))
@@ -83,8 +83,13 @@ public struct ServiceOperations: Sendable {
         }
     }
 
-    /// Backups a queued or running job reads (restores name them; rehearsals record theirs).
+    /// Backups a queued or running job reads (restores name them; rehearsals record theirs),
+    /// and backups a download is streaming.
     func backupsInUse() -> Set<String> {
+        jobBackupsInUse().union(core.holds.held)
+    }
+
+    func jobBackupsInUse() -> Set<String> {
         let active = (try? core.state.activeJobs()) ?? []
         return Set(active.flatMap { job in [JobKinds.parameters(job)["backup_id"], job.entryID].compactMap { $0 } })
     }
@@ -129,6 +134,8 @@ public struct ServiceOperations: Sendable {
         let outcome = try await Retention.apply(
             policy: policy, repository: try context.config.repositoryAccess(), dryRun: JobKinds.parameters(job)["dry_run"] == "true",
             belongs: belongs(name), inUse: { self.backupsInUse() },
+            claim: { id in !self.jobBackupsInUse().contains(id) && self.core.holds.claimForDeletion(id) },
+            release: { id in self.core.holds.endDeletion(id) },
             onDelete: { decision in
                 _ = try? state.audit(actor: "retention", role: nil, action: "backup.delete", target: decision.id, outcome: "deleted",
                                      detail: "database \(name), job \(job.id): " + decision.reasons.joined(separator: "; "))
@@ -144,6 +151,10 @@ public struct ServiceOperations: Sendable {
     // MARK: When a job ends
 
     func jobEnded(_ record: JobRecord) async {
+        // A scheduled job: how late it started after its slot (the gauge the metrics promise).
+        if let due = JobKinds.parameters(record)["scheduled_for"].flatMap({ try? Date($0, strategy: .iso8601) }), let started = record.startedAt {
+            metrics.scheduleStarted(lateness: started.timeIntervalSince(due))
+        }
         let ok = record.state == .finished
         // An interrupted job (the service stopped) is neither a failure nor a success of the database.
         guard record.state == .finished || record.state == .failed else { return }

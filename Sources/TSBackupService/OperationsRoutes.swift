@@ -7,8 +7,13 @@ extension ServiceOperations {
     static let sessionCookie = "tsbackup_token"
 
     func addRoutes(to router: Router<ServiceRequestContext>) {
-        // Prometheus: no token (scrapers rarely send one); the service listens on loopback by default.
-        router.get("metrics") { _, _ in
+        // Prometheus sends `Authorization: Bearer` from its scrape config (credentials_file);
+        // the figures cover every database, so operators and viewers only, not owners.
+        // `metrics.auth: none` (loopback only) drops the check, as exporters do by default.
+        router.get("metrics") { request, context in
+            if self.core.config.metricsAuth == .token {
+                if let refusal = try self.metricsRefusal(request, context) { return refusal }
+            }
             let active = (try? self.core.state.activeJobs()) ?? []
             self.metrics.queue(queued: active.filter { $0.state == .queued }.count, running: active.filter { $0.state == .running }.count)
             return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
@@ -87,6 +92,29 @@ extension ServiceOperations {
             Response(status: .seeOther, headers: [.location: "/dashboard/signin",
                                                   .setCookie: "\(Self.sessionCookie)=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0"])
         }
+    }
+
+    /// 401 without a valid bearer token, 403 for an owner's token (both audited); nil when allowed.
+    func metricsRefusal(_ request: Request, _ context: ServiceRequestContext) throws -> Response? {
+        var identity: Identity?
+        if let header = request.headers[.authorization] {
+            let parts = header.split(separator: " ", maxSplits: 1)
+            if parts.count == 2, parts[0].lowercased() == "bearer" {
+                identity = core.authenticator.identity(forToken: parts[1].trimmingCharacters(in: .whitespaces))
+            }
+        }
+        let error: APIError
+        if let identity {
+            guard identity.role == .owner else { return nil }
+            error = APIError.forbidden("The token \(identity.name) (role owner) may not read /metrics: its figures cover every database. Give Prometheus a viewer token.")
+        } else {
+            error = APIError.unauthorized(request.headers[.authorization] == nil
+                ? "Send a token: Authorization: Bearer TOKEN (a viewer's; Prometheus: authorization: {credentials_file: FILE} in the scrape config)."
+                : "The token is not valid. Check it, or ask an operator for a viewer token (the config stores its SHA-256).")
+        }
+        _ = try? core.state.audit(actor: identity?.name ?? "anonymous", role: identity?.role.rawValue, action: "GET /metrics", target: "/metrics",
+                                  outcome: "refused", status: error.status.code, detail: error.message)
+        return try error.response(from: request, context: context)
     }
 
     func html(_ text: String, status: HTTPResponse.Status = .ok) -> Response {

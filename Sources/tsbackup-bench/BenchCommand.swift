@@ -21,6 +21,7 @@ struct BenchCommand: AsyncParsableCommand {
     @Flag(help: "Only the S3 throughput comparison with `aws s3 cp --recursive` (moto on loopback).") var s3Only = false
     @Flag(help: "Only the default-speed comparison on the data-heavy data set (backup defaults vs pg_dump -Fc and compression levels).") var defaultsOnly = false
     @Option(parsing: .upToNextOption, help: "Only the per-chunk cost profile, at these chunk counts (backup phases, manifest size, peak RSS).") var chunkCosts: [Int] = []
+    @Flag(help: "Only `tsbackup serve`: GET /api/backups with 1,000 entries under wrk (listing cache off and on), idle RSS, schedule due-to-start latency.") var serve = false
     @Flag(help: "Instead of benchmarks: the corruption campaign (byte flips and truncations, each checked by `tsbackup verify`) on local and S3, plain and encrypted repositories.") var corruption = false
     @Option(help: "Corruption campaign: byte flips per repository kind and encryption.") var flips = 200
     @Option(help: "Corruption campaign: truncations per repository kind and encryption.") var truncations = 50
@@ -40,7 +41,7 @@ struct BenchCommand: AsyncParsableCommand {
             if !clean { throw ExitCode(1) }
             return
         }
-        let mode = defaultsOnly ? "defaults" : !chunkCosts.isEmpty ? "chunk-costs" : full ? "full" : "quick"
+        let mode = serve ? "serve" : defaultsOnly ? "defaults" : !chunkCosts.isEmpty ? "chunk-costs" : full ? "full" : "quick"
         let buildKind = tsbackup.contains("/release/") ? "release" : "debug"
         say("tsbackup benchmark, \(mode) mode, \(buildKind) build of \(tsbackup), \(ProcessInfo.processInfo.activeProcessorCount) cores")
         let started = Date()
@@ -62,7 +63,9 @@ struct BenchCommand: AsyncParsableCommand {
             try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
             let bench = Bench(cluster: cluster, tsbackup: tsbackup, work: work, full: full, repetitions: repetitions,
                               results: results, log: say)
-            if defaultsOnly {
+            if serve {
+                try await bench.serveScenario()
+            } else if defaultsOnly {
                 try await bench.defaultsScenario()
             } else if !chunkCosts.isEmpty {
                 try await bench.chunkCostScenario(chunkCosts)

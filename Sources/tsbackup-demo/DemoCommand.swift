@@ -146,12 +146,12 @@ struct DemoCommand: AsyncParsableCommand {
             for job in jobs.reversed() {
                 say("  job \(job.id): \(job.kind) by \(job.requested_by): \(job.state)\(job.entry_id.map { " (\($0))" } ?? "")")
             }
-            let metrics = try await LocalHTTP.request(base + "/metrics").body
+            let metrics = try await LocalHTTP.request(base + "/metrics", bearer: token).body
             for line in metrics.split(separator: "\n") where line.hasPrefix("tsbackup_last_") && line.contains("\"demo\"") {
                 say("  \(line)")
             }
             say("\n  Dashboard: \(base)/dashboard  (sign in with the token \(token))")
-            say("  Metrics:   \(base)/metrics    API: \(base)/openapi.json")
+            say("  Metrics:   \(base)/metrics (Authorization: Bearer, an operator's or viewer's token)    API: \(base)/openapi.json")
             guard jobs.contains(where: { $0.kind == "backup" && $0.state == "finished" }), jobs.contains(where: { $0.kind == "rehearsal" && $0.state == "finished" }) else {
                 throw ValidationError("the service did not finish a scheduled backup and a rehearsal; its log:\n\(service.log().suffix(3000))")
             }

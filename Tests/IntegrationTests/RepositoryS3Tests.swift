@@ -92,6 +92,20 @@ struct RepositoryS3Tests {
         #expect(list.exitCode == 0, "\(list.standardError)")
         #expect(try listed(list).map(\.id) == [summary.id])
         #expect(try listed(list).map(\.state) == ["complete"])
+        // The service's cached listing (one ListObjectsV2 with ETags) reads the same entries as
+        // a full read of every manifest, and reuses them while the ETags stay.
+        let access = RepositoryAccess(url: try RepositoryURL.parse(s3.repository), encryptionKeyFile: encrypted ? try s3.keyFile() : nil,
+                                      environment: env)
+        let cache = EntryListingCache()
+        try await access.with(create: false) { repo in
+            let direct = try await repo.entries()
+            let first = try await cache.entries(of: repo)
+            let second = try await cache.entries(of: repo)
+            #expect(first.map(\.id) == direct.map(\.id) && second.map(\.id) == direct.map(\.id))
+            #expect(first.map(\.state) == direct.map(\.state) && second.first?.manifest == direct.first?.manifest)
+        }
+        #expect(cache.counts.reads == 1 && cache.counts.hits == 1, "\(cache.counts)")
+
         let show = try await CLI.run(["show", summary.id, "--repo", s3.repository, "--json"], environment: env)
         #expect(show.exitCode == 0)
         let manifest = try JSONOutput.decode(BackupManifest.self, from: Data(show.standardOutput.utf8))
@@ -114,6 +128,9 @@ struct RepositoryS3Tests {
         let delete = try await CLI.run(["delete", summary.id, "--repo", s3.repository, "--yes"], environment: env)
         #expect(delete.exitCode == 0, "\(delete.standardError)")
         #expect(try await s3.keys() == ["tsbackup-repository.json"])
+        // Deleted beside the cache: gone from its next listing.
+        let afterDelete = try await access.with(create: false) { try await cache.entries(of: $0) }
+        #expect(afterDelete.isEmpty)
     }
 
     @Test("export-hypertable and import-hypertable round-trip through S3", arguments: [false, true])

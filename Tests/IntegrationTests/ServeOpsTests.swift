@@ -136,7 +136,13 @@ import TSBackupService
         }
         // Retention ran after backups by itself; run it once more now that nothing else will.
         #expect(try await service.jobs("metrics").contains { $0["kind"] as? String == "retention" && $0["requested_by"] as? String == "retention" })
-        let queued = try await service.request(.POST, "/api/databases/metrics/retention")
+        // The retention job a backup's end queues may still be on its way (the observer runs
+        // after the backup is recorded as finished): 409 until it has ended, then 202.
+        var queued = (status: 0, body: "")
+        try await service.waitUntil("a retention job accepted") {
+            queued = try await service.request(.POST, "/api/databases/metrics/retention")
+            return queued.status != 409
+        }
         #expect(queued.status == 202, "\(queued.body)")
         try await service.waitUntil("the last retention job ends") {
             try await service.jobs("metrics").first.map { $0["kind"] as? String == "retention" && ["finished", "failed"].contains($0["state"] as? String ?? "") } ?? false

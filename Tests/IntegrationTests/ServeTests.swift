@@ -92,6 +92,36 @@ import TSBackupService
         }
     }
 
+    /// pg_dump processes whose parent chain leads to `pid`.
+    static func pgDumpProcesses(descendingFrom pid: Int32) -> [Int32] {
+        pgDumpProcesses().filter { candidate in
+            var current = candidate
+            for _ in 0..<8 {
+                guard let stat = try? String(contentsOfFile: "/proc/\(current)/stat", encoding: .utf8),
+                      let close = stat.lastIndex(of: ")") else { return false }
+                let fields = stat[stat.index(after: close)...].split(separator: " ")
+                guard fields.count > 1, let parent = Int32(fields[1]), parent > 1 else { return false }
+                if parent == pid { return true }
+                current = parent
+            }
+            return false
+        }
+    }
+
+    /// pg_dump processes whose command line names a path under `directory` (their --file).
+    static func pgDumpProcesses(writingUnder directory: String) -> [Int32] {
+        pgDumpProcesses().filter { pid in
+            let cmdline = (try? Data(contentsOf: URL(fileURLWithPath: "/proc/\(pid)/cmdline"))) ?? Data()
+            return String(decoding: cmdline.map { $0 == 0 ? 0x20 : $0 }, as: UTF8.self).contains(directory)
+        }
+    }
+
+    static func pgDumpProcesses() -> [Int32] {
+        ((try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []).compactMap(Int32.init).filter { pid in
+            (try? String(contentsOfFile: "/proc/\(pid)/comm", encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines) == "pg_dump"
+        }
+    }
+
     static func workDirectory() throws -> String {
         let path = NSTemporaryDirectory() + "tsbackup-serve-\(UUID().uuidString.prefix(8))"
         try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
@@ -111,6 +141,7 @@ import TSBackupService
     /// Runs `body` while a session holds ACCESS EXCLUSIVE on `public.blocker` in an open
     /// transaction; `release` ends it. The session is closed however `body` ends.
     static func holdingBlocker(_ cluster: SandboxCluster, _ database: String, id: Int,
+                               statement: String = "LOCK TABLE public.blocker IN ACCESS EXCLUSIVE MODE",
                                _ body: (_ release: @escaping @Sendable () async throws -> Void) async throws -> Void) async throws {
         let holder = try await PostgresConnection.connect(
             configuration: .init(host: "127.0.0.1", port: cluster.port, username: SandboxCluster.superuser,
@@ -118,7 +149,7 @@ import TSBackupService
             id: id, logger: .init(label: "blocker"))
         do {
             _ = try await holder.query("BEGIN", logger: .init(label: "blocker"))
-            _ = try await holder.query("LOCK TABLE public.blocker IN ACCESS EXCLUSIVE MODE", logger: .init(label: "blocker"))
+            _ = try await holder.query(PostgresQuery(unsafeSQL: statement), logger: .init(label: "blocker"))
             try await body { _ = try? await holder.query("ROLLBACK", logger: .init(label: "blocker")) }
         } catch {
             try? await holder.close()
@@ -245,15 +276,18 @@ import TSBackupService
     @Test func shutdownDuringABackupAndRestartWithAQueuedJob() async throws {
         let (cluster, busyDB) = try await makeSampleDatabase("serve_busy")
         let (_, queuedDB) = try await makeSampleDatabase("serve_queued")
-        try await cluster.withSuperuser(database: busyDB) { _ = try await $0.execute("CREATE TABLE public.blocker (id int)") }
+        try await cluster.withSuperuser(database: busyDB) { _ = try await $0.execute("CREATE SEQUENCE public.blocker_seq") }
         let work = try Self.workDirectory()
         defer { try? FileManager.default.removeItem(atPath: work) }
         let service = try await Service.start(work: work, cluster: cluster, databases: ["busy": busyDB, "queued": queuedDB])
 
-        // Hold a lock every backup of busyDB must wait for, in an open transaction.
+        // Hold a lock only pg_dump waits for, in an open transaction: an ACCESS EXCLUSIVE lock on
+        // a sequence (a rename, rolled back at the end). tsbackup's preflight measures tables,
+        // not sequences, so the backup gets past it, stages its entry and starts pg_dump, which
+        // then waits to read the sequence's value.
         var busyJob = 0
         var queuedJob = 0
-        try await Self.holdingBlocker(cluster, busyDB, id: 1) { release in
+        try await Self.holdingBlocker(cluster, busyDB, id: 1, statement: "ALTER SEQUENCE public.blocker_seq RENAME TO blocker_seq_held") { release in
 
         let (s1, j1) = try await service.request(.POST, "/api/databases/busy/backups", as: "olga")
         #expect(s1 == 202)
@@ -266,13 +300,15 @@ import TSBackupService
         #expect(s2 == 202)
         queuedJob = try #require((j2 as? [String: Any])?["id"] as? Int)
 
-        // Wait until the backup waits for the lock.
+        // Wait until pg_dump itself runs (a child process of the service) and waits for the
+        // lock (its read of the sequence), with the entry staged in the repository.
         let deadline = ContinuousClock.now + .seconds(300)
         while true {
             let waiting = try await cluster.withSuperuser(database: busyDB) {
-                try await $0.value("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'", as: Int64.self)
+                try await $0.value("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE '%blocker_seq%' AND query NOT LIKE 'ALTER SEQUENCE%'", as: Int64.self)
             }
-            if waiting > 0 { break }
+            let staged = ((try? FileManager.default.contentsOfDirectory(atPath: work + "/repo/backups")) ?? []).contains { $0.hasSuffix(".partial") }
+            if waiting > 0 && staged && !Self.pgDumpProcesses(descendingFrom: service.process.pid).isEmpty { break }
             guard ContinuousClock.now < deadline else { throw SandboxError("the backup never waited for the lock; log:\n\(service.process.log().suffix(3000))") }
             try await Task.sleep(for: .milliseconds(200))
         }
@@ -290,6 +326,8 @@ import TSBackupService
         try await service.terminate()
         }
 
+        // No pg_dump of this repository outlived the service.
+        #expect(Self.pgDumpProcesses(writingUnder: work).isEmpty)
         let state = try StateStore(path: work + "/state.sqlite")
         #expect(try state.job(Int64(busyJob))?.state == .interrupted)
         #expect(try state.job(Int64(queuedJob))?.state == .queued)

@@ -78,6 +78,24 @@ import TSBackup
         }
     }
 
+    @Test func metricsAuthDefaultsToATokenAndNoneOnlyOnLoopback() throws {
+        let base = "repository:\n  url: /tmp/repo\nstate_file: /tmp/state.sqlite\n"
+        #expect(try ServiceConfig.parse(base).metricsAuth == .token)
+        #expect(try ServiceConfig.parse(base + "metrics:\n  auth: none\n").metricsAuth == .none)
+        #expect(try ServiceConfig.parse(base + "listen: {host: \"::1\"}\nmetrics: {auth: none}\n").metricsAuth == .none)
+        #expect {
+            _ = try ServiceConfig.parse(base + "listen:\n  host: 0.0.0.0\nmetrics:\n  auth: none\n", path: "c.yaml")
+        } throws: { error in
+            let e = error as? ConfigError
+            return e?.line == 7 && e?.message.contains("only allowed when the service listens on loopback") == true
+        }
+        #expect {
+            _ = try ServiceConfig.parse(base + "metrics:\n  auth: basic\n", path: "c.yaml")
+        } throws: { error in
+            (error as? ConfigError)?.line == 5
+        }
+    }
+
     @Test func pointsToTheLineOfASyntaxError() {
         let yaml = "repository:\n  url: /tmp/repo\nstate_file: [unclosed\n"
         #expect {

@@ -46,6 +46,26 @@ struct SchedulerTests {
         #expect(enqueued.all.first?.task.key == "backup:metrics")
     }
 
+    @Test func aNewScheduleRecordsTheSlotItRanNotTheMomentOfTheTick() async throws {
+        let store = MemoryScheduleStore()
+        let task = ScheduledTask(database: "metrics", kind: .backup, schedule: try CronSchedule.parse("0 * * * *"))
+        let (scheduler, enqueued) = make(store, [task])
+        // First sight: nothing runs, counting starts at that moment.
+        #expect(await scheduler.tick(now: Self.date("2026-05-01T10:10:07Z")).isEmpty)
+        #expect(await store.lastHandled("backup:metrics") == Self.date("2026-05-01T10:10:07Z"))
+        // The first slot, acted on 2.5 s late: recorded as the slot itself.
+        let late = Self.date("2026-05-01T11:00:00Z").addingTimeInterval(2.5)
+        let fired = await scheduler.tick(now: late)
+        #expect(fired.map(\.due) == [Self.date("2026-05-01T11:00:00Z")])
+        #expect(fired.first?.at == late)
+        #expect(await store.lastHandled("backup:metrics") == Self.date("2026-05-01T11:00:00Z"))
+        #expect(await scheduler.upcoming["backup:metrics"] == Self.date("2026-05-01T12:00:00Z"))
+        // Still once per slot.
+        #expect(await scheduler.tick(now: late.addingTimeInterval(30)).isEmpty)
+        #expect(await scheduler.tick(now: Self.date("2026-05-01T12:00:00Z")).map(\.due) == [Self.date("2026-05-01T12:00:00Z")])
+        #expect(enqueued.all.count == 2)
+    }
+
     @Test func runMissedWhileDownRunsOnceAtStart() async throws {
         let store = MemoryScheduleStore()
         await store.setLastHandled("backup:metrics", Self.date("2026-05-01T10:10:00Z"))
@@ -57,7 +77,9 @@ struct SchedulerTests {
         #expect(fired.first?.due == Self.date("2026-05-01T11:00:00Z"))
         #expect(fired.first?.missedSlots == 4)
         #expect(enqueued.all.count == 1)
-        #expect(await store.lastHandled("backup:metrics") == Self.date("2026-05-01T15:20:00Z"))
+        // Handled up to the latest slot that passed (a slot, not the moment of the tick).
+        #expect(fired.first?.lastDue == Self.date("2026-05-01T15:00:00Z"))
+        #expect(await store.lastHandled("backup:metrics") == Self.date("2026-05-01T15:00:00Z"))
         // The next one is the next slot after now, not a replay of the missed ones.
         #expect(await scheduler.tick(now: Self.date("2026-05-01T15:59:00Z")).isEmpty)
         #expect(await scheduler.tick(now: Self.date("2026-05-01T16:00:01Z")).count == 1)

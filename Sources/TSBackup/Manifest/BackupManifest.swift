@@ -118,6 +118,12 @@ public struct BackupManifest: EntryManifest, Equatable {
         public var path: String
         public var bytes: Int64
         public var sha256: String
+
+        public init(path: String, bytes: Int64, sha256: String) {
+            self.path = path
+            self.bytes = bytes
+            self.sha256 = sha256
+        }
     }
 
     public struct Retry: Codable, Sendable, Equatable {

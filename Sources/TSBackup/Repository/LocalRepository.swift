@@ -82,17 +82,47 @@ public struct LocalRepository: Repository {
             if name.hasSuffix(Self.partialSuffix) {
                 return Entry(id: String(name.dropLast(Self.partialSuffix.count)), state: .incomplete, location: directory)
             }
-            guard let stored = FileManager.default.contents(atPath: directory + "/manifest.json") else {
-                return Entry(id: name, state: .incomplete, location: directory)
-            }
-            do {
-                return .decoding(id: name, manifest: try codec.open(stored, name: objectName(name, "manifest.json")), location: directory)
-            } catch {
-                var entry = Entry(id: name, state: .incomplete, location: directory)
-                entry.problem = (error as? TSBackupError)?.message ?? "\(error)"
-                return entry
-            }
+            return readEntry(id: name, directory: directory)
         }
+    }
+
+    /// The entry in `directory`, from its manifest (incomplete without a readable one).
+    func readEntry(id: String, directory: String) -> Entry {
+        guard let stored = FileManager.default.contents(atPath: directory + "/manifest.json") else {
+            return Entry(id: id, state: .incomplete, location: directory)
+        }
+        do {
+            return .decoding(id: id, manifest: try codec.open(stored, name: objectName(id, "manifest.json")), location: directory)
+        } catch {
+            var entry = Entry(id: id, state: .incomplete, location: directory)
+            entry.problem = (error as? TSBackupError)?.message ?? "\(error)"
+            return entry
+        }
+    }
+
+    /// One directory listing and one `stat` of each manifest. The manifest is always written
+    /// to a new file and renamed into place (and entries appear and go by renames), so inode,
+    /// size and change time tell a replaced manifest from the one read before.
+    public func listing() async throws -> [ListedEntry]? {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: backupsDirectory)) ?? []
+        return names.sorted().compactMap { name -> ListedEntry? in
+            guard !name.hasPrefix(".") else { return nil }
+            let directory = backupsDirectory + "/" + name
+            if name.hasSuffix(Self.partialSuffix) {
+                return ListedEntry(id: String(name.dropLast(Self.partialSuffix.count)), location: directory, fingerprint: nil, staging: true)
+            }
+            var info = stat()
+            guard stat(directory + "/manifest.json", &info) == 0 else {
+                return ListedEntry(id: name, location: directory, fingerprint: nil)
+            }
+            let fingerprint = "\(info.st_dev):\(info.st_ino):\(info.st_size):\(info.st_mtim.tv_sec).\(info.st_mtim.tv_nsec):\(info.st_ctim.tv_sec).\(info.st_ctim.tv_nsec)"
+            return ListedEntry(id: name, location: directory, fingerprint: fingerprint)
+        }
+    }
+
+    public func entry(listed: ListedEntry) async throws -> RepositoryEntry {
+        if listed.staging { return Entry(id: listed.id, state: .incomplete, location: listed.location) }
+        return readEntry(id: listed.id, directory: listed.location)
     }
 
     /// The repository-relative name of an entry's file: what its encryption is bound to.

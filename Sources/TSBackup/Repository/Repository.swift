@@ -24,6 +24,12 @@ public protocol Repository: ArchiveStore {
 
     /// Every entry, oldest first (ids sort by time). An entry without a readable manifest is incomplete.
     func entries() async throws -> [RepositoryEntry]
+    /// The entries' names with a fingerprint of each manifest, without reading any manifest
+    /// (a directory listing and a stat per entry; an S3 listing with ETags), oldest first: what
+    /// ``EntryListingCache`` revalidates against. Nil when the repository cannot say cheaply.
+    func listing() async throws -> [ListedEntry]?
+    /// The entry a ``listing()`` named, its manifest read and decoded as ``entries()`` would.
+    func entry(listed: ListedEntry) async throws -> RepositoryEntry
 
     /// Takes the repository's lock for a writing run (backup, export, delete, gc).
     func lock(command: String) async throws -> any RepositoryLease

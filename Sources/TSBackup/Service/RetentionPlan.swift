@@ -174,6 +174,9 @@ public enum Retention {
         public var deleted: [String]
         /// Deletions that failed: id and the error (the entry stays; the next run tries again).
         public var failures: [String: String]
+        /// Deletions skipped because a reader took the backup after the plan was made (a
+        /// download that started meanwhile); the next run decides again.
+        public var keptInUse: [String] = []
     }
 
     /// Plans and, unless `dryRun`, deletes under the repository's lock. The plan is made from the
@@ -182,6 +185,8 @@ public enum Retention {
     public static func apply(policy: RetentionPolicy, repository access: RepositoryAccess, dryRun: Bool,
                              belongs: @escaping @Sendable (BackupManifest) -> Bool,
                              inUse: @escaping @Sendable () async -> Set<String>,
+                             claim: @escaping @Sendable (String) async -> Bool = { _ in true },
+                             release: @escaping @Sendable (String) async -> Void = { _ in },
                              onDelete: @escaping @Sendable (RetentionPlan.Decision) async -> Void = { _ in }) async throws -> Outcome {
         try policy.validate()
         return try await access.with(create: false) { repository in
@@ -199,8 +204,15 @@ public enum Retention {
                 let entries = Dictionary(try await repository.entries().map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
                 var deleted: [String] = []
                 var failures: [String: String] = [:]
+                var keptInUse: [String] = []
                 for decision in plan.deletions {
                     guard let entry = entries[decision.id] else { continue }
+                    // The plan's view of readers may be old by now: each deletion is claimed
+                    // against them, and a reader that came meanwhile keeps the backup.
+                    guard await claim(decision.id) else {
+                        keptInUse.append(decision.id)
+                        continue
+                    }
                     do {
                         try await repository.deleteEntry(entry)
                         deleted.append(decision.id)
@@ -208,8 +220,9 @@ public enum Retention {
                     } catch {
                         failures[decision.id] = (error as? TSBackupError)?.message ?? "\(error)"
                     }
+                    await release(decision.id)
                 }
-                return Outcome(plan: plan, deleted: deleted, failures: failures)
+                return Outcome(plan: plan, deleted: deleted, failures: failures, keptInUse: keptInUse)
             }
         }
     }

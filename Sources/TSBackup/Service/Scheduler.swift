@@ -38,6 +38,10 @@ public struct ScheduleFiring: Sendable, Equatable {
     public var at: Date
     /// Slots that passed while the service was down; they run once, not once each.
     public var missedSlots: Int
+    /// The latest slot this firing covers (`due` unless slots were missed): what the store
+    /// records as handled, so `last_run_at` is a slot of the schedule, not the moment the
+    /// scheduler happened to act on it.
+    public var lastDue: Date
     /// Paused: the slot is recorded as handled and nothing runs.
     public var skippedPaused: Bool
 }
@@ -105,7 +109,7 @@ public actor Scheduler {
                     cursor = next
                 }
                 let paused = try await store.isPaused(task.key)
-                let firing = ScheduleFiring(task: task, due: due, at: now, missedSlots: missed, skippedPaused: paused)
+                let firing = ScheduleFiring(task: task, due: due, at: now, missedSlots: missed, lastDue: cursor, skippedPaused: paused)
                 if paused {
                     logger.info("schedule paused: slot skipped", metadata: ["task": "\(task.key)", "due": "\(due)"])
                 } else {
@@ -117,9 +121,10 @@ public actor Scheduler {
                     logger.info("schedule fired", metadata: ["task": "\(task.key)", "due": "\(due)",
                                                              "lateness_ms": "\(Int(now.timeIntervalSince(due) * 1000))"])
                 }
-                // Handled up to now: a run enqueued covers every slot up to this moment.
-                try await store.setLastHandled(task.key, now)
-                nextSlots[task.key] = task.schedule.nextFire(after: now)
+                // Handled up to the latest slot that has passed: the run enqueued covers every
+                // slot up to it, and the next slot after it is after `now` (the loop above).
+                try await store.setLastHandled(task.key, cursor)
+                nextSlots[task.key] = task.schedule.nextFire(after: cursor)
                 fired.append(firing)
             } catch {
                 // E.g. the database is busy with another job: try again shortly, not in a tight loop.

@@ -38,9 +38,19 @@ struct BackupRoutes {
             return try APIJSON.response(Detail(backup: BackupView(entry, config: core.config), manifest: JSONValue.parse(manifest)))
         }
         api.get("backups/:id/download") { _, context in
-            let entry = try await core.entry(try Query.parameter(context, "id"))
-            try core.check(.download, entry: entry, context: context)
-            return try await download(entry)
+            let id = try Query.parameter(context, "id")
+            try core.check(.download, entry: try await core.entry(id), context: context)
+            // Held from before the files are opened until the stream ends, so retention keeps it.
+            guard core.holds.acquireReader(id) else {
+                throw APIError.conflict("Backup \(id) is being deleted (retention or an operator); it cannot be downloaded.")
+            }
+            do {
+                // Read again under the hold: it may have been deleted before the hold was taken.
+                return try await download(try await core.entry(id))
+            } catch {
+                core.holds.releaseReader(id)
+                throw error
+            }
         }
         api.delete("backups/:id") { _, context in
             let identity = try context.require(.operate)
@@ -76,8 +86,12 @@ struct BackupRoutes {
         }
         let stream = members
         let length = members.reduce(Int64(1024)) { $0 + 512 + TarWriter.padded($1.size) }
+        let holds = core.holds
         let body = ResponseBody(contentLength: Int(length)) { writer in
-            defer { materialized.remove() }
+            defer {
+                materialized.remove()
+                holds.releaseReader(entry.id)
+            }
             for member in stream {
                 try await writer.write(ByteBuffer(bytes: try TarWriter.header(name: member.name, size: member.size)))
                 if let path = member.path {
