@@ -187,8 +187,8 @@ struct PITRBench {
 
         // MARK: Per segment
         log("\n== One process per 16 MB segment (\(pushSegments) real segments x \(repetitions) rounds; load average \(Self.loadAverage()))")
-        let segments = try await fetchSegments(cluster, tsRepo: tsRepo, scratch: scratch, count: pushSegments)
-        let (push, fetch, stored) = try await perSegment(segments, cluster: cluster, scratch: scratch)
+        let fetched = try await fetchSegments(cluster, tsRepo: tsRepo, scratch: scratch, count: pushSegments + 1)
+        let (push, fetch, stored) = try await perSegment(Array(fetched.dropFirst()), warmUp: fetched[0], cluster: cluster, scratch: scratch)
         results.measurements += push + fetch
         results.datasets["load average at end"] = Self.loadAverage()
 
@@ -207,6 +207,12 @@ struct PITRBench {
         table.add(row("recover to a time: start to promoted server", recoveries[0], recoveries[1]))
         table.add(row("wal-push vs archive-push, per segment", push[0], push[1], unit: "ms", scale: 1000))
         table.add(row("wal-fetch vs archive-get, per segment", fetch[0], fetch[1], unit: "ms", scale: 1000))
+        for (name, pair) in [("wal-push vs archive-push, CPU per segment", push), ("wal-fetch vs archive-get, CPU per segment", fetch)] {
+            var ours = pair[0], theirs = pair[1]
+            ours.seconds = ours.counters["cpu_seconds"] ?? []
+            theirs.seconds = theirs.counters["cpu_seconds"] ?? []
+            table.add(row(name, ours, theirs, unit: "ms", scale: 1000))
+        }
         table.add(["WAL stored (of 16 MB segments)", String(format: "%.1f %%", stored.0 * 100), String(format: "%.1f %%", stored.1 * 100), ""])
         log("\n== PITR: tsbackup vs pgBackRest 2.45 (release: \(tsbackup.contains("/release/")))")
         log(table.render())
@@ -357,7 +363,11 @@ struct PITRBench {
 
     /// Each segment pushed by each tool into a fresh repository per round (one process per
     /// segment, as archive_command runs), then fetched back; both run as this process's user.
-    func perSegment(_ segments: [String], cluster: SandboxCluster, scratch: String) async throws -> ([Measurement], [Measurement], (Double, Double)) {
+    /// Before the timed pushes, `warmUp` is pushed untimed by both, so neither pays for creating
+    /// its archive (pgBackRest's stanza-create is untimed too). Besides wall time, each run's CPU
+    /// time (user + system of the process and its children) is recorded: on a loaded machine
+    /// the wall time is mostly waiting for a core.
+    func perSegment(_ segments: [String], warmUp: String, cluster: SandboxCluster, scratch: String) async throws -> ([Measurement], [Measurement], (Double, Double)) {
         var push = [Measurement(scenario: "pitr per segment", name: "tsbackup wal-push"),
                     Measurement(scenario: "pitr per segment", name: "pgbackrest archive-push (lz4)")]
         var fetch = [Measurement(scenario: "pitr per segment", name: "tsbackup wal-fetch"),
@@ -369,16 +379,23 @@ struct PITRBench {
             let brRepo = scratch + "/push-br-\(round)"
             let config = try writePgbackrestConfig(scratch: scratch, name: "push\(round)", repo: brRepo, cluster: cluster)
             try check(try await ProcessRunner.run(pgbackrest, ["--config=\(config)", "--stanza=\(stanza)", "stanza-create"]), "pgbackrest stanza-create")
+            _ = try await timedProcess(tsbackup, ["wal-push", warmUp, "--repo", tsRepo])
+            _ = try await timedProcess(pgbackrest, ["--config=\(config)", "--stanza=\(stanza)", "archive-push", warmUp])
+            func record(_ measurement: inout Measurement, _ run: (Double, Double)) {
+                measurement.seconds.append(run.0)
+                measurement.counters["cpu_seconds", default: []].append(run.1)
+            }
             for (index, segment) in segments.enumerated() {
                 let ts = { try await self.timedProcess(self.tsbackup, ["wal-push", segment, "--repo", tsRepo]) }
                 let br = { try await self.timedProcess(self.pgbackrest, ["--config=\(config)", "--stanza=\(self.stanza)", "archive-push", segment]) }
                 if (index + round) % 2 == 0 {
-                    push[0].seconds.append(try await ts()); push[1].seconds.append(try await br())
+                    record(&push[0], try await ts()); record(&push[1], try await br())
                 } else {
-                    push[1].seconds.append(try await br()); push[0].seconds.append(try await ts())
+                    record(&push[1], try await br()); record(&push[0], try await ts())
                 }
             }
-            stored = (Double(FileSystem.size(of: tsRepo + "/wal")) / plain, Double(FileSystem.size(of: brRepo + "/archive")) / plain)
+            // The warm-up segment is stored too: measure what the timed ones added.
+            stored = (Double(FileSystem.size(of: tsRepo + "/wal")) / (plain + Double(16 << 20)), Double(FileSystem.size(of: brRepo + "/archive")) / (plain + Double(16 << 20)))
             let out = scratch + "/fetched"
             try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
             for (index, segment) in segments.enumerated() {
@@ -386,9 +403,9 @@ struct PITRBench {
                 let ts = { try await self.timedProcess(self.tsbackup, ["wal-fetch", name, out + "/ts-" + name, "--repo", tsRepo]) }
                 let br = { try await self.timedProcess(self.pgbackrest, ["--config=\(config)", "--stanza=\(self.stanza)", "archive-get", name, out + "/br-" + name]) }
                 if (index + round) % 2 == 0 {
-                    fetch[0].seconds.append(try await ts()); fetch[1].seconds.append(try await br())
+                    record(&fetch[0], try await ts()); record(&fetch[1], try await br())
                 } else {
-                    fetch[1].seconds.append(try await br()); fetch[0].seconds.append(try await ts())
+                    record(&fetch[1], try await br()); record(&fetch[0], try await ts())
                 }
                 for prefix in ["ts-", "br-"] {
                     guard FileManager.default.contentsEqual(atPath: out + "/" + prefix + name, andPath: segment) else {
@@ -403,7 +420,8 @@ struct PITRBench {
         for measurement in push + fetch {
             let (low, high) = measurement.spread
             log("  " + measurement.name.padding(toLength: 40, withPad: " ", startingAt: 0)
-                + String(format: " median %7.1f ms  (%.1f-%.1f)", measurement.median * 1000, low * 1000, high * 1000))
+                + String(format: " median %7.1f ms  (%.1f-%.1f)  CPU %.1f ms", measurement.median * 1000, low * 1000, high * 1000,
+                         (measurement.medianCounter("cpu_seconds") ?? 0) * 1000))
         }
         log(String(format: "  stored: tsbackup %.1f %%, pgBackRest %.1f %% of the segments' 16 MB", stored.0 * 100, stored.1 * 100))
         return (push, fetch, stored)
@@ -449,12 +467,23 @@ struct PITRBench {
         try check(result, what)
     }
 
-    func timedProcess(_ executable: String, _ arguments: [String]) async throws -> Double {
+    /// Wall seconds and CPU seconds (user + system, from this process's reaped children).
+    /// Only one child runs at a time here, so the difference is that child's.
+    func timedProcess(_ executable: String, _ arguments: [String]) async throws -> (Double, Double) {
+        let cpuBefore = Self.childrenCPUSeconds()
         let start = ContinuousClock.now
         let result = try await ProcessRunner.run(executable, arguments)
         let seconds = Self.seconds(since: start)
+        let cpu = Self.childrenCPUSeconds() - cpuBefore
         try check(result, (executable as NSString).lastPathComponent + " " + (arguments.first ?? ""))
-        return seconds
+        return (seconds, cpu)
+    }
+
+    static func childrenCPUSeconds() -> Double {
+        var usage = rusage()
+        getrusage(RUSAGE_CHILDREN.rawValue, &usage)
+        func seconds(_ time: timeval) -> Double { Double(time.tv_sec) + Double(time.tv_usec) / 1e6 }
+        return seconds(usage.ru_utime) + seconds(usage.ru_stime)
     }
 
     func waitForPromotion(_ cluster: SandboxCluster, port: Int, pgdata: String) async throws {
