@@ -22,6 +22,10 @@ struct BenchCommand: AsyncParsableCommand {
     @Flag(help: "Only the default-speed comparison on the data-heavy data set (backup defaults vs pg_dump -Fc and compression levels).") var defaultsOnly = false
     @Option(parsing: .upToNextOption, help: "Only the per-chunk cost profile, at these chunk counts (backup phases, manifest size, peak RSS).") var chunkCosts: [Int] = []
     @Flag(help: "Only `tsbackup serve`: GET /api/backups with 1,000 entries under wrk (listing cache off and on), idle RSS, schedule due-to-start latency.") var serve = false
+    @Flag(help: "Only point-in-time recovery against pgBackRest 2.45 and pg_basebackup -Ft -z: base backup time and size, recovery to a time, per-segment push and fetch (an archiving cluster of --pitr-size-mb).") var pitr = false
+    @Option(help: "PITR: the database size to load, in MB (1,080 hourly chunks whatever the size; 1200 for the issue's >= 1 GB).") var pitrSizeMb = 1200
+    @Option(help: "PITR: MB of WAL written after the base backups, replayed by every recovery.") var pitrWalMb = 256
+    @Option(help: "PITR: real segments pushed and fetched per round in the per-segment comparison.") var pitrSegments = 8
     @Flag(help: "Instead of benchmarks: the corruption campaign (byte flips and truncations, each checked by `tsbackup verify`) on local and S3, plain and encrypted repositories.") var corruption = false
     @Option(help: "Corruption campaign: byte flips per repository kind and encryption.") var flips = 200
     @Option(help: "Corruption campaign: truncations per repository kind and encryption.") var truncations = 50
@@ -29,6 +33,7 @@ struct BenchCommand: AsyncParsableCommand {
 
     func validate() throws {
         if quick && full { throw ValidationError("Choose --quick or --full.") }
+        if pitrSizeMb < 50 || pitrWalMb < 16 || pitrSegments < 1 { throw ValidationError("--pitr-size-mb must be at least 50, --pitr-wal-mb at least 16, --pitr-segments at least 1.") }
         if repetitions < 3 { throw ValidationError("--repetitions must be at least 3: a median of fewer runs says little on a shared machine.") }
     }
 
@@ -41,12 +46,16 @@ struct BenchCommand: AsyncParsableCommand {
             if !clean { throw ExitCode(1) }
             return
         }
-        let mode = serve ? "serve" : defaultsOnly ? "defaults" : !chunkCosts.isEmpty ? "chunk-costs" : full ? "full" : "quick"
+        let mode = serve ? "serve" : pitr ? "pitr" : s3Only ? "s3" : defaultsOnly ? "defaults" : !chunkCosts.isEmpty ? "chunk-costs" : full ? "full" : "quick"
         let buildKind = tsbackup.contains("/release/") ? "release" : "debug"
         say("tsbackup benchmark, \(mode) mode, \(buildKind) build of \(tsbackup), \(ProcessInfo.processInfo.activeProcessorCount) cores")
         let started = Date()
         if s3Only {
             try await runS3(started: started, buildKind: buildKind)
+            return
+        }
+        if pitr {
+            try await runPITR(tsbackup: tsbackup, started: started, buildKind: buildKind)
             return
         }
         try await SandboxCluster.with(.init(durable: true, settings: ["max_locks_per_transaction": "512", "shared_buffers": "'256MB'"])) { cluster in
@@ -92,6 +101,22 @@ struct BenchCommand: AsyncParsableCommand {
         try FileManager.default.createDirectory(atPath: output, withIntermediateDirectories: true)
         let stamp = ISO8601DateFormatter().string(from: started).replacingOccurrences(of: ":", with: "")
         let path = "\(output)/bench-s3-\(stamp).json"
+        try Data(try JSONOutput.encode(results).utf8).write(to: URL(fileURLWithPath: path))
+        say("\nAll figures: \(path)  (total \(Int(Date().timeIntervalSince(started))) s)")
+    }
+
+    /// The point-in-time recovery comparison, on an archiving cluster of its own.
+    func runPITR(tsbackup: String, started: Date, buildKind: String) async throws {
+        var results = BenchResults(
+            mode: "pitr", startedAt: started, cores: ProcessInfo.processInfo.activeProcessorCount,
+            memoryBytes: ProcessInfo.processInfo.physicalMemory, postgres: "15", timescaledb: PostgresInstallation.installedTimescaleDBVersion() ?? "",
+            pgDump: "", tsbackupVersion: TSBackupVersion.current, tsbackupBuild: buildKind, repetitions: repetitions)
+        try await PITRBench(tsbackup: tsbackup, sizeMB: pitrSizeMb, walMB: pitrWalMb, pushSegments: pitrSegments,
+                            repetitions: repetitions, log: say).run(into: &results)
+        report(results)
+        try FileManager.default.createDirectory(atPath: output, withIntermediateDirectories: true)
+        let stamp = ISO8601DateFormatter().string(from: started).replacingOccurrences(of: ":", with: "")
+        let path = "\(output)/bench-pitr-\(stamp).json"
         try Data(try JSONOutput.encode(results).utf8).write(to: URL(fileURLWithPath: path))
         say("\nAll figures: \(path)  (total \(Int(Date().timeIntervalSince(started))) s)")
     }

@@ -301,6 +301,67 @@ struct PITRTests {
         await archiving.stop()
     }
 
+    @Test("recover --to-lsn: exactly the rows committed before the position; a target time after the last archived commit is refused (exit 5)")
+    func recoverToLSNAndLateTime() async throws {
+        let archiving = try await PITRCluster.start()
+        do {
+            let database = try await makeMarks(archiving)
+            let base = try await archiving.baseBackup()
+            // The position just past the commit of mark 1, then mark 2 in a later transaction.
+            let lsn = try await archiving.cluster.withSuperuser(database: database) { session in
+                try await session.execute("INSERT INTO marks (n, t) VALUES (1, clock_timestamp())")
+                let lsn = try await session.value("SELECT pg_current_wal_lsn()::text", as: String.self)
+                try await session.execute("INSERT INTO marks (n, t) VALUES (2, clock_timestamp())")
+                return lsn
+            }
+            try await archiving.switchAndWaitForArchive()
+            // Every archived commit happened before this moment (the segment holding the last of
+            // them was archived above), so a target now is after the last archived commit. Asked
+            // before any recovery, so no second timeline is in the archive yet.
+            let late = try await archiving.cluster.withSuperuser { try await $0.value("SELECT clock_timestamp()", as: Date.self) }
+            let iso = ISO8601DateFormatter()
+            iso.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+            let (refused, _, refusedPath) = try await archiving.recover("late", ["--to-time", iso.string(from: late.addingTimeInterval(1))])
+            #expect(refused.exitCode == 5, "\(refused.standardOutput) \(refused.standardError)")
+            #expect(refused.standardError.contains("recoverable window is"))
+            #expect(!FileManager.default.fileExists(atPath: refusedPath))
+
+            let (result, port, _) = try await archiving.recover("lsn", ["--to-lsn", lsn])
+            #expect(result.exitCode == 0, "\(result.standardOutput) \(result.standardError)")
+            let report = try JSONOutput.decode(Recover.Report.self, from: Data(result.standardOutput.utf8))
+            #expect(report.ok && report.baseBackup == base.id)
+            #expect(report.checks.contains { $0.check == "replayed up to target" && $0.ok })
+            let replayed = try #require(report.replayLSN.flatMap { WALPosition($0) })
+            #expect(replayed >= (try #require(WALPosition(lsn))))
+            #expect(try await marks(archiving, port: port) == [1])
+        } catch {
+            await archiving.stop()
+            throw error
+        }
+        await archiving.stop()
+    }
+
+    @Test("base-backup preflight: a role without REPLICATION is refused with exit 3 before anything is written")
+    func baseBackupWithoutReplication() async throws {
+        let archiving = try await PITRCluster.start()
+        do {
+            let role = "noreplication"
+            let password = "pw-\(UUID().uuidString.prefix(12))"
+            try await archiving.cluster.createRole(role, password: password)
+            let result = try await archiving.tsbackup(["base-backup", "--db", archiving.cluster.url(database: "postgres", user: role), "--repo", archiving.repo],
+                                                      environment: ["PGPASSWORD": password])
+            #expect(result.exitCode == 3, "\(result.standardOutput) \(result.standardError)")
+            #expect(result.standardError.contains("REPLICATION"))
+            #expect(!result.standardError.contains(password))
+            let entries = (try? FileManager.default.contentsOfDirectory(atPath: archiving.repo + "/backups")) ?? []
+            #expect(entries.isEmpty, "base-backup left \(entries) in the repository")
+        } catch {
+            await archiving.stop()
+            throw error
+        }
+        await archiving.stop()
+    }
+
     @Test("refusals: archiving off, a target before the base backup, an empty repository")
     func refusals() async throws {
         let cluster = try await SharedCluster.shared.cluster()
