@@ -345,14 +345,15 @@ struct PITRBench {
     /// Plain copies of `count` archived segments of the churn (read back through wal-fetch).
     func fetchSegments(_ cluster: SandboxCluster, tsRepo: String, scratch: String, count: Int) async throws -> [String] {
         let last = try await cluster.withSuperuser { try await $0.value("SELECT last_archived_wal FROM pg_stat_archiver", as: String.self) }
-        guard let lastNumber = WALPosition.segmentNumber(of: last) else { throw SandboxError("bad segment name \(last)") }
+        guard let lastName = WALFileName(last), lastName.isSegment else { throw SandboxError("bad segment name \(last)") }
+        let lastNumber = lastName.segmentNumber(segmentSize: WALFileName.defaultSegmentSize)
         let directory = scratch + "/segments"
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         chmod(directory, 0o755)
         var paths: [String] = []
         // Skip the last few (the marks and switches): the churn before them fills whole segments.
         for number in stride(from: lastNumber - 2, to: lastNumber - 2 - UInt64(count), by: -1) {
-            let name = WALPosition.segmentName(timeline: 1, segment: number)
+            let name = WALFileName(timeline: 1, segmentNumber: number, segmentSize: WALFileName.defaultSegmentSize).name
             let result = try await ProcessRunner.run(tsbackup, ["wal-fetch", name, directory + "/" + name, "--repo", tsRepo])
             try check(result, "tsbackup wal-fetch \(name)")
             chmod(directory + "/" + name, 0o644)
