@@ -21,6 +21,8 @@ struct BenchCommand: AsyncParsableCommand {
     @Flag(help: "Only the S3 throughput comparison with `aws s3 cp --recursive` (moto on loopback).") var s3Only = false
     @Flag(help: "Only the default-speed comparison on the data-heavy data set (backup defaults vs pg_dump -Fc and compression levels).") var defaultsOnly = false
     @Option(parsing: .upToNextOption, help: "Only the per-chunk cost profile, at these chunk counts (backup phases, manifest size, peak RSS).") var chunkCosts: [Int] = []
+    @Option(help: "Only the restore comparison at this many hourly chunks: the documented procedure against tsbackup restore --jobs 2 (and TSBACKUP_BENCH_BEFORE=<binary>), interleaved, verified.") var restoreChunks: Int?
+    @Option(parsing: .upToNextOption, help: "Only the chunk-count points past pg_dump's lock limit (e.g. 20000 50000), on a cluster with PostgreSQL's default lock settings: pg_dump -Fc, tsbackup backup and verified restore, peak RSS.") var scaleChunks: [Int] = []
     @Flag(help: "Instead of benchmarks: the corruption campaign (byte flips and truncations, each checked by `tsbackup verify`) on local and S3, plain and encrypted repositories.") var corruption = false
     @Option(help: "Corruption campaign: byte flips per repository kind and encryption.") var flips = 200
     @Option(help: "Corruption campaign: truncations per repository kind and encryption.") var truncations = 50
@@ -40,7 +42,8 @@ struct BenchCommand: AsyncParsableCommand {
             if !clean { throw ExitCode(1) }
             return
         }
-        let mode = defaultsOnly ? "defaults" : !chunkCosts.isEmpty ? "chunk-costs" : full ? "full" : "quick"
+        let mode = defaultsOnly ? "defaults" : !chunkCosts.isEmpty ? "chunk-costs" : restoreChunks != nil ? "restore-chunks"
+            : !scaleChunks.isEmpty ? "scale-chunks" : full ? "full" : "quick"
         let buildKind = tsbackup.contains("/release/") ? "release" : "debug"
         say("tsbackup benchmark, \(mode) mode, \(buildKind) build of \(tsbackup), \(ProcessInfo.processInfo.activeProcessorCount) cores")
         let started = Date()
@@ -48,7 +51,10 @@ struct BenchCommand: AsyncParsableCommand {
             try await runS3(started: started, buildKind: buildKind)
             return
         }
-        try await SandboxCluster.with(.init(durable: true, settings: ["max_locks_per_transaction": "512", "shared_buffers": "'256MB'"])) { cluster in
+        // The chunk-count points past the lock limit run where pg_dump has PostgreSQL's defaults.
+        let settings = scaleChunks.isEmpty ? ["max_locks_per_transaction": "512", "shared_buffers": "'256MB'"]
+            : ["max_connections": "100", "shared_buffers": "'256MB'"]
+        try await SandboxCluster.with(.init(durable: true, settings: settings)) { cluster in
             let versions = try await cluster.withSuperuser {
                 try await $0.row("SELECT current_setting('server_version'), (SELECT default_version FROM pg_available_extensions WHERE name = 'timescaledb')",
                                  as: (String, String).self)
@@ -64,6 +70,10 @@ struct BenchCommand: AsyncParsableCommand {
                               results: results, log: say)
             if defaultsOnly {
                 try await bench.defaultsScenario()
+            } else if let restoreChunks {
+                try await bench.restoreChunkScenario(restoreChunks)
+            } else if !scaleChunks.isEmpty {
+                try await bench.scaleChunkScenario(scaleChunks)
             } else if !chunkCosts.isEmpty {
                 try await bench.chunkCostScenario(chunkCosts)
             } else {
