@@ -53,7 +53,10 @@ struct BenchCommand: AsyncParsableCommand {
         }
         // The chunk-count points past the lock limit run where pg_dump has PostgreSQL's defaults.
         let settings = scaleChunks.isEmpty ? ["max_locks_per_transaction": "512", "shared_buffers": "'256MB'"]
-            : ["max_connections": "100", "shared_buffers": "'256MB'"]
+            // The lock table is max_locks_per_transaction x (max_connections + worker slots...):
+            // the sandbox's 160 worker slots let pg_dump lock 20,000 chunks (measured), so the
+            // defaults of PostgreSQL (8) and TimescaleDB (16 background workers) too.
+            : ["max_connections": "100", "max_worker_processes": "8", "timescaledb.max_background_workers": "16", "shared_buffers": "'256MB'"]
         try await SandboxCluster.with(.init(durable: true, settings: settings)) { cluster in
             let versions = try await cluster.withSuperuser {
                 try await $0.row("SELECT current_setting('server_version'), (SELECT default_version FROM pg_available_extensions WHERE name = 'timescaledb')",
