@@ -381,15 +381,17 @@ final class Bench {
         return BackupRun(repository: repository, id: summary.id, counters: counters)
     }
 
-    func tsbackupRestore(repository: String, id: String, into: String) async throws -> [String: Double] {
+    func tsbackupRestore(repository: String, id: String, into: String, binary: String? = nil,
+                         onReport: (Restore.Report) -> Void = { _ in }) async throws -> [String: Double] {
         var result: ProcessResult?
         let seconds = try await timed {
-            result = try await ProcessRunner.run("/usr/bin/time", ["-f", "TSBACKUP_MAX_RSS_KB=%M", tsbackup, "restore", id, "--repo", repository,
+            result = try await ProcessRunner.run("/usr/bin/time", ["-f", "TSBACKUP_MAX_RSS_KB=%M", binary ?? tsbackup, "restore", id, "--repo", repository,
                                                                    "--target", cluster.url(database: "postgres"), "--into", into, "--jobs", "2", "--json"],
                                                  environment: environment)
         }
         try check(result!, "tsbackup restore")
         let report = try JSONOutput.decode(Restore.Report.self, from: Data(result!.standardOutput.utf8))
+        onReport(report)
         let procedure = report.steps.filter { $0.name != "preflight" && !$0.name.hasPrefix("verify against the manifest") }.reduce(0) { $0 + $1.seconds }
         var counters: [String: Double] = ["seconds": seconds, "procedure_seconds": procedure]
         counters["max_rss_kb"] = maxRSS(result!.standardError)

@@ -26,6 +26,8 @@ struct BenchCommand: AsyncParsableCommand {
     @Option(help: "PITR: the database size to load, in MB (1,080 hourly chunks whatever the size; 1200 for the issue's >= 1 GB).") var pitrSizeMb = 1200
     @Option(help: "PITR: MB of WAL written after the base backups, replayed by every recovery.") var pitrWalMb = 256
     @Option(help: "PITR: real segments pushed and fetched per round in the per-segment comparison.") var pitrSegments = 8
+    @Option(help: "Only the restore comparison at this many hourly chunks: the documented procedure against tsbackup restore --jobs 2 (and TSBACKUP_BENCH_BEFORE=<binary>), interleaved, verified.") var restoreChunks: Int?
+    @Option(parsing: .upToNextOption, help: "Only the chunk-count points past pg_dump's lock limit (e.g. 20000 50000), on a cluster with PostgreSQL's default lock settings: pg_dump -Fc, tsbackup backup and verified restore, peak RSS.") var scaleChunks: [Int] = []
     @Flag(help: "Instead of benchmarks: the corruption campaign (byte flips and truncations, each checked by `tsbackup verify`) on local and S3, plain and encrypted repositories.") var corruption = false
     @Option(help: "Corruption campaign: byte flips per repository kind and encryption.") var flips = 200
     @Option(help: "Corruption campaign: truncations per repository kind and encryption.") var truncations = 50
@@ -46,7 +48,8 @@ struct BenchCommand: AsyncParsableCommand {
             if !clean { throw ExitCode(1) }
             return
         }
-        let mode = serve ? "serve" : pitr ? "pitr" : s3Only ? "s3" : defaultsOnly ? "defaults" : !chunkCosts.isEmpty ? "chunk-costs" : full ? "full" : "quick"
+        let mode = serve ? "serve" : pitr ? "pitr" : s3Only ? "s3" : defaultsOnly ? "defaults" : !chunkCosts.isEmpty ? "chunk-costs"
+            : restoreChunks != nil ? "restore-chunks" : !scaleChunks.isEmpty ? "scale-chunks" : full ? "full" : "quick"
         let buildKind = tsbackup.contains("/release/") ? "release" : "debug"
         say("tsbackup benchmark, \(mode) mode, \(buildKind) build of \(tsbackup), \(ProcessInfo.processInfo.activeProcessorCount) cores")
         let started = Date()
@@ -58,7 +61,13 @@ struct BenchCommand: AsyncParsableCommand {
             try await runPITR(tsbackup: tsbackup, started: started, buildKind: buildKind)
             return
         }
-        try await SandboxCluster.with(.init(durable: true, settings: ["max_locks_per_transaction": "512", "shared_buffers": "'256MB'"])) { cluster in
+        // The chunk-count points past the lock limit run where pg_dump has PostgreSQL's defaults.
+        let settings = scaleChunks.isEmpty ? ["max_locks_per_transaction": "512", "shared_buffers": "'256MB'"]
+            // The lock table is max_locks_per_transaction x (max_connections + worker slots...):
+            // the sandbox's 160 worker slots let pg_dump lock 20,000 chunks (measured), so the
+            // defaults of PostgreSQL (8) and TimescaleDB (16 background workers) too.
+            : ["max_connections": "100", "max_worker_processes": "8", "timescaledb.max_background_workers": "16", "shared_buffers": "'256MB'"]
+        try await SandboxCluster.with(.init(durable: true, settings: settings)) { cluster in
             let versions = try await cluster.withSuperuser {
                 try await $0.row("SELECT current_setting('server_version'), (SELECT default_version FROM pg_available_extensions WHERE name = 'timescaledb')",
                                  as: (String, String).self)
@@ -76,6 +85,10 @@ struct BenchCommand: AsyncParsableCommand {
                 try await bench.serveScenario()
             } else if defaultsOnly {
                 try await bench.defaultsScenario()
+            } else if let restoreChunks {
+                try await bench.restoreChunkScenario(restoreChunks)
+            } else if !scaleChunks.isEmpty {
+                try await bench.scaleChunkScenario(scaleChunks)
             } else if !chunkCosts.isEmpty {
                 try await bench.chunkCostScenario(chunkCosts)
             } else {

@@ -11,7 +11,7 @@ struct RestoreCommand: AsyncParsableCommand {
             PostgreSQL is not older and offers the backup's TimescaleDB version; needed roles \
             exist; the new database does not). Then the TimescaleDB procedure: CREATE DATABASE, \
             CREATE EXTENSION timescaledb VERSION '<backup's>', timescaledb_pre_restore(), a phased \
-            pg_restore (pre-data; catalog data serially; data and post-data with --jobs), CHECKPOINT, \
+            pg_restore (pre-data; catalog data serially; data and post-data with --jobs), \
             timescaledb_post_restore(), a restart of background workers from a new session, ANALYZE. \
             Then every figure of the manifest is checked in the new database. Any failure drops the \
             new database (kept with --keep-failed) and leaves everything else untouched.
@@ -22,7 +22,8 @@ struct RestoreCommand: AsyncParsableCommand {
             versions; then background workers are restarted and everything is verified again. If \
             the update fails it rolls back: the database stays at the backup's version, verified, \
             and is not promoted. Sessions on the new database run with synchronous_commit off \
-            until a final CHECKPOINT.
+            until a final synchronous WAL flush, which makes the whole restore durable before it \
+            reports success.
             """
     )
 

@@ -75,7 +75,7 @@ struct RestoreUpdateTests {
         let updateStep = try #require(names.firstIndex { $0.hasPrefix("update TimescaleDB") })
         let firstVerify = try #require(names.firstIndex { $0.hasPrefix("verify against the manifest") })
         let secondVerify = try #require(names.firstIndex { $0.hasPrefix("verify again at") })
-        let checkpoint = try #require(names.lastIndex(of: "checkpoint"))
+        let checkpoint = try #require(names.lastIndex(of: "make durable (flush WAL)"))
         #expect(firstVerify < updateStep && updateStep < secondVerify && secondVerify < checkpoint)
         #expect(try await contentDigests(backup.cluster, into) == contentDigests(backup.cluster, backup.database))
     }

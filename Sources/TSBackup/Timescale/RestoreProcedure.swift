@@ -188,7 +188,7 @@ struct RestoreProcedure: Sendable {
     /// ChunkBatchRestore for the batch archives.
     func pgRestore(_ options: [String], phase: String, parallel: Bool = false) async throws -> [String] {
         // The target is a throwaway database until verified; losing its last commits on a crash
-        // costs a rerun, not data. The CHECKPOINT before success makes it durable.
+        // costs a rerun, not data. The final WAL flush before success makes it durable.
         var environment = settings.childProcessEnvironment(options: "-c synchronous_commit=off")
         // The verbose lines are parsed: English whatever the machine's locale.
         environment["LC_MESSAGES"] = "C"
