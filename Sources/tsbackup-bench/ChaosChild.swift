@@ -1,15 +1,29 @@
 import Foundation
+import Synchronization
 import TSBackup
 
-/// A child process the chaos campaign can SIGKILL at any moment: spawned directly (no wrapper
-/// that would outlive it), its output in files, reaped by polling so no thread blocks.
-/// Only the spawned process is killed; its own children (pg_dump, pg_restore, psql,
-/// pg_basebackup) are left running as orphans, as they would be after a real SIGKILL.
-struct ChaosChild: Sendable {
+/// A child process the chaos campaign can SIGKILL at any moment: run through ProcessRunner (whose
+/// swift-subprocess monitor reaps children, so no waitpid of our own), with `sh` writing its pid
+/// and then `exec`-ing the program, so the pid we kill is the program's own. Only that process is
+/// killed; its own children (pg_dump, pg_restore, psql, pg_basebackup) are left running as
+/// orphans, as they would be after a real SIGKILL.
+final class ChaosChild: Sendable {
     let pid: pid_t
-    let outputFile: String
-    let errorFile: String
     let started: ContinuousClock.Instant
+    private let result: ResultBox
+    private let task: Task<Void, Never>
+
+    /// Where the runner's task leaves the outcome.
+    final class ResultBox: Sendable {
+        let value = Mutex<Finished?>(nil)
+    }
+
+    struct Finished: Sendable {
+        var exitCode: Int32?
+        var signal: Int32?
+        var standardOutput: String
+        var standardError: String
+    }
 
     struct Exit: Sendable {
         var exitCode: Int32?
@@ -22,61 +36,59 @@ struct ChaosChild: Sendable {
         var status: String { exitCode.map { "exit \($0)" } ?? signal.map { "signal \($0)" } ?? "unknown" }
     }
 
-    /// Starts `executable` with `arguments` in `directory` (the environment replaced by `environment`).
-    static func spawn(_ executable: String, _ arguments: [String], environment: [String: String], directory: String,
-                      outputFile: String, errorFile: String) throws -> ChaosChild {
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 1, outputFile, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-        posix_spawn_file_actions_addopen(&actions, 2, errorFile, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-        // `cd` then `exec`: the pid we kill is the program's own.
-        let argv = ["/bin/sh", "-c", "cd \"$0\" && exec \"$@\"", directory, executable] + arguments
-        let envp = environment.map { "\($0.key)=\($0.value)" }
-        var cArgv: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]
-        var cEnvp: [UnsafeMutablePointer<CChar>?] = envp.map { strdup($0) } + [nil]
-        defer {
-            for p in cArgv { free(p) }
-            for p in cEnvp { free(p) }
-        }
-        var pid: pid_t = 0
-        let rc = posix_spawn(&pid, "/bin/sh", &actions, nil, &cArgv, &cEnvp)
-        guard rc == 0 else { throw SandboxLikeError("posix_spawn failed: \(String(cString: strerror(rc)))") }
-        return ChaosChild(pid: pid, outputFile: outputFile, errorFile: errorFile, started: .now)
+    private init(pid: pid_t, started: ContinuousClock.Instant, result: ResultBox, task: Task<Void, Never>) {
+        self.pid = pid
+        self.started = started
+        self.result = result
+        self.task = task
     }
 
-    /// The exit status if the process has ended (and reaps it), else nil.
-    func poll() -> (Int32?, Int32?)? {
-        var status: Int32 = 0
-        let rc = waitpid(pid, &status, WNOHANG)
-        guard rc == pid else { return nil }
-        let low = status & 0x7f
-        if low == 0 { return ((status >> 8) & 0xff, nil) }
-        return (nil, low)
+    /// Starts `executable` with `arguments` in `directory` with `environment` (nil removes a variable).
+    static func spawn(_ executable: String, _ arguments: [String], environment: [String: String?], directory: String,
+                      pidFile: String) async throws -> ChaosChild {
+        try? FileManager.default.removeItem(atPath: pidFile)
+        let box = ResultBox()
+        let started = ContinuousClock.now
+        let script = "echo $$ > \"$0\"; cd \"$1\" || exit 1; shift; exec \"$@\""
+        let task = Task {
+            let outcome: Finished
+            do {
+                let run = try await ProcessRunner.run("/bin/sh", ["-c", script, pidFile, directory, executable] + arguments, environment: environment)
+                outcome = Finished(exitCode: run.exitCode, signal: run.signal, standardOutput: run.standardOutput, standardError: run.standardError)
+            } catch {
+                outcome = Finished(exitCode: 127, signal: nil, standardOutput: "", standardError: "could not start \(executable): \(error)")
+            }
+            box.value.withLock { $0 = outcome }
+        }
+        let deadline = ContinuousClock.now + .seconds(60)
+        while true {
+            if let text = try? String(contentsOfFile: pidFile, encoding: .utf8), let pid = pid_t(text.trimmingCharacters(in: .whitespacesAndNewlines)) {
+                return ChaosChild(pid: pid, started: started, result: box, task: task)
+            }
+            if box.value.withLock({ $0 != nil }) || ContinuousClock.now > deadline {
+                return ChaosChild(pid: -1, started: started, result: box, task: task)
+            }
+            try await Task.sleep(for: .milliseconds(2))
+        }
     }
+
+    /// Whether the process has ended.
+    var ended: Bool { result.value.withLock { $0 != nil } }
 
     /// Waits for the end (a hang guard: SIGKILL after `timeout`, reported as `hung`).
     func wait(timeout: Duration) async -> (exit: Exit, hung: Bool) {
         let deadline = ContinuousClock.now + timeout
         var hung = false
-        while true {
-            if let (code, signal) = poll() {
-                return (collect(code, signal), hung)
-            }
+        while !ended {
             if ContinuousClock.now > deadline && !hung {
                 hung = true
-                kill(pid, SIGKILL)
+                if pid > 0 { kill(pid, SIGKILL) }
             }
             try? await Task.sleep(for: .milliseconds(20))
         }
-    }
-
-    func collect(_ code: Int32?, _ signal: Int32?) -> Exit {
-        let seconds = (ContinuousClock.now - started).seconds
-        let output = (try? String(contentsOfFile: outputFile, encoding: .utf8)) ?? ""
-        let error = (try? String(contentsOfFile: errorFile, encoding: .utf8)) ?? ""
-        return Exit(exitCode: code, signal: signal, output: output, error: error, seconds: seconds)
+        let outcome = result.value.withLock { $0 }!
+        return (Exit(exitCode: outcome.exitCode, signal: outcome.signal, output: outcome.standardOutput, error: outcome.standardError,
+                     seconds: (ContinuousClock.now - started).seconds), hung)
     }
 }
 

@@ -205,7 +205,7 @@ actor ChaosCampaign {
             killed = try await killService(operation, tag: tag, delay: delay)
         default:
             let (arguments, directory) = command(operation, tag: tag)
-            let child = try spawn(arguments, directory: directory, tag: tag)
+            let child = try await spawn(arguments, directory: directory, tag: tag)
             killed = await killAfter(child, delay: delay)
             if !killed {
                 let exit = await child.wait(timeout: .seconds(600)).exit
@@ -238,13 +238,11 @@ actor ChaosCampaign {
     func killAfter(_ child: ChaosChild, delay: Double) async -> Bool {
         let deadline = ContinuousClock.now + .seconds(delay)
         while ContinuousClock.now < deadline {
-            if child.poll() != nil {
-                // Reaped: the kill came too late.
-                return false
-            }
+            // Ended: the kill came too late.
+            if child.ended || child.pid <= 0 { return false }
             try? await Task.sleep(for: .milliseconds(5))
         }
-        if child.poll() != nil { return false }
+        if child.ended || child.pid <= 0 { return false }
         kill(child.pid, SIGKILL)
         _ = await child.wait(timeout: .seconds(60))
         return true
@@ -275,10 +273,18 @@ actor ChaosCampaign {
         }
     }
 
-    func spawn(_ arguments: [String], directory: String, tag: String) throws -> ChaosChild {
+    func childEnvironment(_ env: [String: String]) -> [String: String?] {
+        var result: [String: String?] = env.mapValues { Optional($0) }
+        for key in ["PGHOST", "PGPORT", "PGUSER", "PGDATABASE", "PGPASSFILE", "PGSERVICE", "TSBACKUP_REPO", "TSBACKUP_ENCRYPTION_KEY_FILE"] where env[key] == nil {
+            result[key] = .some(nil)
+        }
+        return result
+    }
+
+    func spawn(_ arguments: [String], directory: String, tag: String) async throws -> ChaosChild {
         let toTarget = arguments.first == "restore" || arguments.first == "import-hypertable"
-        return try ChaosChild.spawn(tsbackup, arguments, environment: toTarget ? targetEnvironment : environment, directory: directory,
-                             outputFile: work + "/tmp/\(tag).out", errorFile: work + "/tmp/\(tag).err")
+        return try await ChaosChild.spawn(tsbackup, arguments, environment: childEnvironment(toTarget ? targetEnvironment : environment), directory: directory,
+                                          pidFile: work + "/tmp/\(tag).pid")
     }
 
     /// One unkilled run of `operation` (the warm-up and the run after each kill).
@@ -290,7 +296,7 @@ actor ChaosCampaign {
             return try await serviceNext(operation, tag: tag)
         default:
             let (arguments, directory) = command(operation, tag: tag)
-            let (exit, hung) = await (try spawn(arguments, directory: directory, tag: tag)).wait(timeout: .seconds(900))
+            let (exit, hung) = await (try await spawn(arguments, directory: directory, tag: tag)).wait(timeout: .seconds(900))
             if hung { violation(operation, "the run after the kill hung (killed after 900 s)") }
             return exit
         }
@@ -445,13 +451,13 @@ actor ChaosCampaign {
         var env = environment
         env["CHAOS_PGPASSWORD"] = source.superuserPassword
         env["PGPASSWORD"] = nil
-        let child = try ChaosChild.spawn(tsbackup, ["serve", "--config", config], environment: env, directory: work + "/serve",
-                                         outputFile: work + "/serve/run\(serveRun).out", errorFile: work + "/serve/run\(serveRun).err")
+        let child = try await ChaosChild.spawn(tsbackup, ["serve", "--config", config], environment: childEnvironment(env), directory: work + "/serve",
+                                               pidFile: work + "/serve/run\(serveRun).pid")
         let deadline = ContinuousClock.now + .seconds(120)
         while !canConnect(port: servePort) {
-            if child.poll() != nil || ContinuousClock.now > deadline {
-                kill(child.pid, SIGKILL)
-                let text = (try? String(contentsOfFile: child.errorFile, encoding: .utf8)) ?? ""
+            if child.ended || ContinuousClock.now > deadline {
+                if child.pid > 0 { kill(child.pid, SIGKILL) }
+                let text = await child.wait(timeout: .seconds(30)).exit.error
                 throw SandboxLikeError("tsbackup serve did not start: \(text.suffix(1500))")
             }
             try await Task.sleep(for: .milliseconds(100))
