@@ -184,6 +184,8 @@ actor RestoreRun {
     /// version, verified: it is kept, not dropped.
     var keptAtBackupVersion = false
     var updateDecision: ExtensionUpdate.Decision = .none
+    /// The comment that marks the new database as this run's while it is restored.
+    let marker: InterruptedRuns.Owner
 
     init(request: Restore.Request, manifest: BackupManifest, directory: String, database: String,
          onProgress: (@Sendable (Restore.Progress) -> Void)?) {
@@ -196,6 +198,7 @@ actor RestoreRun {
         let now = Date()
         self.started = now
         self.progress = RestoreProgressReporter(started: now, onProgress: onProgress)
+        self.marker = InterruptedRuns.Owner(kind: .restore, backup: manifest.id)
     }
 
     /// Sessions on the restore target commit without waiting for WAL flushes until the final
@@ -275,6 +278,10 @@ actor RestoreRun {
             let failedStep = report.steps.last(where: { !$0.ok })?.name ?? "preflight"
             var message = failure.message
             if keptAtBackupVersion, let from = manifest.timescaledb?.version {
+                let database = self.database
+                _ = try? await DatabaseSession.with(request.target) { session in
+                    try await session.execute("COMMENT ON DATABASE \(quoteIdentifier(database)) IS NULL")
+                }
                 message += " The database \(database) is kept: restored and verified at TimescaleDB \(from) (the first verification), untouched by the update, which rolled back\(request.promoteTo.map { "; nothing was promoted to \($0)" } ?? ""). Fix the cause, then update it yourself: in a fresh session (psql -X), run ALTER EXTENSION timescaledb UPDATE as its first statement; or drop it."
             } else {
                 let cleanupProblem = await cleanUpAfterFailure()
@@ -364,6 +371,8 @@ actor RestoreRun {
             guard superuser else {
                 throw TSBackupError(.permission, "Role \"\(target.user)\" on \(target.host):\(target.port) is not a superuser. A TimescaleDB restore must set timescaledb.restoring for the new database (timescaledb_pre_restore), load the extension's own catalog tables and sequences, and stop and restart background workers; PostgreSQL allows these only to superusers. Ask an administrator or operator to run the restore, or use `tsbackup import-hypertable` to restore single hypertables as a database owner.")
             }
+            // Databases of restores killed outright (no cleanup code ran) are dropped here, and said so.
+            warnings += try await InterruptedRuns.sweepDatabases(session, server: "\(target.host):\(target.port)")
             if server.majorVersion < manifest.server.majorVersion {
                 throw TSBackupError(.precondition, "Backup \(manifest.id) comes from PostgreSQL \(manifest.server.majorVersion) but the target runs \(server.majorVersion); a dump never restores into an older major version. Restore to a PostgreSQL \(manifest.server.majorVersion) or newer server.")
             }
@@ -500,9 +509,13 @@ actor RestoreRun {
 
     func createDatabase() async throws {
         let database = self.database
+        let marker = self.marker
         try await DatabaseSession.with(serverSettings) { session in
             // template0: the archive recreates everything; a customised template1 would collide.
             try await session.execute("CREATE DATABASE \(quoteIdentifier(database)) TEMPLATE template0")
+            // Marks the database as this run's until it is verified: if this process is killed,
+            // the next restore on this server finds it and drops it (InterruptedRuns).
+            try await session.execute("COMMENT ON DATABASE \(quoteIdentifier(database)) IS \(SQLLiteral.quote(marker.comment))")
         }
         created = true
         // Also for the sessions tsbackup does not open: autovacuum analysing the new tables and
@@ -564,6 +577,9 @@ actor RestoreRun {
                                                    purpose: "reading the WAL position the restore reached")
             try await session.execute("SET synchronous_commit = local")
             try await session.execute("ALTER DATABASE \(quoteIdentifier(database)) RESET synchronous_commit")
+            // Verified: no longer a throwaway a later restore may drop (before any promotion). This
+            // commit waits for its WAL flush too (synchronous_commit = local).
+            try await session.execute("COMMENT ON DATABASE \(quoteIdentifier(database)) IS NULL")
             let flushed = try await session.value("SELECT pg_current_wal_flush_lsn() >= \(restored)::pg_lsn", as: Bool.self,
                                                   purpose: "checking the WAL is flushed past the restore")
             if !flushed {
@@ -785,6 +801,8 @@ actor RestoreRun {
                 try await DatabaseSession.with(target) { session in
                     try await session.execute("ALTER DATABASE \(quoteIdentifier(database)) RESET timescaledb.restoring")
                     try await session.execute("ALTER DATABASE \(quoteIdentifier(database)) RESET synchronous_commit")
+                    // Kept on purpose and named in the error: not a leftover for the next run to drop.
+                    try await session.execute("COMMENT ON DATABASE \(quoteIdentifier(database)) IS NULL")
                     try await session.execute("CHECKPOINT")
                 }
             }

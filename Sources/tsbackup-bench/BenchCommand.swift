@@ -32,6 +32,8 @@ struct BenchCommand: AsyncParsableCommand {
     @Option(help: "Corruption campaign: byte flips per repository kind and encryption.") var flips = 200
     @Option(help: "Corruption campaign: truncations per repository kind and encryption.") var truncations = 50
     @Option(help: "Corruption campaign: the random seed (the same seed repeats the same changes).") var seed: UInt64 = 14
+    @Option(help: "Instead of benchmarks: the kill campaign with this many SIGKILLs of tsbackup at random moments, each followed by the next run and the invariants' checks.") var chaos: Int?
+    @Option(help: "Kill campaign: stop after this many minutes even if fewer kills landed.") var chaosMinutes: Double = 45
 
     func validate() throws {
         if quick && full { throw ValidationError("Choose --quick or --full.") }
@@ -41,6 +43,13 @@ struct BenchCommand: AsyncParsableCommand {
 
     func run() async throws {
         let tsbackup = try siblingExecutable("tsbackup")
+        if let chaos {
+            let clean = try await ChaosRun(tsbackup: tsbackup, kills: chaos, minutes: chaosMinutes, seed: seed, log: { text in
+                FileHandle.standardOutput.write(Data((text + "\n").utf8))
+            }).run()
+            if !clean { throw ExitCode(1) }
+            return
+        }
         if corruption {
             let clean = try await CorruptionRun(tsbackup: tsbackup, flips: flips, truncations: truncations, seed: seed, log: { text in
                 FileHandle.standardOutput.write(Data((text + "\n").utf8))

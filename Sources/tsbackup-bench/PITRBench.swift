@@ -51,7 +51,7 @@ struct PITRBench {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
             try SandboxCluster.handToPostgres(directory)
         }
-        results.datasets["load average at start"] = Self.loadAverage()
+        results.datasets["load average at start"] = Bench.loadAverage()
         let cluster = try await SandboxCluster.start(SandboxCluster.Options(
             durable: true,
             settings: ["shared_buffers": "'256MB'", "max_wal_size": "'4GB'", "archive_command": "'/bin/true'"],
@@ -93,7 +93,7 @@ struct PITRBench {
         log("  archive_command: \(command)")
 
         // MARK: Base backups
-        log("\n== Base backups (\(repetitions) interleaved rounds; load average \(Self.loadAverage()))")
+        log("\n== Base backups (\(repetitions) interleaved rounds; load average \(Bench.loadAverage()))")
         let pgbbRoot = scratch + "/pg_basebackup"
         try FileManager.default.createDirectory(atPath: pgbbRoot, withIntermediateDirectories: true)
         typealias Variant = (name: String, run: () async throws -> [String: Double])
@@ -137,7 +137,7 @@ struct PITRBench {
         log("  target: \(Self.timestamp(target)) (between the commits of marks 1 and 2)")
 
         // MARK: Recoveries
-        log("\n== Recovery to the target time (\(repetitions) interleaved rounds; load average \(Self.loadAverage()))")
+        log("\n== Recovery to the target time (\(repetitions) interleaved rounds; load average \(Bench.loadAverage()))")
         var tsSteps: [String: [Double]] = [:]
         let recoverVariants: [Variant] = [
             ("tsbackup recover --to-time (verified, promoted)", {
@@ -186,11 +186,11 @@ struct PITRBench {
         results.findings.append(.init(scenario: "pitr", name: "tsbackup recover steps (medians, s)", value: nil, text: stepText))
 
         // MARK: Per segment
-        log("\n== One process per 16 MB segment (\(pushSegments) real segments x \(repetitions) rounds; load average \(Self.loadAverage()))")
+        log("\n== One process per 16 MB segment (\(pushSegments) real segments x \(repetitions) rounds; load average \(Bench.loadAverage()))")
         let fetched = try await fetchSegments(cluster, tsRepo: tsRepo, scratch: scratch, count: pushSegments + 1)
         let (push, fetch, stored) = try await perSegment(Array(fetched.dropFirst()), warmUp: fetched[0], cluster: cluster, scratch: scratch)
         results.measurements += push + fetch
-        results.datasets["load average at end"] = Self.loadAverage()
+        results.datasets["load average at end"] = Bench.loadAverage()
 
         // MARK: Table
         func row(_ name: String, _ ours: Measurement, _ theirs: Measurement, unit: String = "s", scale: Double = 1) -> [String] {
@@ -246,7 +246,7 @@ struct PITRBench {
     /// discards this WAL; a VACUUM (hint bits, visibility map) and a CHECKPOINT follow so every
     /// backup reads the same settled files.
     func load(_ cluster: SandboxCluster, database: String) async throws -> String {
-        log("\n== Loading about \(sizeMB) MB of TimescaleDB data (load average \(Self.loadAverage()))")
+        log("\n== Loading about \(sizeMB) MB of TimescaleDB data (load average \(Bench.loadAverage()))")
         let start = ContinuousClock.now
         try await cluster.createDatabase(database)
         let first = 4
@@ -287,7 +287,7 @@ struct PITRBench {
                 let grown = try await session.value("SELECT pg_database_size(current_database())", as: Int64.self)
                 perDevice = max(1, (grown - size) / Int64(batch))
                 size = grown
-                log("    \(devices) devices, \(ByteCount.format(size)) (\(Int(Self.seconds(since: start))) s, load average \(Self.loadAverage()))")
+                log("    \(devices) devices, \(ByteCount.format(size)) (\(Int(Self.seconds(since: start))) s, load average \(Bench.loadAverage()))")
             }
             try await session.execute("VACUUM ANALYZE")
             try await session.execute("CHECKPOINT")
@@ -533,7 +533,7 @@ struct PITRBench {
                 for (key, value) in counters { measured[index].counters[key, default: []].append(value) }
                 let bytes = counters["bytes"].map { "  " + ByteCount.format(Int64($0)) } ?? ""
                 log("  round \(round + 1): " + variants[index].name.padding(toLength: 52, withPad: " ", startingAt: 0)
-                    + String(format: " %7.2f s", seconds) + bytes + "  (load \(Self.loadAverage()))")
+                    + String(format: " %7.2f s", seconds) + bytes + "  (load \(Bench.loadAverage()))")
             }
         }
         for measurement in measured {
@@ -555,11 +555,6 @@ struct PITRBench {
     static func seconds(since start: ContinuousClock.Instant) -> Double {
         let elapsed = ContinuousClock.now - start
         return Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
-    }
-
-    /// The 1, 5 and 15 minute load averages from /proc/loadavg.
-    static func loadAverage() -> String {
-        ((try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8)) ?? "").split(separator: " ").prefix(3).joined(separator: " ")
     }
 
     /// `2026-11-27 09:30:00.123456+00`, what both PostgreSQL and pgBackRest read.

@@ -60,13 +60,13 @@ extension Bench {
                         try check(try await ProcessRunner.run("curl", ["-fsS", "-o", "/dev/null", "-H", "Authorization: Bearer \(token)", url]), "curl")
                     })
                 }
-                let loadBefore = Self.loadAverage()
+                let loadBefore = Self.oneMinuteLoad()
                 let wrk = try await ProcessRunner.run("wrk", ["-t2", "-c4", "-d\(wrkSeconds)s", "--timeout", "60s", "--latency",
                                                               "-H", "Authorization: Bearer \(token)", url])
                 try check(wrk, "wrk")
                 let loaded = Self.rssKB(service.pid)
                 let (rps, p50, p99, requests, errors) = Self.parseWrk(wrk.standardOutput)
-                let load = (loadBefore + Self.loadAverage()) / 2
+                let load = (loadBefore + Self.oneMinuteLoad()) / 2
                 var m = Measurement(scenario: scenario, name: "GET /api/backups, \(count) entries, cache \(cache)", seconds: [p99])
                 m.counters = ["requests_per_second": [rps], "p50_seconds": [p50], "p99_seconds": [p99], "requests": [requests],
                               "errors": [errors], "single_request_seconds": single, "idle_rss_kb": [idle], "rss_after_load_kb": [loaded], "load_average_1m": [load]]
@@ -143,7 +143,7 @@ extension Bench {
         results.measurements.append(Measurement(scenario: "serve", name: "schedule due -> job start", seconds: lateness))
         results.findings.append(Finding(scenario: "serve", name: "schedule due moment -> job start", value: Measurement.median(lateness),
                                         text: "median \(Int(Measurement.median(lateness) * 1000)) ms; runs: " + lateness.map { "\(Int($0 * 1000)) ms" }.joined(separator: ", ")
-                                            + String(format: " (load %.1f)", Self.loadAverage())))
+                                            + String(format: " (load %.1f)", Self.oneMinuteLoad())))
         log("  due -> start: " + lateness.map { "\(Int($0 * 1000)) ms" }.joined(separator: ", "))
     }
 
@@ -184,7 +184,8 @@ extension Bench {
         return 0
     }
 
-    static func loadAverage() -> Double {
+    /// The 1-minute load average alone, to average over a measurement.
+    static func oneMinuteLoad() -> Double {
         Double(((try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8)) ?? "0").split(separator: " ").first ?? "0") ?? 0
     }
 

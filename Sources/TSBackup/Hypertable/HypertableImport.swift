@@ -111,6 +111,8 @@ public enum HypertableImport {
         return try await DatabaseSession.with(request.target) { session in
             var warnings = request.target.warnings
             var skipped: [String] = []
+            // Tables of imports killed outright (no cleanup code ran) are dropped first, and said so.
+            warnings += try await InterruptedRuns.sweepTables(session, database: request.target.database)
             let extensionSchema = try await preflight(request, manifest: manifest, schema: schema, name: name, session: session)
             let psql = try await PostgresTools.locate("psql", minimumMajor: try await ServerInspector(session: session).serverVersion().majorVersion)
             let decompressor = try Compressor.decompressor(for: manifest.compressionProgram)
@@ -123,8 +125,9 @@ public enum HypertableImport {
             defer { local?.remove() }
             let source: DataSource = local.map { .directory($0.directory) } ?? .stream(repository, entry)
 
+            let marker = InterruptedRuns.Owner(kind: .import, backup: manifest.id)
             try await createTable(definition: definition, manifest: manifest, schema: schema, qualified: qualified,
-                                  extensionSchema: extensionSchema, session: session, skipped: &skipped)
+                                  extensionSchema: extensionSchema, session: session, skipped: &skipped, marker: marker)
             do {
                 let loadStarted = Date()
                 try await load(manifest: manifest, source: source, qualified: qualified, display: display,
@@ -132,6 +135,10 @@ public enum HypertableImport {
                 let loadSeconds = Date().timeIntervalSince(loadStarted)
                 let compressionOn = try await finish(definition: definition, manifest: manifest, qualified: qualified, extensionSchema: extensionSchema,
                                                      session: session, skipped: &skipped, warnings: &warnings)
+                // The definition may have set the table's own comment over the marker: keep it
+                // for the end and mark the table again until it is verified.
+                let tableComment = try await session.rows("SELECT obj_description(\(qualified)::regclass, 'pg_class')", as: (String?).self).first ?? nil
+                try await session.execute("COMMENT ON TABLE \(qualified) IS \(SQLLiteral.quote(marker.comment))")
                 let (compression, recompressed) = try await recompress(manifest: manifest, schema: schema, name: name, extensionSchema: extensionSchema,
                                                                        compressionOn: compressionOn, session: session, warnings: &warnings)
 
@@ -141,6 +148,9 @@ public enum HypertableImport {
                     throw ExplainedFailure(TSBackupError(.failed, "The imported table \(display) holds \(rows) rows with content hash \(hash ?? "-"), but export \(manifest.id) recorded \(manifest.rowCount) rows with \(manifest.contentHash). The table was dropped again; run `tsbackup verify \(manifest.id)` and check the target's triggers and defaults."))
                 }
                 try await session.execute("ANALYZE \(qualified)", purpose: "analyzing \(display)")
+                // Verified: the marker goes, the exported comment (if any) comes back.
+                let restoredComment = tableComment.flatMap { $0 == marker.comment ? nil : $0 }.map(SQLLiteral.quote) ?? "NULL"
+                try await session.execute("COMMENT ON TABLE \(qualified) IS \(restoredComment)", purpose: "removing the import's marker from \(display)")
                 return Report(id: manifest.id, target: request.target.displayName, table: display, rows: rows,
                               files: manifest.dataFiles.count, bytes: manifest.dataFiles.reduce(0) { total, file in total + (manifest.files.first { $0.path == file.path }?.bytes ?? 0) },
                               rawBytes: manifest.rawDataBytes, durationSeconds: Date().timeIntervalSince(started), loadSeconds: loadSeconds,
@@ -205,7 +215,8 @@ public enum HypertableImport {
     /// The table, its constraints and its dimensions, in one transaction: either the empty
     /// hypertable exists afterwards, or nothing does.
     static func createTable(definition: TableDefinition, manifest: HypertableManifest, schema: String, qualified: String,
-                            extensionSchema: String, session: DatabaseSession, skipped: inout [String]) async throws {
+                            extensionSchema: String, session: DatabaseSession, skipped: inout [String],
+                            marker: InterruptedRuns.Owner) async throws {
         try await session.execute("BEGIN")
         do {
             try await session.execute("SELECT pg_catalog.set_config('search_path', '', true)")
@@ -243,6 +254,9 @@ public enum HypertableImport {
                                               purpose: "setting the integer now function \(function)")
                 }
             }
+            // Created together with the table: a run killed from here on leaves a marked table
+            // that the next import into this database drops (InterruptedRuns).
+            try await session.execute("COMMENT ON TABLE \(qualified) IS \(SQLLiteral.quote(marker.comment))")
             try await session.execute("COMMIT")
         } catch let error as TSBackupError {
             _ = try? await session.execute("ROLLBACK")

@@ -1,0 +1,98 @@
+import Foundation
+import PostgresNIO
+import Testing
+import TSBackup
+import TSBackupSandbox
+
+/// Issue 14, item 1 (found by `scripts/chaos.sh`): a restore or an import SIGKILLed outright runs
+/// no cleanup code. The half-restored database (in TimescaleDB's restore mode) or half-imported
+/// table must be found and dropped by the next restore or import on that target, which says so.
+/// The kill is made deterministic: the run is held at a known point (a pause seam, a lock), and
+/// its pid is read from the marker comment it put on the object it created.
+@Suite("killed runs: the next restore or import drops what a SIGKILLed one left, and says so")
+struct KilledRunTests {
+    let faults = ServerFaultTests()
+
+    /// The marker comment on a database or table, parsed.
+    func owner(_ cluster: SandboxCluster, database: String = "postgres", _ query: String) async throws -> InterruptedRuns.Owner? {
+        let comment = try await cluster.withSuperuser(database: database) {
+            try await $0.rows("\(unescaped: query)", as: (String?).self).first ?? nil
+        }
+        return comment.flatMap(InterruptedRuns.Owner.parse)
+    }
+
+    func killAndReap(_ pid: Int32) async throws {
+        #expect(kill(pid, SIGKILL) == 0)
+        try await faults.waitUntil("the killed run to be gone") { kill(pid, 0) != 0 }
+    }
+
+    @Test("a restore killed in its data phase: the next restore into the same name drops the leftover and restores")
+    func killedRestore() async throws {
+        try await faults.withSampleCluster { cluster in
+            let scratch = try ScratchDirectory("killed-restore")
+            defer { scratch.remove() }
+            let repository = scratch.path + "/repo"
+            let env = ["PGPASSWORD": cluster.superuserPassword]
+            let backup = try await CLI.run(["backup", "--db", cluster.url(database: "faults"), "--repo", repository, "--json"], environment: env)
+            #expect(backup.exitCode == 0, "\(backup.standardError)")
+            let id = try JSONOutput.decode(BackupManifest.Summary.self, from: Data(backup.standardOutput.utf8)).id
+            let into = "killed_restore"
+            let pause = scratch.path + "/pause"
+            let arguments = ["restore", id, "--repo", repository, "--target", cluster.url(database: "postgres"), "--into", into]
+            let first = Task { try await CLI.run(arguments, environment: env.merging(["TSBACKUP_TEST_PAUSE": "pg_restore data and post-data=\(pause)"]) { $1 }) }
+            try await faults.waitUntil("the restore reaching its data phase") { FileManager.default.fileExists(atPath: pause) }
+            #expect(try await faults.restoreModeDatabases(cluster) == [into])
+            let marked = try #require(try await owner(cluster, "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = '\(into)'"),
+                                      "the new database carries the run's marker")
+            #expect(marked.kind == .restore && marked.backup == id)
+            try await killAndReap(marked.pid)
+            _ = try? await first.value
+            try? FileManager.default.removeItem(atPath: pause)
+            #expect(try await faults.restoreModeDatabases(cluster) == [into], "nothing ran to clean up after SIGKILL")
+
+            let next = try await CLI.run(arguments, environment: env)
+            #expect(next.exitCode == 0, "\(next.standardError)")
+            // The warning is part of the report (stdout) or of the messages (stderr).
+            let said = next.standardOutput + next.standardError
+            #expect(said.contains("Dropped the database \(into)") && said.contains("interrupted restore"), "\(said)")
+            #expect(try await faults.restoreModeDatabases(cluster).isEmpty)
+            #expect(try await owner(cluster, "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = '\(into)'") == nil,
+                    "a verified restore carries no marker")
+            let rows = try await cluster.withSuperuser(database: into) { try await $0.value("SELECT count(*) FROM public.conditions", as: Int64.self) }
+            #expect(rows == Int64(SampleData(.small).expected.conditionsRows))
+        }
+    }
+
+    @Test("an import killed while it loads: the next import of the same table drops the leftover and imports")
+    func killedImport() async throws {
+        try await faults.withSampleCluster { cluster in
+            let scratch = try ScratchDirectory("killed-import")
+            defer { scratch.remove() }
+            let repository = scratch.path + "/repo"
+            let (exported, manifest) = try await exportHypertable(cluster, "faults", table: "public.conditions", repository: repository)
+            let export = try #require(manifest, "\(exported.standardError)")
+            try await cluster.createDatabase("killed_target")
+            let env = ["PGPASSWORD": cluster.superuserPassword]
+            let arguments = ["import-hypertable", export.id, "--repo", repository, "--target", cluster.url(database: "killed_target")]
+            // The load's first row waits for the chunk catalog, after the table was created and committed.
+            let lock = try await faults.holdLock(cluster, database: "killed_target", "LOCK TABLE _timescaledb_catalog.chunk IN EXCLUSIVE MODE")
+            let first = Task { try await CLI.run(arguments, environment: env) }
+            try await faults.waitUntil("the import's load waiting for the chunk catalog") { try await faults.lockWaiters(cluster, "killed_target") > 0 }
+            let marked = try #require(try await owner(cluster, database: "killed_target", "SELECT obj_description('public.conditions'::regclass, 'pg_class')"),
+                                      "the new table carries the run's marker")
+            #expect(marked.kind == .import && marked.backup == export.id)
+            try await killAndReap(marked.pid)
+            lock.cancel()
+            _ = try? await first.value
+
+            let next = try await CLI.run(arguments, environment: env)
+            #expect(next.exitCode == 0, "\(next.standardError)")
+            #expect(next.standardError.contains("Dropped the table public.conditions") && next.standardError.contains("interrupted import"), "\(next.standardError)")
+            let (rows, comment) = try await cluster.withSuperuser(database: "killed_target") {
+                try await $0.row("SELECT (SELECT count(*) FROM public.conditions), obj_description('public.conditions'::regclass, 'pg_class')", as: (Int64, String?).self)
+            }
+            #expect(rows == Int64(SampleData(.small).expected.conditionsRows))
+            #expect(comment.map { InterruptedRuns.Owner.parse($0) == nil } ?? true, "a verified import carries no marker: \(comment ?? "")")
+        }
+    }
+}
