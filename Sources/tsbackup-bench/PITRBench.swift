@@ -134,7 +134,7 @@ struct PITRBench {
         // MARK: Writes after the backups, and the target
         log("\n== Writes to replay (\(walMB) MB of WAL), then the target time")
         let (target, markCheck) = try await writeAndMark(cluster, database: database)
-        log("  target: \(Self.timestamp(target)) (between the commits of marks 1 and 2)")
+        log("  target: \(Recover.timestamp(target)) (between the commits of marks 1 and 2)")
 
         // MARK: Recoveries
         log("\n== Recovery to the target time (\(repetitions) interleaved rounds; load average \(Bench.loadAverage()))")
@@ -144,7 +144,7 @@ struct PITRBench {
                 let pgdata = scratch + "/recovered/ts-\(UUID().uuidString.prefix(8))"
                 let port = try SandboxCluster.freeLoopbackPort()
                 let start = ContinuousClock.now
-                let result = try await ProcessRunner.run(self.tsbackup, ["recover", "--repo", tsRepo, "--to-time", Self.timestamp(target),
+                let result = try await ProcessRunner.run(self.tsbackup, ["recover", "--repo", tsRepo, "--to-time", Recover.timestamp(target),
                                                                          "--pgdata", pgdata, "--port", String(port), "--json"],
                                                          environment: self.environment(cluster))
                 let seconds = Self.seconds(since: start)
@@ -164,7 +164,7 @@ struct PITRBench {
                 try SandboxCluster.handToPostgres(pgdata)
                 let start = ContinuousClock.now
                 try await self.asPostgres(self.pgbackrest, ["--config=\(config)", "--stanza=\(self.stanza)", "--pg1-path=\(pgdata)", "--type=time",
-                                                            "--target=\(Self.timestamp(target))", "--target-action=promote", "restore"], "pgbackrest restore")
+                                                            "--target=\(Recover.timestamp(target))", "--target-action=promote", "restore"], "pgbackrest restore")
                 // The restored configuration is the source's: only the port must differ.
                 let auto = pgdata + "/postgresql.auto.conf"
                 let text = (try? String(contentsOfFile: auto, encoding: .utf8)) ?? ""
@@ -555,16 +555,5 @@ struct PITRBench {
     static func seconds(since start: ContinuousClock.Instant) -> Double {
         let elapsed = ContinuousClock.now - start
         return Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
-    }
-
-    /// `2026-11-27 09:30:00.123456+00`, what both PostgreSQL and pgBackRest read.
-    static func timestamp(_ date: Date) -> String {
-        let formatter = DateFormatter()
-        formatter.locale = Locale(identifier: "en_US_POSIX")
-        formatter.timeZone = TimeZone(identifier: "UTC")
-        formatter.dateFormat = "yyyy-MM-dd HH:mm:ss"
-        let whole = date.timeIntervalSince1970.rounded(.down)
-        let micros = min(999_999, Int(((date.timeIntervalSince1970 - whole) * 1_000_000).rounded(.down)))
-        return formatter.string(from: Date(timeIntervalSince1970: whole)) + String(format: ".%06d+00", micros)
     }
 }

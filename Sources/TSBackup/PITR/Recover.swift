@@ -250,7 +250,7 @@ public enum Recover {
     /// `2026-11-27 09:30:00.123456+00`: what PostgreSQL reads as a timestamptz.
     /// Microseconds are written out exactly (DateFormatter would stop at milliseconds, moving a
     /// target by up to a millisecond).
-    static func timestamp(_ date: Date) -> String {
+    public static func timestamp(_ date: Date) -> String {
         let formatter = DateFormatter()
         formatter.locale = Locale(identifier: "en_US_POSIX")
         formatter.timeZone = TimeZone(identifier: "UTC")
