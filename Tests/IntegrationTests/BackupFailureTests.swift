@@ -163,20 +163,26 @@ struct BackupFailureTests {
         let scratch = try ScratchDirectory("killed")
         defer { scratch.remove() }
         let repository = scratch.path + "/repo"
-        let path = try scratch.fakePgDump("sleep 30")
+        // The fake pg_dump marks that it runs: by then the run has staged its `.partial` entry. Waiting for
+        // that state, not for a duration, keeps the test true on a loaded machine.
+        let marker = scratch.path + "/pg_dump-started"
+        let path = try scratch.fakePgDump("touch \"\(marker)\"; sleep 600")
         let script = """
-            "$TSBACKUP" backup --db "$URL" --repo "$REPO" > /dev/null 2>&1 &
+            "$TSBACKUP" backup --db "$URL" --repo "$REPO" > /dev/null 2> "$LOG" &
             pid=$!
-            for i in $(seq 1 600); do ls "$REPO/backups" 2>/dev/null | grep -q partial && break; sleep 0.1; done
+            for i in $(seq 1 3000); do [ -e "$MARK" ] && break; kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
             kill -9 "$pid"; wait "$pid" 2>/dev/null
             pkill -f "$FAKE" || true
             ls "$REPO/backups"
+            cat "$LOG" >&2
             """
         let killed = try await ProcessRunner.run("bash", ["-c", script], environment: [
             "TSBACKUP": CLI.executable, "URL": cluster.url(database: database), "REPO": repository,
             "FAKE": scratch.path + "/bin/pg_dump", "PGPASSWORD": cluster.superuserPassword,
-            "PATH": path["PATH"]!,
+            "PATH": path["PATH"]!, "MARK": marker, "LOG": scratch.path + "/backup.log",
         ])
+        try #require(FileManager.default.fileExists(atPath: marker),
+                     "the backup never reached pg_dump: \(killed.standardError)")
         #expect(killed.standardOutput.contains(".partial"), "\(killed.standardOutput) \(killed.standardError)")
 
         let list = try await CLI.run(["list", "--repo", repository, "--json"])

@@ -27,13 +27,13 @@ struct SandboxClusterTests {
             "$DEMO" --sandbox-only --days 2 < "$work/in" > "$out" 2>&1 &
             pid=$!
             exec 3> "$work/in"
-            for i in $(seq 1 240); do grep -q 'keeps running' "$out" && break; sleep 0.25; done
+            for i in $(seq 1 2400); do grep -q 'keeps running' "$out" && break; kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
             sed -n 's/.*data directory \\([^,]*\\), port \\([0-9]*\\).*/dir=\\1 port=\\2/p' "$out"
             dir=$(sed -n 's/.*data directory \\([^,]*\\),.*/\\1/p' "$out")
             [ -d "$dir" ] && echo "before=present"
             kill -9 "$pid"
             exec 3>&-
-            for i in $(seq 1 80); do [ -d "$dir" ] || break; sleep 0.25; done
+            for i in $(seq 1 1200); do [ -d "$dir" ] || break; sleep 0.25; done
             [ -d "$dir" ] && echo "after=present" || echo "after=gone"
             rm -rf "$work"
             """
