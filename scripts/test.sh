@@ -14,4 +14,14 @@ if [ "$#" -eq 0 ] && [ "$fuzz_seconds" != 0 ]; then bash scripts/fuzz.sh "$fuzz_
 # Dozens of suites start clusters at once on two cores; a connection may wait longer than the
 # 10 s default. A generous timeout stays a hang guard, not a timing assertion.
 export PGCONNECT_TIMEOUT="${PGCONNECT_TIMEOUT:-60}"
-swift test --skip-build "$@"
+# The full output is long and CI may keep only part of it: on failure, repeat every failed
+# expectation (with its detail lines) at the end, where a truncated log still shows it.
+log="$(mktemp /tmp/tsbackup-test-log.XXXXXX)"
+status=0
+swift test --skip-build "$@" 2>&1 | tee "$log" || status=$?
+if [ "$status" -ne 0 ]; then
+  echo "=== failed expectations (repeated from above) ==="
+  grep -a -A3 -E '✘|error:|Fatal error|fatalError' "$log" | grep -av '^\s*$' | tail -n 200 || true
+fi
+rm -f "$log"
+exit "$status"
