@@ -65,8 +65,10 @@ public final class BackgroundProcess: Sendable {
         (try? String(contentsOfFile: logFile, encoding: .utf8)) ?? ""
     }
 
-    /// Waits until something accepts TCP connections on 127.0.0.1:`port`.
-    public func waitForPort(_ port: Int, timeout: Duration = .seconds(30)) async throws {
+    /// Waits until something accepts TCP connections on 127.0.0.1:`port`. The timeout is a hang
+    /// guard only: moto alone takes over ten seconds to start on an idle machine here, and CI is
+    /// several times slower; a process that exits ends the wait at once.
+    public func waitForPort(_ port: Int, timeout: Duration = .seconds(600)) async throws {
         let deadline = ContinuousClock.now + timeout
         while ContinuousClock.now < deadline {
             if canConnect(port: port) { return }

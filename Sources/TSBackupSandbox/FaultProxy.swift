@@ -89,14 +89,14 @@ public final class FaultProxy: Sendable {
         var request = HTTPClientRequest(url: endpoint.absoluteString + "/__fault__/rule")
         request.method = .PUT
         request.body = .bytes(ByteBuffer(bytes: body))
-        let response = try await HTTPClient.shared.execute(request, timeout: .seconds(10))
+        let response = try await HTTPClient.shared.execute(request, timeout: .seconds(120))
         _ = try await response.body.collect(upTo: 1 << 16)
         guard response.status.code == 200 else { throw SandboxError("the fault proxy refused the rule: \(response.status)") }
     }
 
     public func counters() async throws -> Counters {
         let request = HTTPClientRequest(url: endpoint.absoluteString + "/__fault__/stats")
-        let response = try await HTTPClient.shared.execute(request, timeout: .seconds(10))
+        let response = try await HTTPClient.shared.execute(request, timeout: .seconds(120))
         let body = try await response.body.collect(upTo: 1 << 16)
         return try JSONDecoder().decode(Counters.self, from: Data(body.readableBytesView))
     }

@@ -123,7 +123,7 @@ public final class SandboxCluster: Sendable {
     /// Stops the server (fast shutdown) and deletes the directory. Safe to call twice.
     public func stop() async {
         if FileManager.default.fileExists(atPath: dataDirectory + "/postmaster.pid") {
-            _ = try? await runAsPostgres(binDirectory + "/pg_ctl", ["-D", dataDirectory, "-m", "fast", "-w", "-t", "30", "stop"])
+            _ = try? await runAsPostgres(binDirectory + "/pg_ctl", ["-D", dataDirectory, "-m", "fast", "-w", "-t", "120", "stop"])
         }
         try? FileManager.default.removeItem(atPath: directory)
     }
@@ -131,7 +131,7 @@ public final class SandboxCluster: Sendable {
     /// Stops the server as a crash would (`pg_ctl stop -m immediate`): every backend is killed
     /// without a checkpoint, and the next start runs crash recovery. The directory stays.
     public func stopImmediately() async throws {
-        let result = try await runAsPostgres(binDirectory + "/pg_ctl", ["-D", dataDirectory, "-m", "immediate", "-w", "-t", "60", "stop"])
+        let result = try await runAsPostgres(binDirectory + "/pg_ctl", ["-D", dataDirectory, "-m", "immediate", "-w", "-t", "600", "stop"])
         guard result.succeeded else {
             throw SandboxError("pg_ctl stop -m immediate failed (\(result.statusDescription)): \(result.standardError)")
         }
@@ -196,7 +196,9 @@ public final class SandboxCluster: Sendable {
     }
 
     private func startServer() async throws {
-        let result = try await runAsPostgres(binDirectory + "/pg_ctl", ["-D", dataDirectory, "-l", logFile, "-w", "-t", "60", "start"],
+        // `-t` is a hang guard: a start after `-m immediate` runs crash recovery, and CI starts
+        // clusters for dozens of suites at once on two cores.
+        let result = try await runAsPostgres(binDirectory + "/pg_ctl", ["-D", dataDirectory, "-l", logFile, "-w", "-t", "600", "start"],
                                              environment: serverEnvironment)
         guard result.succeeded else {
             let log = (try? String(contentsOfFile: logFile, encoding: .utf8)) ?? ""

@@ -46,7 +46,7 @@ public final class WebhookReceiver: Sendable {
     }
 
     /// Waits (up to `timeout`, a hang guard) until at least `count` requests arrived.
-    public func waitFor(_ count: Int, timeout: Duration = .seconds(60)) async -> [Received] {
+    public func waitFor(_ count: Int, timeout: Duration = .seconds(600)) async -> [Received] {
         let deadline = ContinuousClock.now + timeout
         while ContinuousClock.now < deadline {
             let all = received()
@@ -100,7 +100,7 @@ public enum LocalHTTP {
         var request = HTTPClientRequest(url: url)
         request.method = .init(rawValue: method)
         if let bearer { request.headers.add(name: "Authorization", value: "Bearer \(bearer)") }
-        let response = try await HTTPClient.shared.execute(request, timeout: .seconds(60))
+        let response = try await HTTPClient.shared.execute(request, timeout: .seconds(300))
         let body = try await response.body.collect(upTo: 64 << 20)
         return (Int(response.status.code), String(buffer: body))
     }

@@ -170,7 +170,7 @@ struct BackupFailureTests {
         let script = """
             "$TSBACKUP" backup --db "$URL" --repo "$REPO" > /dev/null 2> "$LOG" &
             pid=$!
-            for i in $(seq 1 3000); do [ -e "$MARK" ] && break; kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+            for i in $(seq 1 6000); do [ -e "$MARK" ] && break; kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
             kill -9 "$pid"; wait "$pid" 2>/dev/null
             pkill -f "$FAKE" || true
             ls "$REPO/backups"

@@ -133,12 +133,14 @@ struct BackupTests {
         defer { scratch.remove() }
         let repository = scratch.path + "/repo"
 
-        // A writer inserts rows (also into new chunks) until the backup is done.
-        let writer = startConditionsWriter(cluster, database, from: "2026-06-01", step: "hours")
-        try await Task.sleep(for: .milliseconds(300))
+        // A writer inserts rows (also into new chunks) while the backup runs: it has committed
+        // before the backup starts, and commits more after the backup has ended (so some rows are
+        // certainly newer than its snapshot), states waited for rather than times.
+        let writer = ConditionsWriter(cluster, database, from: "2026-06-01", step: "hours")
+        try await writer.waitForBatches(2)
         let result = try await runBackup(cluster, database, repository: repository, ["--jobs", "2"])
-        writer.cancel()
-        let batches = (try? await writer.value) ?? 0
+        try await writer.waitForBatches(writer.committed + 2)
+        let batches = try await writer.stop()
         #expect(result.exitCode == 0, "\(result.standardError)")
         let summary = try JSONOutput.decode(BackupManifest.Summary.self, from: Data(result.standardOutput.utf8))
         let manifest = try backupManifest(repository, summary.id)

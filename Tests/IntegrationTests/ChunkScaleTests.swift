@@ -204,46 +204,52 @@ struct ChunkScaleTests {
             defer { scratch.remove() }
             let repository = scratch.path + "/repo"
 
-            // Writes: more rows into hours 100-199, all committed after the backup's snapshot is
-            // taken (they start once the first chunk batch exists), so none may reach the backup.
-            let started = StartFlag()
-            let writer = Task {
+            // One job: the batches run one after another, oldest chunks first. The run pauses
+            // before its second batch (a test seam): the first is dumped, the snapshot is taken, the
+            // later batches have not started. That moment is waited for, not guessed.
+            let pause = scratch.path + "/pause-before-batch-2"
+            async let running = runBackup(cluster, database, repository: repository, ["--checksums", "--jobs", "1"],
+                                          environment: ["TSBACKUP_TEST_PAUSE": "chunk batch 2 of=\(pause)"])
+            for _ in 0..<6000 where !FileManager.default.fileExists(atPath: pause) {  // a hang guard of ten minutes
+                try await Task.sleep(for: .milliseconds(100))
+            }
+            let paused = FileManager.default.fileExists(atPath: pause)
+            // Writes: more rows into hours 100-199, all committed after the backup's snapshot, so
+            // none may reach the backup; a hundred before the batches go on, the rest while they run.
+            func write(_ rows: Range<Int>) async throws {
                 try await DatabaseSession.with(cluster.settings(database: database)) { session in
-                    while await !started.value && !Task.isCancelled { try await Task.sleep(for: .milliseconds(10)) }
-                    var n = 0
-                    while !Task.isCancelled && n < 2_000 {
+                    for n in rows {
                         try await session.execute("INSERT INTO public.metrics (time, device, value) VALUES (timestamptz '\(Self.epoch)' + make_interval(hours => \(100 + n % 100), mins => 5), 1, 0.5)")
-                        n += 1
                     }
-                    return n
                 }
             }
-            // Retention: once batches run, drop the newest chunks (the batches run oldest first, so
-            // the last ones find chunks gone), five at a time, bounded in time and count.
-            let dropper = Task {
-                try await DatabaseSession.with(cluster.settings(database: database)) { session in
-                    let deadline = ContinuousClock.now + .seconds(60)
-                    while !FileManager.default.fileExists(atPath: try stagedBatch(repository)) {
-                        guard ContinuousClock.now < deadline, !Task.isCancelled else { return 0 }
-                        try await Task.sleep(for: .milliseconds(5))
+            var droppedCount = 0
+            var writer: Task<Void, any Error>?
+            do {
+                if paused {
+                    // Retention drops the newest 60 chunks, five at a time (the last batches find them gone).
+                    droppedCount = try await DatabaseSession.with(cluster.settings(database: database)) { session in
+                        var dropped = 0
+                        var newer = Self.hours - 5
+                        while dropped < 60 {
+                            let rows = try await session.query(PostgresQuery(unsafeSQL:
+                                "SELECT drop_chunks('public.metrics', newer_than => timestamptz '\(Self.epoch)' + interval '\(newer) hours' - interval '1 microsecond')"))
+                            dropped += rows.count
+                            newer -= 5
+                        }
+                        return dropped
                     }
-                    await started.set()
-                    var dropped = 0
-                    var newer = Self.hours - 5
-                    while dropped < 60 && ContinuousClock.now < deadline && !Task.isCancelled {
-                        let rows = try await session.query(PostgresQuery(unsafeSQL:
-                            "SELECT drop_chunks('public.metrics', newer_than => timestamptz '\(Self.epoch)' + interval '\(newer) hours' - interval '1 microsecond')"))
-                        dropped += rows.count
-                        newer -= 5
-                    }
-                    return dropped
+                    try await write(0..<100)
+                    writer = Task { try await write(100..<500) }
                 }
+            } catch {
+                try? FileManager.default.removeItem(atPath: pause)
+                throw error
             }
-            // One job: the batches run one after another, oldest chunks first, while the newest go.
-            let backup = try await runBackup(cluster, database, repository: repository, ["--checksums", "--jobs", "1"])
-            let droppedCount = try await dropper.value
-            writer.cancel()
-            _ = try? await writer.value
+            try? FileManager.default.removeItem(atPath: pause)
+            let backup = try await running
+            try await writer?.value
+            try #require(paused, "the backup never reached its second chunk batch: \(backup.standardError)")
             try #require(backup.exitCode == 0, "\(backup.standardError)")
             #expect(droppedCount > 0)
 
@@ -294,17 +300,4 @@ struct ChunkScaleTests {
             try await target.withSuperuser { try await $0.execute("DROP DATABASE \(quoteIdentifier(into)) WITH (FORCE)") }
         }
     }
-}
-
-/// The first chunk batch's archive inside the backup being written (`backups/<id>.partial/`).
-private func stagedBatch(_ repository: String) throws -> String {
-    let backups = repository + "/backups"
-    let partial = ((try? FileManager.default.contentsOfDirectory(atPath: backups)) ?? []).first { $0.hasSuffix(".partial") }
-    return partial.map { "\(backups)/\($0)/chunks/batch-00001.pgdump" } ?? "/nonexistent"
-}
-
-/// Set once the backup's chunk batches run: the concurrent writer waits for it.
-private actor StartFlag {
-    var value = false
-    func set() { value = true }
 }

@@ -281,11 +281,12 @@ struct HypertableExportTests {
         defer { scratch.remove() }
         let repository = scratch.path + "/repo"
 
-        let writer = startConditionsWriter(cluster, database, from: "2026-01-01", step: "mins")
-        try await Task.sleep(for: .milliseconds(300))
+        // Writes are under way before the export starts and go on after it ended (states, not times).
+        let writer = ConditionsWriter(cluster, database, from: "2026-01-01", step: "mins")
+        try await writer.waitForBatches(2)
         let (exported, manifest) = try await exportHypertable(cluster, database, table: "public.conditions", repository: repository, ["--jobs", "3", "--chunks-per-file", "4"])
-        writer.cancel()
-        let batches = (try? await writer.value) ?? 0
+        try await writer.waitForBatches(writer.committed + 2)
+        let batches = try await writer.stop()
         #expect(exported.exitCode == 0, "\(exported.standardError)")
         let export = try #require(manifest)
         #expect(batches > 1)

@@ -192,7 +192,7 @@ struct PITRStreamingS3Tests {
             let client = try await s3.moto.client(bucket: s3.bucket, create: false)
             defer { Task { try? await client.shutdown() } }
             // Wait for the state (hang guard only): an upload exists and its first part is held.
-            let deadline = ContinuousClock.now + .seconds(300)
+            let deadline = ContinuousClock.now + .seconds(600)
             var uploads: [S3MultipartUploadInfo] = []
             while true {
                 uploads = try await client.listMultipartUploads(prefix: "prod/db/backups/")

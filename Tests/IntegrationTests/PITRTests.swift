@@ -61,13 +61,13 @@ struct PITRCluster {
     func switchAndWaitForArchive(_ database: String = "postgres") async throws {
         try await cluster.withSuperuser(database: database) { session in
             let segment = try await session.value("SELECT pg_walfile_name(pg_switch_wal())", as: String.self)
-            let deadline = ContinuousClock.now + .seconds(120)
+            let deadline = ContinuousClock.now + .seconds(600)
             while ContinuousClock.now < deadline {
                 let last = try await session.value("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver", as: String.self)
                 if last >= segment { return }
                 try await Task.sleep(for: .milliseconds(200))
             }
-            Issue.record("segment \(segment) was not archived within 120 s")
+            Issue.record("segment \(segment) was not archived within 600 s (a hang guard)")
         }
     }
 
@@ -183,7 +183,7 @@ struct PITRTests {
                 try await session.execute("INSERT INTO marks (n, t) VALUES (3, clock_timestamp())")
                 return try await session.value("SELECT pg_walfile_name(pg_switch_wal())", as: String.self)
             }
-            let deadline = ContinuousClock.now + .seconds(120)
+            let deadline = ContinuousClock.now + .seconds(600)  // a hang guard
             while ContinuousClock.now < deadline {
                 let last = try await archiving.onRecovered(port: firstPort, database: "postgres") {
                     try await $0.value("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver", as: String.self)

@@ -34,6 +34,10 @@ struct RepositoryGuardTests {
         var env = s3.environment(cluster)
         env["PATH"] = fake["PATH"]
         env["TSBACKUP_TEST_LEASE_GATE"] = gate
+        // moto evaluates If-Match and the write non-atomically, so both takeovers may be stored; the
+        // read-back after the settle time tells them apart. On a loaded machine the two runs leave
+        // the gate seconds apart: a long settle keeps the later write inside the earlier run's window.
+        env["TSBACKUP_S3_LEASE_SETTLE_SECONDS"] = "15"
         let arguments = ["backup", "--db", cluster.url(database: database), "--repo", s3.repository]
         let environment = env
         let ended = EndedRuns()
@@ -45,13 +49,13 @@ struct RepositoryGuardTests {
         let first = Task { try await run() }
         let second = Task { try await run() }
         var waiting = 0
-        for _ in 0..<3000 {
+        for _ in 0..<6000 {  // hang guards of ten minutes
             waiting = (try FileManager.default.contentsOfDirectory(atPath: gate)).filter { $0.hasPrefix("stale-") }.count
             if waiting == 2 { break }
             try await Task.sleep(for: .milliseconds(100))
         }
         FileManager.default.createFile(atPath: gate + "/go", contents: Data())
-        for _ in 0..<3000 where await ended.count == 0 { try await Task.sleep(for: .milliseconds(100)) }
+        for _ in 0..<6000 where await ended.count == 0 { try await Task.sleep(for: .milliseconds(100)) }
         FileManager.default.createFile(atPath: letGo, contents: nil)
         let results = [try await first.value, try await second.value]
         try #require(waiting == 2, "both runs must have read the stale lease: \(results.map(\.standardError))")
@@ -70,20 +74,39 @@ struct RepositoryGuardTests {
         let (cluster, database) = try await makeSampleDatabase("s3lost")
         let s3 = try await S3Sandbox.make("lost")
         defer { s3.remove() }
-        let fake = try s3.scratch.fakePgDump("sleep 12; exit 1")
+        // The fake pg_dump marks that it runs (the run holds the lease and has staged its entry)
+        // and runs until the test lets it go, so the run is still renewing when the lease is taken
+        // over, however slow the machine (a fixed `sleep` could end first and test nothing).
+        let started = s3.scratch.path + "/pg_dump-started"
+        let letGo = s3.scratch.path + "/let-pg_dump-go"
+        let fake = try s3.scratch.fakePgDump("""
+            touch "\(started)"
+            i=0; while [ ! -e "\(letGo)" ] && [ $i -lt 3000 ]; do sleep 0.2; i=$((i+1)); done; exit 1
+            """)
         var env = s3.environment(cluster)
         env["PATH"] = fake["PATH"]
         env["TSBACKUP_S3_LEASE_SECONDS"] = "3"  // renewed every second
         let backup = Task { try await CLI.run(["backup", "--db", cluster.url(database: database), "--repo", s3.repository], environment: env) }
-        var started = false
-        for _ in 0..<1200 where !started {
-            started = try await s3.keys().contains { $0.hasSuffix("/run.json") }
-            if !started { try await Task.sleep(for: .milliseconds(100)) }
+        defer { FileManager.default.createFile(atPath: letGo, contents: nil) }
+        for _ in 0..<6000 where !FileManager.default.fileExists(atPath: started) {  // a hang guard of ten minutes
+            try await Task.sleep(for: .milliseconds(100))
         }
-        try #require(started, "the backup never started its entry")
+        try #require(FileManager.default.fileExists(atPath: started), "the backup never reached pg_dump")
         // Another run takes the lease over (as if this one had stalled past its expiry).
         let other = Self.lease(host: "elsewhere", pid: 4242, expires: Date().addingTimeInterval(3600))
         try await s3.put("lock", other)
+        // Wait for the run's next renewal, a conditional PUT of the lease that moto refuses (412,
+        // in its request log), or for the lease to change (a renewal that overwrote it): either
+        // way the run has acted on the takeover before it is let go.
+        let refusedRenewal = "\"PUT /\(s3.bucket)/prod/db/lock HTTP/1.1\" 412"
+        var acted = false
+        for _ in 0..<6000 where !acted {  // a hang guard of ten minutes
+            let current = try await s3.get("lock")
+            acted = s3.moto.log().contains(refusedRenewal) || current != other
+            if !acted { try await Task.sleep(for: .milliseconds(100)) }
+        }
+        try #require(acted, "the run never tried to renew the lease after the takeover")
+        FileManager.default.createFile(atPath: letGo, contents: nil)
         let result = try await backup.value
         #expect(result.exitCode == 1, "the fake pg_dump fails the run: \(result.standardError)")
         #expect(try await s3.get("lock") == other, "the new holder's lease is neither renewed over nor deleted")

@@ -252,7 +252,7 @@ struct RepositoryS3Tests {
         let script = """
             "$TSBACKUP" backup --db "$URL" --repo "$REPO" > /dev/null 2>&1 &
             pid=$!
-            for i in $(seq 1 3000); do [ -e "$MARK" ] && break; sleep 0.1; done
+            for i in $(seq 1 6000); do [ -e "$MARK" ] && break; sleep 0.1; done
             kill -9 "$pid"; wait "$pid" 2>/dev/null
             pkill -f "$FAKE" || true
             """
@@ -317,16 +317,18 @@ struct RepositoryS3Tests {
         let (cluster, database) = try await makeSampleDatabase("s3renew")
         let s3 = try await S3Sandbox.make("renew")
         defer { s3.remove() }
-        // A twenty-second lease and a pg_dump that runs until the test lets it go: only renewal keeps
+        // A forty-second lease and a pg_dump that runs until the test lets it go: only renewal keeps
         // the lease alive. The test waits for states (the clock past the first expiry and a renewed
         // lease in the bucket), never for a fixed time, so a loaded machine only makes it slower.
+        // The length is the slack a renewal (every third of it) has before gc would find the lease
+        // expired: 27 s for a late renewal on a loaded machine, where 20 s left 13.
         let letGo = s3.scratch.path + "/let-pg_dump-go"
         let fake = try s3.scratch.fakePgDump("""
             i=0; while [ ! -e "\(letGo)" ] && [ $i -lt 3000 ]; do sleep 0.2; i=$((i+1)); done; exit 1
             """)
         var env = s3.environment(cluster)
         env["PATH"] = fake["PATH"]
-        env["TSBACKUP_S3_LEASE_SECONDS"] = "20"
+        env["TSBACKUP_S3_LEASE_SECONDS"] = "40"
         let backup = Task { try await CLI.run(["backup", "--db", cluster.url(database: database), "--repo", s3.repository], environment: env) }
         defer { FileManager.default.createFile(atPath: letGo, contents: nil) }
         struct Lease: Decodable { var expires: Date }
@@ -335,7 +337,7 @@ struct RepositoryS3Tests {
             return (try? JSONOutput.decode(Lease.self, from: data))?.expires
         }
         var started = false
-        for _ in 0..<3000 where !started {
+        for _ in 0..<6000 where !started {  // a hang guard of ten minutes
             started = try await s3.keys().contains { $0.hasSuffix("/run.json") }
             if !started { try await Task.sleep(for: .milliseconds(100)) }
         }
@@ -348,7 +350,7 @@ struct RepositoryS3Tests {
         }
         try #require(renewed, "the lease was never renewed past its first expiry")
         var gcEnvironment = s3.environment()
-        gcEnvironment["TSBACKUP_S3_LEASE_SECONDS"] = "20"
+        gcEnvironment["TSBACKUP_S3_LEASE_SECONDS"] = "40"
         let gc = try await CLI.run(["repo", "gc", "--repo", s3.repository], environment: gcEnvironment)
         #expect(gc.exitCode == 5, "\(gc.standardOutput) \(gc.standardError)")
         #expect(gc.standardError.contains("in use by"))

@@ -265,7 +265,7 @@ struct RestoreTests {
         #expect(try await contentDigests(backup.cluster, live) == contentDigests(backup.cluster, backup.database))
         // The scheduler runs under the new name.
         var running = false
-        for _ in 0..<40 where !running {
+        for _ in 0..<2400 where !running {  // a hang guard of ten minutes
             running = try await backup.cluster.withSuperuser {
                 try await $0.value("SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE backend_type = 'TimescaleDB Background Worker Scheduler' AND datname = \(live))", as: Bool.self)
             }

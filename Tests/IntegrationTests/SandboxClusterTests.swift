@@ -33,7 +33,7 @@ struct SandboxClusterTests {
             [ -d "$dir" ] && echo "before=present"
             kill -9 "$pid"
             exec 3>&-
-            for i in $(seq 1 1200); do [ -d "$dir" ] || break; sleep 0.25; done
+            for i in $(seq 1 2400); do [ -d "$dir" ] || break; sleep 0.25; done
             [ -d "$dir" ] && echo "after=present" || echo "after=gone"
             rm -rf "$work"
             """

@@ -52,7 +52,7 @@ import TSBackupService
             let process = try await BackgroundProcess.start(
                 name: "serve", command: [CLI.executable, "serve", "--config", work + "/serve.yaml"],
                 environment: ["SERVE_TEST_PGPASSWORD": cluster.superuserPassword, "PGPASSWORD": "", "PGHOST": ""], directory: directory)
-            try await process.waitForPort(port, timeout: .seconds(60))
+            try await process.waitForPort(port, timeout: .seconds(600))
             return Service(process: process, port: port, work: work)
         }
 
@@ -64,7 +64,7 @@ import TSBackupService
                 request.headers.add(name: "Content-Type", value: "application/json")
                 request.body = .bytes(ByteBuffer(string: body))
             }
-            let response = try await HTTPClient.shared.execute(request, timeout: .seconds(60))
+            let response = try await HTTPClient.shared.execute(request, timeout: .seconds(300))
             let data = Data(buffer: try await response.body.collect(upTo: 16 << 20))
             return (Int(response.status.code), try? JSONSerialization.jsonObject(with: data))
         }
@@ -84,7 +84,7 @@ import TSBackupService
         /// SIGTERM, then waits for the process to exit by itself (no KILL: the test is that it does).
         func terminate() async throws {
             kill(process.pid, SIGTERM)
-            let deadline = ContinuousClock.now + .seconds(300)
+            let deadline = ContinuousClock.now + .seconds(600)
             while process.isRunning {
                 guard ContinuousClock.now < deadline else { throw SandboxError("tsbackup serve did not exit after SIGTERM") }
                 try await Task.sleep(for: .milliseconds(200))
@@ -192,7 +192,7 @@ import TSBackupService
         let tarPath = work + "/download.tar"
         var request = HTTPClientRequest(url: service.base + "/api/backups/\(entryID)/download")
         request.headers.add(name: "Authorization", value: "Bearer \(Self.tokens["alice"]!)")
-        let response = try await HTTPClient.shared.execute(request, timeout: .seconds(300))
+        let response = try await HTTPClient.shared.execute(request, timeout: .seconds(600))
         #expect(response.status.code == 200)
         #expect(response.headers.first(name: "Content-Type") == "application/x-tar")
         _ = FileManager.default.createFile(atPath: tarPath, contents: nil)
@@ -302,7 +302,7 @@ import TSBackupService
 
         // Wait until pg_dump itself runs (a child process of the service) and waits for the
         // lock (its read of the sequence), with the entry staged in the repository.
-        let deadline = ContinuousClock.now + .seconds(300)
+        let deadline = ContinuousClock.now + .seconds(600)
         while true {
             let waiting = try await cluster.withSuperuser(database: busyDB) {
                 try await $0.value("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE '%blocker_seq%' AND query NOT LIKE 'ALTER SEQUENCE%'", as: Int64.self)
@@ -318,7 +318,7 @@ import TSBackupService
         // SIGTERM; once the queue has cancelled its jobs the lock is let go, so statements waiting
         // on it can end too (waiting for that state, not for a time, keeps the order under load).
         kill(service.process.pid, SIGTERM)
-        let stopDeadline = ContinuousClock.now + .seconds(300)
+        let stopDeadline = ContinuousClock.now + .seconds(600)
         while !service.process.log().contains("job queue stopping") && ContinuousClock.now < stopDeadline {
             try await Task.sleep(for: .milliseconds(100))
         }
@@ -361,7 +361,7 @@ import TSBackupService
         try await Self.holdingBlocker(cluster, dbname, id: 2) { release in
         let (_, queued) = try await service.request(.POST, "/api/databases/metrics/backups", as: "alice")
         jobID = try #require((queued as? [String: Any])?["id"] as? Int)
-        let deadline = ContinuousClock.now + .seconds(300)
+        let deadline = ContinuousClock.now + .seconds(600)
         while true {
             let waitingDump = try await cluster.withSuperuser(database: dbname) {
                 try await $0.value("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'", as: Int64.self)

@@ -24,8 +24,8 @@ struct ServerFaultTests {
         }
     }
 
-    /// Polls `condition` every 100 ms; a hang guard of `seconds`.
-    func waitUntil(_ what: String, seconds: Int = 120, _ condition: () async throws -> Bool) async throws {
+    /// Polls `condition` every 100 ms; a hang guard of `seconds` (ten minutes: CI is slow).
+    func waitUntil(_ what: String, seconds: Int = 600, _ condition: () async throws -> Bool) async throws {
         let deadline = ContinuousClock.now + .seconds(seconds)
         while try await !condition() {
             guard ContinuousClock.now < deadline else { throw SandboxError("hang guard: \(what) did not happen within \(seconds) s") }
@@ -165,8 +165,9 @@ struct ServerFaultTests {
             // Chunk creation inserts into the chunk catalog: the load's first row waits here, after
             // the table and the hypertable were created and committed.
             let lock = try await holdLock(cluster, database: "faults_target", "LOCK TABLE _timescaledb_catalog.chunk IN EXCLUSIVE MODE")
-            // A hang guard around the command itself: see the known issue below.
-            async let run = ProcessRunner.run("timeout", ["--signal=KILL", "240", CLI.executable, "import-hypertable", export.id, "--repo", repository,
+            // A hang guard around the command itself: see the known issue below. Fifteen minutes:
+            // a slow import on a loaded machine must not be mistaken for the hang.
+            async let run = ProcessRunner.run("timeout", ["--signal=KILL", "900", CLI.executable, "import-hypertable", export.id, "--repo", repository,
                                                           "--target", cluster.url(database: "faults_target"), "--json"],
                                               environment: ["PGPASSWORD": cluster.superuserPassword, "HOME": NSTemporaryDirectory()])
             try await waitUntil("the import's load waiting for the chunk catalog") { try await lockWaiters(cluster, "faults_target") > 0 }
@@ -239,12 +240,12 @@ struct ServerFaultTests {
             try await cluster.withSuperuser { session in
                 _ = try await session.execute("CREATE TABLESPACE tiny LOCATION '\(tiny)'")
                 // An autovacuum worker may be in template0 for a moment (SQLSTATE 55006, "being
-                // accessed by other users"): try again for up to a minute, a hang guard.
-                for attempt in 1...60 {
+                // accessed by other users"): try again for up to ten minutes, a hang guard.
+                for attempt in 1...600 {
                     do {
                         _ = try await session.execute("ALTER DATABASE template0 SET TABLESPACE tiny")
                         break
-                    } catch where attempt < 60 {
+                    } catch where attempt < 600 {
                         try await Task.sleep(for: .seconds(1))
                     }
                 }

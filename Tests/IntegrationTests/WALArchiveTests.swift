@@ -50,7 +50,7 @@ struct ArchivingCluster {
 
     /// Polls pg_stat_archiver until `segment` (or a later one) is archived; the timeout is a hang
     /// guard only.
-    func waitUntilArchived(_ segment: String, timeout: Duration = .seconds(120)) async throws {
+    func waitUntilArchived(_ segment: String, timeout: Duration = .seconds(600)) async throws {
         let deadline = ContinuousClock.now + timeout
         while ContinuousClock.now < deadline {
             if let last = try await archiver().lastArchived, last >= segment { return }
@@ -62,7 +62,7 @@ struct ArchivingCluster {
     }
 
     /// Polls until archive_command has failed at least `count` times.
-    func waitUntilFailed(atLeast count: Int64, timeout: Duration = .seconds(120)) async throws {
+    func waitUntilFailed(atLeast count: Int64, timeout: Duration = .seconds(600)) async throws {
         let deadline = ContinuousClock.now + timeout
         while ContinuousClock.now < deadline {
             if try await archiver().failed >= count { return }

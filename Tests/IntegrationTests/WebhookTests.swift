@@ -10,11 +10,13 @@ struct WebhookTests {
                                     since: Date(timeIntervalSince1970: 1_800_000_000), at: Date(timeIntervalSince1970: 1_800_000_060),
                                     message: "Backup of metrics failed: cannot connect.", jobID: "42")
 
+    // The receiver's targets get a timeout of five minutes, a hang guard: an attempt that timed
+    // out on a loaded machine would be one more attempt than the tests count.
     @Test("a notification is retried after 5xx answers until delivered, with the same signed body")
     func retriesUntilDelivered() async throws {
         let receiver = try await WebhookReceiver.start(statuses: [500, 503])
         defer { Task { await receiver.stop() } }
-        let notifier = WebhookNotifier(targets: [WebhookTarget(url: receiver.url, secret: "s3cret", attempts: 4, retryDelay: 0.05)])
+        let notifier = WebhookNotifier(targets: [WebhookTarget(url: receiver.url, secret: "s3cret", attempts: 4, retryDelay: 0.05, timeout: 300)])
         let deliveries = await notifier.deliver(Self.event)
         #expect(deliveries.count == 1)
         #expect(deliveries.first?.delivered == true)
@@ -42,7 +44,7 @@ struct WebhookTests {
     func boundedRetries() async throws {
         let receiver = try await WebhookReceiver.start(statuses: Array(repeating: 500, count: 10))
         defer { Task { await receiver.stop() } }
-        let notifier = WebhookNotifier(targets: [WebhookTarget(url: receiver.url, attempts: 3, retryDelay: 0.05)])
+        let notifier = WebhookNotifier(targets: [WebhookTarget(url: receiver.url, attempts: 3, retryDelay: 0.05, timeout: 300)])
         let deliveries = await notifier.deliver(Self.event)
         #expect(deliveries.first?.delivered == false)
         #expect(deliveries.first?.attempts == 3)
@@ -56,7 +58,9 @@ struct WebhookTests {
         defer { Task { await receiver.stop() } }
         let closedPort = try SandboxCluster.freeLoopbackPort()
         let notifier = WebhookNotifier(targets: [
-            WebhookTarget(url: receiver.url, attempts: 4, retryDelay: 0.05),
+            WebhookTarget(url: receiver.url, attempts: 4, retryDelay: 0.05, timeout: 300),
+            // The default timeout here: the HTTP client tries a refused connection again until
+            // the request's timeout, so this target's attempts each last that long.
             WebhookTarget(url: "http://127.0.0.1:\(closedPort)/hook?token=secret", attempts: 2, retryDelay: 0.05),
         ])
         let deliveries = await notifier.deliver(Self.event)
@@ -72,7 +76,7 @@ struct WebhookTests {
     func eventFilterAndBackground() async throws {
         let receiver = try await WebhookReceiver.start()
         defer { Task { await receiver.stop() } }
-        let notifier = WebhookNotifier(targets: [WebhookTarget(url: receiver.url, events: [.recovery], retryDelay: 0.05)])
+        let notifier = WebhookNotifier(targets: [WebhookTarget(url: receiver.url, events: [.recovery], retryDelay: 0.05, timeout: 300)])
         await notifier.post(Self.event)
         var recovery = Self.event
         recovery.event = .recovery

@@ -338,10 +338,11 @@ struct S3XMLTests {
         await budget.acquire(6)
         await budget.acquire(4)
         let waiter = Task { try await budget.withBytes(5) { await budget.bytesInUse } }
-        var spins = 0
-        while await budget.waitingCount == 0 && spins < 10_000 {
-            await Task.yield()
-            spins += 1
+        // Wait for the waiter to queue (a state); the bound is a hang guard of ten minutes, not a
+        // count of yields, which a loaded machine running hundreds of tests at once could exhaust.
+        let deadline = ContinuousClock.now + .seconds(600)
+        while await budget.waitingCount == 0 && ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(1))
         }
         #expect(await budget.waitingCount == 1, "a 5-byte request must wait while 10 of 10 are held")
         await budget.release(4)

@@ -123,8 +123,9 @@ struct SchedulerTests {
         let store = MemoryScheduleStore()
         let (scheduler, enqueued) = make(store, [ScheduledTask(database: "m", kind: .backup, schedule: try CronSchedule.parse("@every 1s"))])
         let loop = Task { await scheduler.run() }
-        // Hang guard only: wait until two runs were enqueued.
-        let deadline = ContinuousClock.now + .seconds(60)
+        // Hang guard only (ten minutes: the suite runs hundreds of tests at once): wait until two
+        // runs were enqueued.
+        let deadline = ContinuousClock.now + .seconds(600)
         while enqueued.all.count < 2 && ContinuousClock.now < deadline {
             try await Task.sleep(for: .milliseconds(50))
         }

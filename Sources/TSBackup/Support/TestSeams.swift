@@ -22,28 +22,30 @@ enum TestSeams {
     }
 
     /// `TSBACKUP_TEST_LEASE_GATE=<dir>`: a run about to take over a stale S3 lease first creates
-    /// `<dir>/stale-<pid>`, then waits (up to two minutes) until `<dir>/go` exists. A test holds
-    /// two runs there, so both have read the same stale lease before either replaces it.
+    /// `<dir>/stale-<pid>`, then waits (a hang guard of ten minutes: the other run may be slow to
+    /// get there on a loaded machine) until `<dir>/go` exists. A test holds two runs there, so
+    /// both have read the same stale lease before either replaces it.
     static func leaseTakeoverGate(environment: [String: String] = ProcessInfo.processInfo.environment) async throws {
         guard let directory = environment["TSBACKUP_TEST_LEASE_GATE"], !directory.isEmpty else { return }
         FileManager.default.createFile(atPath: directory + "/stale-\(getpid())", contents: Data())
-        for _ in 0..<1200 where !FileManager.default.fileExists(atPath: directory + "/go") {
+        for _ in 0..<6000 where !FileManager.default.fileExists(atPath: directory + "/go") {
             try await Task.sleep(for: .milliseconds(100))
         }
     }
 }
 
 extension TestSeams {
-    /// `TSBACKUP_TEST_PAUSE=<step>=<file>`: when a restore step whose name starts with `<step>`
-    /// begins, the run creates `<file>` and waits until the test removes it, so a test can act on
-    /// the server (take a lock, stop it) at that exact moment. A hang guard gives up after 300 s.
+    /// `TSBACKUP_TEST_PAUSE=<step>=<file>`: when a restore step, or a backup's chunk batch ("chunk
+    /// batch <n> of <schema.table>"), whose name starts with `<step>` begins, the run creates
+    /// `<file>` and waits until the test removes it, so a test can act on the server (take a lock,
+    /// stop it, drop chunks) at that exact moment. A hang guard gives up after ten minutes.
     static func pauseIfAsked(atStep name: String, environment: [String: String] = ProcessInfo.processInfo.environment) async {
         guard let value = environment["TSBACKUP_TEST_PAUSE"], let separator = value.firstIndex(of: "=") else { return }
         let step = String(value[..<separator])
         let file = String(value[value.index(after: separator)...])
         guard !step.isEmpty, !file.isEmpty, name.hasPrefix(step) else { return }
         FileManager.default.createFile(atPath: file, contents: Data(name.utf8))
-        for _ in 0..<3000 where FileManager.default.fileExists(atPath: file) {
+        for _ in 0..<6000 where FileManager.default.fileExists(atPath: file) {
             try? await Task.sleep(for: .milliseconds(100))
         }
     }

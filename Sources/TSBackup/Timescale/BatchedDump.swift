@@ -56,6 +56,7 @@ struct BatchedDump: Sendable {
 
     /// One batch, retried when a chunk disappears between finding it and locking it.
     func dump(_ batch: ChunkBatchPlan.Batch) async throws -> BatchResult {
+        await TestSeams.pauseIfAsked(atStep: "chunk batch \(batch.number) of \(batch.hypertable)")
         var lastError: (any Error)?
         for _ in 1...max(1, request.maxAttempts) {
             do {

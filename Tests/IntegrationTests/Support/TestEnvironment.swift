@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import TSBackup
 import TSBackupSandbox
 
@@ -61,21 +62,73 @@ enum CLI {
     }
 }
 
-/// Inserts batches of 20 rows into `public.conditions` (also into new chunks, since `step` moves
-/// on with every batch) until cancelled; returns how many batches committed.
-func startConditionsWriter(_ cluster: SandboxCluster, _ database: String, from start: String, step: String) -> Task<Int, any Error> {
-    Task {
-        try await DatabaseSession.with(cluster.settings(database: database)) { session in
-            var n = 0
-            while !Task.isCancelled {
-                n += 1
-                try await session.execute("""
-                    INSERT INTO public.conditions (time, device_id, temperature)
-                    SELECT timestamptz '\(start)' + make_interval(\(step) => \(n) * 7 + g), 1 + g % 4, \(n)
-                    FROM generate_series(1, 20) g
-                    """)
+/// A session that inserts batches of 20 rows into `public.conditions` (also into new chunks, since
+/// `step` moves on with every batch) until stopped, and counts the batches it committed.
+///
+/// Tests wait for its counts (states), never for a time: ``waitForBatches(_:)`` before the run
+/// under test, so writes are under way however slowly the machine starts the writer; and again
+/// after it, so rows are certainly committed after the run's snapshot.
+final class ConditionsWriter: Sendable {
+    private struct State {
+        var committed = 0
+        var stop = false
+        var failure: String?
+    }
+    /// Shared with the writing task (a `Mutex` cannot be copied into it).
+    private final class Shared: Sendable {
+        let state = Mutex(State())
+    }
+    private let shared: Shared
+    private let task: Task<Void, Never>
+
+    init(_ cluster: SandboxCluster, _ database: String, from start: String, step: String) {
+        let shared = Shared()
+        self.shared = shared
+        task = Task {
+            do {
+                try await DatabaseSession.with(cluster.settings(database: database)) { session in
+                    var n = 0
+                    // A flag, not cancellation: the statement in flight always completes.
+                    while !shared.state.withLock({ $0.stop }) {
+                        n += 1
+                        try await session.execute("""
+                            INSERT INTO public.conditions (time, device_id, temperature)
+                            SELECT timestamptz '\(start)' + make_interval(\(step) => \(n) * 7 + g), 1 + g % 4, \(n)
+                            FROM generate_series(1, 20) g
+                            """)
+                        shared.state.withLock { $0.committed = n }
+                    }
+                }
+            } catch {
+                shared.state.withLock { $0.failure = "\(error)" }
             }
-            return n
         }
+    }
+
+    /// A test that throws before ``stop()`` still ends the writer.
+    deinit { shared.state.withLock { $0.stop = true } }
+
+    /// Batches committed so far.
+    var committed: Int { shared.state.withLock { $0.committed } }
+
+    /// Waits until at least `count` batches have committed; a hang guard of ten minutes.
+    func waitForBatches(_ count: Int) async throws {
+        let deadline = ContinuousClock.now + .seconds(600)
+        while true {
+            let (committed, failure) = shared.state.withLock { ($0.committed, $0.failure) }
+            if let failure { throw SandboxError("the conditions writer failed: \(failure)") }
+            if committed >= count { return }
+            guard ContinuousClock.now < deadline else { throw SandboxError("hang guard: the conditions writer committed \(committed) of \(count) batches") }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+    }
+
+    /// Stops after the statement in flight; returns how many batches committed.
+    func stop() async throws -> Int {
+        shared.state.withLock { $0.stop = true }
+        await task.value
+        let (committed, failure) = shared.state.withLock { ($0.committed, $0.failure) }
+        if let failure { throw SandboxError("the conditions writer failed: \(failure)") }
+        return committed
     }
 }
