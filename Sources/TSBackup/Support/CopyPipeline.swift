@@ -81,12 +81,7 @@ enum CopyPipeline {
     /// STDIN); returns the number of rows psql reports.
     static func load(psql: String, environment: [String: String?], command: String,
                      decompressor: [String], inputPath: String, what: String) async throws -> Int64 {
-        let pipe: (readEnd: FileDescriptor, writeEnd: FileDescriptor)
-        do {
-            pipe = try FileDescriptor.pipe()
-        } catch {
-            throw TSBackupError(.failed, "Could not create a pipe for loading \(what): \(error).")
-        }
+        let pipe = try loadPipe(what)
         do {
             async let decompressed = Subprocess.run(
                 .path(FilePath(decompressor[0])), arguments: Arguments(Array(decompressor.dropFirst()) + [inputPath]),
@@ -99,17 +94,9 @@ enum CopyPipeline {
                 input: .fileDescriptor(pipe.readEnd, closeAfterSpawningProcess: true),
                 output: .string(limit: 64 << 10), error: .string(limit: 1 << 20))
             let (unpacked, psqlRun) = try await (decompressed, loaded)
-            guard exitCode(psqlRun.terminationStatus) == 0 else {
-                throw TSBackupError(.failed, "psql could not load \(what) (\(describe(psqlRun.terminationStatus))): \((psqlRun.standardError ?? "").singleLine(limit: 500)).")
-            }
-            guard exitCode(unpacked.terminationStatus) == 0 else {
-                throw TSBackupError(.failed, "\(decompressor[0]) could not read \(inputPath) (\(describe(unpacked.terminationStatus))): \((unpacked.standardError ?? "").singleLine(limit: 300)). The file is damaged; run `tsbackup verify`.")
-            }
-            let output = (psqlRun.standardOutput ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
-            guard output.hasPrefix("COPY "), let rows = Int64(output.dropFirst("COPY ".count)) else {
-                throw TSBackupError(.failed, "psql loaded \(what) but did not report a row count (it printed \"\(output.singleLine(limit: 100))\").")
-            }
-            return rows
+            return try loadedRows(psql: (psqlRun.terminationStatus, psqlRun.standardOutput, psqlRun.standardError),
+                                  decompressor: (unpacked.terminationStatus, unpacked.standardError),
+                                  decompressorFailure: "\(decompressor[0]) could not read \(inputPath)", what: what)
         } catch let error as SubprocessError {
             throw TSBackupError(.failed, "psql or \(decompressor[0]) failed for \(what): \(error). Check that both are installed and executable.")
         }
@@ -122,12 +109,7 @@ enum CopyPipeline {
     /// error (psql may have loaded a part: the caller undoes the load).
     static func loadStreaming(psql: String, environment: [String: String?], command: String, decompressor: [String], what: String,
                               source: @escaping @Sendable (_ write: @Sendable (Data) async throws -> Void) async throws -> Void) async throws -> Int64 {
-        let pipe: (readEnd: FileDescriptor, writeEnd: FileDescriptor)
-        do {
-            pipe = try FileDescriptor.pipe()
-        } catch {
-            throw TSBackupError(.failed, "Could not create a pipe for loading \(what): \(error).")
-        }
+        let pipe = try loadPipe(what)
         do {
             async let loaded = Subprocess.run(
                 .path(FilePath(psql)), arguments: ["-X", "-v", "ON_ERROR_STOP=1", "-c", command],
@@ -152,20 +134,40 @@ enum CopyPipeline {
             }
             let psqlRun = try await loaded
             if let failure = unpacked.closureResult { throw failure }
-            guard exitCode(psqlRun.terminationStatus) == 0 else {
-                throw TSBackupError(.failed, "psql could not load \(what) (\(describe(psqlRun.terminationStatus))): \((psqlRun.standardError ?? "").singleLine(limit: 500)).")
-            }
-            guard exitCode(unpacked.terminationStatus) == 0 else {
-                throw TSBackupError(.failed, "\(decompressor[0]) could not decompress \(what) (\(describe(unpacked.terminationStatus))): \((unpacked.standardError ?? "").singleLine(limit: 300)). The file is damaged; run `tsbackup verify`.")
-            }
-            let output = (psqlRun.standardOutput ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
-            guard output.hasPrefix("COPY "), let rows = Int64(output.dropFirst("COPY ".count)) else {
-                throw TSBackupError(.failed, "psql loaded \(what) but did not report a row count (it printed \"\(output.singleLine(limit: 100))\").")
-            }
-            return rows
+            return try loadedRows(psql: (psqlRun.terminationStatus, psqlRun.standardOutput, psqlRun.standardError),
+                                  decompressor: (unpacked.terminationStatus, unpacked.standardError),
+                                  decompressorFailure: "\(decompressor[0]) could not decompress \(what)", what: what)
         } catch let error as SubprocessError {
             throw TSBackupError(.failed, "psql or \(decompressor[0]) failed for \(what): \(error). Check that both are installed and executable.")
         }
+    }
+
+    /// The pipe that joins a load's decompressor to psql.
+    private static func loadPipe(_ what: String) throws -> (readEnd: FileDescriptor, writeEnd: FileDescriptor) {
+        do {
+            return try FileDescriptor.pipe()
+        } catch {
+            throw TSBackupError(.failed, "Could not create a pipe for loading \(what): \(error).")
+        }
+    }
+
+    /// Both loads' outcome once psql and the decompressor have ended: psql's failure first (it
+    /// names the row at fault), then the decompressor's (`decompressorFailure` says what it could
+    /// not do), then the row count from psql's "COPY n".
+    private static func loadedRows(psql: (status: TerminationStatus, output: String?, error: String?),
+                                   decompressor: (status: TerminationStatus, error: String?),
+                                   decompressorFailure: String, what: String) throws -> Int64 {
+        guard exitCode(psql.status) == 0 else {
+            throw TSBackupError(.failed, "psql could not load \(what) (\(describe(psql.status))): \((psql.error ?? "").singleLine(limit: 500)).")
+        }
+        guard exitCode(decompressor.status) == 0 else {
+            throw TSBackupError(.failed, "\(decompressorFailure) (\(describe(decompressor.status))): \((decompressor.error ?? "").singleLine(limit: 300)). The file is damaged; run `tsbackup verify`.")
+        }
+        let output = (psql.output ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
+        guard output.hasPrefix("COPY "), let rows = Int64(output.dropFirst("COPY ".count)) else {
+            throw TSBackupError(.failed, "psql loaded \(what) but did not report a row count (it printed \"\(output.singleLine(limit: 100))\").")
+        }
+        return rows
     }
 
     private static var teardown: PlatformOptions {

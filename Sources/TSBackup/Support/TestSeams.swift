@@ -35,17 +35,18 @@ enum TestSeams {
 }
 
 extension TestSeams {
-    /// `TSBACKUP_TEST_PAUSE=<step>=<file>`: when a restore step, or a backup's chunk batch ("chunk
-    /// batch <n> of <schema.table>"), whose name starts with `<step>` begins, the run creates
-    /// `<file>` and waits until the test removes it, so a test can act on the server (take a lock,
-    /// stop it, drop chunks) at that exact moment. A hang guard gives up after ten minutes.
+    /// The steps that can pause: a restore's, and each chunk batch of a backup, named "chunk batch
+    /// <n> of <schema.table>" (a test drops chunks there).
+    /// `TSBACKUP_TEST_PAUSE=<step>=<file>`: when a restore step whose name starts with `<step>`
+    /// begins, the run creates `<file>` and waits until the test removes it, so a test can act on
+    /// the server (take a lock, stop it) at that exact moment. A hang guard gives up after 300 s.
     static func pauseIfAsked(atStep name: String, environment: [String: String] = ProcessInfo.processInfo.environment) async {
         guard let value = environment["TSBACKUP_TEST_PAUSE"], let separator = value.firstIndex(of: "=") else { return }
         let step = String(value[..<separator])
         let file = String(value[value.index(after: separator)...])
         guard !step.isEmpty, !file.isEmpty, name.hasPrefix(step) else { return }
         FileManager.default.createFile(atPath: file, contents: Data(name.utf8))
-        for _ in 0..<6000 where FileManager.default.fileExists(atPath: file) {
+        for _ in 0..<3000 where FileManager.default.fileExists(atPath: file) {
             try? await Task.sleep(for: .milliseconds(100))
         }
     }
