@@ -7,8 +7,10 @@ import PostgresNIO
 struct RestoreVerification: Sendable {
     let manifest: BackupManifest
     let settings: ConnectionSettings
-    /// How long to wait for the TimescaleDB scheduler to appear.
-    var schedulerWait: Duration = .seconds(20)
+    /// How long to wait for the TimescaleDB scheduler to appear. The wait ends as soon as it runs;
+    /// the bound only decides how long a restore whose scheduler never starts takes to say so, and
+    /// a loaded server can take well over 20 s to start a background worker.
+    var schedulerWait: Duration = .seconds(120)
 
     typealias Check = Restore.Report.Check
 
