@@ -122,4 +122,48 @@ struct ChunkScaleMemoryTests {
             return
         }
     }
+
+    static func manifest(chunks count: Int) -> BackupManifest {
+        let (_, chunks) = Self.listing(chunks: count)
+        let started = Date(timeIntervalSince1970: 1_795_000_000)
+        var manifest = BackupManifest(
+            id: "20261127T150000Z", label: "scale \"test\" / é", status: .complete, error: nil, startedAt: started, finishedAt: started,
+            durationSeconds: 12.5, tsbackupVersion: TSBackupVersion.current,
+            source: .init(host: "127.0.0.1", port: 5432, database: "chunks", user: "postgres"),
+            server: .init(version: "15.20", versionNumber: 150020, majorVersion: 15),
+            pgDump: .init(path: "/usr/lib/postgresql/15/bin/pg_dump", version: "pg_dump (PostgreSQL) 15.20", majorVersion: 15),
+            timescaledb: .init(version: "2.19.3", catalogVersion: "2.19.3", license: "apache", schema: "public"),
+            extensions: [], hypertables: [], plainTables: [], jobs: [], chunkTables: chunks, databaseBytes: 1 << 30,
+            format: .directory, jobsUsed: 2, checksums: false, compression: 2, archive: "dump", rolesFile: "roles.sql",
+            rolesSource: "pg_dumpall", files: [], warnings: ["a warning with \"quotes\"\nand a newline"], retries: [])
+        manifest.files = (0..<(count + 3)).map {
+            .init(path: "dump/\($0 + 4000).dat.gz", bytes: Int64($0 * 37), sha256: FileSystem.sha256(of: Data("\($0)".utf8)))
+        }
+        manifest.phaseSeconds = ["dump": 1.25, "archive check": 0.5]
+        return manifest
+    }
+
+    @Test("a large backup manifest written without the encoder's tree is byte for byte the encoder's text")
+    func splicedManifest() throws {
+        let large = Self.manifest(chunks: 2_000)
+        #expect(try large.canonicalJSON() == JSONOutput.encodeData(large))
+        // Below the threshold, and with a name the encoder escapes, the encoder writes it all.
+        let small = Self.manifest(chunks: 20)
+        #expect(try small.canonicalJSON() == JSONOutput.encodeData(small))
+        var odd = large
+        odd.chunkTables[7] = "_timescaledb_internal.\"odd\\name\""
+        #expect(try odd.canonicalJSON() == JSONOutput.encodeData(odd))
+        // A label that holds a placeholder's text cannot mislead the splice.
+        var tricky = large
+        tricky.label = BackupManifest.chunkTablesPlaceholder
+        #expect(try tricky.canonicalJSON() == JSONOutput.encodeData(tricky))
+        // Stored and read back: the same manifest.
+        let stored = try ManifestChecksum.stored(large)
+        guard case .checked(let content) = ManifestChecksum.open(stored) else {
+            Issue.record("a stored large manifest must check")
+            return
+        }
+        #expect(try JSONOutput.decode(BackupManifest.self, from: content) == large)
+    }
 }
+

@@ -39,7 +39,8 @@ enum ManifestChecksum {
 
     /// The stored text of `manifest`: its JSON encoding with the checksum first and its copy last.
     static func stored<Manifest: Encodable>(_ manifest: Manifest) throws -> Data {
-        var canonical = try JSONOutput.encodeData(manifest)
+        // A backup's manifest writes its per-chunk lists without the encoder's tree (same bytes).
+        var canonical = try (manifest as? BackupManifest)?.canonicalJSON() ?? JSONOutput.encodeData(manifest)
         canonical.append(UInt8(ascii: "\n"))
         return try stamped(canonical)
     }
