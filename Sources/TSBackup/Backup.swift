@@ -228,9 +228,9 @@ public enum Backup {
             // Two independent child processes: run them side by side.
             async let rolesSource = RoleDump.write(to: staging + "/roles.sql", plan: plan, settings: request.settings, session: session)
             let missing = try await phase("archive check") {
-                let contents = try await ChunkBatchRun.combinedContents(main: Archive.list(archivePath, pgRestore: plan.pgRestore),
-                                                                        manifest: manifest, directory: staging, pgRestore: plan.pgRestore)
-                return contents.missingTimescaleEntries(chunks: manifest.chunkTables, timescaleInstalled: survey.timescaledb != nil)
+                try await Archive.missingTimescaleEntries(ChunkBatchRun.archives(main: archivePath, manifest: manifest, directory: staging),
+                                                          pgRestore: plan.pgRestore, chunks: manifest.chunkTables,
+                                                          timescaleInstalled: survey.timescaledb != nil)
             }
             let rolesWait = Date()
             manifest.rolesSource = try await rolesSource

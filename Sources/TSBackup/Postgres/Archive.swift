@@ -11,6 +11,21 @@ public enum Archive {
         }
         return ArchiveContents(listing: result.standardOutput)
     }
+
+    /// The completeness check of the backup (``ArchiveCompleteness``) over the tables of contents
+    /// of `paths` together, each streamed from `pg_restore --list` and never held whole: what is
+    /// missing, empty when complete.
+    public static func missingTimescaleEntries(_ paths: [String], pgRestore: PostgresTool, chunks: [String],
+                                               timescaleInstalled: Bool) async throws -> [String] {
+        var check = ArchiveCompleteness(chunks: chunks, timescaleInstalled: timescaleInstalled)
+        for path in paths {
+            let result = try await ProcessRunner.runStreamingOutput(pgRestore.path, ["--list", path]) { check.take(line: $0) }
+            guard result.succeeded else {
+                throw TSBackupError(.failed, "pg_restore cannot read the archive \(path) (\(result.statusDescription)): \(result.standardError.singleLine(limit: 400)). The archive is damaged or incomplete.")
+            }
+        }
+        return check.missing
+    }
 }
 
 /// The roles a database needs, captured beside every backup: TimescaleDB stores job owners as

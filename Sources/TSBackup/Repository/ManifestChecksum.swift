@@ -39,32 +39,60 @@ enum ManifestChecksum {
 
     /// The stored text of `manifest`: its JSON encoding with the checksum first and its copy last.
     static func stored<Manifest: Encodable>(_ manifest: Manifest) throws -> Data {
-        try stamped(JSONOutput.encode(manifest) + "\n")
+        // A backup's manifest writes its per-chunk lists without the encoder's tree (same bytes).
+        var canonical = try (manifest as? BackupManifest)?.canonicalJSON() ?? JSONOutput.encodeData(manifest)
+        canonical.append(UInt8(ascii: "\n"))
+        return try stamped(canonical)
     }
 
     /// `canonical` (a JSON object as JSONOutput encodes it, with a final newline) with the two
-    /// checksum lines added.
+    /// checksum lines added. Works on the bytes around the members, without splitting the text
+    /// into lines: a manifest of 50,000 chunks has hundreds of thousands of them.
     static func stamped(_ canonical: String) throws -> Data {
-        var lines = canonical.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
+        try stamped(Data(canonical.utf8))
+    }
+
+    static func stamped(_ bytes: Data) throws -> Data {
+        let open = Array("{\n".utf8), close = Array("\n}\n".utf8)
         // "{", at least one member line, "}", "" (the final newline).
-        guard lines.count >= 4, lines.first == "{", lines[lines.count - 2] == "}", lines.last == "" else {
+        guard bytes.count > open.count + close.count, bytes.starts(with: open), bytes.suffix(close.count).elementsEqual(close) else {
             throw TSBackupError(.failed, "Internal error: a manifest did not encode as a JSON object on lines of its own; it was not stored.")
         }
-        let hex = FileSystem.sha256(of: Data(canonical.utf8))
-        lines[lines.count - 3] += ","
-        lines.insert("  \"\(copyKey)\" : \"\(hex)\"", at: lines.count - 2)
-        lines.insert("  \"\(key)\" : \"\(hex)\",", at: 1)
-        return Data(lines.joined(separator: "\n").utf8)
+        let hex = FileSystem.sha256(of: bytes)
+        var stored = Data()
+        stored.reserveCapacity(bytes.count + 2 * (hex.utf8.count + 40))
+        stored += open
+        stored += Array("  \"\(key)\" : \"\(hex)\",\n".utf8)
+        stored += bytes[(bytes.startIndex + open.count)..<(bytes.endIndex - close.count)]
+        stored += Array(",\n  \"\(copyKey)\" : \"\(hex)\"".utf8)
+        stored += close
+        return stored
     }
 
     /// Checks stored manifest text (already decrypted) against the checksum it carries. Works on
-    /// bytes, not characters, so that no byte is normalized or merged ("\r\n") before hashing.
+    /// bytes, not characters, so that no byte is normalized or merged ("\r\n") before hashing;
+    /// and on line boundaries, not on a copy of every line, so a large manifest reads quickly.
     static func open(_ stored: Data) -> Outcome {
         let newline = UInt8(ascii: "\n")
-        var lines = Array(stored).split(separator: newline, omittingEmptySubsequences: false).map(Array.init)
-        let header = lines.count > 1 ? value(of: key, in: lines[1], comma: true) : nil
-        let copyIndex = lines.count - 3
-        let copy = copyIndex > 1 ? value(of: copyKey, in: lines[copyIndex], comma: false) : nil
+        let bytes = [UInt8](stored)
+        // Line i spans starts[i] ..< ends[i]; the text has one line more than newlines.
+        var ends: [Int] = []
+        bytes.withUnsafeBufferPointer { buffer in
+            guard let base = buffer.baseAddress else { return }
+            var offset = 0
+            while offset < buffer.count, let found = memchr(base + offset, Int32(newline), buffer.count - offset) {
+                let index = base.distance(to: found.assumingMemoryBound(to: UInt8.self))
+                ends.append(index)
+                offset = index + 1
+            }
+        }
+        ends.append(bytes.count)
+        let lineCount = ends.count
+        func line(_ index: Int) -> ArraySlice<UInt8> { bytes[(index == 0 ? 0 : ends[index - 1] + 1)..<ends[index]] }
+
+        let header = lineCount > 1 ? value(of: key, in: line(1), comma: true) : nil
+        let copyIndex = lineCount - 3
+        let copy = copyIndex > 1 ? value(of: copyKey, in: line(copyIndex), comma: false) : nil
         if header == nil, copy == nil {
             if stored.range(of: Data(key.utf8)) != nil {
                 return .corrupt(reason: "its checksum lines are damaged")
@@ -75,24 +103,30 @@ enum ManifestChecksum {
         guard let copy else { return .corrupt(reason: "the copy of its checksum (the last key) is missing or damaged; the checksum (the first key) is intact") }
         guard header == copy else { return .corrupt(reason: "its checksum and the checksum's copy differ") }
         // The canonical text: both lines out, and the comma added before the copy.
-        guard lines[copyIndex - 1].last == UInt8(ascii: ",") else { return .corrupt(reason: "the line before its checksum's copy is damaged") }
-        lines[copyIndex - 1].removeLast()
-        lines.remove(at: copyIndex)
-        lines.remove(at: 1)
-        let canonical = Data(lines.joined(separator: [newline]))
-        guard FileSystem.sha256(of: canonical) == header else {
+        guard line(copyIndex - 1).last == UInt8(ascii: ",") else { return .corrupt(reason: "the line before its checksum's copy is damaged") }
+        var canonical: [UInt8] = []
+        canonical.reserveCapacity(bytes.count)
+        var first = true
+        for index in 0..<lineCount where index != 1 && index != copyIndex {
+            if !first { canonical.append(newline) }
+            first = false
+            let text = line(index)
+            canonical += index == copyIndex - 1 ? text.dropLast() : text
+        }
+        let content = Data(canonical)
+        guard FileSystem.sha256(of: content) == header else {
             return .corrupt(reason: "its content differs from the SHA-256 it carries")
         }
-        return .checked(content: canonical)
+        return .checked(content: content)
     }
 
     /// The hex of a checksum line `  "<name>" : "<64 hex>"` (with a trailing comma when `comma`).
-    private static func value(of name: String, in line: [UInt8], comma: Bool) -> String? {
+    private static func value(of name: String, in line: ArraySlice<UInt8>, comma: Bool) -> String? {
         let prefix = Array("  \"\(name)\" : \"".utf8)
         let suffix = Array((comma ? "\"," : "\"").utf8)
         guard line.count == prefix.count + 64 + suffix.count,
               line.starts(with: prefix), Array(line.suffix(suffix.count)) == suffix else { return nil }
-        let hex = line[prefix.count..<(prefix.count + 64)]
+        let hex = line.dropFirst(prefix.count).prefix(64)
         guard hex.allSatisfy({ (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) || (UInt8(ascii: "a")...UInt8(ascii: "f")).contains($0) }) else { return nil }
         return String(decoding: hex, as: UTF8.self)
     }

@@ -3,10 +3,16 @@ import Foundation
 /// The JSON tsbackup prints and stores: pretty, keys sorted, so output diffs cleanly.
 public enum JSONOutput {
     public static func encode<T: Encodable>(_ value: T) throws -> String {
+        String(decoding: try encodeData(value), as: UTF8.self)
+    }
+
+    /// The same encoding as bytes, without the copy into a String (a large manifest's text is
+    /// megabytes).
+    public static func encodeData<T: Encodable>(_ value: T) throws -> Data {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
         encoder.dateEncodingStrategy = .iso8601
-        return String(decoding: try encoder.encode(value), as: UTF8.self)
+        return try encoder.encode(value)
     }
 
     public static func decode<T: Decodable>(_ type: T.Type, from data: Data) throws -> T {

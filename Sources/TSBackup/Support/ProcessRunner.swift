@@ -98,3 +98,60 @@ extension ProcessRunner {
         }
     }
 }
+
+extension ProcessRunner {
+    /// Runs a program handing each line of its standard output to `onOutputLine` as it arrives,
+    /// without collecting it: `pg_restore --list` of an archive with tens of thousands of chunks
+    /// prints tens of megabytes. A line is handed over as its bytes (without the "\n"), valid
+    /// only during the call; lines are split here with memchr, since a line-by-line String
+    /// sequence cost more than the work done on the lines. Standard error is collected (up to
+    /// `errorLimit` bytes) for messages.
+    public static func runStreamingOutput(
+        _ executable: String,
+        _ arguments: [String],
+        environment: [String: String?] = [:],
+        errorLimit: Int = 1 << 20,
+        onOutputLine: (UnsafeRawBufferPointer) -> Void
+    ) async throws -> ProcessResult {
+        do {
+            let result = try await Subprocess.run(
+                .path(FilePath(executable)), arguments: Arguments(arguments),
+                environment: ChildEnvironment.subprocess(environment),
+                input: .none, output: .sequence, error: .string(limit: errorLimit)
+            ) { execution in
+                // The start of a line whose end has not arrived yet.
+                var partial: [UInt8] = []
+                for try await buffer in execution.standardOutput {
+                    buffer.withUnsafeBytes { bytes in
+                        guard let base = bytes.baseAddress else { return }
+                        var start = 0
+                        while start < bytes.count {
+                            guard let found = memchr(base + start, Int32(UInt8(ascii: "\n")), bytes.count - start) else {
+                                partial.append(contentsOf: UnsafeRawBufferPointer(rebasing: bytes[start...]))
+                                return
+                            }
+                            let end = base.distance(to: UnsafeRawPointer(found))
+                            if partial.isEmpty {
+                                onOutputLine(UnsafeRawBufferPointer(rebasing: bytes[start..<end]))
+                            } else {
+                                partial.append(contentsOf: UnsafeRawBufferPointer(rebasing: bytes[start..<end]))
+                                partial.withUnsafeBytes { onOutputLine($0) }
+                                partial.removeAll(keepingCapacity: true)
+                            }
+                            start = end + 1
+                        }
+                    }
+                }
+                if !partial.isEmpty { partial.withUnsafeBytes { onOutputLine($0) } }
+            }
+            var outcome = ProcessResult(exitCode: nil, signal: nil, standardOutput: "", standardError: result.standardError ?? "")
+            switch result.terminationStatus {
+            case .exited(let code): outcome.exitCode = Int32(code)
+            case .signaled(let signal): outcome.signal = Int32(signal)
+            }
+            return outcome
+        } catch let error as SubprocessError {
+            throw TSBackupError(.precondition, "Could not start \(executable): \(error). Check that it is installed and executable.")
+        }
+    }
+}

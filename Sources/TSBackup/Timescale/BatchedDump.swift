@@ -240,6 +240,12 @@ enum ChunkBatchRun {
                            manifest: &manifest)
     }
 
+    /// The main archive and the batches' archives, whose tables of contents together must hold
+    /// every chunk (the completeness check).
+    static func archives(main: String, manifest: BackupManifest, directory: String) -> [String] {
+        [main] + (manifest.chunkPath?.batches ?? []).map { directory + "/" + $0.archive }
+    }
+
     /// The main archive's table of contents with the batches' added, for the completeness check.
     static func combinedContents(main: ArchiveContents, manifest: BackupManifest, directory: String,
                                  pgRestore: PostgresTool) async throws -> ArchiveContents {
