@@ -69,14 +69,16 @@ for target in "${targets[@]}"; do
     artifacts=.build-fuzz/artifacts/$target
     mkdir -p "$work" "$artifacts"
     log="$out/fuzz-$target.log"
-    # -timeout: one input running longer is a hang. -rss_limit_mb / -malloc_limit_mb: an input
+    # -timeout: one input running longer is a hang. It is a hang guard, not a speed limit: a 64 kB
+    # input costs the slowest parser (SQLText, Character-wise, under ASan) about 2 s on a quiet
+    # machine, and a CI machine at load 100 made one take 14 s and fail the run as a "timeout". -rss_limit_mb / -malloc_limit_mb: an input
     # that makes the parser hold that much is an unbounded allocation. -max_len: the largest real
     # sample is ~7 kB; 64 kB leaves room for growth without slowing every run.
     dict=()
     [ -f "Fuzz/dict/$target.dict" ] && dict=(-dict="Fuzz/dict/$target.dict")
     set +e
     "$out/fuzz-$target" "$work" "Fuzz/corpus/$target" "${dict[@]}" \
-        -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -malloc_limit_mb=1024 -max_len=65536 \
+        -max_total_time="$seconds" -timeout=120 -rss_limit_mb=2048 -malloc_limit_mb=1024 -max_len=65536 \
         -artifact_prefix="$artifacts/" -print_final_stats=1 > "$log" 2>&1
     status=$?
     set -e
