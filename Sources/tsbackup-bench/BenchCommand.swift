@@ -26,6 +26,7 @@ struct BenchCommand: AsyncParsableCommand {
     @Option(help: "PITR: the database size to load, in MB (1,080 hourly chunks whatever the size; 1200 for the issue's >= 1 GB).") var pitrSizeMb = 1200
     @Option(help: "PITR: MB of WAL written after the base backups, replayed by every recovery.") var pitrWalMb = 256
     @Option(help: "PITR: real segments pushed and fetched per round in the per-segment comparison.") var pitrSegments = 8
+    @Flag(help: "PITR: only the per-segment wal-push/wal-fetch vs archive-push/archive-get comparison, on a small archiving cluster (with TSBACKUP_BENCH_BEFORE=<binary>, that tsbackup too).") var pitrSegmentsOnly = false
     @Option(help: "Only the restore comparison at this many hourly chunks: the documented procedure against tsbackup restore --jobs 2 (and TSBACKUP_BENCH_BEFORE=<binary>), interleaved, verified.") var restoreChunks: Int?
     @Option(parsing: .upToNextOption, help: "Only the chunk-count points past pg_dump's lock limit (e.g. 20000 50000), on a cluster with PostgreSQL's default lock settings: pg_dump -Fc, tsbackup backup and verified restore, peak RSS.") var scaleChunks: [Int] = []
     @Flag(help: "Instead of benchmarks: the corruption campaign (byte flips and truncations, each checked by `tsbackup verify`) on local and S3, plain and encrypted repositories.") var corruption = false
@@ -57,7 +58,7 @@ struct BenchCommand: AsyncParsableCommand {
             if !clean { throw ExitCode(1) }
             return
         }
-        let mode = serve ? "serve" : pitr ? "pitr" : s3Only ? "s3" : defaultsOnly ? "defaults" : !chunkCosts.isEmpty ? "chunk-costs"
+        let mode = serve ? "serve" : pitrSegmentsOnly ? "pitr-segments" : pitr ? "pitr" : s3Only ? "s3" : defaultsOnly ? "defaults" : !chunkCosts.isEmpty ? "chunk-costs"
             : restoreChunks != nil ? "restore-chunks" : !scaleChunks.isEmpty ? "scale-chunks" : full ? "full" : "quick"
         let buildKind = tsbackup.contains("/release/") ? "release" : "debug"
         say("tsbackup benchmark, \(mode) mode, \(buildKind) build of \(tsbackup), \(ProcessInfo.processInfo.activeProcessorCount) cores")
@@ -66,7 +67,7 @@ struct BenchCommand: AsyncParsableCommand {
             try await runS3(started: started, buildKind: buildKind)
             return
         }
-        if pitr {
+        if pitr || pitrSegmentsOnly {
             try await runPITR(tsbackup: tsbackup, started: started, buildKind: buildKind)
             return
         }
@@ -133,8 +134,14 @@ struct BenchCommand: AsyncParsableCommand {
             mode: "pitr", startedAt: started, cores: ProcessInfo.processInfo.activeProcessorCount,
             memoryBytes: ProcessInfo.processInfo.physicalMemory, postgres: "15", timescaledb: PostgresInstallation.installedTimescaleDBVersion() ?? "",
             pgDump: "", tsbackupVersion: TSBackupVersion.current, tsbackupBuild: buildKind, repetitions: repetitions)
-        try await PITRBench(tsbackup: tsbackup, sizeMB: pitrSizeMb, walMB: pitrWalMb, pushSegments: pitrSegments,
-                            repetitions: repetitions, log: say).run(into: &results)
+        let before = ProcessInfo.processInfo.environment["TSBACKUP_BENCH_BEFORE"].flatMap { $0.isEmpty ? nil : $0 }
+        let bench = PITRBench(tsbackup: tsbackup, sizeMB: pitrSizeMb, walMB: pitrWalMb, pushSegments: pitrSegments,
+                              repetitions: repetitions, before: before, log: say)
+        if pitrSegmentsOnly {
+            try await bench.runSegmentsOnly(into: &results)
+        } else {
+            try await bench.run(into: &results)
+        }
         report(results)
         try FileManager.default.createDirectory(atPath: output, withIntermediateDirectories: true)
         let stamp = ISO8601DateFormatter().string(from: started).replacingOccurrences(of: ":", with: "")

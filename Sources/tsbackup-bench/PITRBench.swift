@@ -27,6 +27,8 @@ struct PITRBench {
     let walMB: Int
     let pushSegments: Int
     let repetitions: Int
+    /// An older tsbackup binary (TSBACKUP_BENCH_BEFORE) measured beside this one per segment.
+    var before: String? = nil
     let log: (String) -> Void
 
     let pgBin = "/usr/lib/postgresql/15/bin"
@@ -340,6 +342,27 @@ struct PITRBench {
         return (target, check)
     }
 
+    /// About `megabytes` of WAL in a plain table, switched and archived.
+    func writeChurn(_ cluster: SandboxCluster, megabytes: Int) async throws {
+        try await cluster.withSuperuser { session in
+            try await session.execute("CREATE TABLE churn (id bigint, payload text)")
+            let startLSN = try await session.value("SELECT pg_current_wal_lsn()::text", as: String.self)
+            var written: Int64 = 0
+            var batch = 0
+            while written < Int64(megabytes) << 20 {
+                try await session.execute("INSERT INTO churn SELECT g, md5(g::text) || md5((g + \(batch))::text) FROM generate_series(1, 100000) g")
+                batch += 1
+                written = try await session.value("SELECT (pg_current_wal_lsn() - \(startLSN)::pg_lsn)::int8", as: Int64.self)
+            }
+            let segment = try await session.value("SELECT pg_walfile_name(pg_switch_wal())", as: String.self)
+            let deadline = ContinuousClock.now + .seconds(600)
+            while try await session.value("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver", as: String.self) < segment {
+                guard ContinuousClock.now < deadline else { throw SandboxError("segment \(segment) was not archived within 600 s") }
+                try await Task.sleep(for: .milliseconds(200))
+            }
+        }
+    }
+
     // MARK: Per segment
 
     /// Plain copies of `count` archived segments of the churn (read back through wal-fetch).
@@ -363,69 +386,150 @@ struct PITRBench {
     }
 
     /// Each segment pushed by each tool into a fresh repository per round (one process per
-    /// segment, as archive_command runs), then fetched back; both run as this process's user.
-    /// Before the timed pushes, `warmUp` is pushed untimed by both, so neither pays for creating
+    /// segment, as archive_command runs), then fetched back; all run as this process's user.
+    /// Before the timed pushes, `warmUp` is pushed untimed by each, so none pays for creating
     /// its archive (pgBackRest's stanza-create is untimed too). Besides wall time, each run's CPU
     /// time (user + system of the process and its children) is recorded: on a loaded machine
-    /// the wall time is mostly waiting for a core.
+    /// the wall time is mostly waiting for a core. Every run goes through `/usr/bin/time`, which
+    /// records its peak RSS and page faults (the same small cost for every tool).
+    ///
+    /// The measurements are tsbackup, pgBackRest, then (with `before`, an older tsbackup binary)
+    /// that binary; the order of the tools rotates with every segment.
     func perSegment(_ segments: [String], warmUp: String, cluster: SandboxCluster, scratch: String) async throws -> ([Measurement], [Measurement], (Double, Double)) {
+        struct Tool {
+            var name: String
+            var push: (String, String) -> (String, [String])
+            var fetch: (String, String, String) -> (String, [String])
+            var repoKind: String
+        }
+        var tools = [
+            Tool(name: "tsbackup", push: { (self.tsbackup, ["wal-push", $0, "--repo", $1]) },
+                 fetch: { (self.tsbackup, ["wal-fetch", $0, $1, "--repo", $2]) }, repoKind: "ts"),
+            Tool(name: "pgbackrest", push: { (self.pgbackrest, ["--config=\($1)", "--stanza=\(self.stanza)", "archive-push", $0]) },
+                 fetch: { (self.pgbackrest, ["--config=\($2)", "--stanza=\(self.stanza)", "archive-get", $0, $1]) }, repoKind: "br"),
+        ]
+        if let before {
+            tools.append(Tool(name: "before", push: { (before, ["wal-push", $0, "--repo", $1]) },
+                              fetch: { (before, ["wal-fetch", $0, $1, "--repo", $2]) }, repoKind: "before"))
+        }
         var push = [Measurement(scenario: "pitr per segment", name: "tsbackup wal-push"),
                     Measurement(scenario: "pitr per segment", name: "pgbackrest archive-push (lz4)")]
         var fetch = [Measurement(scenario: "pitr per segment", name: "tsbackup wal-fetch"),
                      Measurement(scenario: "pitr per segment", name: "pgbackrest archive-get")]
+        if before != nil {
+            push.append(Measurement(scenario: "pitr per segment", name: "tsbackup wal-push, before (main)"))
+            fetch.append(Measurement(scenario: "pitr per segment", name: "tsbackup wal-fetch, before (main)"))
+        }
         var stored = (0.0, 0.0)
         let plain = Double(segments.count) * Double(16 << 20)
+        let stats = scratch + "/time-stats"
         for round in 0..<repetitions {
-            let tsRepo = scratch + "/push-ts-\(round)"
-            let brRepo = scratch + "/push-br-\(round)"
-            let config = try writePgbackrestConfig(scratch: scratch, name: "push\(round)", repo: brRepo, cluster: cluster)
-            try check(try await ProcessRunner.run(pgbackrest, ["--config=\(config)", "--stanza=\(stanza)", "stanza-create"]), "pgbackrest stanza-create")
-            _ = try await timedProcess(tsbackup, ["wal-push", warmUp, "--repo", tsRepo])
-            _ = try await timedProcess(pgbackrest, ["--config=\(config)", "--stanza=\(stanza)", "archive-push", warmUp])
-            func record(_ measurement: inout Measurement, _ run: (Double, Double)) {
-                measurement.seconds.append(run.0)
-                measurement.counters["cpu_seconds", default: []].append(run.1)
+            // Where each tool's archive lives this round: a tsbackup repository, or pgBackRest's config.
+            var repos: [String] = []
+            for tool in tools {
+                if tool.repoKind == "br" {
+                    let config = try writePgbackrestConfig(scratch: scratch, name: "push\(round)", repo: scratch + "/push-br-\(round)", cluster: cluster)
+                    try check(try await ProcessRunner.run(pgbackrest, ["--config=\(config)", "--stanza=\(stanza)", "stanza-create"]), "pgbackrest stanza-create")
+                    repos.append(config)
+                } else {
+                    repos.append(scratch + "/push-\(tool.repoKind)-\(round)")
+                }
+            }
+            for (tool, repo) in zip(tools, repos) {
+                let (executable, arguments) = tool.push(warmUp, repo)
+                _ = try await timedProcess(executable, arguments, stats: stats)
+            }
+            func record(_ measurement: inout Measurement, _ run: TimedRun) {
+                measurement.seconds.append(run.seconds)
+                measurement.counters["cpu_seconds", default: []].append(run.cpuSeconds)
+                measurement.counters["max_rss_kb", default: []].append(run.maxRSSKB)
+                measurement.counters["minor_faults", default: []].append(run.minorFaults)
             }
             for (index, segment) in segments.enumerated() {
-                let ts = { try await self.timedProcess(self.tsbackup, ["wal-push", segment, "--repo", tsRepo]) }
-                let br = { try await self.timedProcess(self.pgbackrest, ["--config=\(config)", "--stanza=\(self.stanza)", "archive-push", segment]) }
-                if (index + round) % 2 == 0 {
-                    record(&push[0], try await ts()); record(&push[1], try await br())
-                } else {
-                    record(&push[1], try await br()); record(&push[0], try await ts())
+                for offset in 0..<tools.count {
+                    let which = (index + round + offset) % tools.count
+                    let (executable, arguments) = tools[which].push(segment, repos[which])
+                    record(&push[which], try await timedProcess(executable, arguments, stats: stats))
                 }
             }
             // The warm-up segment is stored too: measure what the timed ones added.
-            stored = (Double(FileSystem.size(of: tsRepo + "/wal")) / (plain + Double(16 << 20)), Double(FileSystem.size(of: brRepo + "/archive")) / (plain + Double(16 << 20)))
+            stored = (Double(FileSystem.size(of: repos[0] + "/wal")) / (plain + Double(16 << 20)),
+                      Double(FileSystem.size(of: scratch + "/push-br-\(round)/archive")) / (plain + Double(16 << 20)))
             let out = scratch + "/fetched"
             try FileManager.default.createDirectory(atPath: out, withIntermediateDirectories: true)
             for (index, segment) in segments.enumerated() {
                 let name = (segment as NSString).lastPathComponent
-                let ts = { try await self.timedProcess(self.tsbackup, ["wal-fetch", name, out + "/ts-" + name, "--repo", tsRepo]) }
-                let br = { try await self.timedProcess(self.pgbackrest, ["--config=\(config)", "--stanza=\(self.stanza)", "archive-get", name, out + "/br-" + name]) }
-                if (index + round) % 2 == 0 {
-                    record(&fetch[0], try await ts()); record(&fetch[1], try await br())
-                } else {
-                    record(&fetch[1], try await br()); record(&fetch[0], try await ts())
+                for offset in 0..<tools.count {
+                    let which = (index + round + offset) % tools.count
+                    let (executable, arguments) = tools[which].fetch(name, out + "/\(tools[which].repoKind)-" + name, repos[which])
+                    record(&fetch[which], try await timedProcess(executable, arguments, stats: stats))
                 }
-                for prefix in ["ts-", "br-"] {
-                    guard FileManager.default.contentsEqual(atPath: out + "/" + prefix + name, andPath: segment) else {
-                        throw SandboxError("\(prefix)fetched \(name) differs from the pushed segment")
+                for tool in tools {
+                    let path = out + "/\(tool.repoKind)-" + name
+                    guard FileManager.default.contentsEqual(atPath: path, andPath: segment) else {
+                        throw SandboxError("\(tool.name) fetched \(name), which differs from the pushed segment")
                     }
-                    try? FileManager.default.removeItem(atPath: out + "/" + prefix + name)
+                    try? FileManager.default.removeItem(atPath: path)
                 }
             }
-            try? FileManager.default.removeItem(atPath: tsRepo)
-            try? FileManager.default.removeItem(atPath: brRepo)
+            for tool in tools { try? FileManager.default.removeItem(atPath: scratch + "/push-\(tool.repoKind)-\(round)") }
         }
         for measurement in push + fetch {
             let (low, high) = measurement.spread
             log("  " + measurement.name.padding(toLength: 40, withPad: " ", startingAt: 0)
-                + String(format: " median %7.1f ms  (%.1f-%.1f)  CPU %.1f ms", measurement.median * 1000, low * 1000, high * 1000,
-                         (measurement.medianCounter("cpu_seconds") ?? 0) * 1000))
+                + String(format: " median %7.1f ms  (%.1f-%.1f)  CPU %.1f ms  peak RSS %.1f MB  minor faults %.0f", measurement.median * 1000, low * 1000, high * 1000,
+                         (measurement.medianCounter("cpu_seconds") ?? 0) * 1000, (measurement.medianCounter("max_rss_kb") ?? 0) / 1024,
+                         measurement.medianCounter("minor_faults") ?? 0))
         }
         log(String(format: "  stored: tsbackup %.1f %%, pgBackRest %.1f %% of the segments' 16 MB", stored.0 * 100, stored.1 * 100))
         return (push, fetch, stored)
+    }
+
+    /// Only the per-segment comparison (`--pitr-segments-only`): a small archiving cluster writes
+    /// enough WAL for the segments, which are then pushed and fetched as in the full run.
+    func runSegmentsOnly(into results: inout BenchResults) async throws {
+        guard FileManager.default.isExecutableFile(atPath: pgbackrest) else {
+            throw SandboxError("pgbackrest is not installed (apt-get install pgbackrest)")
+        }
+        var template = Array("/tmp/tsbackup-pitrbench-XXXXXX".utf8CString)
+        guard let made = mkdtemp(&template) else { throw SandboxError("mkdtemp failed") }
+        let scratch = URL(fileURLWithPath: String(cString: made)).resolvingSymlinksInPath().path
+        chmod(scratch, 0o755)
+        defer { try? FileManager.default.removeItem(atPath: scratch) }
+        let tsRepo = scratch + "/tsbackup-repo"
+        try FileManager.default.createDirectory(atPath: tsRepo, withIntermediateDirectories: true)
+        try SandboxCluster.handToPostgres(tsRepo)
+        results.datasets["load average at start"] = Bench.loadAverage()
+        let cluster = try await SandboxCluster.start(SandboxCluster.Options(
+            durable: true, settings: ["max_wal_size": "'1GB'"], archiving: .init(tsbackup: tsbackup, repository: tsRepo)))
+        do {
+            log("\n== WAL to push: about \(pushSegments + 4) segments of churn")
+            try await writeChurn(cluster, megabytes: (pushSegments + 4) * 16)
+            log("\n== One process per 16 MB segment (\(pushSegments) real segments x \(repetitions) rounds; load average \(Bench.loadAverage()))")
+            let fetched = try await fetchSegments(cluster, tsRepo: tsRepo, scratch: scratch, count: pushSegments + 1)
+            let (push, fetch, stored) = try await perSegment(Array(fetched.dropFirst()), warmUp: fetched[0], cluster: cluster, scratch: scratch)
+            results.measurements += push + fetch
+            results.datasets["load average at end"] = Bench.loadAverage()
+            var table = TextTable(header: ["PER SEGMENT (medians of \(push[0].seconds.count))", "WALL", "CPU", "PEAK RSS", "MINOR FAULTS"])
+            for measurement in push + fetch {
+                table.add([measurement.name, String(format: "%.1f ms", measurement.median * 1000),
+                           String(format: "%.1f ms", (measurement.medianCounter("cpu_seconds") ?? 0) * 1000),
+                           String(format: "%.1f MB", (measurement.medianCounter("max_rss_kb") ?? 0) / 1024),
+                           String(format: "%.0f", measurement.medianCounter("minor_faults") ?? 0)])
+            }
+            log("\n" + table.render())
+            for (verb, pair) in [("push", push), ("fetch", fetch)] {
+                let text = String(format: "pgBackRest / tsbackup %.2fx (%.1f ms vs %.1f ms)", pair[1].median / pair[0].median, pair[1].median * 1000, pair[0].median * 1000)
+                    + (pair.count > 2 ? String(format: "; before / after %.2fx (%.1f ms vs %.1f ms)", pair[2].median / pair[0].median, pair[2].median * 1000, pair[0].median * 1000) : "")
+                results.findings.append(.init(scenario: "pitr", name: "per segment \(verb)", value: pair[1].median / pair[0].median, text: text))
+            }
+            results.findings.append(.init(scenario: "pitr", name: "WAL stored: tsbackup / pgBackRest", value: stored.0 / stored.1,
+                                          text: String(format: "%.1f %% vs %.1f %%", stored.0 * 100, stored.1 * 100)))
+        } catch {
+            await cluster.stop()
+            throw error
+        }
+        await cluster.stop()
     }
 
     // MARK: Helpers
@@ -470,14 +574,35 @@ struct PITRBench {
 
     /// Wall seconds and CPU seconds (user + system, from this process's reaped children).
     /// Only one child runs at a time here, so the difference is that child's.
-    func timedProcess(_ executable: String, _ arguments: [String]) async throws -> (Double, Double) {
+    struct TimedRun {
+        var seconds: Double
+        var cpuSeconds: Double
+        var maxRSSKB: Double = 0
+        var minorFaults: Double = 0
+    }
+
+    /// Runs a process and measures it; with `stats`, through `/usr/bin/time -f "%M %R" -o stats`
+    /// for its peak RSS (KB) and minor page faults.
+    func timedProcess(_ executable: String, _ arguments: [String], stats: String? = nil) async throws -> TimedRun {
         let cpuBefore = Self.childrenCPUSeconds()
         let start = ContinuousClock.now
-        let result = try await ProcessRunner.run(executable, arguments)
+        let result: ProcessResult
+        if let stats {
+            result = try await ProcessRunner.run("/usr/bin/time", ["-f", "%M %R", "-o", stats, executable] + arguments)
+        } else {
+            result = try await ProcessRunner.run(executable, arguments)
+        }
         let seconds = Self.seconds(since: start)
         let cpu = Self.childrenCPUSeconds() - cpuBefore
         try check(result, (executable as NSString).lastPathComponent + " " + (arguments.first ?? ""))
-        return (seconds, cpu)
+        var run = TimedRun(seconds: seconds, cpuSeconds: cpu)
+        if let stats {
+            let fields = ((try? String(contentsOfFile: stats, encoding: .utf8)) ?? "").split(whereSeparator: \.isWhitespace).compactMap { Double($0) }
+            guard fields.count >= 2 else { throw SandboxError("/usr/bin/time wrote no figures for \(executable)") }
+            run.maxRSSKB = fields[fields.count - 2]
+            run.minorFaults = fields[fields.count - 1]
+        }
+        return run
     }
 
     static func childrenCPUSeconds() -> Double {

@@ -53,7 +53,8 @@ struct RecoverCommand: AsyncParsableCommand {
             at the target, and for every database with TimescaleDB: the library loaded at the \
             recorded version, catalog and extension versions equal, chunks and tables agree, \
             restore mode off, the scheduler running (--amcheck: B-tree indexes of hypertables \
-            and chunks). S3 settings and the key file reach wal-fetch through the server's \
+            and chunks). --archive-mode off keeps an inspection copy from archiving its new \
+            timeline into the source's archive. S3 settings and the key file reach wal-fetch through the server's \
             environment, never through postgresql.auto.conf.
             """)
 
@@ -67,6 +68,7 @@ struct RecoverCommand: AsyncParsableCommand {
     @Option(help: "The role the checks connect as (default: the one that took the base backup; password from PGPASSWORD or ~/.pgpass).") var user: String?
     @Flag(name: .customLong("stop-after"), help: "Stop the server once verified.") var stopAfter = false
     @Flag(help: "Also check the B-tree indexes of hypertables and chunks with amcheck.") var amcheck = false
+    @Option(name: .customLong("archive-mode"), help: "preserve (default): the recovered server archives as the backed-up configuration says, into the same archive on its new timeline; off: archive_mode = off, for a copy that must not write into the source's archive.") var archiveMode: Recover.ArchiveMode = .preserve
     @Flag(help: "Print the report as JSON.") var json = false
 
     func validate() throws {
@@ -112,6 +114,7 @@ struct RecoverCommand: AsyncParsableCommand {
             request.jobs = jobs
             request.stopAfter = stopAfter
             request.amcheck = amcheck
+            request.archiveMode = archiveMode
             request.user = user
             if let wait = ProcessInfo.processInfo.environment["TSBACKUP_SCHEDULER_WAIT_SECONDS"], let seconds = Int(wait) {
                 request.schedulerWait = .seconds(seconds)
@@ -191,3 +194,5 @@ struct ExpireCommand: AsyncParsableCommand {
         }
     }
 }
+
+extension Recover.ArchiveMode: ExpressibleByArgument {}

@@ -135,7 +135,8 @@ struct PITRTests {
             let target = stamps[1].after.addingTimeInterval(stamps[2].before.timeIntervalSince(stamps[1].after) / 2)
             let iso = ISO8601DateFormatter()
             iso.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-            let (result, port, pgdata) = try await archiving.recover("time", ["--to-time", iso.string(from: target)], extra: ["--amcheck"])
+            // An inspection copy: --archive-mode off, so its new timeline stays out of the archive.
+            let (result, port, pgdata) = try await archiving.recover("time", ["--to-time", iso.string(from: target)], extra: ["--amcheck", "--archive-mode", "off"])
             #expect(result.exitCode == 0, "\(result.standardOutput) \(result.standardError)")
             let report = try JSONOutput.decode(Recover.Report.self, from: Data(result.standardOutput.utf8))
             #expect(report.ok)
@@ -149,6 +150,27 @@ struct PITRTests {
             // The auto.conf carries no secret, only the command.
             let auto = try String(contentsOfFile: pgdata + "/postgresql.auto.conf", encoding: .utf8)
             #expect(auto.contains("wal-fetch %f %p") && !auto.contains(archiving.cluster.superuserPassword))
+
+            // archive_mode is off, and nothing of its timeline reaches the repository: not the
+            // promotion's .history file, not a completed segment. A clean shutdown is when an
+            // archiving server pushes everything still pending, so the check after it cannot race.
+            #expect(report.timeline == 2)
+            let (archiveMode, archived) = try await archiving.onRecovered(port: port, database: database) { session in
+                try await session.execute("INSERT INTO marks (n, t) VALUES (99, clock_timestamp())")
+                _ = try await session.value("SELECT pg_walfile_name(pg_switch_wal())", as: String.self)
+                return (try await session.value("SHOW archive_mode", as: String.self),
+                        try await session.value("SELECT archived_count FROM pg_stat_archiver", as: Int64.self))
+            }
+            #expect(archiveMode == "off" && archived == 0)
+            let pgctl = ["/usr/lib/postgresql/15/bin/pg_ctl", "-D", pgdata, "-m", "fast", "-w", "-t", "600", "stop"]
+            let stopped = getuid() == 0 ? try await ProcessRunner.run("runuser", ["-u", "postgres", "--"] + pgctl, workingDirectory: "/")
+                                        : try await ProcessRunner.run(pgctl[0], Array(pgctl.dropFirst()))
+            #expect(stopped.exitCode == 0, "\(stopped.standardError)")
+            let clusters = try FileManager.default.contentsOfDirectory(atPath: archiving.scratch + "/repo/wal").filter { $0 != "archive.json" }
+            #expect(clusters.count == 1)
+            for cluster in clusters {
+                #expect(try FileManager.default.contentsOfDirectory(atPath: archiving.scratch + "/repo/wal/" + cluster) == ["00000001"])
+            }
             await PITRCluster.stopServer(pgdata)
 
             // A non-empty directory is never touched.

@@ -135,6 +135,125 @@ struct WALArchiveUnitTests {
         #expect(throws: WALObjectError.self) { try WALObjectFormat.decode(encoded.prefix(encoded.count - 10)) }
     }
 
+    /// A segment-like file: runs of zeros and of varied bytes, compressible as WAL is.
+    static func walLike(_ count: Int) -> Data {
+        var plain = Data(count: count)
+        var state: UInt64 = 0x9E37_79B9_7F4A_7C15
+        for i in stride(from: 0, to: count, by: 7) where (i / 8192) % 3 != 0 {
+            state = state &* 6364136223846793005 &+ 1442695040888963407
+            plain[i] = UInt8(truncatingIfNeeded: state >> 33)
+        }
+        return plain
+    }
+
+    /// Decodes `object` with the streaming decoder, fed in pieces of `piece` bytes.
+    static func streamDecode(_ object: Data, piece: Int) throws -> (WALObjectFormat.Header, Data) {
+        let decoder = WALObjectFormat.Decoder()
+        var plain = Data()
+        var offset = object.startIndex
+        while offset < object.endIndex {
+            let end = min(offset + piece, object.endIndex)
+            try decoder.update(object[offset..<end]) { plain.append(contentsOf: $0) }
+            offset = end
+        }
+        return (try decoder.finish(), plain)
+    }
+
+    @Test("streamed WAL objects are the whole-object format both ways; the streaming decoder refuses what decode refuses")
+    func streamedObjectFormat() throws {
+        let plain = Self.walLike(3 << 20 | 12345)
+        let digest = Array(SHA256.hash(data: plain))
+        // Written the old way (one piece), read in pieces of several sizes.
+        let old = try WALObjectFormat.encode(plain, sha256: digest)
+        for piece in [1, 51, 52, 53, 4096, 1 << 20, old.count] where piece != 1 || old.count < 2_000_000 {
+            let (header, decoded) = try Self.streamDecode(old, piece: piece)
+            #expect(decoded == plain && header.sha256 == digest && header.plainSize == Int64(plain.count), "piece \(piece)")
+        }
+        // Written in pieces (not aligned to the encoder's), read the old way.
+        let encoder = try WALObjectFormat.Encoder(pledgedSize: Int64(plain.count))
+        var offset = 0
+        for size in [1, 100_000, 1 << 20, 3 << 20] where offset < plain.count {
+            let end = min(offset + size, plain.count)
+            try plain[offset..<end].withUnsafeBytes { try encoder.update($0) }
+            offset = end
+        }
+        let encoded = try encoder.finish()
+        #expect(encoded.digest == digest && encoded.plainBytes == Int64(plain.count))
+        let streamed = encoded.payload.reduce(encoded.header, +)
+        #expect(streamed.count < plain.count / 3)
+        let (header, decoded) = try WALObjectFormat.decode(streamed)
+        #expect(decoded == plain && header.sha256 == digest)
+        // Streamed both ways, at a size that fills the decoder's output buffer exactly at the
+        // frame's end (as a 16 MiB segment does).
+        for size in [2 << 20, plain.count] {
+            let part = plain.prefix(size)
+            let both = try WALObjectFormat.Encoder(pledgedSize: Int64(size))
+            try part.withUnsafeBytes { try both.update($0) }
+            let object = try both.finish()
+            for piece in [65536, 1 << 20, 1 << 22] {
+                let (back, bytes) = try Self.streamDecode(object.payload.reduce(object.header, +), piece: piece)
+                #expect(bytes == part && back.plainSize == Int64(size), "size \(size), piece \(piece)")
+            }
+        }
+
+        // Damage the streaming decoder must refuse: a flipped payload byte, a wrong digest, a
+        // cut object, bytes appended, no header.
+        var flipped = streamed
+        flipped[flipped.count / 2] ^= 0x40
+        var wrongDigest = streamed
+        wrongDigest[30] ^= 1
+        let garbage = Data("not a wal object at all, but long enough to have a header".utf8)
+        for (name, bad) in [("flipped", flipped), ("digest", wrongDigest), ("cut", streamed.prefix(streamed.count - 10)),
+                            ("appended", streamed + Data([1, 2, 3])), ("short", streamed.prefix(40)), ("garbage", garbage)] {
+            #expect(throws: WALObjectError.self, "\(name)") { _ = try Self.streamDecode(bad, piece: 65536) }
+        }
+        #expect { _ = try Self.streamDecode(wrongDigest, piece: 65536) } throws: { ($0 as? WALObjectError).map { if case .checksumMismatch = $0 { true } else { false } } ?? false }
+        // An object whose payload decompresses to more than its header says stops at the excess.
+        let small = Data(repeating: 7, count: 1000)
+        var lying = try WALObjectFormat.encode(Data(repeating: 7, count: 200_000), sha256: Array(SHA256.hash(data: small)))
+        lying.replaceSubrange(12..<20, with: ObjectFormat.bigEndian(UInt64(small.count)))
+        var handed = 0
+        #expect(throws: WALObjectError.self) {
+            let decoder = WALObjectFormat.Decoder()
+            try decoder.update(lying) { handed += $0.count }
+        }
+        #expect(handed <= small.count)
+    }
+
+    @Test("a local repository stores pieces and reads them back in pieces, plain and encrypted, in the whole-object format", arguments: [false, true])
+    func localPieces(encrypted: Bool) async throws {
+        let root = NSTemporaryDirectory() + "tsbackup-walpieces-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let encryption = encrypted
+            ? try RepositoryEncryption.create(keyFile: EncryptionKeyFile(path: "/test/key", contents: Array("00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff".utf8))).0
+            : nil
+        let repository = LocalRepository(root: root, codec: ObjectCodec(encryption: encryption))
+        let plain = Self.walLike(5 << 20)
+        let object = ArchiveObject.wal(systemIdentifier: 42, file: try #require(WALFileName("000000010000000000000007")))
+        let pieces = [plain.prefix(10), plain[10..<(3 << 20)], plain.suffix(from: 3 << 20)].map { Data($0) }
+        #expect(try await repository.createArchiveObject(object, pieces: pieces) == .created)
+        #expect(try await repository.createArchiveObject(object, pieces: pieces) == .exists)
+        // The whole-object read (the old path) sees exactly the bytes.
+        #expect(try await repository.readArchiveObject(object) == plain)
+        var read = Data()
+        var calls = 0
+        #expect(try await repository.readArchiveObject(object) { read.append($0); calls += 1 })
+        #expect(read == plain && calls > 1)
+        let missing = ArchiveObject.wal(systemIdentifier: 42, file: try #require(WALFileName("000000010000000000000008")))
+        #expect(try await repository.readArchiveObject(missing) { _ in Issue.record("a missing object has no pieces") } == false)
+        if encrypted {
+            // A damaged stored object is refused before its bad segment is handed over.
+            let path = repository.archivePath(object)
+            var stored = try Data(contentsOf: URL(fileURLWithPath: path))
+            stored[stored.count - 100] ^= 1
+            try stored.write(to: URL(fileURLWithPath: path))
+            var handed = 0
+            await #expect(throws: TSBackupError.self) { _ = try await repository.readArchiveObject(object) { handed += $0.count } }
+            #expect(handed < plain.count)
+        }
+    }
+
     @Test("the long page header gives the system identifier and segment size")
     func pageHeader() throws {
         var page = Data(count: 8192)

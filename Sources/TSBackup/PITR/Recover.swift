@@ -24,6 +24,16 @@ public enum Recover {
         }
     }
 
+    /// What the recovered server does with its own WAL (pgBackRest's `--archive-mode`).
+    public enum ArchiveMode: String, Sendable, CaseIterable {
+        /// Archive as the base backup's configuration says: a copy that replaces the source
+        /// continues the source's archive (on its new timeline).
+        case preserve
+        /// `archive_mode = off`: an inspection copy never writes its new timeline into the
+        /// archive the source still uses.
+        case off
+    }
+
     public struct Request: Sendable {
         public var repository: RepositoryAccess
         public var target: Target
@@ -33,6 +43,7 @@ public enum Recover {
         public var jobs: Int = 2
         public var stopAfter = false
         public var amcheck = false
+        public var archiveMode: ArchiveMode = .preserve
         /// The role the checks connect as (default: the one that took the base backup); its
         /// password comes from PGPASSWORD or ~/.pgpass, as for every libpq client.
         public var user: String?
@@ -195,6 +206,11 @@ public enum Recover {
         case .time(let date): lines.append("recovery_target_time = \(quoted(timestamp(date)))")
         case .lsn(let lsn): lines.append("recovery_target_lsn = \(quoted(lsn.description))")
         case .latest: break
+        }
+        if request.archiveMode == .off {
+            // Read at server start only (it needs a restart to change): off from the first start,
+            // so not even the promotion's .history file reaches the archive.
+            lines.append("archive_mode = 'off'")
         }
         let auto = request.pgdata + "/postgresql.auto.conf"
         let existing = (try? String(contentsOfFile: auto, encoding: .utf8)) ?? ""

@@ -27,15 +27,23 @@ public enum WALObjectFormat {
         public var sha256Hex: String { sha256.map { String(format: "%02x", $0) }.joined() }
     }
 
-    /// Compresses `plain` and prefixes the header.
+    /// Compresses `plain` and prefixes the header, in one piece. wal-push streams instead
+    /// (``Encoder``); this whole-object form writes the same format and stays for small files
+    /// and for tests that prove the two agree.
     public static func encode(_ plain: Data, sha256 digest: [UInt8], level: Int32 = defaultLevel) throws -> Data {
         let compressed = try Zstd.compress(plain, level: level)
-        var out = Data(capacity: headerSize + compressed.count)
-        out.append(contentsOf: magic)
-        out.append(contentsOf: [compressionZstd, 0, 0, 0])
-        out.append(contentsOf: ObjectFormat.bigEndian(UInt64(plain.count)))
-        out.append(contentsOf: digest)
+        var out = headerBytes(compression: compressionZstd, plainSize: Int64(plain.count), sha256: digest)
         out.append(compressed)
+        return out
+    }
+
+    /// The 52-byte header.
+    static func headerBytes(compression: UInt8, plainSize: Int64, sha256 digest: [UInt8]) -> Data {
+        var out = Data(capacity: headerSize)
+        out.append(contentsOf: magic)
+        out.append(contentsOf: [compression, 0, 0, 0])
+        out.append(contentsOf: ObjectFormat.bigEndian(UInt64(plainSize)))
+        out.append(contentsOf: digest)
         return out
     }
 

@@ -3,9 +3,9 @@ import Foundation
 
 /// `tsbackup wal-push PATH`: archives one file PostgreSQL hands to archive_command.
 ///
-/// The hot path, run once per 16 MB segment: read the file, tell its cluster from the segment's
-/// own page header (or pg_control), check the archive marker, compress in-process, and store the
-/// object with one create-only write. No lock, no scratch directory, no listing: PostgreSQL runs
+/// The hot path, run once per 16 MB segment: read the file in pieces, tell its cluster from the
+/// segment's own page header (or pg_control), check the archive marker, hash and compress each
+/// piece in-process, and store the object with one create-only write. No lock, no scratch directory, no listing: PostgreSQL runs
 /// one archive_command at a time per cluster, and the create-only write makes a concurrent or
 /// repeated push of the same name safe (the second finds the first and compares).
 public enum WALPush {
@@ -25,20 +25,43 @@ public enum WALPush {
             throw TSBackupError(.usage, "\(baseName) is not the name of a file PostgreSQL archives (a WAL segment such as 000000010000000000000001, a .partial segment, a .history or a .backup file). Use wal-push only in archive_command, as `tsbackup wal-push %p --repo ...`.")
         }
         let fullPath = path.hasPrefix("/") ? path : dataDirectory + "/" + path
-        let plain: Data
-        do {
-            plain = try Data(contentsOf: URL(fileURLWithPath: fullPath))
-        } catch {
-            throw TSBackupError(.notFound, "Could not read \(fullPath): \(String(cString: strerror(errno))). wal-push runs with the data directory as its working directory and %p relative to it, as archive_command gives it.")
+        let cannotRead = { (reason: String) in
+            TSBackupError(.notFound, "Could not read \(fullPath): \(reason). wal-push runs with the data directory as its working directory and %p relative to it, as archive_command gives it.")
         }
+        // The file is read in pieces into one reused buffer, each piece hashed and compressed
+        // as it arrives (see WALObjectFormat.Encoder): a 16 MB segment is never held.
+        let fd = open(fullPath, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw cannotRead(String(cString: strerror(errno))) }
+        defer { close(fd) }
+        var status = stat()
+        guard fstat(fd, &status) == 0 else { throw cannotRead(String(cString: strerror(errno))) }
+        let fileSize = Int64(status.st_size)
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: WALObjectFormat.pieceSize, alignment: 16)
+        defer { buffer.deallocate() }
+        /// Fills the buffer (short only at the end of the file); the bytes read.
+        func readPiece() throws -> Int {
+            var filled = 0
+            while filled < buffer.count {
+                let n = read(fd, buffer.baseAddress! + filled, buffer.count - filled)
+                if n < 0 {
+                    if errno == EINTR { continue }
+                    throw cannotRead(String(cString: strerror(errno)))
+                }
+                if n == 0 { break }
+                filled += n
+            }
+            return filled
+        }
+        var piece = try readPiece()
 
         // Whose WAL is this? A segment names its cluster in its first page; other files do not.
         var system: UInt64?
         var segmentSize: Int64?
         var magic: UInt16?
-        if file.kind == .segment || file.kind == .partial, let header = ClusterIdentity.segmentHeader(plain) {
-            guard WALFileName.isValidSegmentSize(Int64(header.segmentSize)), Int64(plain.count) == Int64(header.segmentSize) else {
-                throw TSBackupError(.failed, "\(file) has \(plain.count) bytes but its page header declares \(header.segmentSize)-byte segments; it is damaged or not a WAL segment, and was not archived.")
+        if file.kind == .segment || file.kind == .partial,
+           let header = ClusterIdentity.segmentHeader(Data(bytesNoCopy: buffer.baseAddress!, count: piece, deallocator: .none)) {
+            guard WALFileName.isValidSegmentSize(Int64(header.segmentSize)), fileSize == Int64(header.segmentSize) else {
+                throw TSBackupError(.failed, "\(file) has \(fileSize) bytes but its page header declares \(header.segmentSize)-byte segments; it is damaged or not a WAL segment, and was not archived.")
             }
             system = header.systemIdentifier
             segmentSize = Int64(header.segmentSize)
@@ -56,19 +79,31 @@ public enum WALPush {
             throw TSBackupError(.precondition, "\(file) is a \(ByteCount.format(segmentSize)) segment, but the archive in \(repository.location) holds \(ByteCount.format(recorded)) segments of the same cluster; it was not archived. Archive to a new repository.")
         }
 
-        let digest = Array(SHA256.hash(data: plain))
         let object = ArchiveObject.wal(systemIdentifier: system, file: file)
-        let encoded: Data
+        let encoded: (header: Data, payload: [Data], digest: [UInt8], plainBytes: Int64)
         do {
-            encoded = try WALObjectFormat.encode(plain, sha256: digest, level: level)
+            let encoder = try WALObjectFormat.Encoder(level: level, pledgedSize: fileSize)
+            while piece > 0 {
+                try encoder.update(UnsafeRawBufferPointer(start: buffer.baseAddress, count: piece))
+                piece = try readPiece()
+            }
+            encoded = try encoder.finish()
+        } catch let error as TSBackupError {
+            throw error
         } catch {
             throw TSBackupError(.failed, "Could not compress \(file) with zstd: \(error).")
         }
-        switch try await repository.createArchiveObject(object, data: encoded) {
+        // The frame recorded the size fstat gave; a file that changed size while it was read
+        // would not decompress, so it is refused here (PostgreSQL retries).
+        guard encoded.plainBytes == fileSize else {
+            throw TSBackupError(.failed, "\(file) changed size while it was read (\(fileSize) bytes, then \(encoded.plainBytes)); it was not archived. PostgreSQL will retry.")
+        }
+        let storedBytes = Int64(encoded.header.count) + encoded.payload.reduce(0) { $0 + Int64($1.count) }
+        switch try await repository.createArchiveObject(object, pieces: [encoded.header] + encoded.payload) {
         case .created:
-            return .archived(file: file, plainBytes: Int64(plain.count), storedBytes: Int64(encoded.count))
+            return .archived(file: file, plainBytes: encoded.plainBytes, storedBytes: storedBytes)
         case .exists:
-            return try await compareExisting(object, file: file, digest: digest, size: Int64(plain.count), repository: repository)
+            return try await compareExisting(object, file: file, digest: encoded.digest, size: encoded.plainBytes, repository: repository)
         }
     }
 

@@ -8,10 +8,15 @@ extension LocalRepository {
     /// name: `link` fails with EEXIST when the name exists, so the write only ever creates, and a
     /// reader sees the whole object or none. The directory is fsynced so the name survives a crash.
     public func createArchiveObject(_ object: ArchiveObject, data: Data) async throws -> ArchivePutOutcome {
+        try await createArchiveObject(object, pieces: [data])
+    }
+
+    /// As ``createArchiveObject(_:data:)``, writing (and in an encrypted repository sealing) the
+    /// pieces one by one, so the object is never joined in memory.
+    public func createArchiveObject(_ object: ArchiveObject, pieces: [Data]) async throws -> ArchivePutOutcome {
         let name = ArchiveLayout.name(of: object)
         let path = archivePath(object)
         let directory = (path as NSString).deletingLastPathComponent
-        let stored = try codec.seal(data, name: name)
         if access(path, F_OK) == 0 { return .exists }
         if access(directory, F_OK) != 0 {
             do {
@@ -29,16 +34,26 @@ extension LocalRepository {
         defer { unlink(temporary) }
         do {
             defer { Glibc.close(fd) }
-            try stored.withUnsafeBytes { buffer in
-                var done = 0
-                while done < buffer.count {
-                    let n = write(fd, buffer.baseAddress! + done, buffer.count - done)
-                    if n < 0 {
-                        if errno == EINTR { continue }
-                        throw FileSystem.ioError("write \(temporary)")
+            func put(_ bytes: Data) throws {
+                try bytes.withUnsafeBytes { buffer in
+                    var done = 0
+                    while done < buffer.count {
+                        let n = write(fd, buffer.baseAddress! + done, buffer.count - done)
+                        if n < 0 {
+                            if errno == EINTR { continue }
+                            throw FileSystem.ioError("write \(temporary)")
+                        }
+                        done += n
                     }
-                    done += n
                 }
+            }
+            if var sealer = codec.archiveObjectSealer(name: name) {
+                try translatingEncryptionErrors {
+                    for piece in pieces { try put(try sealer.update(piece)) }
+                    try put(try sealer.finish())
+                }
+            } else {
+                for piece in pieces { try put(piece) }
             }
             guard fsync(fd) == 0 else { throw FileSystem.ioError("fsync \(temporary)") }
         }
@@ -59,6 +74,39 @@ extension LocalRepository {
             return nil
         }
         return try codec.openArchiveObject(stored, name: ArchiveLayout.name(of: object))
+    }
+
+    /// Reads the file in pieces into one reused buffer (decrypting each in an encrypted
+    /// repository), so a 16 MB object is never held whole.
+    public func readArchiveObject(_ object: ArchiveObject, pieces consume: (Data) throws -> Void) async throws -> Bool {
+        let path = archivePath(object)
+        let fd = Glibc.open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else {
+            if errno == ENOENT { return false }
+            if errno == EACCES {
+                throw TSBackupError(.permission, "Could not read \(path): permission denied. Run tsbackup as a user that can read the repository.")
+            }
+            throw FileSystem.ioError("open \(path)")
+        }
+        defer { Glibc.close(fd) }
+        var opener = codec.archiveObjectOpener(name: ArchiveLayout.name(of: object))
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: WALObjectFormat.pieceSize, alignment: 16)
+        defer { buffer.deallocate() }
+        while true {
+            let n = read(fd, buffer.baseAddress, buffer.count)
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw FileSystem.ioError("read \(path)")
+            }
+            if n == 0 { break }
+            // The piece lives in the reused buffer; consumers copy what they keep.
+            let piece = Data(bytesNoCopy: buffer.baseAddress!, count: n, deallocator: .none)
+            let plain = try opener.update(piece)
+            if !plain.isEmpty { try consume(plain) }
+        }
+        let tail = try opener.finish()
+        if !tail.isEmpty { try consume(tail) }
+        return true
     }
 
     public func archiveObjectExists(_ object: ArchiveObject) async throws -> Bool {

@@ -32,6 +32,30 @@ extension S3Repository {
         return try codec.openArchiveObject(stored, name: ArchiveLayout.name(of: object))
     }
 
+    /// One GetObject (a compressed segment is a few MB); decrypted and handed over in pieces, so
+    /// no second whole copy is made.
+    public func readArchiveObject(_ object: ArchiveObject, pieces consume: (Data) throws -> Void) async throws -> Bool {
+        let stored: Data
+        do {
+            stored = try await client.getObject(archiveKey(object))
+        } catch let error as S3Error where error.code == .noSuchKey {
+            return false
+        } catch let error as S3Error {
+            throw error.tsBackupError(endpoint: endpoint, bucket: s3Location.bucket)
+        }
+        var opener = codec.archiveObjectOpener(name: ArchiveLayout.name(of: object))
+        var offset = stored.startIndex
+        while offset < stored.endIndex {
+            let end = min(offset + WALObjectFormat.pieceSize, stored.endIndex)
+            let plain = try opener.update(stored[offset..<end])
+            if !plain.isEmpty { try consume(plain) }
+            offset = end
+        }
+        let tail = try opener.finish()
+        if !tail.isEmpty { try consume(tail) }
+        return true
+    }
+
     public func archiveObjectExists(_ object: ArchiveObject) async throws -> Bool {
         try await s3 { try await client.headObject(archiveKey(object)) } != nil
     }

@@ -79,6 +79,18 @@ struct ObjectCodec: Sendable {
         }
     }
 
+    /// ``openArchiveObject(_:name:)`` piece by piece: the stored object `name` fed from its first
+    /// byte, its plain bytes handed back as each encrypted segment authenticates.
+    func archiveObjectOpener(name: String) -> ArchiveObjectOpener {
+        ArchiveObjectOpener(name: name, decryptor: encryption?.makeStreamDecryptor(name: name))
+    }
+
+    /// ``seal(_:name:)`` piece by piece: the stored form of the object `name`, whose plain bytes
+    /// are fed in order; nil in a plain repository (the pieces are stored as they are).
+    func archiveObjectSealer(name: String) -> StreamEncryptor? {
+        encryption?.makeStreamEncryptor(name: name)
+    }
+
     /// Encrypts (or copies) a local file into its stored form.
     func sealFile(at source: String, to destination: String, name: String) throws {
         guard let encryption else {
@@ -119,6 +131,32 @@ struct ObjectCodec: Sendable {
             throw error.tsbackupError
         }
         return (FileSystem.hex(hasher.finalize()), total)
+    }
+}
+
+/// Opens a stored archive object piece by piece (see ``ObjectCodec/archiveObjectOpener(name:)``),
+/// refusing a damaged or altered one in the same words as ``ObjectCodec/openArchiveObject(_:name:)``.
+struct ArchiveObjectOpener {
+    let name: String
+    var decryptor: StreamDecryptor?
+
+    /// Plain bytes of the next stored piece (in a plain repository, the piece itself).
+    mutating func update(_ stored: Data) throws -> Data {
+        guard decryptor != nil else { return stored }
+        do { return try decryptor!.update(stored) } catch { throw translated(error) }
+    }
+
+    /// The last plain bytes, once the object is known to end with its final segment.
+    mutating func finish() throws -> Data {
+        guard decryptor != nil else { return Data() }
+        do { return try decryptor!.finish() } catch { throw translated(error) }
+    }
+
+    private func translated(_ error: EncryptionError) -> TSBackupError {
+        if case .objectRejected(_, let problem) = error {
+            return TSBackupError(.failed, "The archive object \(name) failed authentication (\(problem.rawValue)): it was damaged, altered, or stored under another name, and was not used.")
+        }
+        return error.tsbackupError
     }
 }
 

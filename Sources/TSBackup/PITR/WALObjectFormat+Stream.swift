@@ -1,0 +1,167 @@
+import CZstd
+import Crypto
+import Foundation
+
+/// The WAL object format (``WALObjectFormat``) written and read in pieces, so that wal-push and
+/// wal-fetch never hold a whole 16 MB segment: a whole segment held in memory costs ~4,000 fresh
+/// pages (page faults) per copy, which was most of their time (docs/pitr.md). The bytes written
+/// are the same format as ``WALObjectFormat/encode(_:sha256:level:)``'s (one zstd frame that
+/// records its content size), so old and new objects read alike.
+extension WALObjectFormat {
+    /// Bytes of plain input read, and of plain output written, per piece.
+    static let pieceSize = 1 << 20
+
+    /// Compresses a file fed in pieces and hashes the same bytes as it goes.
+    ///
+    /// The header carries the SHA-256 of the whole file, known only at its end, and precedes the
+    /// payload; so the compressed payload (about a quarter of the segment) is kept as pieces and
+    /// handed over with the header by ``finish()``. The plain file is never held.
+    final class Encoder {
+        private let context: OpaquePointer
+        private let output: UnsafeMutableRawBufferPointer
+        private var hasher = SHA256()
+        private var plainBytes: Int64 = 0
+        private var payload: [Data] = []
+        private var finished = false
+
+        /// `pledgedSize`: the file's size, recorded in the zstd frame as the one-shot form does.
+        init(level: Int32 = defaultLevel, pledgedSize: Int64) throws {
+            guard let context = ZSTD_createCCtx() else { throw Zstd.Failure(description: "out of memory") }
+            self.context = context
+            output = .allocate(byteCount: pieceSize, alignment: 16)
+            for code in [ZSTD_CCtx_setParameter(context, ZSTD_c_compressionLevel, level),
+                         ZSTD_CCtx_setParameter(context, ZSTD_c_checksumFlag, 0),
+                         ZSTD_CCtx_setPledgedSrcSize(context, UInt64(pledgedSize))] where ZSTD_isError(code) != 0 {
+                throw Zstd.Failure(description: String(cString: ZSTD_getErrorName(code)))
+            }
+        }
+
+        deinit {
+            ZSTD_freeCCtx(context)
+            output.deallocate()
+        }
+
+        /// Hashes and compresses the next piece of the file.
+        func update(_ input: UnsafeRawBufferPointer) throws {
+            precondition(!finished, "WALObjectFormat.Encoder used after finish()")
+            guard input.count > 0 else { return }
+            hasher.update(bufferPointer: input)
+            plainBytes += Int64(input.count)
+            var source = ZSTD_inBuffer(src: input.baseAddress, size: input.count, pos: 0)
+            while source.pos < source.size {
+                try step(&source, ZSTD_e_continue)
+            }
+        }
+
+        /// Ends the frame. Returns the header (size and SHA-256 of everything fed) and the
+        /// compressed payload's pieces, which follow the header in the object.
+        func finish() throws -> (header: Data, payload: [Data], digest: [UInt8], plainBytes: Int64) {
+            precondition(!finished, "WALObjectFormat.Encoder finished twice")
+            finished = true
+            var source = ZSTD_inBuffer(src: nil, size: 0, pos: 0)
+            while try step(&source, ZSTD_e_end) != 0 {}
+            let digest = Array(hasher.finalize())
+            return (headerBytes(compression: compressionZstd, plainSize: plainBytes, sha256: digest), payload, digest, plainBytes)
+        }
+
+        /// One call of ZSTD_compressStream2; what it produced is kept. Returns what zstd still
+        /// holds to flush (0 when a frame end is complete).
+        @discardableResult
+        private func step(_ source: inout ZSTD_inBuffer, _ directive: ZSTD_EndDirective) throws -> Int {
+            var target = ZSTD_outBuffer(dst: output.baseAddress, size: output.count, pos: 0)
+            let remaining = ZSTD_compressStream2(context, &target, &source, directive)
+            if ZSTD_isError(remaining) != 0 { throw Zstd.Failure(description: String(cString: ZSTD_getErrorName(remaining))) }
+            if target.pos > 0 { payload.append(Data(bytes: output.baseAddress!, count: target.pos)) }
+            return remaining
+        }
+    }
+
+    /// Reads a stored object fed in pieces from its first byte: parses the header, decompresses
+    /// the payload into a reused buffer and hands each plain piece to the caller, hashing and
+    /// counting it. Nothing it hands over is confirmed until ``finish()`` returns: the caller
+    /// writes to a temporary file and renames it only then.
+    final class Decoder {
+        private var headerBuffer = Data()
+        private(set) var header: Header?
+        private var context: OpaquePointer?
+        private let output: UnsafeMutableRawBufferPointer
+        private var hasher = SHA256()
+        private var plainBytes: Int64 = 0
+        /// ZSTD_decompressStream's last answer: 0 once a frame is complete and flushed.
+        private var pending = 1
+
+        init() {
+            output = .allocate(byteCount: pieceSize, alignment: 16)
+        }
+
+        deinit {
+            if let context { ZSTD_freeDCtx(context) }
+            output.deallocate()
+        }
+
+        /// Takes the next stored bytes; calls `sink` with each plain piece (valid only during the call).
+        func update(_ stored: Data, sink: (UnsafeRawBufferPointer) throws -> Void) throws {
+            try stored.withUnsafeBytes { raw in
+                var input = raw
+                if header == nil {
+                    let take = min(headerSize - headerBuffer.count, input.count)
+                    headerBuffer.append(contentsOf: input.prefix(take))
+                    input = UnsafeRawBufferPointer(rebasing: input.dropFirst(take))
+                    guard headerBuffer.count == headerSize else { return }
+                    let parsed = try WALObjectFormat.header(of: headerBuffer)
+                    header = parsed
+                    if parsed.compression == compressionZstd {
+                        guard let made = ZSTD_createDCtx() else { throw WALObjectError.malformed("zstd could not allocate its context") }
+                        context = made
+                    }
+                }
+                guard input.count > 0 else { return }
+                guard let context else {
+                    try emit(input, sink: sink)
+                    return
+                }
+                var source = ZSTD_inBuffer(src: input.baseAddress, size: input.count, pos: 0)
+                var full = false
+                // A full output buffer may leave data inside zstd: call again until it is not full.
+                while source.pos < source.size || full {
+                    var target = ZSTD_outBuffer(dst: output.baseAddress, size: output.count, pos: 0)
+                    let result = ZSTD_decompressStream(context, &target, &source)
+                    if ZSTD_isError(result) != 0 {
+                        throw WALObjectError.malformed("its compressed data does not decompress (\(String(cString: ZSTD_getErrorName(result))))")
+                    }
+                    pending = result
+                    // 0: the frame is complete and flushed, even when it just filled the buffer
+                    // (a 16 MiB segment fills it exactly); calling again would start a new frame.
+                    full = target.pos == target.size && result != 0
+                    if target.pos > 0 { try emit(UnsafeRawBufferPointer(start: output.baseAddress, count: target.pos), sink: sink) }
+                }
+            }
+        }
+
+        /// Checks that the object was whole: a complete frame, and the size and SHA-256 the header
+        /// recorded. Returns the header.
+        func finish() throws(WALObjectError) -> Header {
+            guard let header else { throw .malformed("it is shorter than its header") }
+            if context != nil && pending != 0 {
+                throw .malformed("its compressed data does not decompress (it ends inside its zstd frame)")
+            }
+            guard plainBytes == header.plainSize else {
+                throw .checksumMismatch("it decompresses to \(plainBytes) bytes, its header says \(header.plainSize)")
+            }
+            guard Array(hasher.finalize()) == header.sha256 else {
+                throw .checksumMismatch("the SHA-256 of its content differs from the one recorded when it was archived")
+            }
+            return header
+        }
+
+        private func emit(_ plain: UnsafeRawBufferPointer, sink: (UnsafeRawBufferPointer) throws -> Void) throws {
+            plainBytes += Int64(plain.count)
+            // Stop as soon as it runs past the recorded size: a crafted object cannot fill the disk.
+            guard let header, plainBytes <= header.plainSize else {
+                throw WALObjectError.checksumMismatch("it decompresses to more than the \(header?.plainSize ?? 0) bytes its header says")
+            }
+            hasher.update(bufferPointer: plain)
+            try sink(plain)
+        }
+    }
+}
