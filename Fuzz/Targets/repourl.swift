@@ -32,7 +32,9 @@ public func fuzzRepositoryURL(_ bytes: UnsafePointer<UInt8>?, _ count: Int) -> C
         // Round trip: the description (what messages and the service show) names the same place.
         guard (try? RepositoryURL.parse(url.description)) == url else { FuzzInput.violated("\(url) does not parse back") }
     case .local(let path):
-        guard path.hasPrefix("/") else { FuzzInput.violated("local repository path \"\(path)\" is not absolute") }
+        // Bytes, not Characters: "/" followed by a combining mark is one Character, and
+        // String.hasPrefix("/") is false for it although the path is absolute.
+        guard path.utf8.first == UInt8(ascii: "/") else { FuzzInput.violated("local repository path \"\(path)\" is not absolute") }
         guard url.description == path else { FuzzInput.violated("a local repository is not described by its path") }
     }
     return 0
