@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Fuzzes the parsers that read untrusted input (repository manifests, pg_restore's table of
 # contents, child processes' stderr, S3 responses, connection strings and password files, stored
-# SQL) with libFuzzer, each for a bounded time, and prints the executions per target.
+# SQL, encrypted objects' headers, archived WAL, timeline histories, --repo URLs, pg_basebackup's
+# and psql's stderr) with libFuzzer, each for a bounded time, and prints the executions per target.
 #
 #   scripts/fuzz.sh [SECONDS_PER_TARGET [TARGET...]]     default: 30 s, every target
 #
@@ -17,7 +18,7 @@ cd "$(dirname "$0")/.."
 
 seconds="${1:-30}"
 shift || true
-all_targets=(manifest toc stderr s3xml connection sql)
+all_targets=(manifest toc stderr s3xml connection sql encryption wal history repourl toolstderr)
 targets=("$@")
 [ "${#targets[@]}" -gt 0 ] || targets=("${all_targets[@]}")
 
@@ -26,7 +27,8 @@ targets=("$@")
 sanitizers="${FUZZ_SANITIZERS:-fuzzer,address}"
 out=.build-fuzz/${sanitizers//,/-}
 mkdir -p "$out"
-flags=(-O "-sanitize=$sanitizers" -parse-as-library)
+# -I Sources/CZstd: libzstd's module map (WALObjectFormat decompresses archived WAL with it).
+flags=(-O "-sanitize=$sanitizers" -parse-as-library -I Sources/CZstd)
 mapfile -t sources < Fuzz/sources.txt
 support=(Fuzz/Support/*.swift)
 
@@ -69,16 +71,18 @@ for target in "${targets[@]}"; do
     artifacts=.build-fuzz/artifacts/$target
     mkdir -p "$work" "$artifacts"
     log="$out/fuzz-$target.log"
-    # -timeout: one input running longer is a hang. It is a hang guard, not a speed limit: a 64 kB
-    # input costs the slowest parser (SQLText, Character-wise, under ASan) about 2 s on a quiet
-    # machine, and a CI machine at load 100 made one take 14 s and fail the run as a "timeout". -rss_limit_mb / -malloc_limit_mb: an input
-    # that makes the parser hold that much is an unbounded allocation. -max_len: the largest real
-    # sample is ~7 kB; 64 kB leaves room for growth without slowing every run.
+    # -timeout: one input running longer is a hang. It is wall-clock time and a hang guard, not a
+    # speed limit: a 64 kB input costs the slowest parser (SQLText, Character-wise, under ASan)
+    # about 2 s on a quiet machine, a CI machine at load 100 made one take 14 s, and a run at
+    # `nice -n 19` can be descheduled for longer still. FUZZ_TIMEOUT overrides it.
+    # -rss_limit_mb / -malloc_limit_mb: an input that makes the parser hold that much is an
+    # unbounded allocation. -max_len: the largest real sample is ~7 kB; 64 kB leaves room for
+    # growth without slowing every run.
     dict=()
     [ -f "Fuzz/dict/$target.dict" ] && dict=(-dict="Fuzz/dict/$target.dict")
     set +e
     "$out/fuzz-$target" "$work" "Fuzz/corpus/$target" "${dict[@]}" \
-        -max_total_time="$seconds" -timeout=120 -rss_limit_mb=2048 -malloc_limit_mb=1024 -max_len=65536 \
+        -max_total_time="$seconds" -timeout="${FUZZ_TIMEOUT:-120}" -rss_limit_mb=2048 -malloc_limit_mb=1024 -max_len=65536 \
         -artifact_prefix="$artifacts/" -print_final_stats=1 > "$log" 2>&1
     status=$?
     set -e

@@ -52,8 +52,9 @@ public struct ServiceCore: Sendable {
     public let state: StateStore
     public let jobs: JobQueue
     public let authenticator: TokenAuthenticator
-    /// Entries downloads are streaming and entries retention is deleting.
-    public let holds = EntryHolds()
+    /// Entries downloads are streaming and entries retention or a delete job is deleting (the
+    /// job queue's, so that its jobs see the same holds).
+    public var holds: EntryHolds { jobs.holds }
 
     public init(config: ServiceConfig, state: StateStore, jobs: JobQueue) {
         self.config = config

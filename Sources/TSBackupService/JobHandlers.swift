@@ -99,6 +99,11 @@ public enum JobKinds {
 
     @Sendable static func runDelete(_ job: JobRecord, _ context: JobContext) async throws -> JobResult {
         guard let id = parameters(job)["backup_id"] else { throw TSBackupError(.usage, "A delete job needs a backup_id.") }
+        // As retention does: not while a download streams the entry (DELETE refuses then too, but
+        // a download may have started while this job was queued), and no download starts on it
+        // until the deletion has ended.
+        guard context.holds.claimForDeletion(id) else { throw deleteRefused(id) }
+        defer { context.holds.endDeletion(id) }
         try await context.config.repositoryAccess().with(create: false) { repo in
             try await repo.withLock(command: "tsbackup serve: delete \(id)") { _ in
                 let entry = try await repo.entry(id)
@@ -106,6 +111,11 @@ public enum JobKinds {
             }
         }
         return JobResult(report: try JSONOutput.encode(["deleted": id]), entryID: id)
+    }
+
+    /// Why an entry a download is streaming is not deleted, and what to do.
+    static func deleteRefused(_ id: String) -> TSBackupError {
+        TSBackupError(.precondition, "Backup \(id) is being downloaded; it was not deleted, so that the download stays whole. Delete it again after the download has ended.")
     }
 
     @Sendable static func runGC(_ job: JobRecord, _ context: JobContext) async throws -> JobResult {

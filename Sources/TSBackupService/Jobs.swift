@@ -44,6 +44,9 @@ public struct JobContext: Sendable {
     public var config: ServiceConfig
     public var state: StateStore
     public var logger: Logger
+    /// Entries downloads are streaming and entries being deleted (``EntryHolds``): a job that
+    /// deletes an entry claims it here first.
+    public var holds: EntryHolds
     let progressSink: ProgressSink
 
     /// Records the job's progress (throttled: at most about twice a second reaches the state file).
@@ -110,6 +113,9 @@ public actor JobQueue: Service {
     /// The repository's entries as the API lists them; dropped whenever a job that writes the
     /// repository (backup, export, delete, gc, retention) ends. `TSBACKUP_SERVE_LISTING_CACHE=off`
     /// turns it off (every request reads every manifest: the benchmark's "before").
+    /// Entries downloads are streaming and entries retention or a delete job is deleting; shared
+    /// by the routes (``ServiceCore/holds``) and the jobs (``JobContext/holds``).
+    public nonisolated let holds = EntryHolds()
     public nonisolated let listing = EntryListingCache(enabled: ProcessInfo.processInfo.environment["TSBACKUP_SERVE_LISTING_CACHE"] != "off")
 
     public init(config: ServiceConfig, state: StateStore, handlers: [String: JobHandler] = [:], logger: Logger = Logger(label: "tsbackup.jobs")) {
@@ -242,7 +248,7 @@ public actor JobQueue: Service {
     private func start(_ queued: JobRecord, handler: JobHandler) {
         try? state.markJobRunning(queued.id)
         let job = (try? state.job(queued.id)) ?? queued
-        let context = JobContext(config: config, state: state, logger: logger, progressSink: ProgressSink(jobID: job.id, state: state))
+        let context = JobContext(config: config, state: state, logger: logger, holds: holds, progressSink: ProgressSink(jobID: job.id, state: state))
         logger.info("job started", metadata: ["job": "\(job.id)", "kind": "\(job.kind)", "database": "\(job.database)"])
         let task = Task {
             var outcome: (JobState, String?, String?, String?)

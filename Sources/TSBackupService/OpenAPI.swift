@@ -114,10 +114,11 @@ enum OpenAPI {
       "get": {"operationId": "getBackup", "summary": "One entry with its manifest",
         "responses": {"200": {"description": "The entry", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/BackupDetail"}}}},
           "401": {"$ref": "#/components/responses/Unauthorized"}, "403": {"$ref": "#/components/responses/Forbidden"}, "404": {"$ref": "#/components/responses/NotFound"}}},
-      "delete": {"operationId": "deleteBackup", "summary": "Queue the deletion of an entry (operators)",
-        "responses": {"202": {"description": "The queued job", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Job"}}}},
+      "delete": {"operationId": "deleteBackup", "summary": "Queue the deletion of an entry (operators); refused while a download streams it",
+        "responses": {"202": {"description": "The queued job (it fails, deleting nothing, if a download of the entry started meanwhile)", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Job"}}}},
           "401": {"$ref": "#/components/responses/Unauthorized"}, "403": {"$ref": "#/components/responses/Forbidden"}, "404": {"$ref": "#/components/responses/NotFound"},
-          "409": {"$ref": "#/components/responses/Busy"}, "503": {"$ref": "#/components/responses/Stopping"}}}
+          "409": {"description": "A download is streaming the entry (delete it again after the download has ended), or the database already has a queued or running job (`job`).", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
+          "503": {"$ref": "#/components/responses/Stopping"}}}
     },
     "/api/backups/{id}/download": {
       "parameters": [{"$ref": "#/components/parameters/BackupID"}],

@@ -166,7 +166,8 @@ extension ServiceOperations {
                 retention: retentionPolicy(db).map { "last \($0.last), daily \($0.daily), weekly \($0.weekly), monthly \($0.monthly)" },
                 rehearsalSchedule: db.rehearsal.map { r in "on \(r.target)" + (r.schedule.map { ", \($0.cron) (\($0.timeZone))" } ?? "") },
                 backups: own.filter { $0.state == .complete }.count,
-                bytes: own.reduce(0) { $0 + ($1.manifest?.totalFileBytes ?? $1.hypertable?.totalFileBytes ?? 0) }))
+                // A hostile or damaged manifest may claim any size: the totals saturate, never trap.
+                bytes: own.saturatingSum { $0.manifest?.totalFileBytes ?? $0.hypertable?.totalFileBytes ?? 0 }))
         }
         let mine = entries.filter { entry in config.databaseName(of: entry).map(visible.contains) ?? (identity.role != .owner) }
         let rehearsals = try core.state.jobs(databases: visible, kind: OperationsJobKinds.rehearsal, limit: 20).compactMap { job -> Rehearsal.Result? in
@@ -181,7 +182,7 @@ extension ServiceOperations {
                                           createdAt: r.requestedAt, into: r.into)
         }
         return DashboardModel(now: now, repository: config.repository,
-                              repositoryBytes: mine.reduce(0) { $0 + ($1.manifest?.totalFileBytes ?? $1.hypertable?.totalFileBytes ?? 0) },
+                              repositoryBytes: mine.saturatingSum { $0.manifest?.totalFileBytes ?? $0.hypertable?.totalFileBytes ?? 0 },
                               repositoryEntries: mine.count, signedInAs: identity.name, role: identity.role.rawValue,
                               databases: databases, rehearsals: rehearsals, jobs: jobs, restoreRequests: requests)
     }

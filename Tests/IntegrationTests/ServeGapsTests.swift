@@ -248,6 +248,16 @@ import TSBackupService
         #expect(kept["state"] as? String == "finished", "\(kept)")
         #expect(FileManager.default.fileExists(atPath: repository + "/backups/\(old)/manifest.json"))
         #expect(curl.isRunning, "the download was still streaming while retention ran")
+        // An operator's DELETE is refused while the download streams (409, delete it again after).
+        var deleteRequest = HTTPClientRequest(url: "http://127.0.0.1:\(port)/api/backups/\(old)")
+        deleteRequest.method = .DELETE
+        deleteRequest.headers.add(name: "Authorization", value: "Bearer \(Self.token)")
+        let refused = try await HTTPClient.shared.execute(deleteRequest, timeout: .seconds(120))
+        let refusal = String(buffer: try await refused.body.collect(upTo: 1 << 20))
+        #expect(refused.status == .conflict, "\(refusal)")
+        #expect(refusal.contains("is being downloaded") && refusal.contains("after the download has ended"), "\(refusal)")
+        #expect(FileManager.default.fileExists(atPath: repository + "/backups/\(old)/manifest.json"))
+        #expect(curl.isRunning, "the download was still streaming when DELETE was refused")
 
         // The client goes away: the hold ends with the stream, and retention deletes the backup.
         await curl.stop()

@@ -1,6 +1,7 @@
 import Foundation
 import Hummingbird
 import HummingbirdTesting
+import Logging
 import NIOCore
 import NIOFoundationEssentialsCompat
 import Testing
@@ -258,6 +259,100 @@ import TSBackup
         let refused = try harness.core.state.auditLog(limit: 10).filter { $0.target == "/metrics" }
         #expect(refused.compactMap(\.status).sorted() == [401, 401, 403])
         #expect(refused.contains { $0.actor == "alice" && $0.outcome == "refused" })
+    }
+
+    // MARK: Hostile repositories and held entries
+
+    /// The manifest Fuzz/corpus keeps for sizes of 2^63-1, as the repository's entry `id` of the
+    /// configured database `metrics`.
+    static func hugeManifest(id: String) throws -> BackupManifest {
+        let url = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+            .appendingPathComponent("../../Fuzz/corpus/manifest/regression-file-bytes-overflow.json").standardizedFileURL
+        var manifest = try JSONOutput.decode(BackupManifest.self, from: try Data(contentsOf: url))  // a legacy (unwrapped) manifest
+        manifest.id = id
+        manifest.source.host = "127.0.0.1"
+        manifest.source.port = 5999
+        manifest.source.database = "metrics"
+        return manifest
+    }
+
+    /// Commits entries with these manifests into the harness's (new) repository.
+    static func plant(_ manifests: [BackupManifest], in repository: String) async throws {
+        let repo = try LocalRepository.open(repository, create: true)
+        for manifest in manifests {
+            try await repo.commitEntry(try repo.beginEntry(manifest.id), manifest: manifest)
+        }
+    }
+
+    /// Anyone who can write to the repository chooses the sizes its manifests claim: two entries
+    /// of 2^63-1 bytes each made the dashboard's per-database and repository totals overflow,
+    /// which traps and ends the service. The totals now saturate.
+    @Test func manifestsClaimingHugeSizesDoNotCrashTheDashboard() async throws {
+        let harness = try Harness()
+        defer { try? FileManager.default.removeItem(atPath: harness.repository) }
+        let manifests = [try Self.hugeManifest(id: "20261127T121821Z"), try Self.hugeManifest(id: "20261128T121821Z")]
+        #expect(manifests.allSatisfy { $0.totalFileBytes == .max })
+        try await Self.plant(manifests, in: harness.repository)
+        var server = harness.server
+        let operations = try ServiceOperations.make(core: harness.core)
+        await operations.install(into: &server)
+        let model = try await operations.dashboardModel(for: try #require(harness.core.authenticator.identity(forToken: "tok-olga")))
+        #expect(model.repositoryEntries == 2 && model.repositoryBytes == .max)
+        #expect(model.databases.first { $0.name == "metrics" }?.bytes == .max)
+        let app = Application(router: server.makeRouter())
+        try await app.test(.router) { client in
+            let page = try await client.execute(uri: "/dashboard", method: .get, headers: [.cookie: "\(ServiceOperations.sessionCookie)=tok-olga"])
+            #expect(page.status == .ok)
+            #expect(String(buffer: page.body).contains("20261128T121821Z"))
+            let list = try await client.execute(uri: "/api/backups", method: .get, headers: Self.headers("olga"))
+            #expect(list.status == .ok)
+            let listed = try #require(try JSONSerialization.jsonObject(with: Data(buffer: list.body)) as? [[String: Any]])
+            #expect(listed.count == 2)
+        }
+    }
+
+    /// An operator's DELETE of a backup a download is streaming: refused with 409 and what to do
+    /// (the route), and a delete job queued before the download started does not delete it
+    /// either (the job claims the entry as retention does). After the download, both go ahead.
+    @Test func deleteWaitsForADownloadOfTheBackup() async throws {
+        let harness = try Harness()
+        defer { try? FileManager.default.removeItem(atPath: harness.repository) }
+        var manifest = try Self.hugeManifest(id: "20261127T121821Z")
+        manifest.files = []
+        try await Self.plant([manifest], in: harness.repository)
+        let id = manifest.id
+        // What GET /api/backups/{id}/download holds from before it opens the files until the
+        // stream ends (ServeGapsTests streams a real one to a slow client).
+        #expect(harness.core.holds.acquireReader(id))
+        try await harness.test { client in
+            let refused = try await client.execute(uri: "/api/backups/\(id)", method: .delete, headers: Self.headers("olga"))
+            #expect(refused.status == .conflict)
+            let body = try #require(try Self.object(refused)["error"] as? [String: Any])
+            #expect(body["code"] as? String == "conflict" && body["status"] as? Int == 409)
+            let message = try #require(body["message"] as? String)
+            #expect(message.contains("is being downloaded") && message.contains("after the download has ended"), "\(message)")
+        }
+        #expect(try harness.core.state.jobs().isEmpty, "a refused DELETE queues nothing")
+        #expect(try harness.core.state.auditLog(limit: 10).contains { $0.action.hasPrefix("DELETE") && $0.status == 409 })
+
+        // A delete job already queued when the download started: it fails and deletes nothing.
+        let job = try await harness.core.jobs.enqueue(kind: JobKinds.delete, database: "metrics", parameters: ["backup_id": id], requestedBy: "olga")
+        let context = JobContext(config: harness.core.config, state: harness.core.state, logger: Logger(label: "test"), holds: harness.core.holds,
+                                 progressSink: ProgressSink(jobID: job.id, state: harness.core.state))
+        do {
+            _ = try await JobKinds.runDelete(job, context)
+            Issue.record("the delete job deleted a backup a download holds")
+        } catch let error as TSBackupError {
+            #expect(error.kind == .precondition && error.message.contains("Delete it again after the download has ended"))
+        }
+        #expect(FileManager.default.fileExists(atPath: harness.repository + "/backups/\(id)/manifest.json"))
+
+        // The download ends: the job deletes the entry, and while it does no download starts.
+        harness.core.holds.releaseReader(id)
+        _ = try await JobKinds.runDelete(job, context)
+        #expect(!FileManager.default.fileExists(atPath: harness.repository + "/backups/\(id)"))
+        #expect(harness.core.holds.acquireReader(id), "the deletion's claim ended with the job")
+        harness.core.holds.releaseReader(id)
     }
 
     @Test func metricsWithoutATokenWhenTheConfigSaysSo() async throws {

@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 import Testing
 @testable import TSBackup
@@ -40,6 +41,32 @@ struct FuzzFindingsTests {
         #expect([Int64.max, 1].saturatingSum { $0 } == .max)
         #expect([Int64.min, -1, 5].saturatingSum { $0 } == .min + 5)
         #expect([3, 4].saturatingSum { $0 } == 7)
+    }
+
+    /// An encrypted object's size is what the store reports (an S3 listing's <Size>, a
+    /// Content-Length): a negative one made the segment arithmetic overflow and trap before the
+    /// object was refused. Every size too small for a header and a tag is now refused as truncated.
+    @Test func negativeObjectSizeIsRefused() throws {
+        let inputs = try Self.regressions("encryption")
+        #expect(inputs.count >= 1)
+        for (name, data) in inputs {
+            // The harness reads the claimed size from the input's first 8 bytes when it is this short.
+            let bits = (Array(data.prefix(8)) + [UInt8](repeating: 0, count: 8)).prefix(8).reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+            let claimed = Int64(bitPattern: bits)
+            #expect(claimed < 0, "\(name)")
+            #expect(ObjectFormat.Geometry(segmentSize: 1 << 20, ciphertextSize: claimed) == nil, "\(name)")
+        }
+        for size: Int64 in [.min, -1, 0, 43, 44, 59] {
+            #expect(ObjectFormat.Geometry(segmentSize: 4096, ciphertextSize: size) == nil, "\(size)")
+        }
+        // The smallest object, an empty one: a header and one tag.
+        #expect(ObjectFormat.Geometry(segmentSize: 4096, ciphertextSize: 60)?.plaintextSize == 0)
+        // Through the decryptor, as a download of an object whose listed size is negative.
+        let encryption = RepositoryEncryption(masterKey: SymmetricKey(size: .bits256), segmentSize: 1 << 20)
+        let sealed = try encryption.encrypt(Data("abc".utf8), name: "backups/x/manifest.json")
+        #expect(throws: EncryptionError.objectRejected(name: "backups/x/manifest.json", problem: .truncated)) {
+            _ = try encryption.makeDecryptor(name: "backups/x/manifest.json", header: sealed.prefix(ObjectFormat.headerSize), ciphertextSize: .min)
+        }
     }
 
     /// A stored script of nothing but comments made the statement splitter scan every token so

@@ -39,6 +39,25 @@ struct RepositoryURLTests {
         }
     }
 
+    /// `s3://b/x /` gave the prefix "x ", whose description `s3://b/x ` parses (trimmed) to the
+    /// prefix "x": another place. Such prefixes, and control characters, are refused.
+    @Test("an s3 prefix ending in white space or holding control characters is refused", arguments: [
+        "s3://bucket/x /", "s3://bucket/a/b\u{3000}/", "s3://bucket/a\nb", "s3://bucket/a\u{0}b", "s3://bucket/a\u{7f}",
+    ])
+    func s3PrefixWhiteSpace(_ text: String) throws {
+        #expect(throws: TSBackupError.self) { try RepositoryURL.parse(text) }
+        do {
+            _ = try RepositoryURL.parse(text)
+        } catch let error as TSBackupError {
+            #expect(error.kind == .usage && error.message.contains("white space or hold control characters"))
+        }
+        // What stays accepted: white space inside, and every accepted URL's description names it again.
+        for good in ["s3://bucket/a b/c", "s3://bucket/ x", "s3://bucket/x/ "] {
+            let url = try RepositoryURL.parse(good)
+            #expect(try RepositoryURL.parse(url.description) == url, "\(good)")
+        }
+    }
+
     @Test("manifest paths stay inside their entry")
     func confinement() throws {
         for good in ["roles.sql", "dump/toc.dat", "dump/4123.dat.gz", "data/00001.copy.zst", "a..b/c.."] {

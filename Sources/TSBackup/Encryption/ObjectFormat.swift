@@ -1,4 +1,3 @@
-import Crypto
 import Foundation
 
 /// The layout of one encrypted object (see docs/encryption.md):
@@ -68,18 +67,6 @@ enum ObjectFormat {
         return ad
     }
 
-    static func objectKey(master: SymmetricKey, salt: [UInt8]) -> SymmetricKey {
-        HKDF<SHA256>.deriveKey(inputKeyMaterial: master, salt: salt, info: objectKeyInfo, outputByteCount: 32)
-    }
-
-    static func nonce(index: Int64, final: Bool) -> AES.GCM.Nonce {
-        var bytes: [UInt8] = [0, 0, 0]
-        bytes.append(contentsOf: bigEndian(UInt64(index)))
-        bytes.append(final ? 1 : 0)
-        // 12 bytes is always a valid GCM nonce.
-        return try! AES.GCM.Nonce(data: bytes)
-    }
-
     static func bigEndian(_ value: UInt64) -> [UInt8] {
         (0..<8).map { UInt8(truncatingIfNeeded: value >> (56 - 8 * $0)) }
     }
@@ -115,6 +102,9 @@ enum ObjectFormat {
         /// The geometry whose encryption is `ciphertextSize` bytes long, or nil if no plaintext
         /// size gives that length (a truncated or padded object).
         init?(segmentSize: Int, ciphertextSize: Int64) {
+            // The size is what the store reports (an S3 listing, Content-Length): a negative one
+            // made the subtraction below overflow and trap (Fuzz/corpus/encryption/regression-*).
+            guard ciphertextSize >= Int64(ObjectFormat.headerSize + ObjectFormat.tagSize) else { return nil }
             let body = ciphertextSize - Int64(ObjectFormat.headerSize)
             let stride = Int64(segmentSize + ObjectFormat.tagSize)
             guard body >= Int64(ObjectFormat.tagSize) else { return nil }

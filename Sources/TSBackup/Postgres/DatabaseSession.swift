@@ -250,13 +250,3 @@ enum PostgresErrorTranslator {
         return TSBackupError(.connection, "Could not connect to PostgreSQL at \(server): \(String(describing: error).singleLine(limit: 200)). Check the host and port in --db and that the server is running.")
     }
 }
-
-extension String {
-    /// The text on one line, cut to `limit` characters, for embedding in a message.
-    func singleLine(limit: Int) -> String {
-        let joined = split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }.joined(separator: " ")
-        return joined.count > limit ? String(joined.prefix(limit)) + "…" : joined
-    }
-
-    var capitalizedFirst: String { prefix(1).uppercased() + dropFirst() }
-}

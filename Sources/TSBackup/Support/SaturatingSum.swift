@@ -5,7 +5,7 @@ extension Sequence {
     /// Sizes and counts summed from a manifest are whatever the repository says. A damaged or
     /// hostile manifest (two files of 2^63-1 bytes) must make a useless total, not crash `list`,
     /// `show` or verify (Fuzz/corpus/manifest/regression-*).
-    func saturatingSum<Number: FixedWidthInteger>(_ value: (Element) -> Number) -> Number {
+    public func saturatingSum<Number: FixedWidthInteger>(_ value: (Element) -> Number) -> Number {
         var total: Number = 0
         for element in self {
             let next = value(element)

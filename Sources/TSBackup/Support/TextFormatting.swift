@@ -47,3 +47,13 @@ public enum ByteCount {
 extension Bool {
     var yesNo: String { self ? "yes" : "no" }
 }
+
+extension String {
+    /// The text on one line, cut to `limit` characters, for embedding in a message.
+    func singleLine(limit: Int) -> String {
+        let joined = split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }.joined(separator: " ")
+        return joined.count > limit ? String(joined.prefix(limit)) + "…" : joined
+    }
+
+    var capitalizedFirst: String { prefix(1).uppercased() + dropFirst() }
+}

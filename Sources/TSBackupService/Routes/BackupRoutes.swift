@@ -56,6 +56,12 @@ struct BackupRoutes {
             let identity = try context.require(.operate)
             let entry = try await core.entry(try Query.parameter(context, "id"))
             let database = core.config.databaseName(of: entry) ?? "(repository)"
+            // A download streaming the entry holds it (as retention respects); refused rather than
+            // queued, so the operator learns now, not from a failed job.
+            guard !core.holds.held.contains(entry.id) else {
+                context.auditNote.set("refused: a download is streaming it")
+                throw APIError.conflict(JobKinds.deleteRefused(entry.id).message)
+            }
             let job = try await core.enqueue(kind: JobKinds.delete, database: database, parameters: ["backup_id": entry.id], identity: identity, context: context)
             return try APIJSON.response(JobView(job), status: .accepted)
         }
