@@ -215,7 +215,8 @@ extension Bench {
                 try await session.execute("SELECT pg_reload_conf()")
                 try await session.execute("CHECKPOINT")
             }
-            let built = ContinuousClock.now - buildStart
+            let elapsed = (ContinuousClock.now - buildStart).components
+            let built = String(format: "%.1f s", Double(elapsed.seconds) + Double(elapsed.attoseconds) / 1e18)
             let (bytes, chunks) = try await cluster.withSuperuser(database: database) {
                 try await $0.row("SELECT pg_database_size(current_database()), (SELECT count(*) FROM _timescaledb_catalog.chunk)", as: (Int64, Int64).self)
             }
