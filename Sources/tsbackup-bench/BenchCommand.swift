@@ -36,6 +36,16 @@ struct BenchCommand: AsyncParsableCommand {
     @Option(help: "Instead of benchmarks: the kill campaign with this many SIGKILLs of tsbackup at random moments, each followed by the next run and the invariants' checks.") var chaos: Int?
     @Option(help: "Kill campaign: stop after this many minutes even if fewer kills landed.") var chaosMinutes: Double = 45
 
+    /// The chunk-count points past pg_dump's lock limit that `--full` adds to its curve.
+    static let fullScaleChunkPoints = [20_000, 50_000]
+
+    /// PostgreSQL's defaults where the lock table's size comes from. The lock table is
+    /// max_locks_per_transaction x (max_connections + worker slots + ...): the sandbox's 160
+    /// worker slots let pg_dump lock 20,000 chunks (measured), so the defaults of PostgreSQL (8)
+    /// and TimescaleDB (16 background workers) too.
+    static let defaultLockSettings = ["max_connections": "100", "max_worker_processes": "8", "timescaledb.max_background_workers": "16",
+                                      "shared_buffers": "'256MB'"]
+
     func validate() throws {
         if quick && full { throw ValidationError("Choose --quick or --full.") }
         if pitrSizeMb < 50 || pitrWalMb < 16 || pitrSegments < 1 { throw ValidationError("--pitr-size-mb must be at least 50, --pitr-wal-mb at least 16, --pitr-segments at least 1.") }
@@ -72,11 +82,7 @@ struct BenchCommand: AsyncParsableCommand {
             return
         }
         // The chunk-count points past the lock limit run where pg_dump has PostgreSQL's defaults.
-        let settings = scaleChunks.isEmpty ? ["max_locks_per_transaction": "512", "shared_buffers": "'256MB'"]
-            // The lock table is max_locks_per_transaction x (max_connections + worker slots...):
-            // the sandbox's 160 worker slots let pg_dump lock 20,000 chunks (measured), so the
-            // defaults of PostgreSQL (8) and TimescaleDB (16 background workers) too.
-            : ["max_connections": "100", "max_worker_processes": "8", "timescaledb.max_background_workers": "16", "shared_buffers": "'256MB'"]
+        let settings = scaleChunks.isEmpty ? ["max_locks_per_transaction": "512", "shared_buffers": "'256MB'"] : Self.defaultLockSettings
         try await SandboxCluster.with(.init(durable: true, settings: settings)) { cluster in
             let versions = try await cluster.withSuperuser {
                 try await $0.row("SELECT current_setting('server_version'), (SELECT default_version FROM pg_available_extensions WHERE name = 'timescaledb')",
@@ -103,6 +109,19 @@ struct BenchCommand: AsyncParsableCommand {
                 try await bench.chunkCostScenario(chunkCosts)
             } else {
                 try await bench.run()
+                if full {
+                    // The chunk-count curve past pg_dump's lock limit, on a second cluster with
+                    // PostgreSQL's default lock settings (this one has 512 locks per transaction).
+                    let points = Self.fullScaleChunkPoints
+                    try await SandboxCluster.with(.init(durable: true, settings: Self.defaultLockSettings)) { defaults in
+                        let work = defaults.directory + "/bench"
+                        try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
+                        let past = Bench(cluster: defaults, tsbackup: tsbackup, work: work, full: full, repetitions: repetitions,
+                                         results: bench.results, log: say)
+                        try await past.scaleChunkScenario(points)
+                        bench.results = past.results
+                    }
+                }
             }
             report(bench.results)
             try FileManager.default.createDirectory(atPath: output, withIntermediateDirectories: true)

@@ -1,5 +1,6 @@
 import Foundation
 import PostgresNIO
+import Synchronization
 import TSBackup
 import TSBackupSandbox
 
@@ -95,46 +96,70 @@ extension Bench {
 /// `--scale-chunks N...`: chunk counts past pg_dump's lock limit on a cluster with PostgreSQL's
 /// default `max_locks_per_transaction = 64` and `max_connections = 100`. The data is built in
 /// bounded time: several hypertables with hourly chunks and two rows per chunk, inserted in
-/// statements of at most 1,000 chunks each (one transaction must not lock more chunks than the
-/// lock table holds), with fsync off while loading (it is a reload-time setting).
+/// statements of at most 500 chunks each (one transaction must not lock more chunks than the
+/// lock table holds), the hypertables split over two connections, with fsync and autovacuum off
+/// while loading (both are reload-time settings).
+///
+/// No foreign key from the hypertables: every chunk of a hypertable with one gets its own
+/// constraint, with two triggers on the referenced table, and each new constraint makes the
+/// next statement rebuild that table's relation cache with all of them. Measured on 6,000
+/// hourly chunks of one hypertable (2026-11-27, load average about 25): 4.8 s for the first
+/// 500 chunks, 38.0 s for the 12th 500 with the key, 2.1 s and 7.9 s without: the build (and
+/// every restore's post-data) grows with the square of the chunk count. `--restore-chunks`
+/// keeps a key per chunk at 5,040 chunks.
 struct ChunkScalePoints {
-    static let hypertables = 5
-    static let chunksPerStatement = 500
+    /// At most this many chunks per hypertable: a statement over a whole hypertable (ANALYZE of
+    /// its root, a count without a time range) locks every chunk of it in one transaction, and
+    /// PostgreSQL's default lock table holds about 8,000 locks in all.
+    static let chunksPerHypertable = 4_000
 
-    /// The schema and data statements for `chunks` chunks over `hypertables` hypertables.
-    static func statements(chunks: Int) -> [String] {
+    /// Five hypertables, more when that would put more than ``chunksPerHypertable`` in one.
+    static func hypertables(chunks: Int) -> Int {
+        max(5, (chunks + chunksPerHypertable - 1) / chunksPerHypertable)
+    }
+    static let chunksPerStatement = 500
+    /// Connections building hypertables at once.
+    static let builders = 2
+
+    /// What every hypertable refers to; run first.
+    static let setup = [
+        "CREATE TABLE public.sites (id integer PRIMARY KEY, name text NOT NULL)",
+        "INSERT INTO public.sites SELECT s, 'site-' || s FROM generate_series(1, 4) s",
+    ]
+
+    /// Hourly chunks of hypertable `table` (1-based) when `chunks` are spread over all of them.
+    static func share(of table: Int, chunks: Int) -> Int {
+        let count = Self.hypertables(chunks: chunks)
+        return chunks / count + (table <= chunks % count ? 1 : 0)
+    }
+
+    /// The statements that create hypertable `table` and fill its share of `chunks` chunks.
+    static func statements(table: Int, chunks: Int) -> [String] {
+        let name = "public.metrics_\(table)"
+        let share = Self.share(of: table, chunks: chunks)
         var statements = [
-            "CREATE TABLE public.sites (id integer PRIMARY KEY, name text NOT NULL)",
-            "INSERT INTO public.sites SELECT s, 'site-' || s FROM generate_series(1, 4) s",
+            """
+            CREATE TABLE \(name) (
+                time timestamptz NOT NULL,
+                site_id integer NOT NULL,
+                value double precision NOT NULL
+            )
+            """,
+            "SELECT create_hypertable('\(name)', 'time', chunk_time_interval => interval '1 hour')",
+            "CREATE INDEX metrics_\(table)_site_time_idx ON \(name) (site_id, time DESC)",
         ]
-        let per = chunks / hypertables
-        for table in 1...hypertables {
-            let name = "public.metrics_\(table)"
-            let share = per + (table <= chunks % hypertables ? 1 : 0)
-            statements += [
+        var start = 0
+        while start < share {
+            let end = min(share, start + chunksPerStatement)
+            statements.append(
                 """
-                CREATE TABLE \(name) (
-                    time timestamptz NOT NULL,
-                    site_id integer NOT NULL REFERENCES public.sites (id),
-                    value double precision NOT NULL
-                )
-                """,
-                "SELECT create_hypertable('\(name)', 'time', chunk_time_interval => interval '1 hour')",
-                "CREATE INDEX metrics_\(table)_site_time_idx ON \(name) (site_id, time DESC)",
-            ]
-            var start = 0
-            while start < share {
-                let end = min(share, start + chunksPerStatement)
-                statements.append(
-                    """
-                    INSERT INTO \(name)
-                    SELECT timestamptz '\(SampleData.epoch)' + make_interval(hours => h) + make_interval(mins => 30 * r), 1 + (h + r) % 4, h + r / 10.0
-                    FROM generate_series(\(start), \(end - 1)) h, generate_series(0, 1) r
-                    """)
-                start = end
-            }
+                INSERT INTO \(name)
+                SELECT timestamptz '\(SampleData.epoch)' + make_interval(hours => h) + make_interval(mins => 30 * r), 1 + (h + r) % 4, h + r / 10.0
+                FROM generate_series(\(start), \(end - 1)) h, generate_series(0, 1) r
+                """)
+            start = end
         }
-        return statements + ["ANALYZE"]
+        return statements
     }
 
     /// Rows the statements insert into the hypertables.
@@ -153,29 +178,52 @@ extension Bench {
         log("\n== Chunk scale on max_locks_per_transaction = \(locks.0), max_connections = \(locks.1)")
         for count in counts {
             let database = "scale_\(count)"
-            log("  creating \(count) chunks over \(ChunkScalePoints.hypertables) hypertables (fsync off while loading) ... load \(Self.loadAverage())")
+            log("  creating \(count) chunks over \(ChunkScalePoints.hypertables(chunks: count)) hypertables on \(ChunkScalePoints.builders) connections (fsync and autovacuum off while loading) ... load \(Self.loadAverage())")
             let buildStart = ContinuousClock.now
             try await cluster.withSuperuser { session in
                 try await session.execute("ALTER SYSTEM SET fsync = off")
+                try await session.execute("ALTER SYSTEM SET autovacuum = off")
                 try await session.execute("SELECT pg_reload_conf()")
             }
             try await cluster.createDatabase(database)
             try await cluster.withSuperuser(database: database) { session in
-                for statement in ChunkScalePoints.statements(chunks: count) { try await session.execute(statement) }
+                for statement in ChunkScalePoints.setup { try await session.execute(statement) }
             }
+            // Each builder takes the next hypertable not yet taken, so they finish together.
+            let cluster = self.cluster
+            let next = NextNumber()
+            let hypertables = ChunkScalePoints.hypertables(chunks: count)
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for _ in 0..<ChunkScalePoints.builders {
+                    group.addTask {
+                        try await cluster.withSuperuser(database: database) { session in
+                            try await session.execute("SET synchronous_commit = off")
+                            while true {
+                                let table = next.take()
+                                guard table <= hypertables else { break }
+                                for statement in ChunkScalePoints.statements(table: table, chunks: count) { try await session.execute(statement) }
+                            }
+                        }
+                    }
+                }
+                try await group.waitForAll()
+            }
+            try await cluster.withSuperuser(database: database) { try await $0.execute("ANALYZE") }
             try await cluster.withSuperuser { session in
                 try await session.execute("ALTER SYSTEM RESET fsync")
+                try await session.execute("ALTER SYSTEM RESET autovacuum")
                 try await session.execute("SELECT pg_reload_conf()")
                 try await session.execute("CHECKPOINT")
             }
-            let built = ContinuousClock.now - buildStart
+            let elapsed = (ContinuousClock.now - buildStart).components
+            let built = String(format: "%.1f s", Double(elapsed.seconds) + Double(elapsed.attoseconds) / 1e18)
             let (bytes, chunks) = try await cluster.withSuperuser(database: database) {
                 try await $0.row("SELECT pg_database_size(current_database()), (SELECT count(*) FROM _timescaledb_catalog.chunk)", as: (Int64, Int64).self)
             }
             let rows = try await rowsThroughRoots(database, chunks: count)
             if rows != Int64(ChunkScalePoints.rows(chunks: count)) { log("    WARNING: \(rows) rows through the roots, \(ChunkScalePoints.rows(chunks: count)) inserted") }
-            results.datasets["chunk scale: \(count)"] = "\(chunks) chunks over \(ChunkScalePoints.hypertables) hypertables, \(rows) rows, \(ByteCount.format(bytes)) database, built in \(built)"
-            log("    \(chunks) chunks, \(rows) hypertable rows, \(ByteCount.format(bytes)), built in \(built)")
+            results.datasets["chunk scale: \(count)"] = "\(chunks) chunks over \(ChunkScalePoints.hypertables(chunks: count)) hypertables, \(rows) rows, \(ByteCount.format(bytes)) database, built in \(built)"
+            log("    \(chunks) chunks, \(rows) hypertable rows, \(ByteCount.format(bytes)), built in \(built) (load \(Self.loadAverage()))")
 
             let dump = work + "/\(database).pgdump"
             var load = Self.loadAverage()
@@ -226,15 +274,29 @@ extension Bench {
             try await dropDatabase(database)
         }
     }
+}
 
+/// Hands out 1, 2, 3, ... to concurrent takers.
+final class NextNumber: Sendable {
+    private let value = Mutex(1)
+
+    func take() -> Int {
+        value.withLock { value in
+            defer { value += 1 }
+            return value
+        }
+    }
+}
+
+extension Bench {
     /// Rows of every hypertable counted through its root, in windows of at most 1,000 hourly
     /// chunks: one count over all chunks of a hypertable would lock them all in one transaction,
     /// past the default lock table.
     func rowsThroughRoots(_ database: String, chunks: Int) async throws -> Int64 {
         try await cluster.withSuperuser(database: database) { session in
             var total: Int64 = 0
-            let share = chunks / ChunkScalePoints.hypertables + 1
-            for table in 1...ChunkScalePoints.hypertables {
+            let share = chunks / ChunkScalePoints.hypertables(chunks: chunks) + 1
+            for table in 1...ChunkScalePoints.hypertables(chunks: chunks) {
                 var start = 0
                 while start < share {
                     total += try await session.value(PostgresQuery(unsafeSQL: """
