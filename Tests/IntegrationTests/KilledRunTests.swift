@@ -21,6 +21,21 @@ struct KilledRunTests {
         return comment.flatMap(InterruptedRuns.Owner.parse)
     }
 
+    /// The processes whose parent is `pid` (from /proc).
+    static func children(of pid: Int32) -> [Int32] {
+        ((try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []).compactMap(Int32.init).filter { candidate in
+            guard let stat = try? String(contentsOfFile: "/proc/\(candidate)/stat", encoding: .utf8), let close = stat.lastIndex(of: ")") else { return false }
+            let fields = stat[stat.index(after: close)...].split(separator: " ")
+            return fields.count > 1 && Int32(fields[1]) == pid
+        }
+    }
+
+    /// Whether `pid` is a live process (a zombie waiting for its reaper is not).
+    static func isAlive(_ pid: Int32) -> Bool {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = stat.lastIndex(of: ")") else { return false }
+        return stat[stat.index(after: close)...].split(separator: " ").first != "Z"
+    }
+
     func killAndReap(_ pid: Int32) async throws {
         #expect(kill(pid, SIGKILL) == 0)
         try await faults.waitUntil("the killed run to be gone") { kill(pid, 0) != 0 }
@@ -81,7 +96,12 @@ struct KilledRunTests {
             let marked = try #require(try await owner(cluster, database: "killed_target", "SELECT obj_description('public.conditions'::regclass, 'pg_class')"),
                                       "the new table carries the run's marker")
             #expect(marked.kind == .import && marked.backup == export.id)
+            // Its loading children (psql, the decompressor) end with it (parent-death signal,
+            // ChildLaunch), while the lock still holds them: none is left as an orphan.
+            let children = Self.children(of: marked.pid)
+            #expect(!children.isEmpty, "the import runs its load in child processes")
             try await killAndReap(marked.pid)
+            try await faults.waitUntil("the killed import's children to end with it", seconds: 600) { !children.contains(where: Self.isAlive) }
             lock.cancel()
             _ = try? await first.value
 
