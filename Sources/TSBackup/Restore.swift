@@ -536,17 +536,21 @@ actor RestoreRun {
         let create = "CREATE DATABASE \(quoteIdentifier(database)) TEMPLATE template0"
         let mark = "COMMENT ON DATABASE \(quoteIdentifier(database)) IS \(SQLLiteral.quote(marker.comment))"
         let environment = serverSettings.childProcessEnvironment(options: "-c synchronous_commit=off")
-        let result = try await ProcessRunner.run(
-            psql.path, ["-X", "-q", "-v", "ON_ERROR_STOP=1", "--no-password", "-c", create] + TestSeams.psqlPause(atStep: "create database: before the marker") + ["-c", mark],
-            environment: environment, outlivesParent: true)
+        let arguments = ["-X", "-q", "-v", "ON_ERROR_STOP=1", "--no-password", "-c", create] + TestSeams.psqlPause(atStep: "create database: before the marker") + ["-c", mark]
+        let path = psql.path
+        // An unstructured task: a cancelled run (the service shutting down) lets the pair finish
+        // too, instead of killing psql between the statements; the cancellation ends the run at
+        // its next step, whose failure path drops the database.
+        let result = try await Task { try await ProcessRunner.run(path, arguments, environment: environment, outlivesParent: true) }.value
         if result.succeeded {
             created = true
         } else {
             // A CREATE that failed left nothing; one that succeeded before the marker failed left
-            // a database this run made: the failure path drops it.
-            created = try await DatabaseSession.with(serverSettings) { session in
+            // a database this run made: the failure path drops it (when in doubt, it tries).
+            let settings = serverSettings
+            created = (try? await DatabaseSession.with(settings) { session in
                 try await session.value("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = \(database))", as: Bool.self)
-            }
+            }) ?? true
             throw TSBackupError(.failed, "Creating the database \(database) on \(request.target.host):\(request.target.port) failed (\(result.statusDescription)): \(result.standardError.singleLine(limit: 500)).")
         }
         // Also for the sessions tsbackup does not open: autovacuum analysing the new tables and

@@ -532,9 +532,15 @@ actor ChaosCampaign {
         let job = try await submitJob(operation, tag: tag)
         let killAt = started + .seconds(delay)
         while ContinuousClock.now < killAt {
-            if let state = try await jobState(job)["state"] as? String, ["finished", "failed", "interrupted"].contains(state) {
+            let record = try await jobState(job)
+            if let state = record["state"] as? String, ["finished", "failed", "interrupted"].contains(state) {
                 await stopService()
                 killedJob = nil
+                // The job ended before the kill: a finished restore's database is its result,
+                // named in its report; tidied here as the CLI restore's is (afterNext).
+                if operation == .serveRestore, state == "finished", let database = (record["report"] as? [String: Any])?["database"] as? String {
+                    await dropDatabase(source, database)
+                }
                 return false
             }
             try await Task.sleep(for: .milliseconds(20))
