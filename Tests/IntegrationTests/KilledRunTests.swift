@@ -115,4 +115,35 @@ struct KilledRunTests {
             #expect(comment.map { InterruptedRuns.Owner.parse($0) == nil } ?? true, "a verified import carries no marker: \(comment ?? "")")
         }
     }
+
+    @Test("an import killed after its checks, before it exited: the table still carries the marker; the next import drops it and says so")
+    func importKilledBeforeItExited() async throws {
+        try await faults.withSampleCluster { cluster in
+            let scratch = try ScratchDirectory("killed-import-late")
+            defer { scratch.remove() }
+            let repository = scratch.path + "/repo"
+            let (exported, manifest) = try await exportHypertable(cluster, "faults", table: "public.conditions", repository: repository)
+            let export = try #require(manifest, "\(exported.standardError)")
+            try await cluster.createDatabase("killed_late")
+            let env = ["PGPASSWORD": cluster.superuserPassword]
+            let arguments = ["import-hypertable", export.id, "--repo", repository, "--target", cluster.url(database: "killed_late")]
+            let pause = scratch.path + "/pause"
+            // Held after the report was printed, before the marker goes (the campaign's last window).
+            let first = Task { try await CLI.run(arguments, environment: env.merging(["TSBACKUP_TEST_PAUSE": "import: report printed=\(pause)"]) { $1 }) }
+            try await faults.waitUntil("the import printing its report", seconds: 600) { FileManager.default.fileExists(atPath: pause) }
+            let marked = try #require(try await owner(cluster, database: "killed_late", "SELECT obj_description('public.conditions'::regclass, 'pg_class')"),
+                                      "the verified table still carries the run's marker")
+            try await killAndReap(marked.pid)
+            _ = try? await first.value
+            try? FileManager.default.removeItem(atPath: pause)
+
+            let next = try await CLI.run(arguments, environment: env)
+            #expect(next.exitCode == 0, "\(next.standardError)")
+            #expect(next.standardError.contains("Dropped the table public.conditions") && next.standardError.contains("interrupted import"), "\(next.standardError)")
+            let comment = try await cluster.withSuperuser(database: "killed_late") {
+                try await $0.row("SELECT obj_description('public.conditions'::regclass, 'pg_class')", as: (String?).self)
+            }
+            #expect(comment.map { InterruptedRuns.Owner.parse($0) == nil } ?? true, "the finished import removed its marker: \(comment ?? "")")
+        }
+    }
 }

@@ -15,7 +15,9 @@ import PostgresNIO
 /// a process that finishes even if tsbackup is killed between them), and the marker is removed
 /// only after the run's report was printed or recorded (``Restore/acknowledge(_:request:)``), or
 /// just before a promotion. An import's table is marked in the transaction that creates it and
-/// unmarked after its checks passed.
+/// unmarked after the report was printed (``HypertableImport/acknowledge(_:request:)``). A run
+/// killed after printing its report but before it exited counts as interrupted too (its exit
+/// status is not 0): the next run drops what it made, and says so.
 public enum InterruptedRuns {
     public enum Kind: String, Sendable {
         case restore, `import`
