@@ -88,7 +88,8 @@ import TSBackupService
             details = (audit as? [[String: Any]] ?? []).filter { $0["action"] as? String == "restore.cleanup" }.compactMap { $0["detail"] as? String }
             return !details.isEmpty
         }
-        #expect(details.contains { $0.contains("Dropped the database \(into) on") && $0.contains("interrupted restore") }, "\(details)")
+        #expect(details.contains { $0.contains("Dropped the database \(into) on") && $0.contains("interrupted restore") },
+                "\(details); service log: \(second.process.log().suffix(3000))")
         #expect(try await !Self.exists(cluster, into), "the killed job's database was dropped")
         try await second.terminate()
     }

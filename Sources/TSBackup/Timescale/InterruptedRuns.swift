@@ -1,5 +1,6 @@
 import Foundation
 import PostgresNIO
+import Synchronization
 
 /// What a restore or an import leaves on the target while it runs, so that a run killed outright
 /// (SIGKILL, OOM killer, power loss: no cleanup code runs) is found and undone by the next one.
@@ -146,11 +147,19 @@ public enum InterruptedRuns {
 
     /// The sweep of ``sweepDatabases(_:server:)`` on its own session: the service runs it when it
     /// starts after a restore job was interrupted, so the leftover is dropped (and said so) then,
-    /// not only at the next restore. Needs a superuser connection to the target server.
-    public static func sweepRestores(on target: ConnectionSettings) async throws -> [String] {
-        try await DatabaseSession.with(target) { session in
-            try await sweepDatabases(session, server: "\(target.host):\(target.port)")
+    /// not only at the next restore. Needs a superuser connection to the target server. A server
+    /// that cannot be reached yet (or is starting up) is tried again for up to `patience`: the
+    /// service often starts beside it, or on a loaded machine.
+    public static func sweepRestores(on target: ConnectionSettings, patience: Duration = .seconds(120)) async throws -> [String] {
+        let found = Mutex<[String]>([])
+        let problem = await ServerRecovery.retryingWhileUnreachable(patience: patience) {
+            let warnings = try await DatabaseSession.with(target) { session in
+                try await sweepDatabases(session, server: "\(target.host):\(target.port)")
+            }
+            found.withLock { $0 = warnings }
         }
+        if let problem { throw TSBackupError(.failed, "Looking for databases of interrupted restores on \(target.host):\(target.port) failed: \(problem)") }
+        return found.withLock { $0 }
     }
 
     /// Removes this process's restore marker from `database` (see ``Restore/acknowledge(_:request:)``);
