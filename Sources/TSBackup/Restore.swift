@@ -161,6 +161,18 @@ public enum Restore {
         }
     }
 
+    /// Ends the restore's claim on its new database once its report is out: removes the marker
+    /// (InterruptedRuns) that makes the next restore on the server drop the database. Call it
+    /// after printing or recording the report of a successful ``run(_:onProgress:)``; until then
+    /// a run killed after its verification still counts as interrupted, and its database is
+    /// dropped and named by the next restore, so no restored database is left that no report
+    /// names. A promoted database carries no marker (it was removed before the promotion).
+    /// Does nothing when the marker is not this process's for this backup any more.
+    public static func acknowledge(_ report: Report, request: Request) async throws {
+        guard report.ok, report.promotedTo == nil else { return }
+        try await InterruptedRuns.release(database: report.database, backup: report.id, settings: request.target)
+    }
+
     /// `<source>_restore_<id>`, lower case, within PostgreSQL's 63-byte identifier limit.
     public static func defaultDatabaseName(source: String, id: String) -> String {
         let suffix = "_restore_" + id.lowercased().replacingOccurrences(of: "-", with: "_")
@@ -217,7 +229,7 @@ actor RestoreRun {
     func run() async throws -> Restore.Report {
         do {
             let tools = try await step("preflight") { try await self.preflight() }
-            try await step("create database") { try await self.createDatabase() }
+            try await step("create database") { try await self.createDatabase(psql: tools.creator) }
             try await step("create extension and enter restore mode") { try await self.prepareDatabase() }
             let reporter = progress
             reporter.attach(RestoreProgressCounter(contents: tools.contents, dataBytes: Self.dataFileBytes(manifest)))
@@ -330,6 +342,8 @@ actor RestoreRun {
         var pgRestore: PostgresTool
         /// psql runs the extension update: one simple-protocol query is one transaction.
         var psql: PostgresTool?
+        /// psql runs CREATE DATABASE and its marker as a process of its own (``createDatabase(psql:)``).
+        var creator: PostgresTool
         /// The archive's table of contents, read once.
         var contents: ArchiveContents
     }
@@ -455,7 +469,9 @@ actor RestoreRun {
             if used + 1 > maxWorkers {
                 warnings.append("The target has no free background-worker slot (max_worker_processes \(maxWorkers), \(used) in use): the restored database's TimescaleDB scheduler may not start, so its jobs would not run. Raise max_worker_processes.")
             }
-            return PreflightOutcome(tools: Tools(pgRestore: pgRestore, psql: psql, contents: contents), warnings: warnings,
+            let creator: PostgresTool
+            if let psql { creator = psql } else { creator = try await PostgresTools.locate("psql", minimumMajor: server.majorVersion) }
+            return PreflightOutcome(tools: Tools(pgRestore: pgRestore, psql: psql, creator: creator, contents: contents), warnings: warnings,
                                     versions: versions, decision: decision, extensionUpdate: extensionUpdate)
         }
     }
@@ -507,17 +523,36 @@ actor RestoreRun {
 
     // MARK: Procedure
 
-    func createDatabase() async throws {
+    /// Creates the database marked as this run's (InterruptedRuns): if this process is killed,
+    /// the next restore on this server (or the service's next start) finds it and drops it.
+    ///
+    /// CREATE DATABASE cannot share a transaction with COMMENT ON DATABASE, so a kill between the
+    /// two would leave an empty database no one names. psql runs both as a process of its own
+    /// that is not ended with this one (`outlivesParent`): once it started, the pair completes
+    /// (or the CREATE fails) whether or not tsbackup is still there to wait for it.
+    func createDatabase(psql: PostgresTool) async throws {
         let database = self.database
-        let marker = self.marker
-        try await DatabaseSession.with(serverSettings) { session in
-            // template0: the archive recreates everything; a customised template1 would collide.
-            try await session.execute("CREATE DATABASE \(quoteIdentifier(database)) TEMPLATE template0")
-            // Marks the database as this run's until it is verified: if this process is killed,
-            // the next restore on this server finds it and drops it (InterruptedRuns).
-            try await session.execute("COMMENT ON DATABASE \(quoteIdentifier(database)) IS \(SQLLiteral.quote(marker.comment))")
+        // template0: the archive recreates everything; a customised template1 would collide.
+        let create = "CREATE DATABASE \(quoteIdentifier(database)) TEMPLATE template0"
+        let mark = "COMMENT ON DATABASE \(quoteIdentifier(database)) IS \(SQLLiteral.quote(marker.comment))"
+        let environment = serverSettings.childProcessEnvironment(options: "-c synchronous_commit=off")
+        let arguments = ["-X", "-q", "-v", "ON_ERROR_STOP=1", "--no-password", "-c", create] + TestSeams.psqlPause(atStep: "create database: before the marker") + ["-c", mark]
+        let path = psql.path
+        // An unstructured task: a cancelled run (the service shutting down) lets the pair finish
+        // too, instead of killing psql between the statements; the cancellation ends the run at
+        // its next step, whose failure path drops the database.
+        let result = try await Task { try await ProcessRunner.run(path, arguments, environment: environment, outlivesParent: true) }.value
+        if result.succeeded {
+            created = true
+        } else {
+            // A CREATE that failed left nothing; one that succeeded before the marker failed left
+            // a database this run made: the failure path drops it (when in doubt, it tries).
+            let settings = serverSettings
+            created = (try? await DatabaseSession.with(settings) { session in
+                try await session.value("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = \(database))", as: Bool.self)
+            }) ?? true
+            throw TSBackupError(.failed, "Creating the database \(database) on \(request.target.host):\(request.target.port) failed (\(result.statusDescription)): \(result.standardError.singleLine(limit: 500)).")
         }
-        created = true
         // Also for the sessions tsbackup does not open: autovacuum analysing the new tables and
         // TimescaleDB's scheduler each commit synchronously otherwise, one flush per table.
         // Reset by the final WAL flush (and on every failure path that keeps the database).
@@ -571,15 +606,21 @@ actor RestoreRun {
     /// (nothing was written) does a CHECKPOINT make sure.
     func makeDurable() async throws {
         let database = self.database
+        let promoting = request.promoteTo != nil
         try await DatabaseSession.with(request.target) { session in
             // Every restore session has finished: every record the restore wrote is before this.
             let restored = try await session.value("SELECT pg_current_wal_insert_lsn()::text", as: String.self,
                                                    purpose: "reading the WAL position the restore reached")
             try await session.execute("SET synchronous_commit = local")
             try await session.execute("ALTER DATABASE \(quoteIdentifier(database)) RESET synchronous_commit")
-            // Verified: no longer a throwaway a later restore may drop (before any promotion). This
-            // commit waits for its WAL flush too (synchronous_commit = local).
-            try await session.execute("COMMENT ON DATABASE \(quoteIdentifier(database)) IS NULL")
+            // A promotion renames live databases: from here on nothing may drop this one, so its
+            // marker goes now (this commit waits for its WAL flush too: synchronous_commit = local).
+            // Without a promotion the marker stays until the caller has printed or recorded the
+            // report (Restore.acknowledge): a run killed before that has its database dropped by
+            // the next one, and said so, instead of leaving a database no report names.
+            if promoting {
+                try await session.execute("COMMENT ON DATABASE \(quoteIdentifier(database)) IS NULL")
+            }
             let flushed = try await session.value("SELECT pg_current_wal_flush_lsn() >= \(restored)::pg_lsn", as: Bool.self,
                                                   purpose: "checking the WAL is flushed past the restore")
             if !flushed {

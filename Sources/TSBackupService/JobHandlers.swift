@@ -91,6 +91,17 @@ public enum JobKinds {
             guard report.ok else {
                 throw JobFailure(message: "The restore of \(id) into \(report.database) did not verify.", report: text, entryID: id)
             }
+            await TestSeams.pauseIfAsked(atStep: "record the restore report")
+            // The report is stored before the database's in-progress marker goes: a service
+            // killed in between has its restore dropped (and named) when it starts again, one
+            // killed after has the report in the job's record. Never a database no report names.
+            try context.state.recordJobReport(job.id, report: text)
+            do {
+                try await Restore.acknowledge(report, request: request)
+            } catch {
+                throw JobFailure(message: "The restore of \(id) into \(report.database) verified, but its in-progress marker could not be removed (\(JobQueue.message(error))); until it is, the next restore on that server drops \(report.database) as an interrupted run's. Remove it: COMMENT ON DATABASE \(quoteIdentifier(report.database)) IS NULL.",
+                                 report: text, entryID: id)
+            }
             return JobResult(report: text, entryID: id)
         } catch let failure as Restore.Failure {
             throw JobFailure(message: failure.error.message, report: try? JSONOutput.encode(failure.report), entryID: id)

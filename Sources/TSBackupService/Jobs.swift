@@ -225,8 +225,36 @@ public actor JobQueue: Service {
             logger.warning("clean-up after restart failed", metadata: ["error": "\(Self.message(error))"])
             try? state.audit(actor: "service", role: nil, action: "repo.gc", target: config.repository, outcome: "failed", detail: Self.message(error))
         }
+        await sweepInterruptedRestores(interrupted.filter { $0.kind == JobKinds.restore })
         for job in interrupted {
             if let stored = try? state.job(job.id) { await notify(stored) }
+        }
+    }
+
+    /// A restore job killed with the service leaves its database marked as an interrupted run's
+    /// (InterruptedRuns): the sweep drops it now, on each server such a job restored to, and
+    /// the audit log (and the log) name every database dropped or left.
+    private func sweepInterruptedRestores(_ jobs: [JobRecord]) async {
+        var servers: [String: ConnectionSettings] = [:]
+        for job in jobs {
+            guard let settings = try? config.databases[job.database]?.restoreConnection.settings() else { continue }
+            servers["\(settings.host):\(settings.port)"] = settings
+        }
+        for (server, settings) in servers.sorted(by: { $0.key < $1.key }) {
+            do {
+                let warnings = try await InterruptedRuns.sweepRestores(on: settings)
+                for warning in warnings {
+                    logger.warning("interrupted restore cleaned up", metadata: ["detail": "\(warning)"])
+                    try? state.audit(actor: "service", role: nil, action: "restore.cleanup", target: server, outcome: "done", detail: warning)
+                }
+                if warnings.isEmpty {
+                    try? state.audit(actor: "service", role: nil, action: "restore.cleanup", target: server, outcome: "done", detail: "no database of an interrupted restore found")
+                }
+            } catch {
+                // Not fatal: the next restore on that server sweeps again.
+                logger.warning("clean-up of interrupted restores failed", metadata: ["server": "\(server)", "error": "\(Self.message(error))"])
+                try? state.audit(actor: "service", role: nil, action: "restore.cleanup", target: server, outcome: "failed", detail: Self.message(error))
+            }
         }
     }
 

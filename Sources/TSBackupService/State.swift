@@ -189,6 +189,14 @@ extension StateStore {
         }
     }
 
+    /// Stores a running job's report before the job ends (a restore's, before its database's
+    /// marker is removed): a job interrupted after this still names what it made.
+    public func recordJobReport(_ id: Int64, report: String) throws {
+        try queue.write { db in
+            try db.execute(sql: "UPDATE jobs SET report = ? WHERE id = ? AND state = 'running'", arguments: [report, id])
+        }
+    }
+
     /// Records how a job ended.
     public func finishJob(_ id: Int64, state: JobState, report: String?, error: String?, entryID: String?, now: Date = Date()) throws {
         try queue.write { db in

@@ -532,9 +532,15 @@ actor ChaosCampaign {
         let job = try await submitJob(operation, tag: tag)
         let killAt = started + .seconds(delay)
         while ContinuousClock.now < killAt {
-            if let state = try await jobState(job)["state"] as? String, ["finished", "failed", "interrupted"].contains(state) {
+            let record = try await jobState(job)
+            if let state = record["state"] as? String, ["finished", "failed", "interrupted"].contains(state) {
                 await stopService()
                 killedJob = nil
+                // The job ended before the kill: a finished restore's database is its result,
+                // named in its report; tidied here as the CLI restore's is (afterNext).
+                if operation == .serveRestore, state == "finished", let database = (record["report"] as? [String: Any])?["database"] as? String {
+                    await dropDatabase(source, database)
+                }
                 return false
             }
             try await Task.sleep(for: .milliseconds(20))
@@ -558,7 +564,8 @@ actor ChaosCampaign {
             // Interrupted if it was running; a job still queued at the kill runs after the
             // restart (by design) and may finish: then its report names what it created.
             let job = try await waitForJob(killed, timeout: .seconds(300))
-            if let data = try? JSONSerialization.data(withJSONObject: job) { killedReport = String(decoding: data, as: UTF8.self) }
+            // Without its parameters: the database name asked for is not a report naming it.
+            if let data = try? JSONSerialization.data(withJSONObject: job.filter { $0.key != "parameters" }) { killedReport = String(decoding: data, as: UTF8.self) }
             killedJob = nil
         }
         let jobStarted = ContinuousClock.now
@@ -569,7 +576,10 @@ actor ChaosCampaign {
             problems.append("job \(id) ended \(job["state"] as? String ?? "?"): \(job["error"] as? String ?? "")")
         }
         let (_, audit) = try await api("GET", "/api/audit?actor=service&limit=20", as: "olga")
-        let auditText = (audit as? [[String: Any]] ?? []).map { "\($0["action"] ?? "") \($0["outcome"] ?? "") \($0["target"] ?? "") \($0["note"] ?? "")" }.joined(separator: "\n")
+        let auditText = (audit as? [[String: Any]] ?? []).map { "\($0["action"] ?? "") \($0["outcome"] ?? "") \($0["target"] ?? "") \($0["detail"] ?? "")" }.joined(separator: "\n")
+        // The new job's own report (its restore's warnings name what its preflight dropped).
+        var nextReport = ""
+        if let data = try? JSONSerialization.data(withJSONObject: job.filter { $0.key != "parameters" }) { nextReport = String(decoding: data, as: UTF8.self) }
         if operation == .serveBackup, serveBackupID.isEmpty || tag == "warmup" {
             if let result = job["entry_id"] as? String { serveBackupID = result }
         }
@@ -579,7 +589,7 @@ actor ChaosCampaign {
         }
         let exit = await stopService()
         if serveBackupID.isEmpty { serveBackupID = try await newestComplete(repoServe) ?? "" }
-        let text = (exit?.error ?? "") + "\n" + (exit?.output ?? "") + "\naudit:\n" + auditText + "\nkilled job:\n" + killedReport
+        let text = (exit?.error ?? "") + "\n" + (exit?.output ?? "") + "\naudit:\n" + auditText + "\nkilled job:\n" + killedReport + "\nnext job:\n" + nextReport
         return ChaosChild.Exit(exitCode: problems.isEmpty ? 0 : 1, signal: nil, output: "", error: problems.joined(separator: "; ") + "\n" + text,
                                seconds: problems.isEmpty ? jobSeconds : (ContinuousClock.now - began).seconds)
     }
@@ -676,7 +686,7 @@ actor ChaosCampaign {
         do {
             let names = try await cluster.withSuperuser { try await $0.values("SELECT datname FROM pg_database", as: String.self) }
             for name in names where !expected.contains(name) {
-                if nextOutput.contains(name) {
+                if Self.mentions(name, in: nextOutput) {
                     stats[operation, default: Stats()].leftovers.append("database \(name) left, named by the next run")
                 } else {
                     violation(operation, "database \(name) is left on \(cluster === source ? "the source" : "the target") cluster and no output named it")
@@ -688,13 +698,33 @@ actor ChaosCampaign {
         }
     }
 
+    /// Whether `text` names `name` as a whole identifier: not as a part of a longer one (the
+    /// next run's `chaos_r_k43n` does not name the killed run's `chaos_r_k43`).
+    static func mentions(_ name: String, in text: String) -> Bool {
+        func isIdentifierByte(_ byte: UInt8) -> Bool {
+            (byte >= 0x30 && byte <= 0x39) || (byte >= 0x41 && byte <= 0x5A) || (byte >= 0x61 && byte <= 0x7A) || byte == 0x5F || byte == 0x24 || byte >= 0x80
+        }
+        let haystack = Array(text.utf8), needle = Array(name.utf8)
+        guard !needle.isEmpty, haystack.count >= needle.count else { return false }
+        var start = 0
+        while start + needle.count <= haystack.count {
+            if haystack[start] == needle[0], Array(haystack[start..<(start + needle.count)]) == needle {
+                let before = start == 0 ? nil : haystack[start - 1]
+                let after = start + needle.count == haystack.count ? nil : haystack[start + needle.count]
+                if !(before.map(isIdentifierByte) ?? false) && !(after.map(isIdentifierByte) ?? false) { return true }
+            }
+            start += 1
+        }
+        return false
+    }
+
     func checkImportTables(_ operation: ChaosOperation, nextOutput: String) async {
         do {
             let tables = try await target.withSuperuser(database: "chaos_import") {
                 try await $0.values("SELECT relname::text FROM pg_class WHERE relkind IN ('r', 'p') AND relnamespace = 'public'::regnamespace AND relname LIKE 'imp\\_%'", as: String.self)
             }
             for table in tables {
-                if nextOutput.contains(table) {
+                if Self.mentions(table, in: nextOutput) {
                     stats[operation, default: Stats()].leftovers.append("table \(table) left, named by the next run")
                 } else {
                     violation(operation, "table public.\(table) (a killed import's) is left in the target database and no output named it")

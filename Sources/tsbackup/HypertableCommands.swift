@@ -1,3 +1,4 @@
+import Foundation
 import ArgumentParser
 import TSBackup
 
@@ -114,6 +115,16 @@ struct ImportHypertableCommand: AsyncParsableCommand {
                     print("  not created: \(skipped)")
                 }
                 for warning in report.warnings { printWarning(warning) }
+            }
+            // Out (not in a pipe's buffer) before the table stops counting as an interrupted
+            // run's: a kill after this leaves a table the report named.
+            fflush(nil)
+            await TestSeams.pauseIfAsked(atStep: "import: report printed")
+            do {
+                try await HypertableImport.acknowledge(report, request: request)
+            } catch {
+                let message = (error as? TSBackupError)?.message ?? "\(error)"
+                throw TSBackupError(.failed, "The import of \(report.id) into \(report.table) verified (report above), but its in-progress marker could not be removed (\(message)); until it is, the next import into that database drops \(report.table) as an interrupted run's. Remove it: COMMENT ON TABLE \(report.quotedTable) IS NULL.")
             }
         }
     }

@@ -94,6 +94,15 @@ struct RestoreCommand: AsyncParsableCommand {
                 let report = try await Restore.run(request, onProgress: onProgress)
                 if showProgress { ProgressLine.clear() }
                 print(json ? try JSONOutput.encode(report) : report.renderReport())
+                // Out (not in a pipe's buffer) before the database stops counting as an
+                // interrupted run's: a kill after this leaves a database the report named.
+                fflush(nil)  // every stream: stdout among them
+                do {
+                    try await Restore.acknowledge(report, request: request)
+                } catch {
+                    let message = (error as? TSBackupError)?.message ?? "\(error)"
+                    throw TSBackupError(.failed, "The restore of \(report.id) into \(report.database) verified (report above), but its in-progress marker could not be removed (\(message)); until it is, the next restore on this server drops \(report.database) as an interrupted run's. Remove it: COMMENT ON DATABASE \(quoteIdentifier(report.database)) IS NULL.")
+                }
             } catch let failure as Restore.Failure {
                 if showProgress { ProgressLine.clear() }
                 print(json ? try JSONOutput.encode(failure.report) : failure.report.renderReport())

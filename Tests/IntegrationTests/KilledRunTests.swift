@@ -21,6 +21,21 @@ struct KilledRunTests {
         return comment.flatMap(InterruptedRuns.Owner.parse)
     }
 
+    /// The processes whose parent is `pid` (from /proc).
+    static func children(of pid: Int32) -> [Int32] {
+        ((try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []).compactMap(Int32.init).filter { candidate in
+            guard let stat = try? String(contentsOfFile: "/proc/\(candidate)/stat", encoding: .utf8), let close = stat.lastIndex(of: ")") else { return false }
+            let fields = stat[stat.index(after: close)...].split(separator: " ")
+            return fields.count > 1 && Int32(fields[1]) == pid
+        }
+    }
+
+    /// Whether `pid` is a live process (a zombie waiting for its reaper is not).
+    static func isAlive(_ pid: Int32) -> Bool {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = stat.lastIndex(of: ")") else { return false }
+        return stat[stat.index(after: close)...].split(separator: " ").first != "Z"
+    }
+
     func killAndReap(_ pid: Int32) async throws {
         #expect(kill(pid, SIGKILL) == 0)
         try await faults.waitUntil("the killed run to be gone") { kill(pid, 0) != 0 }
@@ -81,7 +96,12 @@ struct KilledRunTests {
             let marked = try #require(try await owner(cluster, database: "killed_target", "SELECT obj_description('public.conditions'::regclass, 'pg_class')"),
                                       "the new table carries the run's marker")
             #expect(marked.kind == .import && marked.backup == export.id)
+            // Its loading children (psql, the decompressor) end with it (parent-death signal,
+            // ChildLaunch), while the lock still holds them: none is left as an orphan.
+            let children = Self.children(of: marked.pid)
+            #expect(!children.isEmpty, "the import runs its load in child processes")
             try await killAndReap(marked.pid)
+            try await faults.waitUntil("the killed import's children to end with it", seconds: 600) { !children.contains(where: Self.isAlive) }
             lock.cancel()
             _ = try? await first.value
 
@@ -93,6 +113,37 @@ struct KilledRunTests {
             }
             #expect(rows == Int64(SampleData(.small).expected.conditionsRows))
             #expect(comment.map { InterruptedRuns.Owner.parse($0) == nil } ?? true, "a verified import carries no marker: \(comment ?? "")")
+        }
+    }
+
+    @Test("an import killed after its checks, before it exited: the table still carries the marker; the next import drops it and says so")
+    func importKilledBeforeItExited() async throws {
+        try await faults.withSampleCluster { cluster in
+            let scratch = try ScratchDirectory("killed-import-late")
+            defer { scratch.remove() }
+            let repository = scratch.path + "/repo"
+            let (exported, manifest) = try await exportHypertable(cluster, "faults", table: "public.conditions", repository: repository)
+            let export = try #require(manifest, "\(exported.standardError)")
+            try await cluster.createDatabase("killed_late")
+            let env = ["PGPASSWORD": cluster.superuserPassword]
+            let arguments = ["import-hypertable", export.id, "--repo", repository, "--target", cluster.url(database: "killed_late")]
+            let pause = scratch.path + "/pause"
+            // Held after the report was printed, before the marker goes (the campaign's last window).
+            let first = Task { try await CLI.run(arguments, environment: env.merging(["TSBACKUP_TEST_PAUSE": "import: report printed=\(pause)"]) { $1 }) }
+            try await faults.waitUntil("the import printing its report", seconds: 600) { FileManager.default.fileExists(atPath: pause) }
+            let marked = try #require(try await owner(cluster, database: "killed_late", "SELECT obj_description('public.conditions'::regclass, 'pg_class')"),
+                                      "the verified table still carries the run's marker")
+            try await killAndReap(marked.pid)
+            _ = try? await first.value
+            try? FileManager.default.removeItem(atPath: pause)
+
+            let next = try await CLI.run(arguments, environment: env)
+            #expect(next.exitCode == 0, "\(next.standardError)")
+            #expect(next.standardError.contains("Dropped the table public.conditions") && next.standardError.contains("interrupted import"), "\(next.standardError)")
+            let comment = try await cluster.withSuperuser(database: "killed_late") {
+                try await $0.row("SELECT obj_description('public.conditions'::regclass, 'pg_class')", as: (String?).self)
+            }
+            #expect(comment.map { InterruptedRuns.Owner.parse($0) == nil } ?? true, "the finished import removed its marker: \(comment ?? "")")
         }
     }
 }

@@ -42,6 +42,11 @@ public enum HypertableImport {
         public var compression: String = ""
         /// Target chunks compressed again because their source chunk was compressed.
         public var recompressedChunks: [String] = []
+        /// The imported table, quoted, and the comment it gets once the report is out (the
+        /// exported one, or none): ``acknowledge(_:request:)`` puts it in place of the marker.
+        /// Not part of the JSON report.
+        public internal(set) var quotedTable: String = ""
+        var finalComment: String?
 
         enum CodingKeys: String, CodingKey {
             case id, target, table, rows, files, bytes
@@ -74,6 +79,22 @@ public enum HypertableImport {
         case "TABLE", "SEQUENCE", "SEQUENCE OWNED BY", "DEFAULT", "CONSTRAINT": .table
         case "INDEX", "FK CONSTRAINT", "TRIGGER": .required
         default: .optional
+        }
+    }
+
+    /// Ends the import's claim on its new table once its report is out: puts the exported
+    /// comment (or none) in place of the marker (InterruptedRuns) that makes the next import into
+    /// the database drop the table. Call it after printing the report of a successful
+    /// ``run(_:)``. Does nothing when the marker is not this process's any more.
+    public static func acknowledge(_ report: Report, request: Request) async throws {
+        guard report.verified, !report.quotedTable.isEmpty else { return }
+        let table = report.quotedTable
+        try await DatabaseSession.with(request.target) { session in
+            let comment = try await session.rows("SELECT obj_description(to_regclass(\(table)), 'pg_class')", as: (String?).self).first ?? nil
+            guard let comment, let owner = InterruptedRuns.Owner.parse(comment), owner.kind == .import, owner.backup == report.id,
+                  owner.pid == getpid(), owner.host == ProcessInfo.processInfo.hostName else { return }
+            try await session.execute("COMMENT ON TABLE \(table) IS \(report.finalComment.map(SQLLiteral.quote) ?? "NULL")",
+                                      purpose: "removing the import's marker from \(report.table)")
         }
     }
 
@@ -148,14 +169,17 @@ public enum HypertableImport {
                     throw ExplainedFailure(TSBackupError(.failed, "The imported table \(display) holds \(rows) rows with content hash \(hash ?? "-"), but export \(manifest.id) recorded \(manifest.rowCount) rows with \(manifest.contentHash). The table was dropped again; run `tsbackup verify \(manifest.id)` and check the target's triggers and defaults."))
                 }
                 try await session.execute("ANALYZE \(qualified)", purpose: "analyzing \(display)")
-                // Verified: the marker goes, the exported comment (if any) comes back.
-                let restoredComment = tableComment.flatMap { $0 == marker.comment ? nil : $0 }.map(SQLLiteral.quote) ?? "NULL"
-                try await session.execute("COMMENT ON TABLE \(qualified) IS \(restoredComment)", purpose: "removing the import's marker from \(display)")
-                return Report(id: manifest.id, target: request.target.displayName, table: display, rows: rows,
+                // Verified. The marker stays until the caller has printed the report
+                // (acknowledge): a run killed before that has its table dropped, and named, by
+                // the next import, instead of leaving a table no report names.
+                var report = Report(id: manifest.id, target: request.target.displayName, table: display, rows: rows,
                               files: manifest.dataFiles.count, bytes: manifest.dataFiles.reduce(0) { total, file in total + (manifest.files.first { $0.path == file.path }?.bytes ?? 0) },
                               rawBytes: manifest.rawDataBytes, durationSeconds: Date().timeIntervalSince(started), loadSeconds: loadSeconds,
                               contentHash: hash ?? "", verified: true, skipped: skipped, warnings: warnings,
                               compression: compression, recompressedChunks: recompressed)
+                report.quotedTable = qualified
+                report.finalComment = tableComment.flatMap { $0 == marker.comment ? nil : $0 }
+                return report
             } catch {
                 // A half-made table must not look like an import: drop what this run created. When
                 // the server crashed or restarted under the import, this session is gone: drop

@@ -22,8 +22,9 @@ extension BaseBackup {
         let exitStatus: TerminationStatus
         let stderr: String
         do {
+            let (exe, launchArguments) = ChildLaunch.command(tool.path, arguments)
             let run = try await Subprocess.run(
-                .path(FilePath(tool.path)), arguments: Arguments(arguments),
+                exe, arguments: launchArguments,
                 environment: ChildEnvironment.subprocess(settings.childProcessEnvironment()),
                 platformOptions: options, input: .none, output: .sequence, error: .string(limit: 1 << 20)
             ) { execution in

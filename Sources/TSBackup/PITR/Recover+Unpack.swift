@@ -66,15 +66,17 @@ extension Recover {
         do {
             switch source {
             case .file(let path):
+                let (exe, arguments) = ChildLaunch.command("tar", ["--zstd", "-x", "-f", path, "-C", pgdata])
                 let run = try await Subprocess.run(
-                    .name("tar"), arguments: ["--zstd", "-x", "-f", path, "-C", pgdata], environment: environment,
+                    exe, arguments: arguments, environment: environment,
                     platformOptions: options, input: .none, output: .discarded, error: .string(limit: 64 << 10))
                 guard case .exited(0) = run.terminationStatus else {
                     throw failed("\(run.terminationStatus): \(run.standardError.singleLine(limit: 300))")
                 }
             case .stream(let produce):
+                let (exe, arguments) = ChildLaunch.command("tar", ["--zstd", "-x", "-f", "-", "-C", pgdata])
                 let run = try await Subprocess.run(
-                    .name("tar"), arguments: ["--zstd", "-x", "-f", "-", "-C", pgdata], environment: environment,
+                    exe, arguments: arguments, environment: environment,
                     platformOptions: options, input: .inputWriter, output: .discarded, error: .string(limit: 64 << 10)
                 ) { execution -> (any Error)? in
                     let writer = execution.standardInputWriter

@@ -40,14 +40,16 @@ enum CopyPipeline {
             throw FileSystem.ioError("create \(outputPath)", underlying: error)
         }
         do {
+            let compressorCommand = ChildLaunch.command(compressor[0], Array(compressor.dropFirst()))
+            let psqlCommand = ChildLaunch.command(psql, ["-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", "-"])
             let compressorRun = try await Subprocess.run(
-                .path(FilePath(compressor[0])), arguments: Arguments(Array(compressor.dropFirst())),
+                compressorCommand.0, arguments: compressorCommand.1,
                 environment: ChildEnvironment.subprocess(), platformOptions: teardown, input: .inputWriter,
                 output: .fileDescriptor(file, closeAfterSpawningProcess: true), error: .string(limit: 64 << 10)
             ) { compressorExecution -> (ProcessResult, Exported) in
                 let writer = compressorExecution.standardInputWriter
                 let psqlRun = try await Subprocess.run(
-                    .path(FilePath(psql)), arguments: ["-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", "-"],
+                    psqlCommand.0, arguments: psqlCommand.1,
                     environment: ChildEnvironment.subprocess(environment), platformOptions: teardown,
                     input: .string(script), output: .sequence, error: .string(limit: 1 << 20)
                 ) { psqlExecution -> Exported in
@@ -83,13 +85,15 @@ enum CopyPipeline {
                      decompressor: [String], inputPath: String, what: String) async throws -> Int64 {
         let pipe = try loadPipe(what)
         do {
+            let decompressorCommand = ChildLaunch.command(decompressor[0], Array(decompressor.dropFirst()) + [inputPath])
+            let psqlCommand = ChildLaunch.command(psql, ["-X", "-v", "ON_ERROR_STOP=1", "-c", command])
             async let decompressed = Subprocess.run(
-                .path(FilePath(decompressor[0])), arguments: Arguments(Array(decompressor.dropFirst()) + [inputPath]),
+                decompressorCommand.0, arguments: decompressorCommand.1,
                 environment: ChildEnvironment.subprocess(), platformOptions: teardown,
                 output: .fileDescriptor(pipe.writeEnd, closeAfterSpawningProcess: true),
                 error: .string(limit: 64 << 10))
             async let loaded = Subprocess.run(
-                .path(FilePath(psql)), arguments: ["-X", "-v", "ON_ERROR_STOP=1", "-c", command],
+                psqlCommand.0, arguments: psqlCommand.1,
                 environment: ChildEnvironment.subprocess(environment), platformOptions: teardown,
                 input: .fileDescriptor(pipe.readEnd, closeAfterSpawningProcess: true),
                 output: .string(limit: 64 << 10), error: .string(limit: 1 << 20))
@@ -111,13 +115,15 @@ enum CopyPipeline {
                               source: @escaping @Sendable (_ write: @Sendable (Data) async throws -> Void) async throws -> Void) async throws -> Int64 {
         let pipe = try loadPipe(what)
         do {
+            let psqlCommand = ChildLaunch.command(psql, ["-X", "-v", "ON_ERROR_STOP=1", "-c", command])
+            let decompressorCommand = ChildLaunch.command(decompressor[0], Array(decompressor.dropFirst()))
             async let loaded = Subprocess.run(
-                .path(FilePath(psql)), arguments: ["-X", "-v", "ON_ERROR_STOP=1", "-c", command],
+                psqlCommand.0, arguments: psqlCommand.1,
                 environment: ChildEnvironment.subprocess(environment), platformOptions: teardown,
                 input: .fileDescriptor(pipe.readEnd, closeAfterSpawningProcess: true),
                 output: .string(limit: 64 << 10), error: .string(limit: 1 << 20))
             let unpacked = try await Subprocess.run(
-                .path(FilePath(decompressor[0])), arguments: Arguments(Array(decompressor.dropFirst())),
+                decompressorCommand.0, arguments: decompressorCommand.1,
                 environment: ChildEnvironment.subprocess(), platformOptions: teardown, input: .inputWriter,
                 output: .fileDescriptor(pipe.writeEnd, closeAfterSpawningProcess: true), error: .string(limit: 64 << 10)
             ) { execution -> TSBackupError? in

@@ -35,19 +35,21 @@ public enum ProcessRunner {
         environment: [String: String?] = [:],
         workingDirectory: String? = nil,
         input: String? = nil,
-        outputLimit: Int = 256 << 20
+        outputLimit: Int = 256 << 20,
+        outlivesParent: Bool = false
     ) async throws -> ProcessResult {
-        let exe: Executable = executable.contains("/") ? .path(FilePath(executable)) : .name(executable)
+        // Children end with tsbackup (ChildLaunch) unless the caller needs them to finish.
+        let (exe, launchArguments) = ChildLaunch.command(executable, arguments, outlivesParent: outlivesParent)
         let environment = ChildEnvironment.subprocess(environment)
         let directory = workingDirectory.map { FilePath($0) }
         do {
             let result: ExecutionResult<Void, StringOutput<Unicode.UTF8>, StringOutput<Unicode.UTF8>>
             if let input {
-                result = try await Subprocess.run(exe, arguments: Arguments(arguments), environment: environment,
+                result = try await Subprocess.run(exe, arguments: launchArguments, environment: environment,
                                                   workingDirectory: directory, input: .string(input),
                                                   output: .string(limit: outputLimit), error: .string(limit: outputLimit))
             } else {
-                result = try await Subprocess.run(exe, arguments: Arguments(arguments), environment: environment,
+                result = try await Subprocess.run(exe, arguments: launchArguments, environment: environment,
                                                   workingDirectory: directory,
                                                   output: .string(limit: outputLimit), error: .string(limit: outputLimit))
             }
@@ -78,8 +80,9 @@ extension ProcessRunner {
         // SIGTERM, a grace period, then SIGKILL, when the task running us is cancelled.
         options.teardownSequence = [.gracefulShutDown(allowedDurationToNextStep: .seconds(5))]
         do {
+            let (exe, launchArguments) = ChildLaunch.command(executable, arguments)
             let result = try await Subprocess.run(
-                .path(FilePath(executable)), arguments: Arguments(arguments),
+                exe, arguments: launchArguments,
                 environment: ChildEnvironment.subprocess(environment),
                 platformOptions: options, input: .none, output: .discarded, error: .sequence
             ) { execution in

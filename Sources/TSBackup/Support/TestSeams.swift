@@ -3,7 +3,7 @@ import Foundation
 /// Hooks that let the integration tests provoke failures a real server here cannot produce. Each
 /// one is read from the environment in this one place, named `TSBACKUP_TEST_...`, and changes
 /// nothing unless set.
-enum TestSeams {
+public enum TestSeams {
     /// `TSBACKUP_TEST_SHORT_COPY=<schema.chunk>`: the export's copy of that chunk reads one row
     /// fewer than the chunk holds, as a read that misses compressed rows would. The export's
     /// check against the hypertable root must then fail and name the chunk.
@@ -40,7 +40,7 @@ extension TestSeams {
     /// `TSBACKUP_TEST_PAUSE=<step>=<file>`: when a restore step whose name starts with `<step>`
     /// begins, the run creates `<file>` and waits until the test removes it, so a test can act on
     /// the server (take a lock, stop it) at that exact moment. A hang guard gives up after 300 s.
-    static func pauseIfAsked(atStep name: String, environment: [String: String] = ProcessInfo.processInfo.environment) async {
+    public static func pauseIfAsked(atStep name: String, environment: [String: String] = ProcessInfo.processInfo.environment) async {
         guard let value = environment["TSBACKUP_TEST_PAUSE"], let separator = value.firstIndex(of: "=") else { return }
         let step = String(value[..<separator])
         let file = String(value[value.index(after: separator)...])
@@ -57,5 +57,19 @@ extension TestSeams {
     static func misorderChunk(environment: [String: String] = ProcessInfo.processInfo.environment) -> String? {
         guard let value = environment["TSBACKUP_TEST_MISORDER_CHUNK"], !value.isEmpty else { return nil }
         return value
+    }
+}
+
+extension TestSeams {
+    /// The same `TSBACKUP_TEST_PAUSE=<step>=<file>`, for a step that a psql child runs between
+    /// two of its statements: psql arguments that create `<file>` and wait until the test
+    /// removes it (a shell loop under psql's `\!`), or none. The step must be named exactly, and
+    /// the pause lives in psql, not in tsbackup: a test can SIGKILL tsbackup there and see what
+    /// psql does without it. A hang guard gives up after 300 s.
+    static func psqlPause(atStep name: String, environment: [String: String] = ProcessInfo.processInfo.environment) -> [String] {
+        guard let value = environment["TSBACKUP_TEST_PAUSE"], let separator = value.firstIndex(of: "=") else { return [] }
+        let file = String(value[value.index(after: separator)...])
+        guard value[..<separator] == name, !file.isEmpty, !file.contains("'"), !file.contains("\"") else { return [] }
+        return ["-c", "\\! sh -c 'printf %s \"\(name)\" > \"\(file)\"; i=0; while [ -e \"\(file)\" ] && [ $i -lt 3000 ]; do sleep 0.1; i=$((i+1)); done'"]
     }
 }

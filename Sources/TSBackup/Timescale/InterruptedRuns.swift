@@ -1,19 +1,24 @@
 import Foundation
 import PostgresNIO
+import Synchronization
 
 /// What a restore or an import leaves on the target while it runs, so that a run killed outright
 /// (SIGKILL, OOM killer, power loss: no cleanup code runs) is found and undone by the next one.
 ///
 /// The new database (restore) or table (import-hypertable) carries a comment naming the run:
-/// `tsbackup restore in progress: backup=ID pid=PID host=HOST started=TIME`. The comment is
-/// removed as the run's last change before it reports success (a promoted database never carries
-/// it). The next restore or import on the same target looks for marked objects: one whose run is
-/// gone (same host, no process with that pid) is dropped and the drop is reported as a warning;
-/// one whose run may still be going (a live pid, or another host, where liveness cannot be told)
-/// is left alone and named.
+/// `tsbackup restore in progress: backup=ID pid=PID host=HOST started=TIME`. The next restore or
+/// import on the same target looks for marked objects: one whose run is gone (same host, no
+/// process with that pid) is dropped and the drop is reported as a warning; one whose run may
+/// still be going (a live pid, or another host, where liveness cannot be told) is left alone and
+/// named.
 ///
-/// The comment is set right after CREATE DATABASE (which cannot share a transaction); a kill in
-/// the round trip between the two leaves an empty, unmarked database outside restore mode.
+/// A restore's database is created already marked (psql runs CREATE DATABASE and the COMMENT as
+/// a process that finishes even if tsbackup is killed between them), and the marker is removed
+/// only after the run's report was printed or recorded (``Restore/acknowledge(_:request:)``), or
+/// just before a promotion. An import's table is marked in the transaction that creates it and
+/// unmarked after the report was printed (``HypertableImport/acknowledge(_:request:)``). A run
+/// killed after printing its report but before it exited counts as interrupted too (its exit
+/// status is not 0): the next run drops what it made, and says so.
 public enum InterruptedRuns {
     public enum Kind: String, Sendable {
         case restore, `import`
@@ -80,21 +85,11 @@ public enum InterruptedRuns {
         let rows = try await session.rows(
             "SELECT datname::text, shobj_description(oid, 'pg_database') FROM pg_database WHERE shobj_description(oid, 'pg_database') LIKE \(likePattern(.restore)) ORDER BY 1",
             as: (String, String).self, purpose: "looking for databases of interrupted restores")
-        var warnings: [String] = []
-        for (database, comment) in rows {
-            guard let owner = Owner.parse(comment) else { continue }
-            if owner.isGone() {
-                do {
-                    try await session.execute("DROP DATABASE IF EXISTS \(quoteIdentifier(database)) WITH (FORCE)", purpose: "dropping \(database)")
-                    warnings.append("Dropped the database \(database) on \(server): an interrupted restore (\(owner.description), a process that no longer runs) had left it half-restored and in TimescaleDB's restore mode.")
-                } catch let error as TSBackupError {
-                    warnings.append("The database \(database) on \(server) was left by an interrupted restore (\(owner.description)) but could not be dropped (\(error.message)); drop it: DROP DATABASE \(quoteIdentifier(database)) WITH (FORCE).")
-                }
-            } else if owner.host != ProcessInfo.processInfo.hostName {
-                warnings.append("The database \(database) on \(server) is marked as being restored by another host (\(owner.description)). If that run is gone, drop it: DROP DATABASE \(quoteIdentifier(database)) WITH (FORCE).")
-            }
-        }
-        return warnings
+        return try await sweep(session, rows.map { database, comment in
+            Marked(object: "the database \(database) on \(server)", name: database, comment: comment,
+                   drop: "DROP DATABASE \(quoteIdentifier(database)) WITH (FORCE)",
+                   dropIfExists: "DROP DATABASE IF EXISTS \(quoteIdentifier(database)) WITH (FORCE)", leftState: "half-restored (or restored but never reported) and possibly in TimescaleDB's restore mode")
+        }, kind: .restore)
     }
 
     /// Drops the tables in the session's database that imports which no longer run left behind;
@@ -106,21 +101,77 @@ public enum InterruptedRuns {
             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
             WHERE c.relkind IN ('r', 'p') AND obj_description(c.oid, 'pg_class') LIKE \(likePattern(.import)) ORDER BY 1, 2
             """, as: (String, String, String).self, purpose: "looking for tables of interrupted imports")
+        return try await sweep(session, rows.map { schema, table, comment in
+            Marked(object: "the table \(schema).\(table) in database \"\(database)\"", name: "\(schema).\(table)", comment: comment,
+                   drop: "DROP TABLE \(quoteIdentifier(schema)).\(quoteIdentifier(table)) CASCADE",
+                   dropIfExists: "DROP TABLE IF EXISTS \(quoteIdentifier(schema)).\(quoteIdentifier(table)) CASCADE", leftState: "half-imported")
+        }, kind: .import)
+    }
+
+    /// One marked object a sweep found.
+    struct Marked {
+        /// "the database x on host:port", "the table s.t in database \"d\"", for messages.
+        var object: String
+        /// The name the drop reports (the campaign matches exact names).
+        var name: String
+        var comment: String
+        /// The statement given to the operator when it cannot be dropped here.
+        var drop: String
+        /// The statement the sweep runs (IF EXISTS: a concurrent sweep may have been first).
+        var dropIfExists: String
+        /// What the interrupted run left it as, for messages.
+        var leftState: String
+    }
+
+    /// The sweeps' shared loop: drops what runs that are certainly gone left, names what runs
+    /// on other hosts are marked with, leaves live runs' objects alone.
+    static func sweep(_ session: DatabaseSession, _ found: [Marked], kind: Kind) async throws -> [String] {
         var warnings: [String] = []
-        for (schema, table, comment) in rows {
-            guard let owner = Owner.parse(comment) else { continue }
-            let qualified = "\(quoteIdentifier(schema)).\(quoteIdentifier(table))"
+        for item in found {
+            guard let owner = Owner.parse(item.comment), owner.kind == kind else { continue }
             if owner.isGone() {
                 do {
-                    try await session.execute("DROP TABLE IF EXISTS \(qualified) CASCADE", purpose: "dropping \(schema).\(table)")
-                    warnings.append("Dropped the table \(schema).\(table) in database \"\(database)\": an interrupted import (\(owner.description), a process that no longer runs) had left it half-imported.")
+                    try await session.execute(item.dropIfExists, purpose: "dropping \(item.name)")
+                    warnings.append("Dropped \(item.object): an interrupted \(kind.rawValue) (\(owner.description), a process that no longer runs) had left it \(item.leftState).")
                 } catch let error as TSBackupError {
-                    warnings.append("The table \(schema).\(table) in database \"\(database)\" was left half-imported by an interrupted import (\(owner.description)) but could not be dropped (\(error.message)); drop it: DROP TABLE \(qualified) CASCADE.")
+                    warnings.append("\(capitalized(item.object)) was left \(item.leftState) by an interrupted \(kind.rawValue) (\(owner.description)) but could not be dropped (\(error.message)); drop it: \(item.drop).")
                 }
             } else if owner.host != ProcessInfo.processInfo.hostName {
-                warnings.append("The table \(schema).\(table) in database \"\(database)\" is marked as being imported by another host (\(owner.description)). If that run is gone, drop it: DROP TABLE \(qualified) CASCADE.")
+                warnings.append("\(capitalized(item.object)) is marked as being \(kind == .restore ? "restored" : "imported") by another host (\(owner.description)). If that run is gone, drop it: \(item.drop).")
             }
         }
         return warnings
+    }
+
+    static func capitalized(_ text: String) -> String { text.prefix(1).uppercased() + text.dropFirst() }
+
+    /// The sweep of ``sweepDatabases(_:server:)`` on its own session: the service runs it when it
+    /// starts after a restore job was interrupted, so the leftover is dropped (and said so) then,
+    /// not only at the next restore. Needs a superuser connection to the target server. A server
+    /// that cannot be reached yet (or is starting up) is tried again for up to `patience`: the
+    /// service often starts beside it, or on a loaded machine.
+    public static func sweepRestores(on target: ConnectionSettings, patience: Duration = .seconds(120)) async throws -> [String] {
+        let found = Mutex<[String]>([])
+        let problem = await ServerRecovery.retryingWhileUnreachable(patience: patience) {
+            let warnings = try await DatabaseSession.with(target) { session in
+                try await sweepDatabases(session, server: "\(target.host):\(target.port)")
+            }
+            found.withLock { $0 = warnings }
+        }
+        if let problem { throw TSBackupError(.failed, "Looking for databases of interrupted restores on \(target.host):\(target.port) failed: \(problem)") }
+        return found.withLock { $0 }
+    }
+
+    /// Removes this process's restore marker from `database` (see ``Restore/acknowledge(_:request:)``);
+    /// a marker that is not this process's for `backup` (or none) is left as it is.
+    static func release(database: String, backup: String, settings: ConnectionSettings) async throws {
+        try await DatabaseSession.with(settings) { session in
+            let comment = try await session.values(
+                "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = \(database)",
+                as: String?.self, purpose: "reading the restored database's marker").first ?? nil
+            guard let comment, let owner = Owner.parse(comment), owner.kind == .restore, owner.backup == backup,
+                  owner.pid == getpid(), owner.host == ProcessInfo.processInfo.hostName else { return }
+            try await session.execute("COMMENT ON DATABASE \(quoteIdentifier(database)) IS NULL", purpose: "removing the restored database's marker")
+        }
     }
 }
