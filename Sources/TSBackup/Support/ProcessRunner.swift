@@ -116,9 +116,11 @@ extension ProcessRunner {
         errorLimit: Int = 1 << 20,
         onOutputLine: (UnsafeRawBufferPointer) -> Void
     ) async throws -> ProcessResult {
+        // Like `run`, the child ends with tsbackup (ChildLaunch).
+        let (exe, launchArguments) = ChildLaunch.command(executable, arguments)
         do {
             let result = try await Subprocess.run(
-                .path(FilePath(executable)), arguments: Arguments(arguments),
+                exe, arguments: launchArguments,
                 environment: ChildEnvironment.subprocess(environment),
                 input: .none, output: .sequence, error: .string(limit: errorLimit)
             ) { execution in
