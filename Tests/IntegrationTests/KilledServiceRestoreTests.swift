@@ -53,7 +53,15 @@ import TSBackupService
           arguments: ["create database: before the marker", "record the restore report"])
     func killedRestoreJob(step: String) async throws {
         let faults = ServerFaultTests()
-        let (cluster, dbname) = try await makeSampleDatabase("killed_serve")
+        // A cluster of its own: on the shared one, another test's restore sweeps marked databases
+        // whose process is gone, and would drop (and name, in its own output) the killed job's
+        // database before this service's next start could: that failed the full suite under load.
+        try await faults.withSampleCluster { cluster in
+            try await killedRestoreJob(step: step, cluster: cluster, dbname: "faults", faults: faults)
+        }
+    }
+
+    func killedRestoreJob(step: String, cluster: SandboxCluster, dbname: String, faults: ServerFaultTests) async throws {
         let work = try ServeTests.workDirectory()
         defer { try? FileManager.default.removeItem(atPath: work) }
         let backupID = try await ServeGapsTests.backup(cluster, dbname, repository: work + "/repo")

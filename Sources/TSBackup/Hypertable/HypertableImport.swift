@@ -154,12 +154,10 @@ public enum HypertableImport {
                 try await load(manifest: manifest, source: source, qualified: qualified, display: display,
                                request: request, psql: psql, decompressor: decompressor)
                 let loadSeconds = Date().timeIntervalSince(loadStarted)
+                var tableComment: String?
                 let compressionOn = try await finish(definition: definition, manifest: manifest, qualified: qualified, extensionSchema: extensionSchema,
-                                                     session: session, skipped: &skipped, warnings: &warnings)
-                // The definition may have set the table's own comment over the marker: keep it
-                // for the end and mark the table again until it is verified.
-                let tableComment = try await session.rows("SELECT obj_description(\(qualified)::regclass, 'pg_class')", as: (String?).self).first ?? nil
-                try await session.execute("COMMENT ON TABLE \(qualified) IS \(SQLLiteral.quote(marker.comment))")
+                                                     session: session, marker: marker, tableComment: &tableComment,
+                                                     skipped: &skipped, warnings: &warnings)
                 let (compression, recompressed) = try await recompress(manifest: manifest, schema: schema, name: name, extensionSchema: extensionSchema,
                                                                        compressionOn: compressionOn, session: session, warnings: &warnings)
 
@@ -360,8 +358,14 @@ public enum HypertableImport {
     /// Indexes, foreign keys, triggers, comments and grants after the load; what the target
     /// cannot take is skipped with a reason, never silently.
     /// Returns whether compression is enabled on the new table.
+    /// The definition's own comment on the table would replace the run's marker: a run killed
+    /// before the marker came back would leave an unmarked table no report names (the kill
+    /// campaign found that window). So every statement that is not part of the table's structure
+    /// (COMMENT among them) commits together with the marker put back, and the table's own
+    /// comment is handed out in `tableComment` for ``acknowledge(_:request:)``.
     static func finish(definition: TableDefinition, manifest: HypertableManifest, qualified: String, extensionSchema: String,
-                       session: DatabaseSession, skipped: inout [String], warnings: inout [String]) async throws -> Bool {
+                       session: DatabaseSession, marker: InterruptedRuns.Owner, tableComment: inout String?,
+                       skipped: inout [String], warnings: inout [String]) async throws -> Bool {
         try await session.execute("SELECT pg_catalog.set_config('search_path', '', false)")
         for object in definition.objects where phase(of: object.type) != .table {
             statements: for statement in object.statements {
@@ -383,9 +387,23 @@ public enum HypertableImport {
                         continue statements
                     }
                 }
+                if phase(of: object.type) != .optional {
+                    try await session.execute(onHypertable(statement), purpose: "creating \(object.type) \(object.name)")
+                    continue
+                }
+                try await session.execute("BEGIN")
                 do {
                     try await session.execute(onHypertable(statement), purpose: "creating \(object.type) \(object.name)")
-                } catch let error as TSBackupError where phase(of: object.type) == .optional {
+                    let comment = try await session.rows("SELECT obj_description(\(qualified)::regclass, 'pg_class')",
+                                                         as: (String?).self).first ?? nil
+                    if comment != marker.comment {
+                        tableComment = comment
+                        try await session.execute("COMMENT ON TABLE \(qualified) IS \(SQLLiteral.quote(marker.comment))")
+                    }
+                    try await session.execute("COMMIT")
+                } catch {
+                    _ = try? await session.execute("ROLLBACK")
+                    guard let error = error as? TSBackupError else { throw error }
                     skipped.append("\(object.type) \(object.name): \(error.message)")
                     warnings.append("Skipped \(object.type) \(object.name): \(error.message)")
                 }
