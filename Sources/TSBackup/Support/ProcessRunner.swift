@@ -23,6 +23,16 @@ public struct ProcessResult: Sendable {
     }
 }
 
+extension ProcessResult {
+    /// The outcome swift-subprocess reports, in this type's terms (the one place that maps it).
+    init(_ status: TerminationStatus, standardOutput: String = "", standardError: String = "") {
+        switch status {
+        case .exited(let code): self.init(exitCode: Int32(code), signal: nil, standardOutput: standardOutput, standardError: standardError)
+        case .signaled(let signal): self.init(exitCode: nil, signal: Int32(signal), standardOutput: standardOutput, standardError: standardError)
+        }
+    }
+}
+
 /// Runs external programs (initdb, pg_ctl, pg_dump, psql...) without a shell.
 ///
 /// Secrets reach children through `environment` only, never through `arguments`, which any user
@@ -53,14 +63,8 @@ public enum ProcessRunner {
                                                   workingDirectory: directory,
                                                   output: .string(limit: outputLimit), error: .string(limit: outputLimit))
             }
-            var outcome = ProcessResult(exitCode: nil, signal: nil,
-                                        standardOutput: result.standardOutput ?? "",
-                                        standardError: result.standardError ?? "")
-            switch result.terminationStatus {
-            case .exited(let code): outcome.exitCode = Int32(code)
-            case .signaled(let signal): outcome.signal = Int32(signal)
-            }
-            return outcome
+            return ProcessResult(result.terminationStatus, standardOutput: result.standardOutput ?? "",
+                                 standardError: result.standardError ?? "")
         } catch let error as SubprocessError {
             throw TSBackupError(.precondition, "Could not start \(executable): \(error). Check that it is installed and executable.")
         }
@@ -90,12 +94,7 @@ extension ProcessRunner {
                     onErrorLine(line)
                 }
             }
-            switch result.terminationStatus {
-            case .exited(let code):
-                return ProcessResult(exitCode: Int32(code), signal: nil, standardOutput: "", standardError: "")
-            case .signaled(let signal):
-                return ProcessResult(exitCode: nil, signal: Int32(signal), standardOutput: "", standardError: "")
-            }
+            return ProcessResult(result.terminationStatus)
         } catch let error as SubprocessError {
             throw TSBackupError(.precondition, "Could not start \(executable): \(error). Check that it is installed and executable.")
         }
@@ -149,12 +148,7 @@ extension ProcessRunner {
                 }
                 if !partial.isEmpty { partial.withUnsafeBytes { onOutputLine($0) } }
             }
-            var outcome = ProcessResult(exitCode: nil, signal: nil, standardOutput: "", standardError: result.standardError ?? "")
-            switch result.terminationStatus {
-            case .exited(let code): outcome.exitCode = Int32(code)
-            case .signaled(let signal): outcome.signal = Int32(signal)
-            }
-            return outcome
+            return ProcessResult(result.terminationStatus, standardError: result.standardError ?? "")
         } catch let error as SubprocessError {
             throw TSBackupError(.precondition, "Could not start \(executable): \(error). Check that it is installed and executable.")
         }
