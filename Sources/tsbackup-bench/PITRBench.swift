@@ -39,7 +39,9 @@ struct PITRBench {
     static let days = 45
     static let readingsPerDay = 288
 
-    func run(into results: inout BenchResults) async throws {
+    /// Checks pgBackRest is installed and makes the run's scratch directory (world-readable:
+    /// the server's user archives into it). The caller removes it.
+    func makeScratch() throws -> String {
         guard FileManager.default.isExecutableFile(atPath: pgbackrest) else {
             throw SandboxError("pgbackrest is not installed (apt-get install pgbackrest)")
         }
@@ -47,6 +49,11 @@ struct PITRBench {
         guard let made = mkdtemp(&template) else { throw SandboxError("mkdtemp failed") }
         let scratch = URL(fileURLWithPath: String(cString: made)).resolvingSymlinksInPath().path
         chmod(scratch, 0o755)
+        return scratch
+    }
+
+    func run(into results: inout BenchResults) async throws {
+        let scratch = try makeScratch()
         defer { try? FileManager.default.removeItem(atPath: scratch) }
         let tsRepo = scratch + "/tsbackup-repo"
         for directory in [tsRepo, scratch + "/pgbackrest", scratch + "/recovered"] {
@@ -488,13 +495,7 @@ struct PITRBench {
     /// Only the per-segment comparison (`--pitr-segments-only`): a small archiving cluster writes
     /// enough WAL for the segments, which are then pushed and fetched as in the full run.
     func runSegmentsOnly(into results: inout BenchResults) async throws {
-        guard FileManager.default.isExecutableFile(atPath: pgbackrest) else {
-            throw SandboxError("pgbackrest is not installed (apt-get install pgbackrest)")
-        }
-        var template = Array("/tmp/tsbackup-pitrbench-XXXXXX".utf8CString)
-        guard let made = mkdtemp(&template) else { throw SandboxError("mkdtemp failed") }
-        let scratch = URL(fileURLWithPath: String(cString: made)).resolvingSymlinksInPath().path
-        chmod(scratch, 0o755)
+        let scratch = try makeScratch()
         defer { try? FileManager.default.removeItem(atPath: scratch) }
         let tsRepo = scratch + "/tsbackup-repo"
         try FileManager.default.createDirectory(atPath: tsRepo, withIntermediateDirectories: true)
