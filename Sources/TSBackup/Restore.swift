@@ -385,8 +385,10 @@ actor RestoreRun {
             guard superuser else {
                 throw TSBackupError(.permission, "Role \"\(target.user)\" on \(target.host):\(target.port) is not a superuser. A TimescaleDB restore must set timescaledb.restoring for the new database (timescaledb_pre_restore), load the extension's own catalog tables and sequences, and stop and restart background workers; PostgreSQL allows these only to superusers. Ask an administrator or operator to run the restore, or use `tsbackup import-hypertable` to restore single hypertables as a database owner.")
             }
-            // Databases of restores killed outright (no cleanup code ran) are dropped here, and said so.
+            // Databases of restores killed outright (no cleanup code ran) are dropped here, and said so;
+            // so are their scratch directories in $TMPDIR.
             warnings += try await InterruptedRuns.sweepDatabases(session, server: "\(target.host):\(target.port)")
+            warnings += OwnedScratchDirectory.sweep(prefix: RestoreProcedure.scratchPrefix, what: "restore")
             if server.majorVersion < manifest.server.majorVersion {
                 throw TSBackupError(.precondition, "Backup \(manifest.id) comes from PostgreSQL \(manifest.server.majorVersion) but the target runs \(server.majorVersion); a dump never restores into an older major version. Restore to a PostgreSQL \(manifest.server.majorVersion) or newer server.")
             }
@@ -535,7 +537,10 @@ actor RestoreRun {
         // template0: the archive recreates everything; a customised template1 would collide.
         let create = "CREATE DATABASE \(quoteIdentifier(database)) TEMPLATE template0"
         let mark = "COMMENT ON DATABASE \(quoteIdentifier(database)) IS \(SQLLiteral.quote(marker.comment))"
-        let environment = serverSettings.childProcessEnvironment(options: "-c synchronous_commit=off")
+        var environment = serverSettings.childProcessEnvironment(options: "-c synchronous_commit=off")
+        // The name every sweep waits for (InterruptedRuns.waitForDatabaseCreators): while this
+        // session is open, the database may exist without its marker yet.
+        environment["PGAPPNAME"] = .some(InterruptedRuns.creatorApplicationName)
         let arguments = ["-X", "-q", "-v", "ON_ERROR_STOP=1", "--no-password", "-c", create] + TestSeams.psqlPause(atStep: "create database: before the marker") + ["-c", mark]
         let path = psql.path
         // An unstructured task: a cancelled run (the service shutting down) lets the pair finish

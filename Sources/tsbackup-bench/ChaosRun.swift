@@ -769,6 +769,14 @@ actor ChaosCampaign {
             stats[operation, default: Stats()].leftovers.append("scratch \(name) left after the next run (removed by the harness)")
             try? FileManager.default.removeItem(atPath: scratch + "/" + name)
         }
+        // A killed restore's list directory in $TMPDIR (removed by a defer that SIGKILL skips):
+        // the next restore removes it once its owner is provably gone, and says so.
+        let tmp = work + "/tmp"
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: tmp)) ?? [] where name.hasPrefix("tsbackup-restore-") && !name.hasSuffix(".lock") {
+            stats[operation, default: Stats()].leftovers.append("$TMPDIR/\(name) left after the next run (removed by the harness)")
+            try? FileManager.default.removeItem(atPath: tmp + "/" + name)
+            try? FileManager.default.removeItem(atPath: tmp + "/" + name + ".lock")
+        }
     }
 
     static let cleanupPhrases = ["previous run", "left behind", "left by", "interrupted", "were removed", "was removed", "removed", "dropped", "stale", "repo.gc", "cleaned"]

@@ -54,8 +54,17 @@ struct KilledRunTests {
             let into = "killed_restore"
             let pause = scratch.path + "/pause"
             let arguments = ["restore", id, "--repo", repository, "--target", cluster.url(database: "postgres"), "--into", into]
-            let first = Task { try await CLI.run(arguments, environment: env.merging(["TSBACKUP_TEST_PAUSE": "pg_restore data and post-data=\(pause)"]) { $1 }) }
+            // A $TMPDIR of this test's own, to see the killed run's scratch directory (the lists).
+            let tmp = scratch.path + "/tmp"
+            try FileManager.default.createDirectory(atPath: tmp, withIntermediateDirectories: true)
+            let runEnvironment = env.merging(["TMPDIR": tmp]) { $1 }
+            let first = Task { try await CLI.run(arguments, environment: runEnvironment.merging(["TSBACKUP_TEST_PAUSE": "pg_restore data and post-data=\(pause)"]) { $1 }) }
             try await faults.waitUntil("the restore reaching its data phase") { FileManager.default.fileExists(atPath: pause) }
+            let scratchDirectories = { ((try? FileManager.default.contentsOfDirectory(atPath: tmp)) ?? []).filter { $0.hasPrefix("tsbackup-restore-") && !$0.hasSuffix(".lock") } }
+            let killedScratch = try #require(scratchDirectories().first, "the running restore has its scratch directory in $TMPDIR")
+            #expect(scratchDirectories().count == 1)
+            // An older tsbackup's scratch directory (no lock file): nothing proves its owner gone.
+            try FileManager.default.createDirectory(atPath: tmp + "/tsbackup-restore-legacy", withIntermediateDirectories: true)
             #expect(try await faults.restoreModeDatabases(cluster) == [into])
             let marked = try #require(try await owner(cluster, "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = '\(into)'"),
                                       "the new database carries the run's marker")
@@ -64,12 +73,16 @@ struct KilledRunTests {
             _ = try? await first.value
             try? FileManager.default.removeItem(atPath: pause)
             #expect(try await faults.restoreModeDatabases(cluster) == [into], "nothing ran to clean up after SIGKILL")
+            #expect(scratchDirectories().contains(killedScratch), "SIGKILL skipped the defer that removes the scratch directory")
 
-            let next = try await CLI.run(arguments, environment: env)
+            let next = try await CLI.run(arguments, environment: runEnvironment)
             #expect(next.exitCode == 0, "\(next.standardError)")
             // The warning is part of the report (stdout) or of the messages (stderr).
             let said = next.standardOutput + next.standardError
             #expect(said.contains("Dropped the database \(into)") && said.contains("interrupted restore"), "\(said)")
+            #expect(said.contains("Removed the scratch directory \(tmp)/\(killedScratch) of an interrupted restore"), "\(said)")
+            #expect(scratchDirectories() == ["tsbackup-restore-legacy"], "the killed run's directory is gone, the unprovable one kept, the next run's own removed")
+            #expect(!FileManager.default.fileExists(atPath: tmp + "/" + killedScratch + ".lock"))
             #expect(try await faults.restoreModeDatabases(cluster).isEmpty)
             #expect(try await owner(cluster, "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = '\(into)'") == nil,
                     "a verified restore carries no marker")
@@ -144,6 +157,64 @@ struct KilledRunTests {
                 try await $0.row("SELECT obj_description('public.conditions'::regclass, 'pg_class')", as: (String?).self)
             }
             #expect(comment.map { InterruptedRuns.Owner.parse($0) == nil } ?? true, "the finished import removed its marker: \(comment ?? "")")
+        }
+    }
+
+    /// The restore sweep race (the 200-kill campaign's `chaos_r_k73`): a killed restore's psql pair
+    /// outlives it and commits the marker only after CREATE DATABASE. A sweep that looked in between
+    /// saw an unmarked database and left it, named by no one. The sweep now waits until no session
+    /// named like the pair is open. Here a session of that name holds the window open: the database
+    /// exists unmarked while the next restore's sweep must wait; then the marker of a gone run is
+    /// set and the session closed, as the pair would, and the sweep must drop the database and say so.
+    @Test("a restore's sweep waits for a database still being created and marked, then drops it and names it")
+    func sweepWaitsForDatabaseCreators() async throws {
+        try await faults.withSampleCluster { cluster in
+            let scratch = try ScratchDirectory("sweep-waits")
+            defer { scratch.remove() }
+            let repository = scratch.path + "/repo"
+            let env = ["PGPASSWORD": cluster.superuserPassword]
+            let backup = try await CLI.run(["backup", "--db", cluster.url(database: "faults"), "--repo", repository, "--json"], environment: env)
+            #expect(backup.exitCode == 0, "\(backup.standardError)")
+            let id = try JSONOutput.decode(BackupManifest.Summary.self, from: Data(backup.standardOutput.utf8)).id
+            let leftover = "sweep_race_left"
+            let into = "sweep_race_next"
+            var pair = cluster.settings()
+            pair.applicationName = InterruptedRuns.creatorApplicationName
+            let directory = scratch.path + "/next"
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            // Outside `directory`, which the process's watchdog removes when it ends.
+            let status = scratch.path + "/status"
+            let output = scratch.path + "/output"
+            let log = { (try? String(contentsOfFile: output, encoding: .utf8)) ?? "" }
+            try await DatabaseSession.with(pair) { session in
+                try await session.execute("CREATE DATABASE \(leftover) TEMPLATE template0")
+                // The next restore, in the background, its stderr in a log to watch.
+                let process = try await BackgroundProcess.start(
+                    name: "restore", command: ["sh", "-c", "\"$@\" >\(output) 2>&1; echo $? > \(status)", "sh", CLI.executable,
+                                               "restore", id, "--repo", repository, "--target", cluster.url(database: "postgres"), "--into", into],
+                    environment: env, directory: directory)
+                try await faults.waitUntil("the restore's sweep saying it waits for a restore creating its database", seconds: 600) {
+                    if log().contains("waiting for 1 restore(s) still creating their database") { return true }
+                    // The old code did not wait: the restore ends without dropping or naming the database.
+                    if FileManager.default.fileExists(atPath: status) {
+                        Issue.record("the restore ended without waiting for the database being created: \(log())")
+                        return true
+                    }
+                    return false
+                }
+                let gone = InterruptedRuns.Owner(kind: .restore, backup: id, pid: Int32.max - 1)
+                try await session.execute("COMMENT ON DATABASE \(leftover) IS '\(gone.comment)'")
+                _ = process
+            }
+            try await faults.waitUntil("the restore to end", seconds: 600) { FileManager.default.fileExists(atPath: status) }
+            let exit = try String(contentsOfFile: status, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+            let said = log()
+            #expect(exit == "0", "\(said)")
+            #expect(said.contains("Dropped the database \(leftover) on") && said.contains("interrupted restore"), "\(said)")
+            let left = try await cluster.withSuperuser {
+                try await $0.values("SELECT datname::text FROM pg_database WHERE datname IN ('\(unescaped: leftover)', '\(unescaped: into)') ORDER BY 1", as: String.self)
+            }
+            #expect(left == [into], "the leftover was dropped; the restore made its own database")
         }
     }
 }

@@ -29,4 +29,64 @@ struct InterruptedRunsTests {
         // No such process here.
         #expect(InterruptedRuns.Owner(kind: .restore, backup: "a", pid: Int32.max - 1, host: "h").isGone(thisHost: "h"))
     }
+
+    /// A private directory standing in for $TMPDIR.
+    static func parent() throws -> String {
+        let path = NSTemporaryDirectory() + "interrupted-runs-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        return path
+    }
+
+    @Test("the scratch sweep removes only directories whose owner provably no longer runs, and says so")
+    func scratchSweep() throws {
+        let parent = try Self.parent()
+        defer { try? FileManager.default.removeItem(atPath: parent) }
+        let prefix = "tsbackup-restore-"
+        // A live owner: this process holds the lock (flock conflicts between two opens, even in one process).
+        let live = try OwnedScratchDirectory(prefix: prefix, parent: parent)
+        defer { live.remove() }
+        #expect(FileManager.default.fileExists(atPath: live.path) && FileManager.default.fileExists(atPath: live.lockPath))
+        // A dead owner: directory and lock file, nobody holds the lock (what SIGKILL leaves).
+        let dead = parent + "/" + prefix + "dead"
+        try FileManager.default.createDirectory(atPath: dead + "/sub", withIntermediateDirectories: true)
+        FileManager.default.createFile(atPath: dead + "/sub/rest.list", contents: Data("x".utf8))
+        FileManager.default.createFile(atPath: dead + ".lock", contents: nil)
+        // An older tsbackup's directory (no lock file): its owner cannot be proven gone.
+        let legacy = parent + "/" + prefix + "legacy"
+        try FileManager.default.createDirectory(atPath: legacy, withIntermediateDirectories: true)
+        // A lock file whose owner died before making its directory.
+        let stray = parent + "/" + prefix + "stray.lock"
+        FileManager.default.createFile(atPath: stray, contents: nil)
+        // Someone else's directory.
+        try FileManager.default.createDirectory(atPath: parent + "/other-dir", withIntermediateDirectories: true)
+
+        let messages = OwnedScratchDirectory.sweep(prefix: prefix, parent: parent, what: "restore")
+        #expect(messages == ["Removed the scratch directory \(dead) of an interrupted restore (the process that made it no longer runs)."])
+        #expect(!FileManager.default.fileExists(atPath: dead) && !FileManager.default.fileExists(atPath: dead + ".lock"))
+        #expect(!FileManager.default.fileExists(atPath: stray))
+        #expect(FileManager.default.fileExists(atPath: live.path) && FileManager.default.fileExists(atPath: live.lockPath))
+        #expect(FileManager.default.fileExists(atPath: legacy) && FileManager.default.fileExists(atPath: parent + "/other-dir"))
+        #expect(OwnedScratchDirectory.sweep(prefix: prefix, parent: parent, what: "restore").isEmpty, "nothing left to remove")
+
+        live.remove()
+        #expect(!FileManager.default.fileExists(atPath: live.path) && !FileManager.default.fileExists(atPath: live.lockPath))
+    }
+
+    @Test("a psql running a restore's CREATE DATABASE + marker pair on this host is seen in /proc")
+    func localCreatorsFromProc() throws {
+        let proc = try Self.parent()
+        defer { try? FileManager.default.removeItem(atPath: proc) }
+        func process(_ pid: String, _ argv: [String]) throws {
+            try FileManager.default.createDirectory(atPath: proc + "/" + pid, withIntermediateDirectories: true)
+            FileManager.default.createFile(atPath: proc + "/\(pid)/cmdline", contents: Data(argv.joined(separator: "\0").utf8 + [0]))
+        }
+        let marker = InterruptedRuns.Owner(kind: .restore, backup: "b", pid: 12, host: "h", started: "t").comment
+        try process("100", ["/usr/lib/postgresql/15/bin/psql", "-X", "-c", "CREATE DATABASE \"x\" TEMPLATE template0", "-c", "COMMENT ON DATABASE \"x\" IS '\(marker)'"])
+        try process("101", ["psql", "-c", "SELECT 1"])
+        try process("102", ["grep", "COMMENT ON DATABASE \"x\" IS '\(marker)'"])
+        try process("self", ["psql", "-c", "COMMENT ON DATABASE \"x\" IS '\(marker)'"])
+        #expect(InterruptedRuns.localCreators(proc: proc) == 1)
+        try process("103", ["/usr/bin/psql", "-c", "COMMENT ON DATABASE \"y\" IS '\(marker)'"])
+        #expect(InterruptedRuns.localCreators(proc: proc) == 2)
+    }
 }

@@ -78,10 +78,67 @@ public enum InterruptedRuns {
     /// The pattern the comments match, for the catalog queries.
     static func likePattern(_ kind: Kind) -> String { "tsbackup \(kind.rawValue) in progress: %" }
 
+    /// The `application_name` of the psql that creates a restore's database and marks it
+    /// (`Restore`'s `createDatabase`), so that a sweep can see that such a pair is still running.
+    public static let creatorApplicationName = "tsbackup restore: creating database"
+
+    /// How long a sweep waits at most for pairs still creating their database: a hang guard (a
+    /// pair takes seconds, even on a loaded server); after it, the sweep looks anyway.
+    public static let creatorPatience: Duration = .seconds(300)
+
+    /// Waits until no restore is creating its database on the server: no session with
+    /// ``creatorApplicationName`` is open, and (for pairs started on this host that have not
+    /// connected yet) no local psql runs such a pair.
+    ///
+    /// Why: a killed restore's psql pair outlives it and commits the marker comment a moment after
+    /// CREATE DATABASE. A sweep that looked in between saw an unmarked database, left it alone,
+    /// and the database stayed, named by no one (the kill campaign's `chaos_r_k73`). Says on
+    /// stderr when it waits, since a restore then seems to stand still.
+    static func waitForDatabaseCreators(_ session: DatabaseSession, server: String, patience: Duration = creatorPatience) async throws {
+        let deadline = ContinuousClock.now + patience
+        var said = false
+        while true {
+            let sessions = try await session.value(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = \(creatorApplicationName) AND pid <> pg_backend_pid()",
+                as: Int64.self, purpose: "looking for restores still creating their database")
+            let waiting = max(Int(sessions), localCreators())
+            if waiting == 0 { return }
+            if !said {
+                said = true
+                standardError("tsbackup: waiting for \(waiting) restore(s) still creating their database on \(server) before looking for databases of interrupted restores.")
+            }
+            guard ContinuousClock.now < deadline else {
+                standardError("tsbackup: stopped waiting after \(patience) for restores creating their database on \(server); looking now.")
+                return
+            }
+            try await Task.sleep(for: .milliseconds(200))
+        }
+    }
+
+    /// The psql processes on this host that run a restore's CREATE DATABASE + marker pair (their
+    /// arguments hold the marker comment; /proc/PID/cmdline is readable for every process).
+    static func localCreators(proc: String = "/proc") -> Int {
+        let prefix = Array("tsbackup \(Kind.restore.rawValue) in progress: ".utf8)
+        return ((try? FileManager.default.contentsOfDirectory(atPath: proc)) ?? []).filter { entry in
+            guard Int32(entry) != nil, let data = FileManager.default.contents(atPath: "\(proc)/\(entry)/cmdline") else { return false }
+            let words = data.split(separator: 0, omittingEmptySubsequences: false)
+            guard let program = words.first, program.split(separator: UInt8(ascii: "/")).last.map({ Array($0) == Array("psql".utf8) }) == true else { return false }
+            return words.contains { word in
+                Array(word).starts(with: Array("COMMENT ON DATABASE ".utf8)) && Array(word).firstRange(of: prefix) != nil
+            }
+        }.count
+    }
+
+    static func standardError(_ line: String) {
+        FileHandle.standardError.write(Data((line + "\n").utf8))
+    }
+
     /// Drops the databases on the target server that restores which no longer run left behind;
     /// returns one warning per database found (dropped, or named and kept). Needs a superuser
-    /// session (a restore's own preflight has checked that).
-    static func sweepDatabases(_ session: DatabaseSession, server: String) async throws -> [String] {
+    /// session (a restore's own preflight has checked that). Waits first for restores that are
+    /// still creating their database (``waitForDatabaseCreators(_:server:patience:)``).
+    static func sweepDatabases(_ session: DatabaseSession, server: String, patience: Duration = creatorPatience) async throws -> [String] {
+        try await waitForDatabaseCreators(session, server: server, patience: patience)
         let rows = try await session.rows(
             "SELECT datname::text, shobj_description(oid, 'pg_database') FROM pg_database WHERE shobj_description(oid, 'pg_database') LIKE \(likePattern(.restore)) ORDER BY 1",
             as: (String, String).self, purpose: "looking for databases of interrupted restores")

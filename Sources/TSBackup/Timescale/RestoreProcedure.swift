@@ -30,14 +30,18 @@ struct RestoreProcedure: Sendable {
         self.jobs = max(1, jobs)
         self.progress = progress
         self.onItem = onItem
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("tsbackup-restore-\(UUID().uuidString)").path
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true,
-                                                attributes: [.posixPermissions: 0o700])
-        self.listDirectory = directory
+        // Owned (a lock held while it exists): a SIGKILLed run skips removeLists, and the next
+        // restore's preflight removes the directory of a run that provably no longer runs.
+        self.scratch = try OwnedScratchDirectory(prefix: Self.scratchPrefix)
+        self.listDirectory = scratch.path
     }
 
+    /// The list directories' names in $TMPDIR: `tsbackup-restore-<UUID>` (and `.lock` beside).
+    static let scratchPrefix = "tsbackup-restore-"
+    let scratch: OwnedScratchDirectory
+
     func removeLists() {
-        try? FileManager.default.removeItem(atPath: listDirectory)
+        scratch.remove()
     }
 
     static func isCatalogData(_ item: ArchiveContents.Item) -> Bool {
