@@ -272,6 +272,12 @@ struct RepositoryS3Tests {
         let killedID = try #require(rows.first?.id)
         #expect(try await CLI.run(["verify", killedID, "--repo", s3.repository], environment: env).exitCode == 1)
 
+        // A staging directory a run killed after storing its manifest (before removing it) would leave.
+        let staged = try FileManager.default.contentsOfDirectory(atPath: s3.scratch.path).filter { $0.hasPrefix("tsbackup-staging") }
+        let killedStaging = try #require(staged.first { $0.hasSuffix("-" + killedID) }, "\(staged)")
+        try FileManager.default.createDirectory(atPath: s3.scratch.path + "/" + killedStaging.dropLast(killedID.count) + "20200101T000000Z/archive",
+                                                withIntermediateDirectories: true)
+
         // The dead run's lease is stale (its process is gone): the next backup takes it over and cleans up.
         let next = try await CLI.run(["backup", "--db", cluster.url(database: database), "--repo", s3.repository, "--json"],
                                      environment: s3.environment(cluster))

@@ -356,9 +356,11 @@ public struct S3Repository: Repository {
 
     /// The local staging directory of entry `id` on this machine.
     func stagingDirectory(_ id: String) -> String {
-        let tag = FileSystem.sha256(of: Data(location.utf8)).prefix(12)
-        return ScratchSpace.base(environment) + "/tsbackup-staging-\(tag)-\(id)"
+        ScratchSpace.base(environment) + "/" + stagingPrefix + id
     }
+
+    /// The names of this repository's staging directories start with it.
+    var stagingPrefix: String { "tsbackup-staging-\(FileSystem.sha256(of: Data(location.utf8)).prefix(12))-" }
 
     public func beginEntry(_ id: String) async throws -> StagedEntry {
         let directory = stagingDirectory(id)
@@ -475,6 +477,14 @@ public struct S3Repository: Repository {
             let keys = try await s3 { try await client.listObjects(prefix: key(entry.id, "")) }.map(\.key)
             try await s3 { try await client.deleteObjects(keys) }
             try? FileManager.default.removeItem(atPath: stagingDirectory(entry.id))
+        }
+        // This repository's staging directories on this machine whose run ended without removing
+        // them: one killed after its manifest was stored (a complete entry) but before it removed
+        // its staging (the kill campaign found one). The caller holds the lock and has not begun
+        // an entry, so no live run of this repository stages anything now.
+        let base = ScratchSpace.base(environment)
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: base)) ?? [] where name.hasPrefix(stagingPrefix) {
+            try? FileManager.default.removeItem(atPath: base + "/" + name)
         }
         let finished = Set(all.filter { $0.state != .incomplete || $0.problem != nil }.map(\.id))
         var aborted: [String] = []
