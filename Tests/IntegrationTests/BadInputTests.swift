@@ -37,6 +37,18 @@ struct BadInputTests {
         expectFailure(result, exitCode: 64, mentioning: ["--db"], secrets: ["secret"])
     }
 
+    // Nothing is reached: the variables are read before any connection or repository access.
+    @Test("a wait set to something other than whole seconds is a usage error naming its variable", arguments: [
+        (["base-backup", "--db", "postgres://postgres@127.0.0.1:1/postgres", "--repo", "/nonexistent/repo"], "TSBACKUP_ARCHIVE_WAIT_SECONDS"),
+        (["restore", "20260101T000000Z", "--repo", "/nonexistent/repo", "--target", "postgres://postgres@127.0.0.1:1/postgres"], "TSBACKUP_CLEANUP_WAIT_SECONDS"),
+        (["import-hypertable", "20260101T000000Z", "--repo", "/nonexistent/repo", "--target", "postgres://postgres@127.0.0.1:1/postgres"], "TSBACKUP_CLEANUP_WAIT_SECONDS"),
+        (["recover", "--repo", "/nonexistent/repo", "--pgdata", "/nonexistent/pgdata"], "TSBACKUP_SCHEDULER_WAIT_SECONDS"),
+    ])
+    func badWaitSetting(arguments: [String], variable: String) async throws {
+        let result = try await CLI.run(arguments, environment: [variable: "soon"])
+        expectFailure(result, exitCode: 64, mentioning: [variable, "whole number of seconds"])
+    }
+
     @Test("a refused connection says to check the server and port")
     func connectionRefused() async throws {
         let port = try SandboxCluster.freeLoopbackPort()
