@@ -42,7 +42,7 @@ struct BadInputTests {
         (["base-backup", "--db", "postgres://postgres@127.0.0.1:1/postgres", "--repo", "/nonexistent/repo"], "TSBACKUP_ARCHIVE_WAIT_SECONDS"),
         (["restore", "20260101T000000Z", "--repo", "/nonexistent/repo", "--target", "postgres://postgres@127.0.0.1:1/postgres"], "TSBACKUP_CLEANUP_WAIT_SECONDS"),
         (["import-hypertable", "20260101T000000Z", "--repo", "/nonexistent/repo", "--target", "postgres://postgres@127.0.0.1:1/postgres"], "TSBACKUP_CLEANUP_WAIT_SECONDS"),
-        (["recover", "--repo", "/nonexistent/repo", "--pgdata", "/nonexistent/pgdata"], "TSBACKUP_SCHEDULER_WAIT_SECONDS"),
+        (["recover", "--to-latest", "--repo", "/nonexistent/repo", "--pgdata", "/nonexistent/pgdata"], "TSBACKUP_SCHEDULER_WAIT_SECONDS"),
     ])
     func badWaitSetting(arguments: [String], variable: String) async throws {
         let result = try await CLI.run(arguments, environment: [variable: "soon"])
