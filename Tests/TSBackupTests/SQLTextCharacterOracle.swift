@@ -3,7 +3,8 @@ import Foundation
 
 /// `SQLText`'s tokenizer as it was before it scanned UTF-8 bytes: Character by Character, over
 /// `Array(sql)`. Kept here only as the reference the byte scanner is compared with
-/// (SQLTextEquivalenceTests): same tokens, same statements, same qualified names.
+/// (SQLTextEquivalenceTests): same tokens, same statements, same qualified names (found by the
+/// one `SQLText.qualifiedNames` in the tokens each gives). Its `$tag$` rule is SQLScript's, as it was.
 enum SQLTextCharacterOracle {
     typealias Token = SQLText.Token
 
@@ -57,7 +58,7 @@ enum SQLTextCharacterOracle {
                     i += 1
                 }
                 tokens.append((.string(value), String(chars[start..<i])))
-            } else if c == "$", let tagEnd = dollarTagEnd(chars, from: i) {
+            } else if c == "$", let tagEnd = SQLScript.dollarTagEnd(chars, from: i) {
                 let tag = String(chars[i...tagEnd])
                 i = tagEnd + 1
                 var bodyEnd = i
@@ -108,24 +109,7 @@ enum SQLTextCharacterOracle {
         }.joined()
     }
 
-    static func dollarTagEnd(_ chars: [Character], from i: Int) -> Int? {
-        var j = i + 1
-        while j < chars.count, chars[j].isLetter || chars[j].isNumber || chars[j] == "_" {
-            if j == i + 1 && chars[j].isNumber { return nil }
-            j += 1
-        }
-        return j < chars.count && chars[j] == "$" ? j : nil
-    }
-
-    /// The qualified names (`schema.name`) following `keyword` (e.g. REFERENCES, FUNCTION) in `sql`.
     static func qualifiedNames(after keyword: String, in sql: String) -> [(schema: String, name: String)] {
-        let tokens = tokenize(sql).filter { if case .other = $0.token { return false }; return true }.map(\.token)
-        var found: [(String, String)] = []
-        for (i, token) in tokens.enumerated() where token == .word(keyword.lowercased(), quoted: false) {
-            guard i + 3 < tokens.count, case .word(let schema, _) = tokens[i + 1], tokens[i + 2] == .symbol("."),
-                  case .word(let name, _) = tokens[i + 3] else { continue }
-            found.append((schema, name))
-        }
-        return found
+        SQLText.qualifiedNames(after: keyword, inTokens: tokenize(sql))
     }
 }

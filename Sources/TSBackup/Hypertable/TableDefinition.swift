@@ -158,7 +158,12 @@ enum SQLText {
 
     /// The qualified names (`schema.name`) following `keyword` (e.g. REFERENCES, FUNCTION) in `sql`.
     static func qualifiedNames(after keyword: String, in sql: String) -> [(schema: String, name: String)] {
-        let tokens = tokenize(sql).filter { if case .other = $0.token { return false }; return true }.map(\.token)
+        qualifiedNames(after: keyword, inTokens: tokenize(sql))
+    }
+
+    /// The same for tokens already made (SQLTextEquivalenceTests hands over the original tokenizer's).
+    static func qualifiedNames(after keyword: String, inTokens all: [(token: Token, text: String)]) -> [(schema: String, name: String)] {
+        let tokens = all.filter { if case .other = $0.token { return false }; return true }.map(\.token)
         var found: [(String, String)] = []
         for (i, token) in tokens.enumerated() where token == .word(keyword.lowercased(), quoted: false) {
             guard i + 3 < tokens.count, case .word(let schema, _) = tokens[i + 1], tokens[i + 2] == .symbol("."),
