@@ -128,7 +128,7 @@ struct SQLTextScanner {
         var lastIsWord = false
         var i = 0
         let dash = UInt8(ascii: "-"), slash = UInt8(ascii: "/"), star = UInt8(ascii: "*"), doubleQuote = UInt8(ascii: "\"")
-        let quote = UInt8(ascii: "'"), backslash = UInt8(ascii: "\\"), dollar = UInt8(ascii: "$"), newline = UInt8(ascii: "\n")
+        let quote = UInt8(ascii: "'"), dollar = UInt8(ascii: "$"), newline = UInt8(ascii: "\n")
         while i < count {
             let start = i
             let after = next(i)
@@ -149,42 +149,15 @@ struct SQLTextScanner {
                 tokens.append((.other(comment), comment))
                 lastIsWord = false
             } else if isUnit(i, doubleQuote) {
-                var value: [UInt8] = []
-                i = after
-                while i < count {
-                    let end = next(i)
-                    if isUnit(i, doubleQuote) {
-                        if isUnit(end, doubleQuote) { value.append(doubleQuote); i = next(end); continue }
-                        i = end
-                        break
-                    }
-                    value.append(contentsOf: bytes[i..<end])
-                    i = end
-                }
-                tokens.append((.word(String(decoding: value, as: UTF8.self), quoted: true), text(start, i)))
+                let (value, end) = quoted(from: after, by: doubleQuote, escapes: false)
+                i = end
+                tokens.append((.word(value, quoted: true), text(start, i)))
                 lastIsWord = true
             } else if isUnit(i, quote) || ((isUnit(i, UInt8(ascii: "E")) || isUnit(i, UInt8(ascii: "e"))) && isUnit(after, quote) && !lastIsWord) {
                 let escapes = !isUnit(i, quote)
-                if escapes { i = after }
-                var value: [UInt8] = []
-                i = next(i)
-                while i < count {
-                    let end = next(i)
-                    if escapes && isUnit(i, backslash) && end < count {
-                        let escaped = next(end)
-                        value.append(contentsOf: bytes[end..<escaped])
-                        i = escaped
-                        continue
-                    }
-                    if isUnit(i, quote) {
-                        if isUnit(end, quote) { value.append(quote); i = next(end); continue }
-                        i = end
-                        break
-                    }
-                    value.append(contentsOf: bytes[i..<end])
-                    i = end
-                }
-                tokens.append((.string(String(decoding: value, as: UTF8.self)), text(start, i)))
+                let (value, end) = quoted(from: escapes ? next(after) : after, by: quote, escapes: escapes)
+                i = end
+                tokens.append((.string(value), text(start, i)))
                 lastIsWord = false
             } else if isUnit(i, dollar), let tagEnd = dollarTagEnd(from: i) {
                 var tag: [Range<Int>] = []
@@ -221,6 +194,31 @@ struct SQLTextScanner {
             }
         }
         return tokens
+    }
+
+    /// A quoted token's content from `start` (after the opening quote) to the closing `quote`
+    /// (or the end): a doubled quote is one, and with `escapes` a backslash takes the next
+    /// Character as it is. Returns the content and where the token ends.
+    private func quoted(from start: Int, by quote: UInt8, escapes: Bool) -> (value: String, end: Int) {
+        var value: [UInt8] = []
+        var i = start
+        while i < count {
+            let end = next(i)
+            if escapes && isUnit(i, UInt8(ascii: "\\")) && end < count {
+                let escaped = next(end)
+                value.append(contentsOf: bytes[end..<escaped])
+                i = escaped
+                continue
+            }
+            if isUnit(i, quote) {
+                if isUnit(end, quote) { value.append(quote); i = next(end); continue }
+                i = end
+                break
+            }
+            value.append(contentsOf: bytes[i..<end])
+            i = end
+        }
+        return (String(decoding: value, as: UTF8.self), i)
     }
 
     /// Whether the Characters from `start` on are those of `tag` (the first, `$`, already matched).
