@@ -1,6 +1,7 @@
 import AsyncHTTPClient
 import Crypto
 import Foundation
+import NIOCore
 import Testing
 import TSBackup
 import TSBackupSandbox
@@ -72,16 +73,22 @@ struct WebhookTests {
         #expect(receiver.received().count == 1)
     }
 
-    // An hour per attempt: were a refused connection tried again until the attempt's timeout
-    // (AsyncHTTPClient's default), the three attempts would take three hours and the test's
-    // 10-minute hang guard would fail it. Nothing here measures how long an attempt took.
+    // The notifier's client settings with an hour, not 10 s, to make a connection, and an hour
+    // per attempt: were a refused connection tried again until then (AsyncHTTPClient's default,
+    // which the notifier used to have), the three attempts would take three hours and the
+    // test's 10-minute hang guard would fail it. Nothing here measures how long an attempt took.
     @Test("a refused connection fails its attempt at once; the notifier's attempts and delays are the retry policy",
           .timeLimit(.minutes(10)))
     func refusedConnectionFailsTheAttempt() async throws {
         #expect(WebhookNotifier.clientConfiguration.connectionPool.retryConnectionEstablishment == false)
+        var configuration = WebhookNotifier.clientConfiguration
+        configuration.timeout.connect = .hours(1)
+        let client = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: configuration)
         let closedPort = try SandboxCluster.freeLoopbackPort()
-        let notifier = WebhookNotifier(targets: [WebhookTarget(url: "http://127.0.0.1:\(closedPort)/hook", attempts: 3, retryDelay: 0.05, timeout: 3600)])
+        let notifier = WebhookNotifier(targets: [WebhookTarget(url: "http://127.0.0.1:\(closedPort)/hook", attempts: 3, retryDelay: 0.05, timeout: 3600)],
+                                       client: client)
         let deliveries = await notifier.deliver(Self.event)
+        try await client.shutdown()
         #expect(deliveries.count == 1)
         #expect(deliveries.first?.delivered == false)
         #expect(deliveries.first?.attempts == 3)
