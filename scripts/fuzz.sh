@@ -72,9 +72,10 @@ for target in "${targets[@]}"; do
     mkdir -p "$work" "$artifacts"
     log="$out/fuzz-$target.log"
     # -timeout: one input running longer is a hang. It is wall-clock time and a hang guard, not a
-    # speed limit: a 64 kB input costs the slowest parser (SQLText, Character-wise, under ASan)
-    # about 2 s on a quiet machine, a CI machine at load 100 made one take 14 s, and a run at
-    # `nice -n 19` can be descheduled for longer still. FUZZ_TIMEOUT overrides it.
+    # speed limit: a 36 kB input of 6,000 comments cost the sql harness 1.6-2.1 s under ASan at
+    # load 20-30 while SQLText read it Character by Character, 0.7-0.8 s since it scans bytes
+    # (SQLScript's lexer is now the slowest part); a CI machine at load 100 made the old one take
+    # 14 s, and a run at `nice -n 19` can be descheduled for longer still. FUZZ_TIMEOUT overrides it.
     # -rss_limit_mb / -malloc_limit_mb: an input that makes the parser hold that much is an
     # unbounded allocation. -max_len: the largest real sample is ~7 kB; 64 kB leaves room for
     # growth without slowing every run.

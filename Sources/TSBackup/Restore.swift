@@ -20,6 +20,9 @@ public enum Restore {
         /// Tests only: run ALTER EXTENSION even when preflight would call the update a no-op or
         /// find no update path, to exercise the real statement with the one version built here.
         public var forceExtensionUpdateForTesting = false
+        /// How long clean-up after a failure keeps trying a server that cannot be reached (it
+        /// crashed or restarted under the restore) to drop the new database (``WaitSetting/cleanup``).
+        public var cleanupPatience: Duration = WaitSetting.cleanup.default
 
         public init(id: String, repository: RepositoryAccess, target: ConnectionSettings) {
             self.id = id
@@ -836,14 +839,14 @@ actor RestoreRun {
 
     /// Drops the new database (or, with --keep-failed, takes it out of restore mode). Returns why
     /// that could not be done, or nil. A server that crashed or restarted under the restore is
-    /// waited for (up to ``cleanupPatience``) so its database is not left behind.
+    /// waited for (up to ``Request/cleanupPatience``) so its database is not left behind.
     func cleanUpAfterFailure() async -> String? {
         guard created else { return nil }
         let database = self.database
         let target = request.target
         if request.keepFailed {
             // Never leave a database in restore mode: inserts would fail and pg_upgrade breaks.
-            let problem = await ServerRecovery.retryingWhileUnreachable(patience: Self.cleanupPatience) {
+            let problem = await ServerRecovery.retryingWhileUnreachable(patience: request.cleanupPatience) {
                 try await DatabaseSession.with(target) { session in
                     try await session.execute("ALTER DATABASE \(quoteIdentifier(database)) RESET timescaledb.restoring")
                     try await session.execute("ALTER DATABASE \(quoteIdentifier(database)) RESET synchronous_commit")
@@ -855,13 +858,10 @@ actor RestoreRun {
             report.keptFailedDatabase = problem == nil
             return problem
         }
-        return await ServerRecovery.retryingWhileUnreachable(patience: Self.cleanupPatience) {
+        return await ServerRecovery.retryingWhileUnreachable(patience: request.cleanupPatience) {
             try await DatabaseSession.with(target) { session in
                 _ = try await session.execute("DROP DATABASE IF EXISTS \(quoteIdentifier(database)) WITH (FORCE)")
             }
         }
     }
-
-    /// How long a failed restore waits for an unreachable server to drop its database.
-    nonisolated static let cleanupPatience: Duration = .seconds(60)
 }

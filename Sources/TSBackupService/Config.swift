@@ -35,6 +35,9 @@ public struct ServiceConfig: Sendable {
         public var passwordEnv: String?
         /// A file holding the password (its first line).
         public var passwordFile: String?
+        /// Seconds a connection attempt may take (`connect_timeout`); when nil, PGCONNECT_TIMEOUT
+        /// in the service's environment, else 10, as for the CLI.
+        public var connectTimeout: Int?
 
         public init() {}
 
@@ -56,8 +59,15 @@ public struct ServiceConfig: Sendable {
                 password = String(decoding: data, as: UTF8.self).split(whereSeparator: \.isNewline).first.map(String.init) ?? ""
                 source = .passwordFile
             }
-            return ConnectionSettings(host: host, port: port, user: user, password: password, database: database,
-                                      sslMode: sslMode, applicationName: "tsbackup-serve", passwordSource: source)
+            // The same resolution as the CLI's --db (one place decides connect_timeout, the
+            // PG* variables the config does not fix, and the defaults); only the password is ours.
+            var parameters = ["host": host, "port": String(port), "user": user, "dbname": database, "sslmode": sslMode.rawValue]
+            if let connectTimeout { parameters["connect_timeout"] = String(connectTimeout) }
+            var settings = try ConnectionSettings.resolve(parameters: parameters, environment: environment,
+                                                          applicationName: "tsbackup-serve", lookUpPassword: false)
+            settings.password = password
+            settings.passwordSource = password == nil ? .none : source
+            return settings
         }
     }
 
@@ -109,6 +119,14 @@ public struct ServiceConfig: Sendable {
         public var url: String
         /// Which events are sent (e.g. failure, recovery); empty means all.
         public var events: [String] = []
+        /// Seconds one delivery attempt may take (`timeout_seconds`).
+        public var timeoutSeconds: Int = 10
+
+        /// What the notifier sends to.
+        public var target: WebhookTarget {
+            WebhookTarget(url: url, events: events.isEmpty ? [.failure, .recovery] : Set(events.compactMap(AlertState.Transition.init(rawValue:))),
+                          timeout: Double(timeoutSeconds))
+        }
     }
 
     public enum Role: String, Sendable, Codable, CaseIterable {
@@ -311,7 +329,7 @@ private struct ConfigReader {
         if let webhooks = keys["webhooks"] {
             guard let list = webhooks.value.sequence else { throw fail(webhooks.value, "webhooks must be a list") }
             for item in list {
-                let w = try mapping(item, "a webhook", allowed: ["url", "events"])
+                let w = try mapping(item, "a webhook", allowed: ["url", "events", "timeout_seconds"])
                 guard let url = w["url"] else { throw fail(item, "a webhook has no url") }
                 let text = try string(url.value, "webhook url")
                 guard let parsed = URL(string: text), ["http", "https"].contains(parsed.scheme ?? "") else {
@@ -319,6 +337,7 @@ private struct ConfigReader {
                 }
                 var hook = ServiceConfig.Webhook(url: text)
                 if let events = w["events"] { hook.events = try stringList(events.value, "webhook events") }
+                if let timeout = w["timeout_seconds"] { hook.timeoutSeconds = try int(timeout.value, "webhook timeout_seconds", range: 1...600) }
                 config.webhooks.append(hook)
             }
         }
@@ -371,7 +390,7 @@ private struct ConfigReader {
     }
 
     func connection(_ node: Node, _ what: String, defaultDatabase: String? = nil, extraKeys: Set<String> = []) throws -> ServiceConfig.Connection {
-        let keys: Set<String> = ["host", "port", "user", "dbname", "sslmode", "password_env", "password_file"]
+        let keys = Self.connectionKeys
         let c = try mapping(node, what, allowed: keys.union(extraKeys))
         var conn = ServiceConfig.Connection()
         if let host = c["host"] { conn.host = try string(host.value, "\(what) host") }
@@ -404,8 +423,20 @@ private struct ConfigReader {
             }
             conn.passwordFile = name
         }
+        if let timeout = c["connect_timeout"] {
+            conn.connectTimeout = try int(timeout.value, "\(what) connect_timeout", range: 1...3600)
+        }
+        // What the jobs will connect with, resolved now so a bad PGCONNECT_TIMEOUT (or the like)
+        // stops the service at start, not each job.
+        do {
+            _ = try conn.settings(environment: environment)
+        } catch let error as TSBackupError {
+            throw fail(node, "\(what): \(error.message)")
+        }
         return conn
     }
+
+    static let connectionKeys: Set<String> = ["host", "port", "user", "dbname", "sslmode", "password_env", "password_file", "connect_timeout"]
 
     func schedule(_ node: Node, _ what: String) throws -> ServiceConfig.Schedule {
         if case .scalar = node {
@@ -434,7 +465,7 @@ private struct ConfigReader {
         let extra: Set<String> = ["restore_target", "schedule", "retention", "rehearsal", "backup_jobs"]
         let conn = try connection(node, "database \(name)", extraKeys: extra)
         var db = ServiceConfig.Database(name: name, connection: conn)
-        let m = try mapping(node, "database \(name)", allowed: Set(["host", "port", "user", "dbname", "sslmode", "password_env", "password_file"]).union(extra))
+        let m = try mapping(node, "database \(name)", allowed: Self.connectionKeys.union(extra))
         if let target = m["restore_target"] { db.restoreTarget = try connection(target.value, "database \(name) restore_target", defaultDatabase: "postgres") }
         if let s = m["schedule"] { db.schedule = try schedule(s.value, "database \(name) schedule") }
         if let jobs = m["backup_jobs"] { db.backupJobs = try int(jobs.value, "database \(name) backup_jobs", range: 1...64) }

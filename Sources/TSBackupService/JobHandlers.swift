@@ -82,6 +82,7 @@ public enum JobKinds {
         request.into = p["into"]
         request.promoteTo = p["promote_to"]
         request.jobs = 2
+        request.cleanupPatience = try WaitSetting.seconds(WaitSetting.cleanup)
         do {
             let report = try await Restore.run(request) { progress in
                 context.progress(RestoreProgress(phase: progress.phase, elapsed_seconds: progress.elapsed, objects_done: progress.objectsDone,

@@ -38,9 +38,7 @@ public struct ServiceOperations: Sendable {
                 }
             }
         }
-        let targets = config.webhooks.map { hook in
-            WebhookTarget(url: hook.url, events: hook.events.isEmpty ? [.failure, .recovery] : Set(hook.events.compactMap(AlertState.Transition.init(rawValue:))))
-        }
+        let targets = config.webhooks.map(\.target)
         let store = StateScheduleStore(state: core.state)
         let isoFormat = Date.ISO8601FormatStyle()
         let scheduler = Scheduler(tasks: tasks, store: store, logger: Logger(label: "tsbackup.scheduler")) { task, firing in

@@ -106,6 +106,7 @@ struct ImportHypertableCommand: AsyncParsableCommand {
                                                    target: try ConnectionSettings.resolve(target))
             request.targetTable = targetTable
             request.jobs = jobs
+            request.cleanupPatience = try WaitSetting.seconds(WaitSetting.cleanup)
             let report = try await HypertableImport.run(request)
             if json {
                 print(try JSONOutput.encode(report))

@@ -29,6 +29,7 @@ struct BaseBackupCommand: AsyncParsableCommand {
             var request = BaseBackup.Request(settings: try database.settings(), repository: try repository.resolved())
             request.jobs = jobs
             request.label = label
+            request.archiveWait = try WaitSetting.seconds(WaitSetting.archive)
             let manifest = try await BaseBackup.run(request)
             if json {
                 print(try JSONOutput.encode(manifest))
@@ -116,9 +117,7 @@ struct RecoverCommand: AsyncParsableCommand {
             request.amcheck = amcheck
             request.archiveMode = archiveMode
             request.user = user
-            if let wait = ProcessInfo.processInfo.environment["TSBACKUP_SCHEDULER_WAIT_SECONDS"], let seconds = Int(wait) {
-                request.schedulerWait = .seconds(seconds)
-            }
+            request.schedulerWait = try WaitSetting.seconds(WaitSetting.scheduler)
             let report = try await Recover.run(request)
             if json {
                 print(try JSONOutput.encode(report))

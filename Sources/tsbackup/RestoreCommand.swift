@@ -80,6 +80,7 @@ struct RestoreCommand: AsyncParsableCommand {
             request.promoteTo = promoteTo
             request.keepFailed = keepFailed
             request.createRoles = createRoles
+            request.cleanupPatience = try WaitSetting.seconds(WaitSetting.cleanup)
             if let version = updateExtensionVersion {
                 request.updateExtension = .version(version)
             } else if updateExtensionDefault {

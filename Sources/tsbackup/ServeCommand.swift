@@ -26,6 +26,8 @@ struct ServeCommand: AsyncParsableCommand {
         func run() async throws {
             try await reportingErrors {
                 let loaded = try ServiceConfig.load(path: config)
+                // Restore jobs read it when they run; a bad value stops the start instead.
+                _ = try WaitSetting.seconds(WaitSetting.cleanup)
                 var server = try ServiceServer(config: loaded)
                 try await ServiceOperations.make(core: server.core).install(into: &server)
                 try await server.run()

@@ -37,6 +37,50 @@ struct BadInputTests {
         expectFailure(result, exitCode: 64, mentioning: ["--db"], secrets: ["secret"])
     }
 
+    // Nothing is reached: the variables are read before any connection or repository access.
+    @Test("a wait set to something other than whole seconds is a usage error naming its variable", arguments: [
+        (["base-backup", "--db", "postgres://postgres@127.0.0.1:1/postgres", "--repo", "/nonexistent/repo"], "TSBACKUP_ARCHIVE_WAIT_SECONDS"),
+        (["restore", "20260101T000000Z", "--repo", "/nonexistent/repo", "--target", "postgres://postgres@127.0.0.1:1/postgres"], "TSBACKUP_CLEANUP_WAIT_SECONDS"),
+        (["import-hypertable", "20260101T000000Z", "--repo", "/nonexistent/repo", "--target", "postgres://postgres@127.0.0.1:1/postgres"], "TSBACKUP_CLEANUP_WAIT_SECONDS"),
+        (["recover", "--to-latest", "--repo", "/nonexistent/repo", "--pgdata", "/nonexistent/pgdata"], "TSBACKUP_SCHEDULER_WAIT_SECONDS"),
+    ])
+    func badWaitSetting(arguments: [String], variable: String) async throws {
+        let result = try await CLI.run(arguments, environment: [variable: "soon"])
+        expectFailure(result, exitCode: 64, mentioning: [variable, "whole number of seconds"])
+    }
+
+    /// The service resolves its connections as --db is resolved: its environment's
+    /// PGCONNECT_TIMEOUT is read (and a bad one stops the start, naming the config's line), as
+    /// are each connection's connect_timeout and TSBACKUP_CLEANUP_WAIT_SECONDS.
+    @Test("tsbackup serve refuses a PGCONNECT_TIMEOUT, connect_timeout or TSBACKUP_CLEANUP_WAIT_SECONDS that is not whole seconds")
+    func serveReadsConnectionSettingsFromItsEnvironment() async throws {
+        let work = NSTemporaryDirectory() + "tsbackup-badserve-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: work) }
+        let port = try SandboxCluster.freeLoopbackPort()
+        func config(_ extra: String) throws -> String {
+            let path = work + "/serve.yaml"
+            try """
+                listen: {host: 127.0.0.1, port: \(port)}
+                repository: {url: \(work)/repo}
+                state_file: \(work)/state.sqlite
+                databases:
+                  metrics:
+                    host: 127.0.0.1
+                    port: 1
+                    dbname: metrics\(extra)
+
+                """.write(toFile: path, atomically: true, encoding: .utf8)
+            return path
+        }
+        let badVariable = try await CLI.run(["serve", "--config", try config("")], environment: ["PGCONNECT_TIMEOUT": "soon"])
+        expectFailure(badVariable, exitCode: 64, mentioning: ["serve.yaml:", "PGCONNECT_TIMEOUT", "\"soon\""])
+        let badKey = try await CLI.run(["serve", "--config", try config("\n    connect_timeout: later")])
+        expectFailure(badKey, exitCode: 64, mentioning: ["serve.yaml:9", "connect_timeout"])
+        let badWait = try await CLI.run(["serve", "--config", try config("")], environment: ["TSBACKUP_CLEANUP_WAIT_SECONDS": "soon"])
+        expectFailure(badWait, exitCode: 64, mentioning: ["TSBACKUP_CLEANUP_WAIT_SECONDS"])
+    }
+
     @Test("a refused connection says to check the server and port")
     func connectionRefused() async throws {
         let port = try SandboxCluster.freeLoopbackPort()

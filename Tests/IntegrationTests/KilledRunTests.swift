@@ -36,6 +36,37 @@ struct KilledRunTests {
         return stat[stat.index(after: close)...].split(separator: " ").first != "Z"
     }
 
+    /// The marker comment on public.conditions in `database`, parsed.
+    func tableOwner(_ cluster: SandboxCluster, database: String) async throws -> InterruptedRuns.Owner? {
+        try await owner(cluster, database: database, "SELECT obj_description('public.conditions'::regclass, 'pg_class')")
+    }
+
+    /// An export of the sample's public.conditions and a new, empty database `target`: the
+    /// arguments and environment that import it there, and the export's id.
+    func prepareImport(_ cluster: SandboxCluster, _ scratch: ScratchDirectory, target: String) async throws -> (arguments: [String], environment: [String: String], id: String) {
+        let repository = scratch.path + "/repo"
+        let (exported, manifest) = try await exportHypertable(cluster, "faults", table: "public.conditions", repository: repository)
+        let export = try #require(manifest, "\(exported.standardError)")
+        try await cluster.createDatabase(target)
+        return (["import-hypertable", export.id, "--repo", repository, "--target", cluster.url(database: target)],
+                ["PGPASSWORD": cluster.superuserPassword], export.id)
+    }
+
+    /// The next import of the table succeeds, says it dropped the killed one's table, loads every
+    /// row (counted through the table), and leaves no marker.
+    func expectNextImportDropsTheLeftover(_ cluster: SandboxCluster, target: String, arguments: [String], environment: [String: String],
+                                          sourceLocation: SourceLocation = #_sourceLocation) async throws {
+        let next = try await CLI.run(arguments, environment: environment)
+        #expect(next.exitCode == 0, "\(next.standardError)", sourceLocation: sourceLocation)
+        #expect(next.standardError.contains("Dropped the table public.conditions") && next.standardError.contains("interrupted import"), "\(next.standardError)",
+                sourceLocation: sourceLocation)
+        let (rows, comment) = try await cluster.withSuperuser(database: target) {
+            try await $0.row("SELECT (SELECT count(*) FROM public.conditions), obj_description('public.conditions'::regclass, 'pg_class')", as: (Int64, String?).self)
+        }
+        #expect(rows == Int64(SampleData(.small).expected.conditionsRows), sourceLocation: sourceLocation)
+        #expect(comment.map { InterruptedRuns.Owner.parse($0) == nil } ?? true, "a verified import carries no marker: \(comment ?? "")", sourceLocation: sourceLocation)
+    }
+
     func killAndReap(_ pid: Int32) async throws {
         #expect(kill(pid, SIGKILL) == 0)
         try await faults.waitUntil("the killed run to be gone") { kill(pid, 0) != 0 }
@@ -96,19 +127,13 @@ struct KilledRunTests {
         try await faults.withSampleCluster { cluster in
             let scratch = try ScratchDirectory("killed-import")
             defer { scratch.remove() }
-            let repository = scratch.path + "/repo"
-            let (exported, manifest) = try await exportHypertable(cluster, "faults", table: "public.conditions", repository: repository)
-            let export = try #require(manifest, "\(exported.standardError)")
-            try await cluster.createDatabase("killed_target")
-            let env = ["PGPASSWORD": cluster.superuserPassword]
-            let arguments = ["import-hypertable", export.id, "--repo", repository, "--target", cluster.url(database: "killed_target")]
+            let (arguments, env, exportID) = try await prepareImport(cluster, scratch, target: "killed_target")
             // The load's first row waits for the chunk catalog, after the table was created and committed.
             let lock = try await faults.holdLock(cluster, database: "killed_target", "LOCK TABLE _timescaledb_catalog.chunk IN EXCLUSIVE MODE")
             let first = Task { try await CLI.run(arguments, environment: env) }
             try await faults.waitUntil("the import's load waiting for the chunk catalog") { try await faults.lockWaiters(cluster, "killed_target") > 0 }
-            let marked = try #require(try await owner(cluster, database: "killed_target", "SELECT obj_description('public.conditions'::regclass, 'pg_class')"),
-                                      "the new table carries the run's marker")
-            #expect(marked.kind == .import && marked.backup == export.id)
+            let marked = try #require(try await tableOwner(cluster, database: "killed_target"), "the new table carries the run's marker")
+            #expect(marked.kind == .import && marked.backup == exportID)
             // Its loading children (psql, the decompressor) end with it (parent-death signal,
             // ChildLaunch), while the lock still holds them: none is left as an orphan.
             let children = Self.children(of: marked.pid)
@@ -118,14 +143,7 @@ struct KilledRunTests {
             lock.cancel()
             _ = try? await first.value
 
-            let next = try await CLI.run(arguments, environment: env)
-            #expect(next.exitCode == 0, "\(next.standardError)")
-            #expect(next.standardError.contains("Dropped the table public.conditions") && next.standardError.contains("interrupted import"), "\(next.standardError)")
-            let (rows, comment) = try await cluster.withSuperuser(database: "killed_target") {
-                try await $0.row("SELECT (SELECT count(*) FROM public.conditions), obj_description('public.conditions'::regclass, 'pg_class')", as: (Int64, String?).self)
-            }
-            #expect(rows == Int64(SampleData(.small).expected.conditionsRows))
-            #expect(comment.map { InterruptedRuns.Owner.parse($0) == nil } ?? true, "a verified import carries no marker: \(comment ?? "")")
+            try await expectNextImportDropsTheLeftover(cluster, target: "killed_target", arguments: arguments, environment: env)
         }
     }
 
@@ -134,29 +152,17 @@ struct KilledRunTests {
         try await faults.withSampleCluster { cluster in
             let scratch = try ScratchDirectory("killed-import-late")
             defer { scratch.remove() }
-            let repository = scratch.path + "/repo"
-            let (exported, manifest) = try await exportHypertable(cluster, "faults", table: "public.conditions", repository: repository)
-            let export = try #require(manifest, "\(exported.standardError)")
-            try await cluster.createDatabase("killed_late")
-            let env = ["PGPASSWORD": cluster.superuserPassword]
-            let arguments = ["import-hypertable", export.id, "--repo", repository, "--target", cluster.url(database: "killed_late")]
+            let (arguments, env, _) = try await prepareImport(cluster, scratch, target: "killed_late")
             let pause = scratch.path + "/pause"
             // Held after the report was printed, before the marker goes (the campaign's last window).
             let first = Task { try await CLI.run(arguments, environment: env.merging(["TSBACKUP_TEST_PAUSE": "import: report printed=\(pause)"]) { $1 }) }
             try await faults.waitUntil("the import printing its report", seconds: 600) { FileManager.default.fileExists(atPath: pause) }
-            let marked = try #require(try await owner(cluster, database: "killed_late", "SELECT obj_description('public.conditions'::regclass, 'pg_class')"),
-                                      "the verified table still carries the run's marker")
+            let marked = try #require(try await tableOwner(cluster, database: "killed_late"), "the verified table still carries the run's marker")
             try await killAndReap(marked.pid)
             _ = try? await first.value
             try? FileManager.default.removeItem(atPath: pause)
 
-            let next = try await CLI.run(arguments, environment: env)
-            #expect(next.exitCode == 0, "\(next.standardError)")
-            #expect(next.standardError.contains("Dropped the table public.conditions") && next.standardError.contains("interrupted import"), "\(next.standardError)")
-            let comment = try await cluster.withSuperuser(database: "killed_late") {
-                try await $0.row("SELECT obj_description('public.conditions'::regclass, 'pg_class')", as: (String?).self)
-            }
-            #expect(comment.map { InterruptedRuns.Owner.parse($0) == nil } ?? true, "the finished import removed its marker: \(comment ?? "")")
+            try await expectNextImportDropsTheLeftover(cluster, target: "killed_late", arguments: arguments, environment: env)
         }
     }
 

@@ -384,6 +384,27 @@ struct PITRTests {
         await archiving.stop()
     }
 
+    @Test("base-backup waits TSBACKUP_ARCHIVE_WAIT_SECONDS for the archiver, then refuses (exit 5) naming that wait; nothing is written")
+    func archiveWaitIsConfigurable() async throws {
+        let archiving = try await PITRCluster.start()
+        do {
+            // The server archives into its own repository, never into this one: the preflight's
+            // switched segment cannot arrive here, whatever the wait.
+            let elsewhere = archiving.scratch + "/elsewhere"
+            let result = try await archiving.tsbackup(["base-backup", "--db", archiving.cluster.url(database: "postgres"), "--repo", elsewhere],
+                                                      environment: ["TSBACKUP_ARCHIVE_WAIT_SECONDS": "1"])
+            #expect(result.exitCode == 5, "\(result.standardOutput) \(result.standardError)")
+            #expect(result.standardError.contains("did not reach the archive"), "\(result.standardError)")
+            #expect(result.standardError.contains("within 1 s"), "the configured wait, not the default 60 s: \(result.standardError)")
+            let entries = (try? FileManager.default.contentsOfDirectory(atPath: elsewhere + "/backups")) ?? []
+            #expect(entries.isEmpty, "base-backup left \(entries) in the repository")
+        } catch {
+            await archiving.stop()
+            throw error
+        }
+        await archiving.stop()
+    }
+
     @Test("refusals: archiving off, a target before the base backup, an empty repository")
     func refusals() async throws {
         let cluster = try await SharedCluster.shared.cluster()

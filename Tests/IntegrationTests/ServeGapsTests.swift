@@ -78,6 +78,55 @@ import TSBackupService
         return try JSONOutput.decode(BackupManifest.Summary.self, from: Data(result.standardOutput.utf8)).id
     }
 
+    /// A sample database and a scratch directory whose repository holds one backup of it.
+    struct Setup {
+        var cluster: SandboxCluster
+        var database: String
+        var work: String
+        var repository: String { work + "/repo" }
+        /// The backup taken first.
+        var backup: String
+    }
+
+    static func setUp(_ name: String) async throws -> Setup {
+        let (cluster, database) = try await makeSampleDatabase(name)
+        let work = try Self.work()
+        do {
+            return Setup(cluster: cluster, database: database, work: work, backup: try await backup(cluster, database, repository: work + "/repo"))
+        } catch {
+            try? FileManager.default.removeItem(atPath: work)
+            throw error
+        }
+    }
+
+    /// Starts the service on `setup`'s repository with the database as `metrics` (`options` added
+    /// to its line) and the operator token; the password comes from `passwordVariable`.
+    static func startService(_ setup: Setup, passwordVariable: String, options: String) async throws -> (port: Int, process: BackgroundProcess) {
+        let port = try SandboxCluster.freeLoopbackPort()
+        let yaml = """
+            listen: {host: 127.0.0.1, port: \(port)}
+            repository: {url: \(setup.repository)}
+            state_file: \(setup.work)/state.sqlite
+            databases:
+              metrics: {host: 127.0.0.1, port: \(setup.cluster.port), user: postgres, dbname: \(setup.database), password_env: \(passwordVariable), \(options)}
+            tokens:
+              - {name: olga, sha256: \(TokenHash.hex(of: Self.token)), role: operator}
+
+            """
+        let process = try await start(setup.work, yaml: yaml, port: port,
+                                      environment: [passwordVariable: setup.cluster.superuserPassword, "PGPASSWORD": ""])
+        return (port, process)
+    }
+
+    /// An operator's `DELETE /api/backups/{id}`: the status and the body.
+    static func delete(_ port: Int, _ id: String) async throws -> (status: HTTPResponseStatus, body: String) {
+        var request = HTTPClientRequest(url: "http://127.0.0.1:\(port)/api/backups/\(id)")
+        request.method = .DELETE
+        request.headers.add(name: "Authorization", value: "Bearer \(token)")
+        let response = try await HTTPClient.shared.execute(request, timeout: .seconds(300))
+        return (response.status, String(buffer: try await response.body.collect(upTo: 1 << 20)))
+    }
+
     // MARK: TLS
 
     @Test("with tls: configured the service speaks HTTPS only, with the configured certificate (checked by curl --cacert)")
@@ -130,23 +179,10 @@ import TSBackupService
 
     @Test("the backup list shows backups the CLI makes and deletes beside the service, and the service's own, while the listing is cached")
     func backupListSeesChangesMadeBesideTheService() async throws {
-        let (cluster, database) = try await makeSampleDatabase("serve_cache")
-        let work = try Self.work()
-        defer { try? FileManager.default.removeItem(atPath: work) }
-        let repository = work + "/repo"
-        let first = try await Self.backup(cluster, database, repository: repository)
-        let port = try SandboxCluster.freeLoopbackPort()
-        let yaml = """
-            listen: {host: 127.0.0.1, port: \(port)}
-            repository: {url: \(repository)}
-            state_file: \(work)/state.sqlite
-            databases:
-              metrics: {host: 127.0.0.1, port: \(cluster.port), user: postgres, dbname: \(database), password_env: CACHE_PGPASSWORD, backup_jobs: 1}
-            tokens:
-              - {name: olga, sha256: \(TokenHash.hex(of: Self.token)), role: operator}
-
-            """
-        let process = try await Self.start(work, yaml: yaml, port: port, environment: ["CACHE_PGPASSWORD": cluster.superuserPassword, "PGPASSWORD": ""])
+        let setup = try await Self.setUp("serve_cache")
+        defer { try? FileManager.default.removeItem(atPath: setup.work) }
+        let (cluster, database, repository, first) = (setup.cluster, setup.database, setup.repository, setup.backup)
+        let (port, process) = try await Self.startService(setup, passwordVariable: "CACHE_PGPASSWORD", options: "backup_jobs: 1")
         defer { Task { await process.stop() } }
         #expect(try await Self.backupIDs(port) == [first])
         #expect(try await Self.backupIDs(port) == [first])
@@ -165,11 +201,8 @@ import TSBackupService
         let third = try #require(ended["entry_id"] as? String)
         #expect(try await Self.backupIDs(port) == [second, third])
         // And the service's own deletion.
-        var request = HTTPClientRequest(url: "http://127.0.0.1:\(port)/api/backups/\(second)")
-        request.method = .DELETE
-        request.headers.add(name: "Authorization", value: "Bearer \(Self.token)")
-        let response = try await HTTPClient.shared.execute(request, timeout: .seconds(300))
-        let deleteJob = try #require(try JSONSerialization.jsonObject(with: Data(buffer: try await response.body.collect(upTo: 1 << 20))) as? [String: Any])
+        let response = try await Self.delete(port, second)
+        let deleteJob = try #require(try JSONSerialization.jsonObject(with: Data(response.body.utf8)) as? [String: Any], "\(response.status)")
         let deleteEnded = try await Self.waitForJob(port, try #require(deleteJob["id"] as? Int), process)
         #expect(deleteEnded["state"] as? String == "finished", "\(deleteEnded)")
         #expect(try await Self.backupIDs(port) == [third])
@@ -182,11 +215,9 @@ import TSBackupService
     /// retention deletes it.
     @Test("retention keeps a backup while a download streams it, and deletes it after")
     func retentionKeepsABackupWhileItIsDownloaded() async throws {
-        let (cluster, database) = try await makeSampleDatabase("serve_hold")
-        let work = try Self.work()
-        defer { try? FileManager.default.removeItem(atPath: work) }
-        let repository = work + "/repo"
-        let newest = try await Self.backup(cluster, database, repository: repository)
+        let setup = try await Self.setUp("serve_hold")
+        defer { try? FileManager.default.removeItem(atPath: setup.work) }
+        let (work, repository, newest) = (setup.work, setup.repository, setup.backup)
         // An older copy of it with a large extra file (so a slow download stays open for long),
         // committed through the repository's API with a manifest that lists the file.
         let old = try await RepositoryAccess(path: repository).with(create: false) { repo -> String in
@@ -210,18 +241,7 @@ import TSBackupService
                 return id
             }
         }
-        let port = try SandboxCluster.freeLoopbackPort()
-        let yaml = """
-            listen: {host: 127.0.0.1, port: \(port)}
-            repository: {url: \(repository)}
-            state_file: \(work)/state.sqlite
-            databases:
-              metrics: {host: 127.0.0.1, port: \(cluster.port), user: postgres, dbname: \(database), password_env: HOLD_PGPASSWORD, retention: {keep_last: 1}}
-            tokens:
-              - {name: olga, sha256: \(TokenHash.hex(of: Self.token)), role: operator}
-
-            """
-        let process = try await Self.start(work, yaml: yaml, port: port, environment: ["HOLD_PGPASSWORD": cluster.superuserPassword, "PGPASSWORD": ""])
+        let (port, process) = try await Self.startService(setup, passwordVariable: "HOLD_PGPASSWORD", options: "retention: {keep_last: 1}")
         defer { Task { await process.stop() } }
         func decision(_ id: String) async throws -> [String: Any] {
             let plan = try #require(try JSONSerialization.jsonObject(with: Data(try await Self.get(port, "/api/databases/metrics/retention").body.utf8)) as? [String: Any])
@@ -249,12 +269,8 @@ import TSBackupService
         #expect(FileManager.default.fileExists(atPath: repository + "/backups/\(old)/manifest.json"))
         #expect(curl.isRunning, "the download was still streaming while retention ran")
         // An operator's DELETE is refused while the download streams (409, delete it again after).
-        var deleteRequest = HTTPClientRequest(url: "http://127.0.0.1:\(port)/api/backups/\(old)")
-        deleteRequest.method = .DELETE
-        deleteRequest.headers.add(name: "Authorization", value: "Bearer \(Self.token)")
-        let refused = try await HTTPClient.shared.execute(deleteRequest, timeout: .seconds(120))
-        let refusal = String(buffer: try await refused.body.collect(upTo: 1 << 20))
-        #expect(refused.status == .conflict, "\(refusal)")
+        let (refusedStatus, refusal) = try await Self.delete(port, old)
+        #expect(refusedStatus == .conflict, "\(refusal)")
         #expect(refusal.contains("is being downloaded") && refusal.contains("after the download has ended"), "\(refusal)")
         #expect(FileManager.default.fileExists(atPath: repository + "/backups/\(old)/manifest.json"))
         #expect(curl.isRunning, "the download was still streaming when DELETE was refused")

@@ -1,5 +1,7 @@
+import AsyncHTTPClient
 import Crypto
 import Foundation
+import NIOCore
 import Testing
 import TSBackup
 import TSBackupSandbox
@@ -59,8 +61,7 @@ struct WebhookTests {
         let closedPort = try SandboxCluster.freeLoopbackPort()
         let notifier = WebhookNotifier(targets: [
             WebhookTarget(url: receiver.url, attempts: 4, retryDelay: 0.05, timeout: 300),
-            // The default timeout here: the HTTP client tries a refused connection again until
-            // the request's timeout, so this target's attempts each last that long.
+            // The default timeout: a refused connection fails its attempt at once (see below).
             WebhookTarget(url: "http://127.0.0.1:\(closedPort)/hook?token=secret", attempts: 2, retryDelay: 0.05),
         ])
         let deliveries = await notifier.deliver(Self.event)
@@ -70,6 +71,29 @@ struct WebhookTests {
         // The query (which may hold a token) never appears in what is reported.
         #expect(!deliveries[1].target.contains("secret"))
         #expect(receiver.received().count == 1)
+    }
+
+    // The notifier's client settings with an hour, not 10 s, to make a connection, and an hour
+    // per attempt: were a refused connection tried again until then (AsyncHTTPClient's default,
+    // which the notifier used to have), the three attempts would take three hours and the
+    // test's 10-minute hang guard would fail it. Nothing here measures how long an attempt took.
+    @Test("a refused connection fails its attempt at once; the notifier's attempts and delays are the retry policy",
+          .timeLimit(.minutes(10)))
+    func refusedConnectionFailsTheAttempt() async throws {
+        #expect(WebhookNotifier.clientConfiguration.connectionPool.retryConnectionEstablishment == false)
+        var configuration = WebhookNotifier.clientConfiguration
+        configuration.timeout.connect = .hours(1)
+        let client = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: configuration)
+        let closedPort = try SandboxCluster.freeLoopbackPort()
+        let notifier = WebhookNotifier(targets: [WebhookTarget(url: "http://127.0.0.1:\(closedPort)/hook", attempts: 3, retryDelay: 0.05, timeout: 3600)],
+                                       client: client)
+        let deliveries = await notifier.deliver(Self.event)
+        try await client.shutdown()
+        #expect(deliveries.count == 1)
+        #expect(deliveries.first?.delivered == false)
+        #expect(deliveries.first?.attempts == 3)
+        #expect(deliveries.first?.status == nil)
+        #expect(deliveries.first?.error?.isEmpty == false)
     }
 
     @Test("targets get only the transitions they asked for; post() runs in the background and drain() waits")

@@ -110,4 +110,75 @@ import TSBackup
         #expect(TokenHash.constantTimeEqual(TokenHash.digest(of: "a"), TokenHash.digest(of: "a")))
         #expect(!TokenHash.constantTimeEqual(TokenHash.digest(of: "a"), TokenHash.digest(of: "b")))
     }
+
+    // MARK: connection settings and webhook timeouts, resolved as the CLI resolves them
+
+    static let connectionBase = """
+        repository:
+          url: /tmp/repo
+        state_file: /tmp/state.sqlite
+        databases:
+          metrics:
+            host: 127.0.0.1
+            user: backup
+            dbname: metrics
+
+        """
+
+    @Test func connectionsHonourPGConnectTimeoutAsTheCLIDoes() throws {
+        let environment = ["PGCONNECT_TIMEOUT": "37"]
+        let config = try ServiceConfig.parse(Self.connectionBase, environment: environment)
+        let settings = try #require(config.databases["metrics"]).connection.settings(environment: environment)
+        #expect(settings.connectTimeoutSeconds == 37)
+        let restore = try #require(config.databases["metrics"]).restoreConnection.settings(environment: environment)
+        #expect(restore.connectTimeoutSeconds == 37)
+        // The CLI's --db for the same server resolves to the same settings.
+        let cli = try ConnectionSettings.resolve("postgres://backup@127.0.0.1:5432/metrics?sslmode=prefer", environment: environment, homeDirectory: "/nonexistent",
+                                                 applicationName: "tsbackup-serve")
+        #expect(settings == cli)
+        // Without the variable: libpq's and the CLI's default.
+        #expect(try config.databases["metrics"]!.connection.settings(environment: [:]).connectTimeoutSeconds == 10)
+    }
+
+    @Test func aConnectionsOwnConnectTimeoutWinsOverTheEnvironment() throws {
+        let yaml = Self.connectionBase + "    connect_timeout: 90\n"
+        let config = try ServiceConfig.parse(yaml, environment: ["PGCONNECT_TIMEOUT": "5"])
+        #expect(config.databases["metrics"]?.connection.connectTimeout == 90)
+        #expect(try config.databases["metrics"]!.connection.settings(environment: ["PGCONNECT_TIMEOUT": "5"]).connectTimeoutSeconds == 90)
+    }
+
+    @Test func aBadConnectTimeoutStopsTheStartNamingTheLine() {
+        #expect {
+            _ = try ServiceConfig.parse(Self.connectionBase, path: "c.yaml", environment: ["PGCONNECT_TIMEOUT": "soon"])
+        } throws: { error in
+            let e = error as? ConfigError
+            return e?.line == 6 && e?.message.contains("PGCONNECT_TIMEOUT") == true
+        }
+        #expect {
+            _ = try ServiceConfig.parse(Self.connectionBase + "    connect_timeout: 0\n", path: "c.yaml", environment: [:])
+        } throws: { error in
+            (error as? ConfigError)?.line == 9
+        }
+    }
+
+    @Test func aWebhooksTimeoutIsConfigurableAndDefaultsToTenSeconds() throws {
+        let yaml = Self.connectionBase + """
+            webhooks:
+              - url: http://127.0.0.1:9999/a
+              - url: http://127.0.0.1:9999/b
+                events: [recovery]
+                timeout_seconds: 3
+
+            """
+        let config = try ServiceConfig.parse(yaml, environment: [:])
+        #expect(config.webhooks.map(\.target.timeout) == [10, 3])
+        #expect(config.webhooks[1].target.events == [.recovery])
+        #expect {
+            _ = try ServiceConfig.parse(Self.connectionBase + "webhooks:\n  - url: http://127.0.0.1:9999/a\n    timeout_seconds: 0\n",
+                                        path: "c.yaml", environment: [:])
+        } throws: { error in
+            let e = error as? ConfigError
+            return e?.line == 11 && e?.message.contains("timeout_seconds") == true
+        }
+    }
 }

@@ -125,4 +125,23 @@ struct ConnectionSettingsTests {
         #expect(unsafe.password == nil)
         #expect(unsafe.warnings.contains { $0.contains("chmod 0600") })
     }
+
+    /// The service resolves its config's connections through the same function as --db.
+    @Test func parametersResolveLikeAConnectionString() throws {
+        let environment = ["PGCONNECT_TIMEOUT": "45", "PGPASSWORD": "from-env", "PGSSLROOTCERT": "/etc/ca.pem"]
+        let fromParameters = try ConnectionSettings.resolve(parameters: ["host": "db", "port": "5433", "user": "u", "dbname": "d"],
+                                                            environment: environment, homeDirectory: "/nonexistent", osUserName: "osuser")
+        #expect(fromParameters == (try resolve("postgres://u@db:5433/d", environment)))
+        #expect(fromParameters.connectTimeoutSeconds == 45)
+        #expect(fromParameters.sslRootCertificate == "/etc/ca.pem")
+        // Given parameters win over the environment.
+        let given = try ConnectionSettings.resolve(parameters: ["host": "db", "connect_timeout": "7"], environment: environment, homeDirectory: "/nonexistent")
+        #expect(given.connectTimeoutSeconds == 7)
+        // A caller that brings its own password: neither PGPASSWORD nor a password file is read.
+        let own = try ConnectionSettings.resolve(parameters: ["host": "db"], environment: environment, homeDirectory: "/nonexistent", lookUpPassword: false)
+        #expect(own.password == nil && own.passwordSource == .none)
+        #expect(throws: TSBackupError.self) {
+            try ConnectionSettings.resolve(parameters: ["host": "db"], environment: ["PGCONNECT_TIMEOUT": "soon"], lookUpPassword: false)
+        }
+    }
 }

@@ -12,6 +12,9 @@ public enum HypertableImport {
         /// "schema.name" to create instead of the exported name.
         public var targetTable: String?
         public var jobs = 2
+        /// How long dropping a half-made table keeps trying a server that cannot be reached (it
+        /// crashed or restarted under the import) (``WaitSetting/cleanup``).
+        public var cleanupPatience: Duration = WaitSetting.cleanup.default
 
         public init(repository: RepositoryAccess, id: String, target: ConnectionSettings) {
             self.repository = repository
@@ -188,7 +191,7 @@ public enum HypertableImport {
                     try await session.execute("DROP TABLE IF EXISTS \(qualified) CASCADE")
                 } catch {
                     let target = request.target
-                    dropProblem = await ServerRecovery.retryingWhileUnreachable(patience: .seconds(60)) {
+                    dropProblem = await ServerRecovery.retryingWhileUnreachable(patience: request.cleanupPatience) {
                         try await DatabaseSession.with(target) { fresh in
                             _ = try await fresh.execute("DROP TABLE IF EXISTS \(qualified) CASCADE")
                         }

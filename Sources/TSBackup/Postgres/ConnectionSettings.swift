@@ -133,6 +133,26 @@ extension ConnectionSettings {
         } else {
             throw TSBackupError(.usage, "The connection string is neither a URL (postgres://user@host:port/dbname) nor a list of key=value pairs (host=... dbname=...). Fix the value given to --db.")
         }
+        return try resolve(parameters: given, environment: environment, homeDirectory: homeDirectory,
+                           osUserName: osUserName, applicationName: applicationName)
+    }
+
+    /// Resolves connection parameters already split into libpq keywords (`host`, `port`, `user`,
+    /// `dbname`, `sslmode`, `connect_timeout`, ...): what is not given comes from the `PG*`
+    /// environment variables, then the defaults. The CLI's `--db` and the service's config both
+    /// end here, so both honour e.g. `PGCONNECT_TIMEOUT` the same way.
+    ///
+    /// - Parameter lookUpPassword: false when the caller supplies the password itself (the
+    ///   service reads it from the variable or file its config names): then neither PGPASSWORD
+    ///   nor a password file is consulted.
+    public static func resolve(
+        parameters given: [String: String],
+        environment: [String: String] = ProcessInfo.processInfo.environment,
+        homeDirectory: String? = nil,
+        osUserName: String? = nil,
+        applicationName: String = "tsbackup",
+        lookUpPassword: Bool = true
+    ) throws(TSBackupError) -> ConnectionSettings {
         for key in given.keys where !ConnectionStringParser.knownKeys.contains(key) {
             throw TSBackupError(.usage, "The connection string has an unknown parameter \"\(key)\". tsbackup understands \(ConnectionStringParser.knownKeys.sorted().joined(separator: ", ")). Remove or correct it in --db.")
         }
@@ -160,7 +180,7 @@ extension ConnectionSettings {
         }
         let timeoutText = value("connect_timeout", env: "PGCONNECT_TIMEOUT") ?? "10"
         guard let timeout = Int(timeoutText), timeout >= 0 else {
-            throw TSBackupError(.usage, "connect_timeout \"\(timeoutText)\" is not a whole number of seconds. Fix it in --db or PGCONNECT_TIMEOUT.")
+            throw TSBackupError(.usage, "connect_timeout \"\(timeoutText)\" is not a whole number of seconds. Fix connect_timeout (in --db, or in the service's config) or PGCONNECT_TIMEOUT.")
         }
 
         var settings = ConnectionSettings(
@@ -171,6 +191,9 @@ extension ConnectionSettings {
             passwordSource: .none, warnings: []
         )
 
+        if !lookUpPassword {
+            return settings
+        }
         if let password = given["password"] {
             settings.password = password
             settings.passwordSource = .connectionString

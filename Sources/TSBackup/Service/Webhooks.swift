@@ -98,7 +98,20 @@ public actor WebhookNotifier {
     let logger: Logger
     private var pending: [Task<[Delivery], Never>] = []
 
-    public init(targets: [WebhookTarget], client: HTTPClient = .shared, logger: Logger = Logger(label: "tsbackup.webhooks")) {
+    /// The client's settings: a connection that cannot be made (refused: nothing listens there)
+    /// fails the attempt at once. AsyncHTTPClient's default retries it with backoff until the
+    /// attempt's deadline, so an unreachable target held every attempt for its whole timeout;
+    /// here the notifier's own attempts and delays are the retry policy.
+    public static var clientConfiguration: HTTPClient.Configuration {
+        var configuration = HTTPClient.Configuration()
+        configuration.connectionPool.retryConnectionEstablishment = false
+        return configuration
+    }
+
+    /// One client for every notifier of the process (like `HTTPClient.shared`, never shut down).
+    public static let sharedClient = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: clientConfiguration)
+
+    public init(targets: [WebhookTarget], client: HTTPClient = WebhookNotifier.sharedClient, logger: Logger = Logger(label: "tsbackup.webhooks")) {
         self.targets = targets
         self.client = client
         self.logger = logger
