@@ -16,10 +16,10 @@ package enum LocalArchiveFile {
     /// name exists, so the write only ever creates, and a reader sees the whole object or none.
     /// The directory is fsynced so the name survives a crash. `root` is named in messages.
     package static func createOnly(at path: String, root: String, _ body: (_ put: (UnsafeRawBufferPointer) throws -> Void) throws -> Void) throws -> ArchivePutOutcome {
-        try createOnly(at: path, root: root) { (file: Writer) in try body(file.put) }
+        try createOnlyWriting(at: path, root: root) { file in try body(file.put) }
     }
 
-    /// The temporary file a ``createOnly(at:root:writing:)`` body fills.
+    /// The temporary file a ``createOnlyWriting(at:root:_:)`` body fills.
     package struct Writer {
         let fd: Int32
         let path: String
@@ -52,7 +52,7 @@ package enum LocalArchiveFile {
     }
 
     /// ``createOnly(at:root:_:)`` whose body may also rewrite what it wrote (``Writer``).
-    package static func createOnly(at path: String, root: String, writing body: (Writer) throws -> Void) throws -> ArchivePutOutcome {
+    package static func createOnlyWriting(at path: String, root: String, _ body: (Writer) throws -> Void) throws -> ArchivePutOutcome {
         let directory = parent(of: path)
         if access(path, F_OK) == 0 { return .exists }
         if access(directory, F_OK) != 0 { try makeDirectories(directory) }

@@ -138,7 +138,7 @@ package enum LocalWALArchive {
         let objectPath = root + "/" + ArchiveLayout.name(of: object)
         var storedBytes = Int64(WALObjectFormat.headerSize)
         var digest: [UInt8] = []
-        let outcome = try LocalArchiveFile.createOnly(at: objectPath, root: root) { (output: LocalArchiveFile.Writer) in
+        let outcome = try LocalArchiveFile.createOnlyWriting(at: objectPath, root: root) { output in
             try [UInt8](repeating: 0, count: WALObjectFormat.headerSize).withUnsafeBytes { try output.put($0) }
             let encoded: (digest: [UInt8], plainBytes: Int64)
             do {
