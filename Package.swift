@@ -11,6 +11,9 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "tsbackup", targets: ["tsbackup"]),
+        // The archive commands alone (wal-push, wal-fetch), for archive_command/restore_command:
+        // PostgreSQL starts one per 16 MB segment, so it links only TSBackupWAL (see README).
+        .executable(name: "tsbackup-wal", targets: ["tsbackup-wal"]),
         .executable(name: "tsbackup-demo", targets: ["tsbackup-demo"]),
         .executable(name: "tsbackup-bench", targets: ["tsbackup-bench"]),
         .library(name: "TSBackup", targets: ["TSBackup"]),
@@ -40,11 +43,24 @@ let package = Package(
             pkgConfig: "libzstd",
             providers: [.apt(["libzstd-dev"])]
         ),
+        // The WAL archive's core, small on purpose: the object format, file names, the cluster's
+        // identity, the archive marker and the local archive store, with wal-push/wal-fetch for
+        // local repositories as synchronous code. FoundationEssentials only (no Foundation, ICU,
+        // NIO): `tsbackup-wal` links nothing else, so a process per segment starts cheaply.
+        .target(
+            name: "TSBackupWAL",
+            dependencies: [
+                "CZstd",
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         // The library: everything tsbackup knows and does.
         .target(
             name: "TSBackup",
             dependencies: [
                 "CZstd",
+                "TSBackupWAL",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -106,6 +122,13 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // `tsbackup-wal wal-push|wal-fetch`: the archive commands without the rest of tsbackup. It
+        // hands S3 and encrypted repositories to the `tsbackup` binary beside it.
+        .executableTarget(
+            name: "tsbackup-wal",
+            dependencies: ["TSBackupWAL"],
+            swiftSettings: swiftSettings
+        ),
         .executableTarget(
             name: "tsbackup-demo",
             dependencies: [
@@ -152,6 +175,7 @@ let package = Package(
                 "TSBackup",
                 "TSBackupSandbox",
                 "tsbackup",
+                "tsbackup-wal",
                 "tsbackup-demo",
                 "TSBackupService",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),

@@ -28,7 +28,8 @@ sanitizers="${FUZZ_SANITIZERS:-fuzzer,address}"
 out=.build-fuzz/${sanitizers//,/-}
 mkdir -p "$out"
 # -I Sources/CZstd: libzstd's module map (WALObjectFormat decompresses archived WAL with it).
-flags=(-O "-sanitize=$sanitizers" -parse-as-library -I Sources/CZstd)
+# -package-name: the WAL core (Sources/TSBackupWAL) shares members with the library as `package`.
+flags=(-O "-sanitize=$sanitizers" -parse-as-library -package-name tsbackup -I Sources/CZstd)
 mapfile -t sources < Fuzz/sources.txt
 support=(Fuzz/Support/*.swift)
 

@@ -10,7 +10,7 @@ public func fuzzWAL(_ bytes: UnsafePointer<UInt8>?, _ count: Int) -> CInt {
     let data = FuzzInput.data(bytes, count)
     let raw = Array(data)
     if let header = try? WALObjectFormat.header(of: data) {
-        guard header.compression <= 1, (0...(1 << 31)).contains(header.plainSize), header.sha256.count == 32 else {
+        guard header.compression <= 1, (0...(1 << 30)).contains(header.plainSize), header.sha256.count == 32 else {
             FuzzInput.violated("a WAL object header out of range: \(header)")
         }
         // Round trip: the fields and the reserved bytes are the header's 52 bytes.

@@ -277,15 +277,22 @@ public final class SandboxCluster: Sendable {
         return try await ProcessRunner.run(executable, arguments, environment: environment, workingDirectory: directory)
     }
 
-    /// `path` if the server's OS user can run it, else a copy in the cluster's directory.
+    /// `path` if the server's OS user can run it, else a copy in the cluster's directory (for
+    /// `tsbackup-wal`, with the `tsbackup` beside it, to which it hands S3 and encryption).
     func executableForPostgres(_ path: String) async throws -> String {
         guard getuid() == 0 else { return path }
         if try await ProcessRunner.run("runuser", ["-u", "postgres", "--", "test", "-x", path]).succeeded { return path }
-        let copy = directory + "/tsbackup"
-        try? FileManager.default.removeItem(atPath: copy)
-        try FileManager.default.copyItem(atPath: path, toPath: copy)
-        chmod(copy, 0o755)
-        return copy
+        let name = (path as NSString).lastPathComponent
+        var copies = [(path, directory + "/" + name)]
+        if name == "tsbackup-wal" {
+            copies.append(((path as NSString).deletingLastPathComponent + "/tsbackup", directory + "/tsbackup"))
+        }
+        for (source, copy) in copies {
+            try? FileManager.default.removeItem(atPath: copy)
+            try FileManager.default.copyItem(atPath: source, toPath: copy)
+            chmod(copy, 0o755)
+        }
+        return copies[0].1
     }
 
     /// Hands a file or directory (a local repository, a key file) to the server's OS user, so

@@ -29,6 +29,11 @@ struct PITRBench {
     let repetitions: Int
     /// An older tsbackup binary (TSBACKUP_BENCH_BEFORE) measured beside this one per segment.
     var before: String? = nil
+    /// `tsbackup-wal` beside the measured tsbackup, when it was built: measured per segment too.
+    var slimExecutable: String? {
+        let path = (tsbackup as NSString).deletingLastPathComponent + "/tsbackup-wal"
+        return FileManager.default.isExecutableFile(atPath: path) ? path : nil
+    }
     let log: (String) -> Void
 
     let pgBin = "/usr/lib/postgresql/15/bin"
@@ -427,6 +432,13 @@ struct PITRBench {
             push.append(Measurement(scenario: "pitr per segment", name: "tsbackup wal-push, before (main)"))
             fetch.append(Measurement(scenario: "pitr per segment", name: "tsbackup wal-fetch, before (main)"))
         }
+        // `tsbackup-wal` (the archive commands alone) beside the measured tsbackup: last.
+        if let slim = slimExecutable {
+            tools.append(Tool(name: "tsbackup-wal", push: { (slim, ["wal-push", $0, "--repo", $1]) },
+                              fetch: { (slim, ["wal-fetch", $0, $1, "--repo", $2]) }, repoKind: "slim"))
+            push.append(Measurement(scenario: "pitr per segment", name: "tsbackup-wal wal-push"))
+            fetch.append(Measurement(scenario: "pitr per segment", name: "tsbackup-wal wal-fetch"))
+        }
         var stored = (0.0, 0.0)
         let plain = Double(segments.count) * Double(16 << 20)
         let stats = scratch + "/time-stats"
@@ -521,8 +533,12 @@ struct PITRBench {
             log("\n" + table.render())
             for (verb, pair) in [("push", push), ("fetch", fetch)] {
                 let text = String(format: "pgBackRest / tsbackup %.2fx (%.1f ms vs %.1f ms)", pair[1].median / pair[0].median, pair[1].median * 1000, pair[0].median * 1000)
-                    + (pair.count > 2 ? String(format: "; before / after %.2fx (%.1f ms vs %.1f ms)", pair[2].median / pair[0].median, pair[2].median * 1000, pair[0].median * 1000) : "")
+                    + (before != nil ? String(format: "; before / after %.2fx (%.1f ms vs %.1f ms)", pair[2].median / pair[0].median, pair[2].median * 1000, pair[0].median * 1000) : "")
                 results.findings.append(.init(scenario: "pitr", name: "per segment \(verb)", value: pair[1].median / pair[0].median, text: text))
+                if slimExecutable != nil, let slim = pair.last {
+                    results.findings.append(.init(scenario: "pitr", name: "per segment \(verb), tsbackup-wal", value: pair[1].median / slim.median,
+                                                  text: String(format: "pgBackRest / tsbackup-wal %.2fx (%.1f ms vs %.1f ms)", pair[1].median / slim.median, pair[1].median * 1000, slim.median * 1000)))
+                }
             }
             results.findings.append(.init(scenario: "pitr", name: "WAL stored: tsbackup / pgBackRest", value: stored.0 / stored.1,
                                           text: String(format: "%.1f %% vs %.1f %%", stored.0 * 100, stored.1 * 100)))

@@ -108,7 +108,11 @@ struct RecoverCommand: AsyncParsableCommand {
             } else {
                 target = .latest
             }
-            let executable = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+            let me = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+            // restore_command runs once per segment: the slim `tsbackup-wal` installed beside
+            // this binary when there is one (it hands S3 and encrypted archives back to this one).
+            let slim = (me as NSString).deletingLastPathComponent + "/tsbackup-wal"
+            let executable = FileManager.default.isExecutableFile(atPath: slim) ? slim : me
             var request = Recover.Request(repository: try repository.resolved(), target: target,
                                           pgdata: URL(fileURLWithPath: pgdata).standardizedFileURL.path, executable: executable)
             request.port = port

@@ -1,5 +1,7 @@
 import ArgumentParser
+import Foundation
 import TSBackup
+import TSBackupWAL
 
 @main
 struct TSBackupCommand: AsyncParsableCommand {
@@ -25,6 +27,12 @@ struct TSBackupCommand: AsyncParsableCommand {
     /// `--update-extension-default`; `--update-extension=VERSION` stays an option.
     static func main() async {
         var arguments = Array(CommandLine.arguments.dropFirst())
+        // wal-push/wal-fetch on a local repository (archive_command and restore_command, once
+        // per segment) run synchronously before the argument parser, as `tsbackup-wal` runs them;
+        // anything else those commands are given falls through to WALPushCommand/WALFetchCommand.
+        if let code = WALCommandLine.run(arguments) {
+            Foundation.exit(code)
+        }
         let end = arguments.firstIndex(of: "--") ?? arguments.endIndex
         for index in arguments.startIndex..<end where arguments[index] == "--update-extension" {
             arguments[index] = "--update-extension-default"

@@ -11,9 +11,9 @@ struct ArchivingCluster {
 
     /// Starts a cluster whose archive_command pushes into `repository` (a directory the
     /// postgres user owns, or an s3:// URL with `environment` holding the store's settings).
-    static func with<T>(repository: String, keyFile: String? = nil, environment: [String: String] = [:],
+    static func with<T>(repository: String, keyFile: String? = nil, environment: [String: String] = [:], executable: String = CLI.executable,
                         _ body: (ArchivingCluster) async throws -> T) async throws -> T {
-        let archiving = SandboxCluster.Archiving(tsbackup: CLI.executable, repository: repository, keyFile: keyFile, environment: environment)
+        let archiving = SandboxCluster.Archiving(tsbackup: executable, repository: repository, keyFile: keyFile, environment: environment)
         return try await SandboxCluster.with(SandboxCluster.Options(archiving: archiving)) { cluster in
             try await body(ArchivingCluster(cluster: cluster, repository: repository))
         }
@@ -97,14 +97,18 @@ func postgresKeyFile(_ scratch: ScratchDirectory) throws -> String {
 
 @Suite("WAL archive: wal-push from archive_command, wal-fetch, refusals")
 struct WALArchiveTests {
-    @Test("segments arrive through archive_command; fetch is byte-identical; repeats, conflicts, misses and tampering", arguments: [false, true])
-    func localArchive(encrypted: Bool) async throws {
-        let scratch = try ScratchDirectory(encrypted ? "walenc" : "wal")
+    /// Through `tsbackup` and through `tsbackup-wal` (which serves plain local repositories
+    /// itself and hands encrypted ones to tsbackup), in archive_command and by hand.
+    @Test("segments arrive through archive_command; fetch is byte-identical; repeats, conflicts, misses and tampering",
+          arguments: [false, true], ["tsbackup", "tsbackup-wal"])
+    func localArchive(encrypted: Bool, binary: String) async throws {
+        let scratch = try ScratchDirectory((encrypted ? "walenc" : "wal") + (binary == "tsbackup" ? "" : "slim"))
         defer { scratch.remove() }
         let repo = try postgresOwnedRepository(scratch)
         let key = encrypted ? try postgresKeyFile(scratch) : nil
         let env = key.map { ["TSBACKUP_ENCRYPTION_KEY_FILE": $0] } ?? [:]
-        try await ArchivingCluster.with(repository: repo, keyFile: key) { archiving in
+        let executable = binary == "tsbackup" ? CLI.executable : CLI.walExecutable
+        try await ArchivingCluster.with(repository: repo, keyFile: key, executable: executable) { archiving in
             let segment = try await archiving.writeAndSwitch()
             try await archiving.waitUntilArchived(segment)
             let original = try archiving.segment(segment)
@@ -123,13 +127,13 @@ struct WALArchiveTests {
 
             // Round trip.
             let dest = scratch.path + "/RECOVERYXLOG"
-            let fetch = try await CLI.run(["wal-fetch", segment, dest, "--repo", repo], environment: env)
+            let fetch = try await CLI.run(["wal-fetch", segment, dest, "--repo", repo], environment: env, executable: executable)
             #expect(fetch.exitCode == 0, "\(fetch.standardError)")
             #expect(try Data(contentsOf: URL(fileURLWithPath: dest)) == original)
             #expect(!FileManager.default.fileExists(atPath: dest + ".tsbackup-tmp"))
 
             // The same content again: success, said on stderr.
-            let again = try await CLI.run(["wal-push", archiving.cluster.dataDirectory + "/pg_wal/" + segment, "--repo", repo], environment: env)
+            let again = try await CLI.run(["wal-push", archiving.cluster.dataDirectory + "/pg_wal/" + segment, "--repo", repo], environment: env, executable: executable)
             #expect(again.exitCode == 0, "\(again.standardError)")
             #expect(again.standardError.contains("already archived"))
 
@@ -138,14 +142,14 @@ struct WALArchiveTests {
             altered[100_000] ^= 0xFF
             let forged = scratch.path + "/" + segment
             try altered.write(to: URL(fileURLWithPath: forged))
-            let conflict = try await CLI.run(["wal-push", forged, "--repo", repo], environment: env)
+            let conflict = try await CLI.run(["wal-push", forged, "--repo", repo], environment: env, executable: executable)
             #expect(conflict.exitCode == 1)
             #expect(conflict.standardError.contains(segment) && conflict.standardError.contains("different content"), "\(conflict.standardError)")
             #expect(try Data(contentsOf: URL(fileURLWithPath: object)) == stored)
 
             // Past the end of the archive, and a history file that never existed: exit 1, quietly.
             for missing in ["0000000100000000000000F0", "00000009.history"] {
-                let miss = try await CLI.run(["wal-fetch", missing, scratch.path + "/miss", "--repo", repo], environment: env)
+                let miss = try await CLI.run(["wal-fetch", missing, scratch.path + "/miss", "--repo", repo], environment: env, executable: executable)
                 #expect(miss.exitCode == 1)
                 #expect(miss.standardError.isEmpty, "\(miss.standardError)")
                 #expect(!FileManager.default.fileExists(atPath: scratch.path + "/miss"))
@@ -156,13 +160,23 @@ struct WALArchiveTests {
             tampered[tampered.count - 100] ^= 0x01
             try tampered.write(to: URL(fileURLWithPath: object))
             let bad = scratch.path + "/tampered"
-            let refused = try await CLI.run(["wal-fetch", segment, bad, "--repo", repo], environment: env)
+            let refused = try await CLI.run(["wal-fetch", segment, bad, "--repo", repo], environment: env, executable: executable)
             #expect(refused.exitCode == 1)
             #expect(refused.standardError.contains(segment), "\(refused.standardError)")
             #expect(!FileManager.default.fileExists(atPath: bad))
 
+            // A header declaring more than PostgreSQL's largest segment: refused, saying so.
+            if !encrypted {
+                var oversized = stored
+                oversized.replaceSubrange(12..<20, with: [0, 0, 0, 0, 0x40, 0, 0, 1])
+                try oversized.write(to: URL(fileURLWithPath: object))
+                let big = try await CLI.run(["wal-fetch", segment, bad, "--repo", repo], executable: executable)
+                #expect(big.exitCode == 1 && big.standardError.contains("1 GB"), "\(big.standardError)")
+                #expect(!FileManager.default.fileExists(atPath: bad))
+            }
+
             if encrypted {
-                let noKey = try await CLI.run(["wal-fetch", segment, bad, "--repo", repo])
+                let noKey = try await CLI.run(["wal-fetch", segment, bad, "--repo", repo], executable: executable)
                 #expect(noKey.exitCode == 3, "\(noKey.standardError)")
             }
         }

@@ -4,9 +4,8 @@ import Foundation
 extension LocalRepository {
     func archivePath(_ object: ArchiveObject) -> String { root + "/" + ArchiveLayout.name(of: object) }
 
-    /// Writes a temporary file beside the object, fsyncs it, and hard-links it to the object's
-    /// name: `link` fails with EEXIST when the name exists, so the write only ever creates, and a
-    /// reader sees the whole object or none. The directory is fsynced so the name survives a crash.
+    /// Writes the object create-only and durably (``LocalArchiveFile/createOnly(at:root:_:)``:
+    /// a temporary file, fsynced, hard-linked to the name, the directory fsynced).
     public func createArchiveObject(_ object: ArchiveObject, data: Data) async throws -> ArchivePutOutcome {
         try await createArchiveObject(object, pieces: [data])
     }
@@ -15,38 +14,8 @@ extension LocalRepository {
     /// pieces one by one, so the object is never joined in memory.
     public func createArchiveObject(_ object: ArchiveObject, pieces: [Data]) async throws -> ArchivePutOutcome {
         let name = ArchiveLayout.name(of: object)
-        let path = archivePath(object)
-        let directory = (path as NSString).deletingLastPathComponent
-        if access(path, F_OK) == 0 { return .exists }
-        if access(directory, F_OK) != 0 {
-            do {
-                try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-            } catch {
-                throw TSBackupError(.permission, "Could not create \(directory) in the repository: \(error.localizedDescription). The archiving process (PostgreSQL's OS user, usually postgres) must be able to write the repository; check its owner and permissions.")
-            }
-        }
-        let temporary = directory + "/.\((path as NSString).lastPathComponent).\(getpid()).tmp"
-        let fd = Glibc.open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
-        guard fd >= 0 else {
-            let reason = String(cString: strerror(errno))
-            throw TSBackupError(errno == EACCES ? .permission : .failed, "Could not write \(temporary): \(reason). The archiving process must be able to write the repository \(root); check its owner, permissions and free space.")
-        }
-        defer { unlink(temporary) }
-        do {
-            defer { Glibc.close(fd) }
-            func put(_ bytes: Data) throws {
-                try bytes.withUnsafeBytes { buffer in
-                    var done = 0
-                    while done < buffer.count {
-                        let n = write(fd, buffer.baseAddress! + done, buffer.count - done)
-                        if n < 0 {
-                            if errno == EINTR { continue }
-                            throw FileSystem.ioError("write \(temporary)")
-                        }
-                        done += n
-                    }
-                }
-            }
+        return try LocalArchiveFile.createOnly(at: archivePath(object), root: root) { write in
+            func put(_ bytes: Data) throws { try bytes.withUnsafeBytes { try write($0) } }
             if var sealer = codec.archiveObjectSealer(name: name) {
                 try translatingEncryptionErrors {
                     for piece in pieces { try put(try sealer.update(piece)) }
@@ -55,14 +24,7 @@ extension LocalRepository {
             } else {
                 for piece in pieces { try put(piece) }
             }
-            guard fsync(fd) == 0 else { throw FileSystem.ioError("fsync \(temporary)") }
         }
-        if link(temporary, path) != 0 {
-            if errno == EEXIST { return .exists }
-            throw FileSystem.ioError("link \(temporary) to \(path)")
-        }
-        try FileSystem.sync(directory)
-        return .created
     }
 
     public func readArchiveObject(_ object: ArchiveObject) async throws -> Data? {

@@ -49,9 +49,14 @@ enum CLI {
         return directory.appendingPathComponent("tsbackup").path
     }
 
-    /// Runs tsbackup with `arguments`; only the variables in `environment` are added (PG* variables
-    /// of the test process are cleared so they cannot leak into a test).
-    static func run(_ arguments: [String], environment: [String: String] = [:]) async throws -> ProcessResult {
+    /// `tsbackup-wal` (the archive commands alone), built beside tsbackup.
+    static var walExecutable: String {
+        (executable as NSString).deletingLastPathComponent + "/tsbackup-wal"
+    }
+
+    /// Runs tsbackup (or `executable`) with `arguments`; only the variables in `environment` are
+    /// added (PG* variables of the test process are cleared so they cannot leak into a test).
+    static func run(_ arguments: [String], environment: [String: String] = [:], executable: String = CLI.executable) async throws -> ProcessResult {
         var env: [String: String?] = [:]
         for key in ["PGHOST", "PGPORT", "PGUSER", "PGPASSWORD", "PGDATABASE", "PGPASSFILE", "PGSSLMODE", "PGSERVICE"] {
             env[key] = .some(nil)

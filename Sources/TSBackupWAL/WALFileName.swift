@@ -1,4 +1,8 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 
 /// WAL naming in one place: ``WALFileName`` (what PostgreSQL calls the files it archives) does
 /// all segment arithmetic, for any segment size; ``WALPosition`` is only a location in WAL and
@@ -118,7 +122,7 @@ public struct WALFileName: Sendable, Hashable, Comparable, CustomStringConvertib
     }
 
     /// Segments per value of the name's middle word: 2^32 bytes of WAL / segment size (256 for 16 MB).
-    static func segmentsPerWord(_ segmentSize: Int64) -> UInt64 {
+    package static func segmentsPerWord(_ segmentSize: Int64) -> UInt64 {
         UInt64(0x1_0000_0000) / UInt64(segmentSize)
     }
 
@@ -127,7 +131,7 @@ public struct WALFileName: Sendable, Hashable, Comparable, CustomStringConvertib
         size >= 1 << 20 && size <= 1 << 30 && size & (size - 1) == 0
     }
 
-    static func hex8(_ value: UInt32) -> String {
+    package static func hex8(_ value: UInt32) -> String {
         let digits = String(value, radix: 16, uppercase: true)
         return String(repeating: "0", count: 8 - digits.count) + digits
     }
@@ -145,7 +149,9 @@ public struct WALPosition: Comparable, Hashable, Sendable, CustomStringConvertib
 
     /// Parses `0/3000028`; nil when malformed.
     public init?(_ text: String) {
-        let parts = text.trimmingCharacters(in: .whitespaces).split(separator: "/")
+        // Blanks around it are trimmed (as CharacterSet.whitespaces would; not line breaks).
+        let blank = { (c: Character) in c.isWhitespace && !c.isNewline }
+        let parts = text.drop(while: blank).reversed().drop(while: blank).reversed().split(separator: "/").map { String($0) }
         guard parts.count == 2, let high = UInt64(parts[0], radix: 16), let low = UInt64(parts[1], radix: 16),
               high <= UInt64(UInt32.max), low <= UInt64(UInt32.max) else { return nil }
         value = high << 32 | low
@@ -156,7 +162,9 @@ public struct WALPosition: Comparable, Hashable, Sendable, CustomStringConvertib
         value = number * UInt64(segmentSize)
     }
 
-    public var description: String { String(format: "%X/%X", UInt32(value >> 32), UInt32(value & 0xFFFF_FFFF)) }
+    public var description: String {
+        String(UInt32(value >> 32), radix: 16, uppercase: true) + "/" + String(UInt32(value & 0xFFFF_FFFF), radix: 16, uppercase: true)
+    }
 
     /// The number (XLogSegNo) of the segment holding this location.
     public func segmentNumber(segmentSize: Int64 = WALFileName.defaultSegmentSize) -> UInt64 {

@@ -1,6 +1,10 @@
 import CZstd
 import Crypto
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 
 /// The WAL object format (``WALObjectFormat``) written and read in pieces, so that wal-push and
 /// wal-fetch never hold a whole 16 MB segment: a whole segment held in memory costs ~4,000 fresh
@@ -9,14 +13,14 @@ import Foundation
 /// records its content size), so old and new objects read alike.
 extension WALObjectFormat {
     /// Bytes of plain input read, and of plain output written, per piece.
-    static let pieceSize = 1 << 20
+    package static let pieceSize = 1 << 20
 
     /// Compresses a file fed in pieces and hashes the same bytes as it goes.
     ///
     /// The header carries the SHA-256 of the whole file, known only at its end, and precedes the
     /// payload; so the compressed payload (about a quarter of the segment) is kept as pieces and
     /// handed over with the header by ``finish()``. The plain file is never held.
-    final class Encoder {
+    package final class Encoder {
         private let context: OpaquePointer
         private let output: UnsafeMutableRawBufferPointer
         private var hasher = SHA256()
@@ -25,7 +29,7 @@ extension WALObjectFormat {
         private var finished = false
 
         /// `pledgedSize`: the file's size, recorded in the zstd frame as the one-shot form does.
-        init(level: Int32 = defaultLevel, pledgedSize: Int64) throws {
+        package init(level: Int32 = defaultLevel, pledgedSize: Int64) throws {
             guard let context = ZSTD_createCCtx() else { throw Zstd.Failure(description: "out of memory") }
             self.context = context
             output = .allocate(byteCount: pieceSize, alignment: 16)
@@ -42,7 +46,7 @@ extension WALObjectFormat {
         }
 
         /// Hashes and compresses the next piece of the file.
-        func update(_ input: UnsafeRawBufferPointer) throws {
+        package func update(_ input: UnsafeRawBufferPointer) throws {
             precondition(!finished, "WALObjectFormat.Encoder used after finish()")
             guard input.count > 0 else { return }
             hasher.update(bufferPointer: input)
@@ -55,7 +59,7 @@ extension WALObjectFormat {
 
         /// Ends the frame. Returns the header (size and SHA-256 of everything fed) and the
         /// compressed payload's pieces, which follow the header in the object.
-        func finish() throws -> (header: Data, payload: [Data], digest: [UInt8], plainBytes: Int64) {
+        package func finish() throws -> (header: Data, payload: [Data], digest: [UInt8], plainBytes: Int64) {
             precondition(!finished, "WALObjectFormat.Encoder finished twice")
             finished = true
             var source = ZSTD_inBuffer(src: nil, size: 0, pos: 0)
@@ -80,9 +84,9 @@ extension WALObjectFormat {
     /// the payload into a reused buffer and hands each plain piece to the caller, hashing and
     /// counting it. Nothing it hands over is confirmed until ``finish()`` returns: the caller
     /// writes to a temporary file and renames it only then.
-    final class Decoder {
+    package final class Decoder {
         private var headerBuffer = Data()
-        private(set) var header: Header?
+        package private(set) var header: Header?
         private var context: OpaquePointer?
         private let output: UnsafeMutableRawBufferPointer
         private var hasher = SHA256()
@@ -90,8 +94,9 @@ extension WALObjectFormat {
         /// ZSTD_decompressStream's last answer: 0 once a frame is complete and flushed.
         private var pending = 1
 
-        init() {
-            output = .allocate(byteCount: pieceSize, alignment: 16)
+        /// `outputSize`: bytes of plain output handed over at a time.
+        package init(outputSize: Int = pieceSize) {
+            output = .allocate(byteCount: outputSize, alignment: 16)
         }
 
         deinit {
@@ -100,7 +105,7 @@ extension WALObjectFormat {
         }
 
         /// Takes the next stored bytes; calls `sink` with each plain piece (valid only during the call).
-        func update(_ stored: Data, sink: (UnsafeRawBufferPointer) throws -> Void) throws {
+        package func update(_ stored: Data, sink: (UnsafeRawBufferPointer) throws -> Void) throws {
             try stored.withUnsafeBytes { raw in
                 var input = raw
                 if header == nil {
@@ -140,7 +145,7 @@ extension WALObjectFormat {
 
         /// Checks that the object was whole: a complete frame, and the size and SHA-256 the header
         /// recorded. Returns the header.
-        func finish() throws(WALObjectError) -> Header {
+        package func finish() throws(WALObjectError) -> Header {
             guard let header else { throw .malformed("it is shorter than its header") }
             if context != nil && pending != 0 {
                 throw .malformed("its compressed data does not decompress (it ends inside its zstd frame)")
@@ -163,5 +168,56 @@ extension WALObjectFormat {
             hasher.update(bufferPointer: plain)
             try sink(plain)
         }
+    }
+}
+
+extension WALObjectFormat {
+    /// Bytes read, and compressed bytes handed on, at a time by ``compress(pledgedSize:level:read:sink:)``:
+    /// small enough that both buffers stay in the CPU's cache and add little to the process's memory.
+    package static let streamPieceSize = 256 << 10
+
+    /// Compresses a file read in pieces (`read` fills the buffer it is given and returns the bytes
+    /// it put there, 0 at the end) into the payload of an object: one zstd frame that records its
+    /// content size (`pledgedSize`), as ``encode(_:sha256:level:)`` writes, handed to `sink` in
+    /// pieces (valid only during the call), while each piece read is hashed. Returns the SHA-256 and
+    /// the bytes read; a file whose length is not `pledgedSize` is refused by zstd (an error).
+    ///
+    /// Neither the file nor the compressed payload is ever held: the header, which carries the
+    /// SHA-256, is written by the caller once this returns (in place, at the object's start).
+    package static func compress(pledgedSize: Int64, level: Int32 = defaultLevel, read: (UnsafeMutableRawBufferPointer) throws -> Int,
+                                 sink: (UnsafeRawBufferPointer) throws -> Void) throws -> (digest: [UInt8], plainBytes: Int64) {
+        guard let context = ZSTD_createCCtx() else { throw Zstd.Failure(description: "out of memory") }
+        defer { ZSTD_freeCCtx(context) }
+        let input = UnsafeMutableRawBufferPointer.allocate(byteCount: streamPieceSize, alignment: 16)
+        defer { input.deallocate() }
+        let output = UnsafeMutableRawBufferPointer.allocate(byteCount: streamPieceSize, alignment: 16)
+        defer { output.deallocate() }
+        for code in [ZSTD_CCtx_setParameter(context, ZSTD_c_compressionLevel, level),
+                     ZSTD_CCtx_setParameter(context, ZSTD_c_checksumFlag, 0),
+                     ZSTD_CCtx_setPledgedSrcSize(context, UInt64(pledgedSize))] where ZSTD_isError(code) != 0 {
+            throw Zstd.Failure(description: String(cString: ZSTD_getErrorName(code)))
+        }
+        var hasher = SHA256()
+        var plainBytes: Int64 = 0
+        /// One call of ZSTD_compressStream2; returns what zstd still holds to flush.
+        func step(_ source: inout ZSTD_inBuffer, _ directive: ZSTD_EndDirective) throws -> Int {
+            var target = ZSTD_outBuffer(dst: output.baseAddress, size: output.count, pos: 0)
+            let remaining = ZSTD_compressStream2(context, &target, &source, directive)
+            if ZSTD_isError(remaining) != 0 { throw Zstd.Failure(description: String(cString: ZSTD_getErrorName(remaining))) }
+            if target.pos > 0 { try sink(UnsafeRawBufferPointer(start: output.baseAddress, count: target.pos)) }
+            return remaining
+        }
+        while true {
+            let count = try read(input)
+            if count == 0 { break }
+            let piece = UnsafeRawBufferPointer(start: input.baseAddress, count: count)
+            hasher.update(bufferPointer: piece)
+            plainBytes += Int64(count)
+            var source = ZSTD_inBuffer(src: piece.baseAddress, size: count, pos: 0)
+            while source.pos < source.size { _ = try step(&source, ZSTD_e_continue) }
+        }
+        var end = ZSTD_inBuffer(src: nil, size: 0, pos: 0)
+        while try step(&end, ZSTD_e_end) != 0 {}
+        return (Array(hasher.finalize()), plainBytes)
     }
 }

@@ -1,5 +1,9 @@
 import CZstd
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 
 /// The plain content of one archived WAL object (before the repository's encryption, if any):
 ///
@@ -10,10 +14,12 @@ import Foundation
 /// and is covered by the encryption's authentication; wal-fetch checks it after decompressing
 /// and before it writes anything PostgreSQL could read.
 public enum WALObjectFormat {
-    static let magic = Array("TSBWAL01".utf8)
-    static let headerSize = 8 + 1 + 3 + 8 + 32
-    static let compressionNone: UInt8 = 0
-    static let compressionZstd: UInt8 = 1
+    package static let magic = Array("TSBWAL01".utf8)
+    package static let headerSize = 8 + 1 + 3 + 8 + 32
+    package static let compressionNone: UInt8 = 0
+    package static let compressionZstd: UInt8 = 1
+    /// The largest plain size an object may declare: PostgreSQL's largest segment (1 GB).
+    public static let maximumPlainSize: Int64 = 1 << 30
     /// zstd level 1: WAL is compressed on the archiving path, once per segment; higher levels
     /// cost more time than the bytes they save (see docs/pitr.md).
     public static let defaultLevel: Int32 = 1
@@ -23,7 +29,7 @@ public enum WALObjectFormat {
         public var compression: UInt8
         public var plainSize: Int64
         public var sha256: [UInt8]
-        public var sha256Hex: String { sha256.map { String(format: "%02x", $0) }.joined() }
+        public var sha256Hex: String { WALDigest.hex(sha256) }
     }
 
     /// Compresses `plain` and prefixes the header, in one piece. wal-push streams instead
@@ -37,11 +43,11 @@ public enum WALObjectFormat {
     }
 
     /// The 52-byte header.
-    static func headerBytes(compression: UInt8, plainSize: Int64, sha256 digest: [UInt8]) -> Data {
+    package static func headerBytes(compression: UInt8, plainSize: Int64, sha256 digest: [UInt8]) -> Data {
         var out = Data(capacity: headerSize)
         out.append(contentsOf: magic)
         out.append(contentsOf: [compression, 0, 0, 0])
-        out.append(contentsOf: ObjectFormat.bigEndian(UInt64(plainSize)))
+        out.append(contentsOf: (0..<8).map { UInt8(truncatingIfNeeded: UInt64(plainSize) >> (56 - 8 * $0)) })
         out.append(contentsOf: digest)
         return out
     }
@@ -54,7 +60,11 @@ public enum WALObjectFormat {
         let compression = bytes[8]
         guard compression == compressionNone || compression == compressionZstd else { throw .malformed("unknown compression \(compression)") }
         let size = bytes[12..<20].reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
-        guard size <= 1 << 31 else { throw .malformed("it declares \(size) bytes") }
+        // Nothing PostgreSQL archives is larger than its largest segment; a larger declared size
+        // is damage (or a crafted object), refused before anything of that size is allocated.
+        guard size <= UInt64(maximumPlainSize) else {
+            throw .malformed("its header declares \(size) bytes, more than PostgreSQL's largest WAL segment (1 GB), so it is not a file tsbackup archived")
+        }
         return Header(compression: compression, plainSize: Int64(size), sha256: Array(bytes[20..<52]))
     }
 
@@ -75,9 +85,9 @@ public enum WALObjectFormat {
         guard Int64(plain.count) == header.plainSize else {
             throw .checksumMismatch("it decompresses to \(plain.count) bytes, its header says \(header.plainSize)")
         }
-        // FileSystem.sha256 (swift-crypto) rather than Crypto here, so the fuzz build, which
-        // stands in its own SHA-256 for it, can compile this file (Fuzz/sources.txt).
-        guard FileSystem.sha256(of: plain) == header.sha256Hex else {
+        // WALDigest (swift-crypto) rather than Crypto here, so the fuzz build, which stands in
+        // its own SHA-256 for it, can compile this file (Fuzz/sources.txt).
+        guard WALDigest.sha256(plain) == header.sha256 else {
             throw .checksumMismatch("the SHA-256 of its content differs from the one recorded when it was archived")
         }
         return (header, plain)
@@ -97,12 +107,12 @@ public enum WALObjectError: Error, Sendable, Equatable {
 }
 
 /// libzstd's one-shot API.
-enum Zstd {
-    struct Failure: Error, CustomStringConvertible {
-        var description: String
+package enum Zstd {
+    package struct Failure: Error, CustomStringConvertible {
+        package var description: String
     }
 
-    static func compress(_ input: Data, level: Int32) throws -> Data {
+    package static func compress(_ input: Data, level: Int32) throws -> Data {
         let bound = ZSTD_compressBound(input.count)
         var output = Data(count: bound)
         let written = output.withUnsafeMutableBytes { out in
@@ -115,7 +125,7 @@ enum Zstd {
         return output
     }
 
-    static func decompress(_ input: Data, expectedSize: Int) throws -> Data {
+    package static func decompress(_ input: Data, expectedSize: Int) throws -> Data {
         // The frame records its size; it must agree with the header's before anything is allocated.
         let frameSize = input.withUnsafeBytes { ZSTD_getFrameContentSize($0.baseAddress, $0.count) }
         guard frameSize == UInt64(expectedSize) else {

@@ -1,11 +1,18 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// Which cluster a WAL file belongs to, read cheaply from the file itself or from the data
 /// directory, without connecting to the server.
 public enum ClusterIdentity {
     /// XLOG_PAGE_MAGIC of PostgreSQL 15 (access/xlog_internal.h).
     public static let pageMagic15: UInt16 = 0xD110
-    static let longHeaderFlag: UInt16 = 0x0002
+    package static let longHeaderFlag: UInt16 = 0x0002
 
     /// What the first page of a WAL segment says: `XLogLongPageHeaderData` is the 24-byte
     /// (MAXALIGNed) `XLogPageHeaderData` (xlp_magic u16 @0, xlp_info u16 @2, xlp_tli u32 @4,

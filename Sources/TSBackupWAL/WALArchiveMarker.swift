@@ -1,4 +1,8 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 
 /// `wal/archive.json`: the cluster a repository's WAL archive belongs to. Written by the first
 /// wal-push; every later push and fetch reads it, so a second cluster pushing into the same
@@ -35,7 +39,10 @@ public struct WALArchiveMarker: Codable, Sendable, Equatable {
         formatVersion = 1
         self.systemIdentifier = String(systemIdentifier)
         self.walSegmentSize = walSegmentSize
-        self.walPageMagic = walPageMagic.map { String(format: "%04X", $0) }
+        self.walPageMagic = walPageMagic.map {
+            let digits = String($0, radix: 16, uppercase: true)
+            return String(repeating: "0", count: 4 - digits.count) + digits
+        }
         self.createdAt = createdAt
         createdBy = "tsbackup \(TSBackupVersion.current)"
     }
@@ -44,9 +51,9 @@ public struct WALArchiveMarker: Codable, Sendable, Equatable {
     /// The archive's segment size: as recorded, else PostgreSQL's default 16 MB.
     public var segmentSize: Int64 { walSegmentSize ?? 16 << 20 }
 
-    func encoded() throws -> Data { Data((try JSONOutput.encode(self) + "\n").utf8) }
+    package func encoded() throws -> Data { Data((try JSONOutput.encode(self) + "\n").utf8) }
 
-    static func decode(_ data: Data, location: String) throws -> WALArchiveMarker {
+    package static func decode(_ data: Data, location: String) throws -> WALArchiveMarker {
         guard let marker = try? JSONOutput.decode(WALArchiveMarker.self, from: data), marker.kind == kind, marker.system != nil,
               marker.walSegmentSize.map(WALFileName.isValidSegmentSize) ?? true else {
             throw TSBackupError(.failed, "The WAL archive marker \(location)/\(ArchiveLayout.markerName) is damaged (it is not the JSON tsbackup writes), so tsbackup cannot tell which cluster the archive belongs to and refused. Restore the file from a copy, or check that --repo names the right repository.")
@@ -54,33 +61,9 @@ public struct WALArchiveMarker: Codable, Sendable, Equatable {
         return marker
     }
 
-    /// The marker of `repository`'s archive, or nil when nothing was archived there yet.
-    public static func read(_ repository: any Repository) async throws -> WALArchiveMarker? {
-        guard let data = try await repository.readArchiveObject(.walMarker) else { return nil }
-        return try decode(data, location: repository.location)
-    }
-
-    /// The marker, created for this cluster when the repository has none; refuses a repository
-    /// holding another cluster's archive.
-    static func claim(_ repository: any Repository, systemIdentifier: UInt64, segmentSize: Int64?, magic: UInt16?) async throws -> WALArchiveMarker {
-        var marker = try await read(repository)
-        if marker == nil {
-            let fresh = WALArchiveMarker(systemIdentifier: systemIdentifier, walSegmentSize: segmentSize, walPageMagic: magic)
-            switch try await repository.createArchiveObject(.walMarker, data: try fresh.encoded()) {
-            case .created: return fresh
-            case .exists: marker = try await read(repository)  // created meanwhile: check against it
-            }
-        }
-        guard let marker else {
-            throw TSBackupError(.failed, "The WAL archive marker of \(repository.location) vanished while it was being read. Try again.")
-        }
-        try marker.check(systemIdentifier: systemIdentifier, location: repository.location)
-        return marker
-    }
-
     /// Refuses a cluster other than the archive's.
-    func check(systemIdentifier: UInt64, location: String) throws {
+    package func check(systemIdentifier: UInt64, location: String) throws {
         guard systemIdentifier != system else { return }
-        throw TSBackupError(.precondition, "The repository \(location) holds the WAL archive of another PostgreSQL cluster (system identifier \(self.systemIdentifier), archived since \(ISO8601DateFormatter().string(from: createdAt))); this cluster's system identifier is \(systemIdentifier), so its WAL was not archived there. Give each cluster a repository (or S3 prefix) of its own: point archive_command's --repo at a new one. A cluster restored from this archive's base backups keeps the old identifier; one made by initdb or pg_upgrade does not.")
+        throw TSBackupError(.precondition, "The repository \(location) holds the WAL archive of another PostgreSQL cluster (system identifier \(self.systemIdentifier), archived since \(createdAt.ISO8601Format())); this cluster's system identifier is \(systemIdentifier), so its WAL was not archived there. Give each cluster a repository (or S3 prefix) of its own: point archive_command's --repo at a new one. A cluster restored from this archive's base backups keeps the old identifier; one made by initdb or pg_upgrade does not.")
     }
 }

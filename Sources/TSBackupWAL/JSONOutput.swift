@@ -1,4 +1,8 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
 import Foundation
+#endif
 
 /// The JSON tsbackup prints and stores: pretty, keys sorted, so output diffs cleanly.
 public enum JSONOutput {

@@ -1,0 +1,194 @@
+import Crypto
+import Foundation
+import Testing
+@testable import TSBackup
+
+/// The synchronous wal-push/wal-fetch path (`TSBackupWAL`) that `tsbackup-wal` and `tsbackup`
+/// run for local repositories: the same objects, marker and refusals as the library's path.
+@Suite("Local WAL archive fast path: format, refusals, and what it hands to the full command")
+struct LocalWALArchiveTests {
+    /// A 1 MB "segment" whose first page carries a long page header for `system`.
+    static func segment(system: UInt64, seed: UInt8 = 0) -> Data {
+        var data = WALArchiveUnitTests.walLike(1 << 20)
+        func put<T: FixedWidthInteger>(_ value: T, at offset: Int) {
+            withUnsafeBytes(of: value.littleEndian) { data.replaceSubrange(offset..<(offset + MemoryLayout<T>.size), with: $0) }
+        }
+        put(UInt16(0xD110), at: 0)
+        put(UInt16(0x0002), at: 2)
+        put(UInt32(1), at: 4)
+        put(system, at: 24)
+        put(UInt32(1 << 20), at: 32)
+        put(UInt32(8192), at: 36)
+        data[500_000] = seed
+        return data
+    }
+
+    /// A scratch directory with a plain repository (its marker written by the library).
+    static func withRepository(_ body: (_ scratch: String, _ root: String) throws -> Void) throws {
+        let scratch = NSTemporaryDirectory() + "tsbackup-walfast-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: scratch) }
+        let root = scratch + "/repo"
+        _ = try LocalRepository.open(root, create: true)
+        try body(scratch, root)
+    }
+
+    @Test("a header declaring more than 1 GB (PostgreSQL's largest segment) is refused, whole or streamed, before anything that size is allocated")
+    func declaredSizeCap() throws {
+        func object(declaring size: UInt64) -> Data {
+            var bytes = Array("TSBWAL01".utf8) + [1, 0, 0, 0]
+            bytes += (0..<8).map { UInt8(truncatingIfNeeded: size >> (56 - 8 * $0)) }
+            bytes += [UInt8](repeating: 0, count: 32)
+            return Data(bytes) + Data([0x28, 0xB5, 0x2F, 0xFD, 0, 0, 0, 0])
+        }
+        #expect(try WALObjectFormat.header(of: object(declaring: 1 << 30)).plainSize == 1 << 30)
+        for size in [UInt64(1 << 30) + 1, 1 << 31, UInt64.max] {
+            #expect { try WALObjectFormat.header(of: object(declaring: size)) } throws: { error in
+                guard let error = error as? WALObjectError, case .malformed(let reason) = error else { return false }
+                return reason.contains("\(size) bytes") && reason.contains("1 GB")
+            }
+            #expect(throws: WALObjectError.self) { try WALObjectFormat.decode(object(declaring: size)) }
+            #expect(throws: WALObjectError.self) { try WALObjectFormat.Decoder().update(object(declaring: size)) { _ in Issue.record("nothing is handed over") } }
+        }
+    }
+
+    @Test("push stores the library's object format; fetch restores the bytes; repeats, conflicts, other clusters, misses and damage")
+    func pushAndFetch() throws {
+        try Self.withRepository { scratch, root in
+            let plain = Self.segment(system: 7_000_000_000_000_000_001)
+            let name = "000000010000000000000003"
+            try plain.write(to: URL(fileURLWithPath: scratch + "/" + name))
+
+            // Relative to the data directory, as archive_command gives %p.
+            guard case .archived(let file, let plainBytes, let storedBytes) = try LocalWALArchive.push(path: name, root: root, dataDirectory: scratch) else {
+                Issue.record("not archived")
+                return
+            }
+            #expect(file.name == name && plainBytes == Int64(plain.count))
+            let objectPath = root + "/wal/7000000000000000001/00000001/\(name).zst"
+            let stored = try Data(contentsOf: URL(fileURLWithPath: objectPath))
+            #expect(Int64(stored.count) == storedBytes && stored.count < plain.count / 2)
+            // The library reads it as its own: whole, and through the repository in pieces.
+            let (header, decoded) = try WALObjectFormat.decode(stored)
+            #expect(decoded == plain && header.sha256 == Array(SHA256.hash(data: plain)))
+            let marker = try JSONOutput.decode(WALArchiveMarker.self, from: Data(contentsOf: URL(fileURLWithPath: root + "/wal/archive.json")))
+            #expect(marker.system == 7_000_000_000_000_000_001 && marker.walSegmentSize == 1 << 20 && marker.walPageMagic == "D110")
+            #expect(try FileManager.default.contentsOfDirectory(atPath: root + "/wal/7000000000000000001/00000001") == [name + ".zst"], "no temporary file left")
+
+            // Fetched back, byte for byte, through a temporary file that does not stay.
+            #expect(try LocalWALArchive.fetch(name: name, destination: "RECOVERYXLOG", root: root, workingDirectory: scratch) == .restored(file: file, bytes: Int64(plain.count)))
+            #expect(try Data(contentsOf: URL(fileURLWithPath: scratch + "/RECOVERYXLOG")) == plain)
+            #expect(!FileManager.default.fileExists(atPath: scratch + "/RECOVERYXLOG.tsbackup-tmp"))
+
+            // The same content again: fine, nothing stored.
+            #expect(try LocalWALArchive.push(path: scratch + "/" + name, root: root, dataDirectory: "/") == .alreadyArchived(file: file))
+            // Different content under the name: refused, the stored object kept.
+            let forged = scratch + "/forged/" + name
+            try FileManager.default.createDirectory(atPath: scratch + "/forged", withIntermediateDirectories: true)
+            try Self.segment(system: 7_000_000_000_000_000_001, seed: 99).write(to: URL(fileURLWithPath: forged))
+            #expect { try LocalWALArchive.push(path: forged, root: root, dataDirectory: "/") } throws: { error in
+                let error = error as? TSBackupError
+                return error?.kind == .failed && error?.message.contains("different content") == true && error?.message.contains(name) == true
+            }
+            #expect(try Data(contentsOf: URL(fileURLWithPath: objectPath)) == stored)
+            // Another cluster's segment: refused as a precondition, nothing stored for it.
+            let other = scratch + "/other/" + name
+            try FileManager.default.createDirectory(atPath: scratch + "/other", withIntermediateDirectories: true)
+            try Self.segment(system: 42).write(to: URL(fileURLWithPath: other))
+            #expect { try LocalWALArchive.push(path: other, root: root, dataDirectory: "/") } throws: { error in
+                let error = error as? TSBackupError
+                return error?.kind == .precondition && error?.message.contains("another PostgreSQL cluster") == true
+            }
+            #expect(!FileManager.default.fileExists(atPath: root + "/wal/42"))
+            // A segment whose size is not its header's: refused.
+            let cut = scratch + "/cut/" + name
+            try FileManager.default.createDirectory(atPath: scratch + "/cut", withIntermediateDirectories: true)
+            try plain.prefix(500_000).write(to: URL(fileURLWithPath: cut))
+            #expect(throws: TSBackupError.self) { try LocalWALArchive.push(path: cut, root: root, dataDirectory: "/") }
+            // A name PostgreSQL does not archive, and a file that is not there.
+            #expect { try LocalWALArchive.push(path: scratch + "/notwal", root: root, dataDirectory: "/") } throws: { ($0 as? TSBackupError)?.kind == .usage }
+            #expect { try LocalWALArchive.push(path: scratch + "/000000010000000000000009", root: root, dataDirectory: "/") } throws: { ($0 as? TSBackupError)?.kind == .notFound }
+
+            // Missing files are an outcome, and leave nothing behind.
+            #expect(try LocalWALArchive.fetch(name: "0000000100000000000000F0", destination: scratch + "/miss", root: root, workingDirectory: "/") == .missing)
+            #expect(try LocalWALArchive.fetch(name: "00000009.history", destination: scratch + "/miss", root: root, workingDirectory: "/") == .missing)
+            #expect(!FileManager.default.fileExists(atPath: scratch + "/miss"))
+
+            // Damage: a flipped payload byte, and a header declaring more than 1 GB.
+            var tampered = stored
+            tampered[tampered.count - 100] ^= 0x01
+            try tampered.write(to: URL(fileURLWithPath: objectPath))
+            #expect { try LocalWALArchive.fetch(name: name, destination: scratch + "/bad", root: root, workingDirectory: "/") } throws: { error in
+                let error = error as? TSBackupError
+                return error?.kind == .failed && error?.message.contains("corrupt") == true && error?.message.contains(name) == true
+            }
+            var oversized = stored
+            oversized.replaceSubrange(12..<20, with: [0, 0, 0, 0, 0x40, 0, 0, 1])
+            try oversized.write(to: URL(fileURLWithPath: objectPath))
+            #expect { try LocalWALArchive.fetch(name: name, destination: scratch + "/bad", root: root, workingDirectory: "/") } throws: { error in
+                (error as? TSBackupError)?.message.contains("largest WAL segment (1 GB)") == true
+            }
+            #expect(!FileManager.default.fileExists(atPath: scratch + "/bad") && !FileManager.default.fileExists(atPath: scratch + "/bad.tsbackup-tmp"))
+        }
+    }
+
+    @Test("a history file (no page header) is archived under pg_control's system identifier")
+    func historyFile() throws {
+        try Self.withRepository { scratch, root in
+            try FileManager.default.createDirectory(atPath: scratch + "/global", withIntermediateDirectories: true)
+            var control = Data(count: 8192)
+            withUnsafeBytes(of: UInt64(1234).littleEndian) { control.replaceSubrange(0..<8, with: $0) }
+            try control.write(to: URL(fileURLWithPath: scratch + "/global/pg_control"))
+            let history = Data("1\t0/3000000\tno recovery target specified\n".utf8)
+            try history.write(to: URL(fileURLWithPath: scratch + "/00000002.history"))
+            let file = try #require(WALFileName("00000002.history"))
+            #expect(try LocalWALArchive.push(path: "00000002.history", root: root, dataDirectory: scratch) == .archived(file: file, plainBytes: Int64(history.count), storedBytes: Int64(try Data(contentsOf: URL(fileURLWithPath: root + "/wal/1234/00000002/00000002.history.zst")).count)))
+            #expect(try LocalWALArchive.fetch(name: "00000002.history", destination: scratch + "/h", root: root, workingDirectory: "/") == .restored(file: file, bytes: Int64(history.count)))
+            #expect(try Data(contentsOf: URL(fileURLWithPath: scratch + "/h")) == history)
+            // An empty file round-trips too.
+            try Data().write(to: URL(fileURLWithPath: scratch + "/00000003.history"))
+            _ = try LocalWALArchive.push(path: "00000003.history", root: root, dataDirectory: scratch)
+            #expect(try LocalWALArchive.fetch(name: "00000003.history", destination: scratch + "/e", root: root, workingDirectory: "/") == .restored(file: try #require(WALFileName("00000003.history")), bytes: 0))
+            #expect(try Data(contentsOf: URL(fileURLWithPath: scratch + "/e")).isEmpty)
+        }
+    }
+
+    @Test("the command line takes only plain local repositories; everything else goes to the full command")
+    func handOver() throws {
+        try Self.withRepository { scratch, root in
+            let name = "000000010000000000000003"
+            try Self.segment(system: 5).write(to: URL(fileURLWithPath: scratch + "/" + name))
+            let segment = scratch + "/" + name
+            #expect(LocalWALArchive.plainRoot(root) == root)
+            #expect(LocalWALArchive.plainRoot(root + "/../repo/.") == root)
+            // Handled: 0 pushed, 0 fetched, 1 missing.
+            #expect(WALCommandLine.run(["wal-push", segment, "--repo", root], environment: [:]) == 0)
+            #expect(WALCommandLine.run(["wal-push", "--repo=\(root)", segment], environment: [:]) == 0)
+            #expect(WALCommandLine.run(["wal-fetch", name, scratch + "/back", "--repo", root], environment: [:]) == 0)
+            #expect(WALCommandLine.run(["wal-fetch", "0000000100000000000000F0", scratch + "/none"], environment: ["TSBACKUP_REPO": root]) == 1)
+            // Errors are exit codes by kind.
+            #expect(WALCommandLine.run(["wal-push", scratch + "/notwal", "--repo", root], environment: [:]) == 64)
+
+            // Not handled (nil): the full command decides, with its own messages.
+            let encryptedRepo = scratch + "/encrypted"
+            try FileManager.default.createDirectory(atPath: encryptedRepo, withIntermediateDirectories: true)
+            try Data(#"{"format_version": 1, "kind": "tsbackup-repository", "layout": "x", "encryption": {"algorithm": "aes-256-gcm"}}"#.utf8)
+                .write(to: URL(fileURLWithPath: encryptedRepo + "/tsbackup-repository.json"))
+            for arguments in [["wal-push", segment, "--repo", "s3://bucket/prefix"],
+                              ["wal-push", segment, "--repo", "file://" + root],
+                              ["wal-push", segment, "--repo", scratch + "/none-yet"],
+                              ["wal-push", segment, "--repo", encryptedRepo],
+                              ["wal-push", segment, "--repo", root, "--encryption-key-file", "/k"],
+                              ["wal-push", segment],
+                              ["wal-push", segment, "--repo"],
+                              ["wal-push", segment, "--repo", root, "--help"],
+                              ["wal-push", segment, "extra", "--repo", root],
+                              ["wal-fetch", name, "--repo", root],
+                              ["list", "--repo", root],
+                              []] {
+                #expect(WALCommandLine.run(arguments, environment: [:]) == nil, "\(arguments)")
+            }
+            #expect(WALCommandLine.run(["wal-push", segment, "--repo", root], environment: ["TSBACKUP_ENCRYPTION_KEY_FILE": "/k"]) == nil)
+        }
+    }
+}
