@@ -120,6 +120,55 @@ public final class SandboxCluster: Sendable {
         }
     }
 
+    /// A cluster kept in `directory` across runs, for benchmarks whose data takes long to build
+    /// (`tsbackup-bench --scale-chunks N --keep-cluster DIR`): initialized there with `options`
+    /// the first time, started again (on a new free port, with `options` written anew) when the
+    /// directory already holds one. No watchdog: stop it with ``stopKeepingDirectory()``. The
+    /// superuser's password lives in `DIR/superuser-password` (mode 0600) so later runs, and a
+    /// person re-measuring by hand, can connect.
+    public static func kept(at directory: String, _ options: Options = Options()) async throws -> SandboxCluster {
+        let bin = try PostgresInstallation.binDirectory(major: 15)
+        let passwordPath = directory + "/superuser-password"
+        let password: String
+        if FileManager.default.fileExists(atPath: directory + "/data/PG_VERSION") {
+            guard let saved = try? String(contentsOfFile: passwordPath, encoding: .utf8) else {
+                throw SandboxError("\(directory) holds a cluster but no superuser-password file; delete the directory to start afresh")
+            }
+            password = saved.trimmingCharacters(in: .whitespacesAndNewlines)
+        } else {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            try chownToPostgres(directory)
+            password = randomPassword()
+            let fresh = SandboxCluster(directory: directory, port: 0, binDirectory: bin, superuserPassword: password)
+            try await fresh.initialize(password: password)
+            guard FileManager.default.createFile(atPath: passwordPath, contents: Data((password + "\n").utf8), attributes: [.posixPermissions: 0o600]) else {
+                throw SandboxError("could not write \(passwordPath)")
+            }
+        }
+        var lastError: (any Error)?
+        for _ in 0..<5 {
+            let port = try freeLoopbackPort()
+            let cluster = SandboxCluster(directory: directory, port: port, binDirectory: bin, superuserPassword: password)
+            try cluster.writeConfiguration(options, port: port)
+            do {
+                try await cluster.startServer()
+                return cluster
+            } catch {
+                lastError = error
+            }
+        }
+        throw lastError ?? SandboxError("the server did not start")
+    }
+
+    /// Stops a ``kept(at:_:)`` cluster's server (fast shutdown, so the next start needs no
+    /// recovery) and leaves its directory.
+    public func stopKeepingDirectory() async throws {
+        let result = try await runAsPostgres(binDirectory + "/pg_ctl", ["-D", dataDirectory, "-m", "fast", "-w", "-t", "600", "stop"])
+        guard result.succeeded else {
+            throw SandboxError("pg_ctl stop failed (\(result.statusDescription)): \(result.standardError)")
+        }
+    }
+
     /// Stops the server (fast shutdown) and deletes the directory. Safe to call twice.
     public func stop() async {
         if FileManager.default.fileExists(atPath: dataDirectory + "/postmaster.pid") {

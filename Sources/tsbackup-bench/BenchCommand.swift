@@ -29,6 +29,9 @@ struct BenchCommand: AsyncParsableCommand {
     @Flag(help: "PITR: only the per-segment wal-push/wal-fetch vs archive-push/archive-get comparison, on a small archiving cluster (with TSBACKUP_BENCH_BEFORE=<binary>, that tsbackup too).") var pitrSegmentsOnly = false
     @Option(help: "Only the restore comparison at this many hourly chunks: the documented procedure against tsbackup restore --jobs 2 (and TSBACKUP_BENCH_BEFORE=<binary>), interleaved, verified.") var restoreChunks: Int?
     @Option(parsing: .upToNextOption, help: "Only the chunk-count points past pg_dump's lock limit (e.g. 20000 50000), on a cluster with PostgreSQL's default lock settings: pg_dump -Fc, tsbackup backup and verified restore, peak RSS.") var scaleChunks: [Int] = []
+    @Option(help: "Scale points: keep the cluster (and the scale database) in this directory, and reuse them when it already holds them, so a later run re-measures without rebuilding the chunks.") var keepCluster: String?
+    @Option(parsing: .upToNextOption, help: "Scale points: the steps to run at each point, of pg_dump, backup, restore (restore needs backup).") var scaleSteps: [String] = ["pg_dump", "backup", "restore"]
+    @Option(help: "The tsbackup executable to measure (default: the one beside this benchmark).") var tsbackup: String?
     @Flag(help: "Instead of benchmarks: the corruption campaign (byte flips and truncations, each checked by `tsbackup verify`) on local and S3, plain and encrypted repositories.") var corruption = false
     @Option(help: "Corruption campaign: byte flips per repository kind and encryption.") var flips = 200
     @Option(help: "Corruption campaign: truncations per repository kind and encryption.") var truncations = 50
@@ -50,10 +53,18 @@ struct BenchCommand: AsyncParsableCommand {
         if quick && full { throw ValidationError("Choose --quick or --full.") }
         if pitrSizeMb < 50 || pitrWalMb < 16 || pitrSegments < 1 { throw ValidationError("--pitr-size-mb must be at least 50, --pitr-wal-mb at least 16, --pitr-segments at least 1.") }
         if repetitions < 3 { throw ValidationError("--repetitions must be at least 3: a median of fewer runs says little on a shared machine.") }
+        if keepCluster != nil && scaleChunks.isEmpty { throw ValidationError("--keep-cluster goes with --scale-chunks.") }
+        if let unknown = scaleSteps.first(where: { !["pg_dump", "backup", "restore"].contains($0) }) {
+            throw ValidationError("--scale-steps takes pg_dump, backup and restore, not \(unknown).")
+        }
+        if scaleSteps.contains("restore") && !scaleSteps.contains("backup") { throw ValidationError("--scale-steps restore needs backup too.") }
     }
 
     func run() async throws {
-        let tsbackup = try siblingExecutable("tsbackup")
+        let tsbackup = try self.tsbackup.map { path in
+            guard FileManager.default.isExecutableFile(atPath: path) else { throw ValidationError("--tsbackup \(path) is not an executable file.") }
+            return URL(fileURLWithPath: path).standardizedFileURL.path
+        } ?? siblingExecutable("tsbackup")
         if let chaos {
             let clean = try await ChaosRun(tsbackup: tsbackup, kills: chaos, minutes: chaosMinutes, seed: seed, log: { text in
                 FileHandle.standardOutput.write(Data((text + "\n").utf8))
@@ -83,53 +94,75 @@ struct BenchCommand: AsyncParsableCommand {
         }
         // The chunk-count points past the lock limit run where pg_dump has PostgreSQL's defaults.
         let settings = scaleChunks.isEmpty ? ["max_locks_per_transaction": "512", "shared_buffers": "'256MB'"] : Self.defaultLockSettings
-        try await SandboxCluster.with(.init(durable: true, settings: settings)) { cluster in
-            let versions = try await cluster.withSuperuser {
-                try await $0.row("SELECT current_setting('server_version'), (SELECT default_version FROM pg_available_extensions WHERE name = 'timescaledb')",
-                                 as: (String, String).self)
+        if let keepCluster {
+            let directory = URL(fileURLWithPath: keepCluster).standardizedFileURL.path
+            let cluster = try await SandboxCluster.kept(at: directory, .init(durable: true, settings: settings))
+            say("kept cluster \(directory) (port \(cluster.port) while this runs)")
+            do {
+                try await measure(on: cluster, tsbackup: tsbackup, mode: mode, started: started, buildKind: buildKind)
+            } catch {
+                try? await cluster.stopKeepingDirectory()
+                throw error
             }
-            let pgDump = try await PostgresTools.locate("pg_dump", minimumMajor: 15)
-            let results = BenchResults(
-                mode: mode, startedAt: started, cores: ProcessInfo.processInfo.activeProcessorCount,
-                memoryBytes: ProcessInfo.processInfo.physicalMemory, postgres: versions.0, timescaledb: versions.1,
-                pgDump: pgDump.version, tsbackupVersion: TSBackupVersion.current, tsbackupBuild: buildKind, repetitions: repetitions)
-            let work = cluster.directory + "/bench"
-            try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
-            let bench = Bench(cluster: cluster, tsbackup: tsbackup, work: work, full: full, repetitions: repetitions,
-                              results: results, log: say)
-            if serve {
-                try await bench.serveScenario()
-            } else if defaultsOnly {
-                try await bench.defaultsScenario()
-            } else if let restoreChunks {
-                try await bench.restoreChunkScenario(restoreChunks)
-            } else if !scaleChunks.isEmpty {
-                try await bench.scaleChunkScenario(scaleChunks)
-            } else if !chunkCosts.isEmpty {
-                try await bench.chunkCostScenario(chunkCosts)
-            } else {
-                try await bench.run()
-                if full {
-                    // The chunk-count curve past pg_dump's lock limit, on a second cluster with
-                    // PostgreSQL's default lock settings (this one has 512 locks per transaction).
-                    let points = Self.fullScaleChunkPoints
-                    try await SandboxCluster.with(.init(durable: true, settings: Self.defaultLockSettings)) { defaults in
-                        let work = defaults.directory + "/bench"
-                        try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
-                        let past = Bench(cluster: defaults, tsbackup: tsbackup, work: work, full: full, repetitions: repetitions,
-                                         results: bench.results, log: say)
-                        try await past.scaleChunkScenario(points)
-                        bench.results = past.results
-                    }
+            try await cluster.stopKeepingDirectory()
+            return
+        }
+        try await SandboxCluster.with(.init(durable: true, settings: settings)) { cluster in
+            try await measure(on: cluster, tsbackup: tsbackup, mode: mode, started: started, buildKind: buildKind)
+        }
+    }
+
+    /// The scenarios that run on a cluster of their own.
+    func measure(on cluster: SandboxCluster, tsbackup: String, mode: String, started: Date, buildKind: String) async throws {
+        let versions = try await cluster.withSuperuser {
+            try await $0.row("SELECT current_setting('server_version'), (SELECT default_version FROM pg_available_extensions WHERE name = 'timescaledb')",
+                             as: (String, String).self)
+        }
+        let pgDump = try await PostgresTools.locate("pg_dump", minimumMajor: 15)
+        let results = BenchResults(
+            mode: mode, startedAt: started, cores: ProcessInfo.processInfo.activeProcessorCount,
+            memoryBytes: ProcessInfo.processInfo.physicalMemory, postgres: versions.0, timescaledb: versions.1,
+            pgDump: pgDump.version, tsbackupVersion: TSBackupVersion.current, tsbackupBuild: buildKind, repetitions: repetitions)
+        let work = cluster.directory + "/bench"
+        try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
+        let bench = Bench(cluster: cluster, tsbackup: tsbackup, work: work, full: full, repetitions: repetitions,
+                          results: results, log: say)
+        if serve {
+            try await bench.serveScenario()
+        } else if defaultsOnly {
+            try await bench.defaultsScenario()
+        } else if let restoreChunks {
+            try await bench.restoreChunkScenario(restoreChunks)
+        } else if !scaleChunks.isEmpty {
+            var steps: ScaleSteps = []
+            if scaleSteps.contains("pg_dump") { steps.insert(.pgDump) }
+            if scaleSteps.contains("backup") { steps.insert(.backup) }
+            if scaleSteps.contains("restore") { steps.insert(.restore) }
+            try await bench.scaleChunkScenario(scaleChunks, steps: steps, keepSource: keepCluster != nil)
+        } else if !chunkCosts.isEmpty {
+            try await bench.chunkCostScenario(chunkCosts)
+        } else {
+            try await bench.run()
+            if full {
+                // The chunk-count curve past pg_dump's lock limit, on a second cluster with
+                // PostgreSQL's default lock settings (this one has 512 locks per transaction).
+                let points = Self.fullScaleChunkPoints
+                try await SandboxCluster.with(.init(durable: true, settings: Self.defaultLockSettings)) { defaults in
+                    let work = defaults.directory + "/bench"
+                    try FileManager.default.createDirectory(atPath: work, withIntermediateDirectories: true)
+                    let past = Bench(cluster: defaults, tsbackup: tsbackup, work: work, full: full, repetitions: repetitions,
+                                     results: bench.results, log: say)
+                    try await past.scaleChunkScenario(points)
+                    bench.results = past.results
                 }
             }
-            report(bench.results)
-            try FileManager.default.createDirectory(atPath: output, withIntermediateDirectories: true)
-            let stamp = ISO8601DateFormatter().string(from: started).replacingOccurrences(of: ":", with: "")
-            let path = "\(output)/bench-\(mode)-\(stamp).json"
-            try Data(try JSONOutput.encode(bench.results).utf8).write(to: URL(fileURLWithPath: path))
-            say("\nAll figures: \(path)  (total \(Int(Date().timeIntervalSince(started))) s)")
         }
+        report(bench.results)
+        try FileManager.default.createDirectory(atPath: output, withIntermediateDirectories: true)
+        let stamp = ISO8601DateFormatter().string(from: started).replacingOccurrences(of: ":", with: "")
+        let path = "\(output)/bench-\(mode)-\(stamp).json"
+        try Data(try JSONOutput.encode(bench.results).utf8).write(to: URL(fileURLWithPath: path))
+        say("\nAll figures: \(path)  (total \(Int(Date().timeIntervalSince(started))) s)")
     }
 
     /// The S3 comparison alone: no PostgreSQL cluster needed.

@@ -95,10 +95,18 @@ extension Bench {
 
 /// `--scale-chunks N...`: chunk counts past pg_dump's lock limit on a cluster with PostgreSQL's
 /// default `max_locks_per_transaction = 64` and `max_connections = 100`. The data is built in
-/// bounded time: several hypertables with hourly chunks and two rows per chunk, inserted in
-/// statements of at most 500 chunks each (one transaction must not lock more chunks than the
-/// lock table holds), the hypertables split over two connections, with fsync and autovacuum off
-/// while loading (both are reload-time settings).
+/// bounded time: hypertables of at most ``chunksPerHypertable`` hourly chunks filled one after
+/// the other, two rows per chunk, inserted in statements of at most 500 chunks each (one
+/// transaction must not lock more chunks than the lock table holds), the hypertables split over
+/// two connections, with fsync and autovacuum off while loading (both are reload-time settings).
+///
+/// The points share one database that grows from one point to the next (20,000 chunks, then
+/// 30,000 more for 50,000): the layout of a smaller count is a prefix of a larger one's, so a
+/// run builds the largest point's chunks once, not the sum of all points' chunks. The build
+/// grows faster than the chunk count: every new chunk makes TimescaleDB 2.19's
+/// `ts_chunk_copy_referencing_fk` scan `pg_constraint` without an index (54% of a chunk
+/// creation's CPU at 7,000 chunks, perf, 2026-11-27), and `pg_constraint` gains a CHECK
+/// constraint per chunk.
 ///
 /// No foreign key from the hypertables: every chunk of a hypertable with one gets its own
 /// constraint, with two triggers on the referenced table, and each new constraint makes the
@@ -113,13 +121,15 @@ struct ChunkScalePoints {
     /// PostgreSQL's default lock table holds about 8,000 locks in all.
     static let chunksPerHypertable = 4_000
 
-    /// Five hypertables, more when that would put more than ``chunksPerHypertable`` in one.
+    /// Hypertables holding `chunks` chunks: full ones, then the rest in the last.
     static func hypertables(chunks: Int) -> Int {
-        max(5, (chunks + chunksPerHypertable - 1) / chunksPerHypertable)
+        max(1, (chunks + chunksPerHypertable - 1) / chunksPerHypertable)
     }
     static let chunksPerStatement = 500
     /// Connections building hypertables at once.
     static let builders = 2
+    /// The one database every point grows.
+    static let database = "scale_chunks"
 
     /// What every hypertable refers to; run first.
     static let setup = [
@@ -127,28 +137,32 @@ struct ChunkScalePoints {
         "INSERT INTO public.sites SELECT s, 'site-' || s FROM generate_series(1, 4) s",
     ]
 
-    /// Hourly chunks of hypertable `table` (1-based) when `chunks` are spread over all of them.
+    /// Hourly chunks of hypertable `table` (1-based) when the database holds `chunks`: hours
+    /// 0 ..< share, the hypertables filled in order.
     static func share(of table: Int, chunks: Int) -> Int {
-        let count = Self.hypertables(chunks: chunks)
-        return chunks / count + (table <= chunks % count ? 1 : 0)
+        min(chunksPerHypertable, max(0, chunks - (table - 1) * chunksPerHypertable))
     }
 
-    /// The statements that create hypertable `table` and fill its share of `chunks` chunks.
-    static func statements(table: Int, chunks: Int) -> [String] {
+    /// The statements that take hypertable `table` from `existing` hourly chunks (0: it does
+    /// not exist yet) to its share of `chunks`.
+    static func statements(table: Int, existing: Int, chunks: Int) -> [String] {
         let name = "public.metrics_\(table)"
         let share = Self.share(of: table, chunks: chunks)
-        var statements = [
-            """
-            CREATE TABLE \(name) (
-                time timestamptz NOT NULL,
-                site_id integer NOT NULL,
-                value double precision NOT NULL
-            )
-            """,
-            "SELECT create_hypertable('\(name)', 'time', chunk_time_interval => interval '1 hour')",
-            "CREATE INDEX metrics_\(table)_site_time_idx ON \(name) (site_id, time DESC)",
-        ]
-        var start = 0
+        var statements: [String] = []
+        if existing == 0 {
+            statements += [
+                """
+                CREATE TABLE IF NOT EXISTS \(name) (
+                    time timestamptz NOT NULL,
+                    site_id integer NOT NULL,
+                    value double precision NOT NULL
+                )
+                """,
+                "SELECT create_hypertable('\(name)', 'time', chunk_time_interval => interval '1 hour', if_not_exists => true)",
+                "CREATE INDEX IF NOT EXISTS metrics_\(table)_site_time_idx ON \(name) (site_id, time DESC)",
+            ]
+        }
+        var start = existing
         while start < share {
             let end = min(share, start + chunksPerStatement)
             statements.append(
@@ -166,33 +180,63 @@ struct ChunkScalePoints {
     static func rows(chunks: Int) -> Int { chunks * 2 }
 }
 
+/// What `--scale-chunks` runs at each point (all by default).
+struct ScaleSteps: OptionSet, Sendable {
+    let rawValue: Int
+    static let pgDump = ScaleSteps(rawValue: 1)
+    static let backup = ScaleSteps(rawValue: 2)
+    static let restore = ScaleSteps(rawValue: 4)
+    static let all: ScaleSteps = [.pgDump, .backup, .restore]
+}
+
 extension Bench {
-    /// At each chunk count: build the data, `pg_dump -Fc` (expected to fail past the lock
-    /// limit; recorded either way), `tsbackup backup` (peak RSS), `tsbackup restore --jobs 2`
-    /// (verified; peak RSS), and the root-level row count of the restore against the source.
-    func scaleChunkScenario(_ counts: [Int]) async throws {
-        let scenario = "chunk scale, default lock settings"
-        let locks = try await cluster.withSuperuser {
-            try await $0.row("SELECT current_setting('max_locks_per_transaction'), current_setting('max_connections')", as: (String, String).self)
+    /// Hourly chunks each `metrics_N` hypertable of the scale database holds now (from the
+    /// catalog; a statement adds 500 chunks at once or none, so they are hours 0 ..< n).
+    func existingScaleChunks() async throws -> [Int: Int] {
+        let exists = try await cluster.withSuperuser {
+            try await $0.value(PostgresQuery(unsafeSQL: "SELECT count(*) FROM pg_database WHERE datname = '\(ChunkScalePoints.database)'"), as: Int64.self)
         }
-        log("\n== Chunk scale on max_locks_per_transaction = \(locks.0), max_connections = \(locks.1)")
-        for count in counts {
-            let database = "scale_\(count)"
-            log("  creating \(count) chunks over \(ChunkScalePoints.hypertables(chunks: count)) hypertables on \(ChunkScalePoints.builders) connections (fsync and autovacuum off while loading) ... load \(Self.loadAverage())")
-            let buildStart = ContinuousClock.now
+        guard exists > 0 else { return [:] }
+        let rows = try await cluster.withSuperuser(database: ChunkScalePoints.database) {
+            try await $0.rows(PostgresQuery(unsafeSQL: """
+                SELECT h.table_name, (SELECT count(*) FROM _timescaledb_catalog.chunk c WHERE c.hypertable_id = h.id AND NOT c.dropped)
+                FROM _timescaledb_catalog.hypertable h WHERE h.schema_name = 'public' AND h.table_name LIKE 'metrics\\_%'
+                """), as: (String, Int64).self)
+        }
+        var result: [Int: Int] = [:]
+        for (name, chunks) in rows {
+            if let table = Int(name.dropFirst("metrics_".count)) { result[table] = Int(chunks) }
+        }
+        return result
+    }
+
+    /// Grows the scale database to `count` chunks (creating it first if needed); returns what
+    /// it built and how long that took.
+    func buildScaleChunks(_ count: Int) async throws -> (chunks: Int, seconds: Double) {
+        let database = ChunkScalePoints.database
+        let existing = try await existingScaleChunks()
+        let hypertables = ChunkScalePoints.hypertables(chunks: count)
+        let missing = (1...hypertables).reduce(0) { $0 + max(0, ChunkScalePoints.share(of: $1, chunks: count) - (existing[$1] ?? 0)) }
+        if existing.values.reduce(0, +) > count {
+            throw SandboxError("the scale database already holds \(existing.values.reduce(0, +)) chunks, more than \(count); run the points in ascending order or drop \(database)")
+        }
+        guard missing > 0 else { return (0, 0) }
+        log("  creating \(missing) more chunks (to \(count) over \(hypertables) hypertables) on \(ChunkScalePoints.builders) connections (fsync and autovacuum off while loading) ... load \(Self.loadAverage())")
+        let seconds = try await timed {
             try await cluster.withSuperuser { session in
                 try await session.execute("ALTER SYSTEM SET fsync = off")
                 try await session.execute("ALTER SYSTEM SET autovacuum = off")
                 try await session.execute("SELECT pg_reload_conf()")
             }
-            try await cluster.createDatabase(database)
-            try await cluster.withSuperuser(database: database) { session in
-                for statement in ChunkScalePoints.setup { try await session.execute(statement) }
+            if existing.isEmpty {
+                try await cluster.createDatabase(database)
+                try await cluster.withSuperuser(database: database) { session in
+                    for statement in ChunkScalePoints.setup { try await session.execute(statement) }
+                }
             }
             // Each builder takes the next hypertable not yet taken, so they finish together.
             let cluster = self.cluster
             let next = NextNumber()
-            let hypertables = ChunkScalePoints.hypertables(chunks: count)
             try await withThrowingTaskGroup(of: Void.self) { group in
                 for _ in 0..<ChunkScalePoints.builders {
                     group.addTask {
@@ -201,7 +245,9 @@ extension Bench {
                             while true {
                                 let table = next.take()
                                 guard table <= hypertables else { break }
-                                for statement in ChunkScalePoints.statements(table: table, chunks: count) { try await session.execute(statement) }
+                                for statement in ChunkScalePoints.statements(table: table, existing: existing[table] ?? 0, chunks: count) {
+                                    try await session.execute(statement)
+                                }
                             }
                         }
                     }
@@ -215,36 +261,75 @@ extension Bench {
                 try await session.execute("SELECT pg_reload_conf()")
                 try await session.execute("CHECKPOINT")
             }
-            let elapsed = (ContinuousClock.now - buildStart).components
-            let built = String(format: "%.1f s", Double(elapsed.seconds) + Double(elapsed.attoseconds) / 1e18)
+        }
+        return (missing, seconds)
+    }
+
+    /// At each chunk count, in ascending order: grow the data, `pg_dump -Fc` (expected to fail
+    /// past the lock limit; recorded either way), `tsbackup backup` (peak RSS), `tsbackup
+    /// restore --jobs 2` (verified; peak RSS), and the root-level row count of the restore
+    /// against the source. With `keepSource` the scale database stays for the next run.
+    func scaleChunkScenario(_ counts: [Int], steps: ScaleSteps = .all, keepSource: Bool = false) async throws {
+        let scenario = "chunk scale, default lock settings"
+        let locks = try await cluster.withSuperuser {
+            try await $0.row("SELECT current_setting('max_locks_per_transaction'), current_setting('max_connections')", as: (String, String).self)
+        }
+        log("\n== Chunk scale on max_locks_per_transaction = \(locks.0), max_connections = \(locks.1)")
+        let database = ChunkScalePoints.database
+        for count in counts.sorted() {
+            let (builtChunks, buildSeconds) = try await buildScaleChunks(count)
+            let built = builtChunks == 0 ? "already built" : String(format: "%d chunks built in %.1f s", builtChunks, buildSeconds)
             let (bytes, chunks) = try await cluster.withSuperuser(database: database) {
                 try await $0.row("SELECT pg_database_size(current_database()), (SELECT count(*) FROM _timescaledb_catalog.chunk)", as: (Int64, Int64).self)
             }
             let rows = try await rowsThroughRoots(database, chunks: count)
             if rows != Int64(ChunkScalePoints.rows(chunks: count)) { log("    WARNING: \(rows) rows through the roots, \(ChunkScalePoints.rows(chunks: count)) inserted") }
-            results.datasets["chunk scale: \(count)"] = "\(chunks) chunks over \(ChunkScalePoints.hypertables(chunks: count)) hypertables, \(rows) rows, \(ByteCount.format(bytes)) database, built in \(built)"
-            log("    \(chunks) chunks, \(rows) hypertable rows, \(ByteCount.format(bytes)), built in \(built) (load \(Self.loadAverage()))")
-
-            let dump = work + "/\(database).pgdump"
-            var load = Self.loadAverage()
-            var pgDumpResult: ProcessResult?
-            let pgDumpSeconds = try await timed {
-                pgDumpResult = try await ProcessRunner.run("/usr/bin/time", ["-f", "TSBACKUP_MAX_RSS_KB=%M", pgBin + "/pg_dump", "--format=custom", "--file=\(dump)", "--no-password", database],
-                                                           environment: environment)
+            results.datasets["chunk scale: \(count)"] = "\(chunks) chunks over \(ChunkScalePoints.hypertables(chunks: count)) hypertables, \(rows) rows, \(ByteCount.format(bytes)) database, \(built)"
+            log("    \(chunks) chunks, \(rows) hypertable rows, \(ByteCount.format(bytes)), \(built) (load \(Self.loadAverage()))")
+            if builtChunks > 0 {
+                results.measurements.append(Measurement(scenario: scenario, name: "\(count) chunks: build \(builtChunks) chunks", seconds: [buildSeconds]))
             }
-            let pgDumpFailure = pgDumpResult!.succeeded ? nil
-                : pgDumpResult!.standardError.split(separator: "\n").first { $0.contains("error:") }.map(String.init) ?? pgDumpResult!.statusDescription
-            log(String(format: "    pg_dump -Fc: %@ after %.2f s (load %@)", pgDumpFailure.map { "FAILED: \($0)" } ?? "ok, \(ByteCount.format(FileSystem.size(of: dump)))",
-                       pgDumpSeconds, load))
-            try? FileManager.default.removeItem(atPath: dump)
 
-            load = Self.loadAverage()
+            var pgDumpFailure: String?
+            var pgDumpSeconds = Double.nan
+            if steps.contains(.pgDump) {
+                let dump = work + "/\(database).pgdump"
+                let load = Self.loadAverage()
+                var pgDumpResult: ProcessResult?
+                pgDumpSeconds = try await timed {
+                    pgDumpResult = try await ProcessRunner.run("/usr/bin/time", ["-f", "TSBACKUP_MAX_RSS_KB=%M", pgBin + "/pg_dump", "--format=custom", "--file=\(dump)", "--no-password", database],
+                                                               environment: environment)
+                }
+                pgDumpFailure = pgDumpResult!.succeeded ? nil
+                    : pgDumpResult!.standardError.split(separator: "\n").first { $0.contains("error:") }.map(String.init) ?? pgDumpResult!.statusDescription
+                log(String(format: "    pg_dump -Fc: %@ after %.2f s (load %@ before, %@ after)", pgDumpFailure.map { "FAILED: \($0)" } ?? "ok, \(ByteCount.format(FileSystem.size(of: dump)))",
+                           pgDumpSeconds, load, Self.loadAverage()))
+                try? FileManager.default.removeItem(atPath: dump)
+                var measurement = Measurement(scenario: scenario, name: "\(count) chunks: pg_dump -Fc (\(pgDumpFailure == nil ? "ok" : "failed"))", seconds: [pgDumpSeconds])
+                measurement.counters = ["max_rss_kb": [maxRSS(pgDumpResult!.standardError) ?? 0]]
+                results.measurements.append(measurement)
+            }
+            guard steps.contains(.backup) else { continue }
+
+            var load = Self.loadAverage()
             let backup = try await tsbackupBackup(database, [])
             let manifestPath = "\(backup.repository)/backups/\(backup.id)/manifest.json"
             let manifestBytes = FileSystem.size(of: manifestPath)
             log(String(format: "    tsbackup backup: %.2f s, %@, peak RSS %.0f MB, manifest %@ (load %@ before, %@ after)",
                        backup.counters["seconds"] ?? 0, ByteCount.format(Int64(backup.counters["bytes"] ?? 0)), (backup.counters["max_rss_kb"] ?? 0) / 1024,
                        ByteCount.format(manifestBytes), load, Self.loadAverage()))
+            var measurement = Measurement(scenario: scenario, name: "\(count) chunks: tsbackup backup", seconds: [backup.counters["seconds"] ?? .nan])
+            measurement.counters = ["max_rss_kb": [backup.counters["max_rss_kb"] ?? 0], "bytes": [backup.counters["bytes"] ?? 0], "manifest_bytes": [Double(manifestBytes)]]
+            results.measurements.append(measurement)
+            let dumpText = !steps.contains(.pgDump) ? "not run" : pgDumpFailure.map { "failed (\($0))" } ?? String(format: "ok in %.1f s", pgDumpSeconds)
+            guard steps.contains(.restore) else {
+                results.findings.append(.init(
+                    scenario: scenario, name: "\(count) chunks", value: Double(count),
+                    text: String(format: "pg_dump -Fc %@; tsbackup backup %.1f s (peak RSS %.0f MB, manifest %@); restore not run", dumpText,
+                                 backup.counters["seconds"] ?? 0, (backup.counters["max_rss_kb"] ?? 0) / 1024, ByteCount.format(manifestBytes))))
+                try? FileManager.default.removeItem(atPath: backup.repository)
+                continue
+            }
 
             load = Self.loadAverage()
             let into = "restored_\(count)"
@@ -258,21 +343,18 @@ extension Bench {
             log("    restore steps: " + stepLine)
             try await dropDatabase(into)
 
-            var measurement = Measurement(scenario: scenario, name: "\(count) chunks: tsbackup backup", seconds: [backup.counters["seconds"] ?? .nan])
-            measurement.counters = ["max_rss_kb": [backup.counters["max_rss_kb"] ?? 0], "bytes": [backup.counters["bytes"] ?? 0], "manifest_bytes": [Double(manifestBytes)]]
-            results.measurements.append(measurement)
             var restored = Measurement(scenario: scenario, name: "\(count) chunks: tsbackup restore", seconds: [restore["seconds"] ?? .nan])
             restored.counters = ["max_rss_kb": [restore["max_rss_kb"] ?? 0]]
             results.measurements.append(restored)
             results.findings.append(.init(
                 scenario: scenario, name: "\(count) chunks", value: Double(count),
                 text: String(format: "pg_dump -Fc %@; tsbackup backup %.1f s (peak RSS %.0f MB, manifest %@), restore %.1f s verified (peak RSS %.0f MB), rows %@",
-                             pgDumpFailure.map { "failed (\($0))" } ?? String(format: "ok in %.1f s", pgDumpSeconds),
+                             dumpText,
                              backup.counters["seconds"] ?? 0, (backup.counters["max_rss_kb"] ?? 0) / 1024, ByteCount.format(manifestBytes),
                              restore["seconds"] ?? 0, (restore["max_rss_kb"] ?? 0) / 1024, restoredRows == rows ? "identical" : "DIFFERENT")))
             try? FileManager.default.removeItem(atPath: backup.repository)
-            try await dropDatabase(database)
         }
+        if !keepSource { try await dropDatabase(database) }
     }
 }
 
@@ -295,8 +377,8 @@ extension Bench {
     func rowsThroughRoots(_ database: String, chunks: Int) async throws -> Int64 {
         try await cluster.withSuperuser(database: database) { session in
             var total: Int64 = 0
-            let share = chunks / ChunkScalePoints.hypertables(chunks: chunks) + 1
             for table in 1...ChunkScalePoints.hypertables(chunks: chunks) {
+                let share = ChunkScalePoints.share(of: table, chunks: chunks)
                 var start = 0
                 while start < share {
                     total += try await session.value(PostgresQuery(unsafeSQL: """
