@@ -239,7 +239,7 @@ actor RestoreRun {
             let procedure = try RestoreProcedure(archive: archivePath, pgRestore: tools.pgRestore, settings: targetSettings, jobs: request.jobs,
                                                  progress: reporter.counter, onItem: { reporter.tick() })
             defer { procedure.removeLists() }
-            try await step("split the archive's contents") { try procedure.splitLists(tools.contents) }
+            let chunkKeys = try await step("split the archive's contents") { try procedure.splitLists(tools.contents, chunkTables: self.manifest.chunkTables) }
             // Chunks dumped in batches past the lock limit: phases around the usual ones (ChunkBatchRestore).
             let batches = try manifest.chunkPath.map {
                 try ChunkBatchRestore(path: $0, directory: directory, pgRestore: tools.pgRestore, settings: targetSettings, jobs: request.jobs)
@@ -269,7 +269,9 @@ actor RestoreRun {
                     try await batches.removeDroppedChunks()
                 }
             }
-            restoreWarnings += try await step("pg_restore data and post-data, \(request.jobs) jobs") { try await procedure.restoreRest() }
+            // The step's name starts the same either way (tests pause at it by prefix).
+            let rest = "pg_restore data and post-data, \(request.jobs) jobs" + (chunkKeys > 0 ? ", the chunks' \(chunkKeys) foreign keys beside their indexes" : "")
+            restoreWarnings += try await step(rest) { try await procedure.restoreRest(chunkKeys: chunkKeys) }
             if let batches {
                 try await step("hypertable roots' indexes and constraints") { try await batches.finishRoots() }
                 restoreWarnings += try await step("pg_restore chunk batches' data and post-data, \(request.jobs) jobs") { try await batches.restoreData() }

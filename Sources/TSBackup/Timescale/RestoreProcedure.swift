@@ -21,6 +21,10 @@ struct RestoreProcedure: Sendable {
 
     var catalogList: String { listDirectory + "/catalog.list" }
     var restList: String { listDirectory + "/rest.list" }
+    /// With chunks' foreign keys split out (``splitLists(_:chunkTables:)``), `rest` holds all but
+    /// the chunks' post-data; these two hold the chunks' indexes, constraints and triggers, and their keys.
+    var chunkPostDataList: String { listDirectory + "/rest-chunk-post-data.list" }
+    var chunkKeyList: String { listDirectory + "/rest-chunk-keys.list" }
 
     init(archive: String, pgRestore: PostgresTool, settings: ConnectionSettings, jobs: Int,
          progress: RestoreProgressCounter? = nil, onItem: (@Sendable () -> Void)? = nil) throws {
@@ -49,11 +53,67 @@ struct RestoreProcedure: Sendable {
             && (item.schema == "_timescaledb_catalog" || item.schema == "_timescaledb_config")
     }
 
-    func splitLists(_ contents: ArchiveContents) throws {
+    /// Writes the lists of the phases. Returns how many chunk foreign keys run on a connection
+    /// of their own beside the chunks' indexes (``restoreRest(chunkKeys:)``); 0 when they stay
+    /// in pg_restore's own post-data (one job, or no chunk has a key).
+    @discardableResult
+    func splitLists(_ contents: ArchiveContents, chunkTables: [String] = []) throws -> Int {
         let catalog = contents.items.filter(Self.isCatalogData).map(\.line)
-        let rest = contents.items.filter { !Self.isCatalogData($0) }.map(\.line)
+        let rest = contents.items.filter { !Self.isCatalogData($0) }
         try (catalog.joined(separator: "\n") + "\n").write(toFile: catalogList, atomically: true, encoding: .utf8)
-        try (rest.joined(separator: "\n") + "\n").write(toFile: restList, atomically: true, encoding: .utf8)
+        guard jobs > 1, !Self.chunkKeysInPostDataRequested(),
+              let split = Self.splitChunkPostData(rest, chunkTables: chunkTables) else {
+            try (rest.map(\.line).joined(separator: "\n") + "\n").write(toFile: restList, atomically: true, encoding: .utf8)
+            return 0
+        }
+        try (split.main.map(\.line).joined(separator: "\n") + "\n").write(toFile: restList, atomically: true, encoding: .utf8)
+        try (split.chunkPostData.map(\.line).joined(separator: "\n") + "\n").write(toFile: chunkPostDataList, atomically: true, encoding: .utf8)
+        try (split.chunkKeys.map(\.line).joined(separator: "\n") + "\n").write(toFile: chunkKeyList, atomically: true, encoding: .utf8)
+        return split.chunkKeys.count
+    }
+
+    /// `TSBACKUP_CHUNK_KEYS_IN_POST_DATA=1` leaves the chunks' foreign keys to pg_restore's own
+    /// post-data scheduling, as before they ran beside the indexes: a way back if a server ever
+    /// deadlocks or slows on the split, and the benchmark's "before" on the same build.
+    static func chunkKeysInPostDataRequested(environment: [String: String] = ProcessInfo.processInfo.environment) -> Bool {
+        environment["TSBACKUP_CHUNK_KEYS_IN_POST_DATA"] == "1"
+    }
+
+    /// The data and post-data entries cut in three for ``restoreRest(chunkKeys:)``.
+    struct ChunkPostDataSplit: Sendable, Equatable {
+        /// Data of every table, post-data of everything but the chunks (roots, plain tables,
+        /// the referenced tables' unique keys the chunks' foreign keys need).
+        var main: [ArchiveContents.Item]
+        /// Indexes, constraints and triggers in the chunks' schemas.
+        var chunkPostData: [ArchiveContents.Item]
+        /// The chunk tables' foreign keys, in archive order.
+        var chunkKeys: [ArchiveContents.Item]
+    }
+
+    /// Post-data entry types that belong to one table and lock only it (a foreign key also locks
+    /// the table it references, and goes to `chunkKeys`).
+    static let tablePostDataTypes: Set<String> = ["INDEX", "CONSTRAINT", "TRIGGER"]
+
+    /// Splits out the chunks' post-data, or nil when no chunk table (`chunkTables`, "schema.name")
+    /// has a foreign key entry: then nothing serialises on a referenced table and pg_restore's
+    /// own scheduling stays. A FOREIGN KEY entry's name is its table's; an INDEX entry names
+    /// only the index, which lives in its table's schema, so indexes in the chunks' schemas
+    /// count as the chunks' (TimescaleDB keeps nothing else there that is dumped but its
+    /// internal hypertables' tables, whose indexes may as well wait for all data, as these do).
+    static func splitChunkPostData(_ rest: [ArchiveContents.Item], chunkTables: [String]) -> ChunkPostDataSplit? {
+        let chunks = Set(chunkTables)
+        let schemas = Set(chunkTables.compactMap { $0.split(separator: ".", maxSplits: 1).first.map(String.init) })
+        var split = ChunkPostDataSplit(main: [], chunkPostData: [], chunkKeys: [])
+        for item in rest {
+            if item.type == "FK CONSTRAINT" && chunks.contains("\(item.schema).\(item.name)") {
+                split.chunkKeys.append(item)
+            } else if tablePostDataTypes.contains(item.type) && schemas.contains(item.schema) {
+                split.chunkPostData.append(item)
+            } else {
+                split.main.append(item)
+            }
+        }
+        return split.chunkKeys.isEmpty ? nil : split
     }
 
     /// Each phase returns pg_restore's warnings.
@@ -181,9 +241,33 @@ struct RestoreProcedure: Sendable {
         try await pgRestore(["--use-list=\(catalogList)"], phase: "TimescaleDB catalog data", parallel: false)
     }
 
-    func restoreRest() async throws -> [String] {
-        let warnings = try await pgRestore(["--section=data", "--section=post-data", "--use-list=\(restList)", "--jobs=\(jobs)"],
-                                           phase: "data and post-data", parallel: jobs > 1)
+    /// Data and post-data on `jobs` connections. With `chunkKeys` > 0 (``splitLists(_:chunkTables:)``)
+    /// in two steps: first every table's data and the post-data of everything but the chunks;
+    /// then the chunks' indexes on `jobs` connections and, beside them, the chunks' foreign keys
+    /// on one connection of their own.
+    ///
+    /// Why: every chunk's key locks the table it references in SHARE ROW EXCLUSIVE mode, which
+    /// conflicts with itself, so pg_restore's scheduler never runs two of them at once and left
+    /// them for the end, one connection working while the others sat idle (at 5,040 chunks
+    /// about 65 s of a 225 s phase). A key needs its chunk's rows and the referenced table's
+    /// unique key (both in the first step), not the chunk's indexes, so the keys can run
+    /// beside the index builds. The keys are still pg_restore's own statements, validated as
+    /// they are added: the end state is the serial procedure's.
+    func restoreRest(chunkKeys: Int = 0) async throws -> [String] {
+        var warnings = try await pgRestore(["--section=data", "--section=post-data", "--use-list=\(restList)", "--jobs=\(jobs)"],
+                                           phase: chunkKeys > 0 ? "data and post-data except the chunks' indexes and keys" : "data and post-data",
+                                           parallel: jobs > 1)
+        guard chunkKeys > 0 else {
+            progress?.complete(objects: progress?.objectsTotal ?? 0)
+            return warnings
+        }
+        let keyList = chunkKeyList
+        async let keys = pgRestore(["--section=post-data", "--use-list=\(keyList)"],
+                                   phase: "the chunks' \(chunkKeys) foreign keys", parallel: false)
+        let indexes = try await pgRestore(["--section=post-data", "--use-list=\(chunkPostDataList)", "--jobs=\(jobs)"],
+                                          phase: "the chunks' indexes and constraints", parallel: jobs > 1)
+        warnings += indexes
+        warnings += try await keys
         progress?.complete(objects: progress?.objectsTotal ?? 0)
         return warnings
     }
