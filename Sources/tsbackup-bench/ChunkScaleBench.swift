@@ -28,9 +28,13 @@ extension Bench {
         let dump = work + "/\(database).pgdump"
         _ = try await pgDump(database, ["--format=custom", "--file=\(dump)"], output: dump, keep: true)
         let backup = try await tsbackupBackup(database, [])
-        var binaries = [("tsbackup restore (this build)", tsbackup)]
+        // The default backup's format is chosen per database (custom for many small chunks): its
+        // restore is compared with the restore of a directory-format backup, the default before.
+        let directoryBackup = try await tsbackupBackup(database, ["--format", "directory"])
+        var binaries = [("tsbackup restore (this build, default backup)", tsbackup, backup),
+                        ("tsbackup restore (this build, --format directory backup)", tsbackup, directoryBackup)]
         if let before = ProcessInfo.processInfo.environment["TSBACKUP_BENCH_BEFORE"], !before.isEmpty {
-            binaries.append(("tsbackup restore (before)", before))
+            binaries.append(("tsbackup restore (before)", before, directoryBackup))
         }
         var runs: [String: Measurement] = [:]
         var steps: [String: [String: [Double]]] = [:]
@@ -53,7 +57,7 @@ extension Bench {
             if identical { identical = try await digests(into) == source }
             try await dropDatabase(into)
             record("documented procedure (serial pg_restore -Fc)", ["seconds": seconds, "wal_sync": Double(walAfter.0 - walBefore.0)], load: load)
-            for (name, binary) in binaries {
+            for (name, binary, backup) in binaries {
                 load = Self.loadAverage()
                 let into = "tsrestore_\(run)"
                 let walBefore = try await walSyncs()
@@ -69,7 +73,7 @@ extension Bench {
         }
         let documented = runs["documented procedure (serial pg_restore -Fc)"]!
         var ordered = [documented]
-        for (name, _) in binaries { ordered.append(runs[name]!) }
+        for (name, _, _) in binaries { ordered.append(runs[name]!) }
         for measurement in ordered {
             let (low, high) = measurement.spread
             var line = "  " + measurement.name.padding(toLength: 48, withPad: " ", startingAt: 0)
@@ -89,6 +93,7 @@ extension Bench {
                                       value: identical ? 1 : 0, text: identical ? "identical" : "DIFFERENT"))
         try? FileManager.default.removeItem(atPath: dump)
         try? FileManager.default.removeItem(atPath: backup.repository)
+        try? FileManager.default.removeItem(atPath: directoryBackup.repository)
         try await dropDatabase(database)
     }
 }
