@@ -110,9 +110,11 @@ public enum Backup {
             warnings.append("The source database is in TimescaleDB restore mode (timescaledb.restoring = on); its catalog may be incomplete.")
         }
 
-        let pgDump = try await PostgresTools.locate("pg_dump", minimumMajor: server.majorVersion)
-        let pgRestore = try await PostgresTools.locate("pg_restore", minimumMajor: server.majorVersion)
-        let pgDumpAll = try? await PostgresTools.locate("pg_dumpall", minimumMajor: server.majorVersion)
+        // Each lookup runs every candidate's --version: child processes, started side by side
+        // and beside the catalog queries below instead of one after another.
+        async let pgDumpFound = PostgresTools.locate("pg_dump", minimumMajor: server.majorVersion)
+        async let pgRestoreFound = PostgresTools.locate("pg_restore", minimumMajor: server.majorVersion)
+        async let pgDumpAllFound = try? PostgresTools.locate("pg_dumpall", minimumMajor: server.majorVersion)
 
         let scope = try await DumpScope.resolve(session: session, tables: request.tables,
                                                 excludeTables: request.excludeTables, excludeSchemas: request.excludeSchemas)
@@ -141,6 +143,9 @@ public enum Backup {
         ).map { ($0.0, $0.1) }, uniquingKeysWith: { a, _ in a })
 
         let formatChoice = chooseFormat(request, tableBytes: tableBytes, excluded: scope.excludedTables)
+        let pgDump = try await pgDumpFound
+        let pgRestore = try await pgRestoreFound
+        let pgDumpAll = await pgDumpAllFound
         return Plan(server: server, pgDump: pgDump, pgDumpAll: pgDumpAll, pgRestore: pgRestore, scope: scope,
                     tableBytes: tableBytes, databaseBytes: databaseBytes, warnings: warnings, lockBudget: budget, batchReason: batchReason,
                     formatChoice: formatChoice)

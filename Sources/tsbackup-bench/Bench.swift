@@ -265,17 +265,18 @@ final class Bench {
                     var counters = try await variant.run()
                     measured[index].seconds.append(counters.removeValue(forKey: "seconds") ?? .nan)
                     for (key, value) in counters { measured[index].counters[key, default: []].append(value) }
-                    log(String(format: "    %@: %.2f s, %@, peak RSS %.0f MB (load %@ before, %@ after)", variant.name, measured[index].seconds.last ?? 0,
-                               ByteCount.format(Int64(counters["bytes"] ?? 0)), (counters["max_rss_kb"] ?? 0) / 1024, load, Self.loadAverage()))
+                    log(String(format: "    %@: %.2f s, %@, peak RSS %.1f MB (tsbackup itself %.1f MB) (load %@ before, %@ after)", variant.name, measured[index].seconds.last ?? 0,
+                               ByteCount.format(Int64(counters["bytes"] ?? 0)), (counters["max_rss_kb"] ?? 0) / 1024, (counters["own_rss_kb"] ?? 0) / 1024,
+                               load, Self.loadAverage()))
                 }
             }
             let plain = measured[0]
             for measurement in measured {
                 let (low, high) = measurement.spread
                 log("  " + measurement.name.padding(toLength: 60, withPad: " ", startingAt: 0)
-                    + String(format: " median %7.2f s (%.2f-%.2f)  x%.2f of pg_dump -Fc  %@  peak RSS %.0f MB", measurement.median, low, high,
+                    + String(format: " median %7.2f s (%.2f-%.2f)  x%.2f of pg_dump -Fc  %@  peak RSS %.1f MB (tsbackup itself %.1f MB)", measurement.median, low, high,
                              measurement.median / plain.median, ByteCount.format(Int64(measurement.medianCounter("bytes") ?? 0)),
-                             (measurement.medianCounter("max_rss_kb") ?? 0) / 1024))
+                             (measurement.medianCounter("max_rss_kb") ?? 0) / 1024, (measurement.medianCounter("own_rss_kb") ?? 0) / 1024))
                 results.measurements.append(measurement)
             }
             let breakdown = phases.sorted { $0.key < $1.key }.map { name, values in
@@ -388,12 +389,15 @@ final class Bench {
         try? FileManager.default.removeItem(atPath: output)
         var result: ProcessResult?
         let seconds = try await timed {
-            result = try await ProcessRunner.run(pgBin + "/pg_dump", options + ["--no-password", database], environment: environment)
+            result = try await ProcessRunner.run("/usr/bin/time", ["-f", "TSBACKUP_MAX_RSS_KB=%M", pgBin + "/pg_dump"] + options + ["--no-password", database],
+                                                 environment: environment)
         }
         try check(result!, "pg_dump")
         let bytes = FileSystem.size(of: output)
         if !keep { try? FileManager.default.removeItem(atPath: output) }
-        return ["seconds": seconds, "bytes": Double(bytes)]
+        var counters = ["seconds": seconds, "bytes": Double(bytes)]
+        counters["max_rss_kb"] = maxRSS(result!.standardError)
+        return counters
     }
 
     struct BackupRun {
@@ -406,15 +410,22 @@ final class Bench {
     func tsbackupBackup(_ database: String, _ options: [String], keep: Bool = true, binary: String? = nil) async throws -> BackupRun {
         let repository = work + "/repo-\(UUID().uuidString.prefix(8))"
         var result: ProcessResult?
+        // GNU time's peak is the largest of tsbackup and its children (pg_dump, pg_restore);
+        // tsbackup's own peak is read from /proc while it runs.
+        let own = ProcessPeak(marker: repository)
+        let watcher = Task { await own.watch() }
         let seconds = try await timed {
             result = try await ProcessRunner.run("/usr/bin/time", ["-f", "TSBACKUP_MAX_RSS_KB=%M", binary ?? tsbackup, "backup", "--db",
                                                                    cluster.url(database: database), "--repo", repository, "--json"] + options,
                                                  environment: environment)
         }
+        watcher.cancel()
+        _ = await watcher.value
         try check(result!, "tsbackup backup")
         let summary = try JSONOutput.decode(BackupManifest.Summary.self, from: Data(result!.standardOutput.utf8))
         var counters: [String: Double] = ["seconds": seconds, "bytes": Double(summary.bytes)]
         counters["max_rss_kb"] = maxRSS(result!.standardError)
+        if let peak = await own.peakKB { counters["own_rss_kb"] = peak }
         if !keep { try? FileManager.default.removeItem(atPath: repository) }
         return BackupRun(repository: repository, id: summary.id, counters: counters)
     }
@@ -479,5 +490,36 @@ final class Bench {
             }
             return result
         }
+    }
+}
+
+/// The peak resident memory (VmHWM) of the `tsbackup` process whose command line holds
+/// `marker`, polled from /proc while it runs: its own peak, without its children's.
+actor ProcessPeak {
+    let marker: String
+    private(set) var peakKB: Double?
+
+    init(marker: String) { self.marker = marker }
+
+    func watch() async {
+        var pid: String?
+        while !Task.isCancelled {
+            if pid == nil { pid = find() }
+            if let pid, let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
+               let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") }),
+               let kb = Double(line.split(separator: " ").dropFirst().first ?? "") {
+                peakKB = max(peakKB ?? 0, kb)
+            }
+            try? await Task.sleep(for: .milliseconds(50))
+        }
+    }
+
+    private func find() -> String? {
+        for entry in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] where entry.allSatisfy(\.isNumber) {
+            guard let data = FileManager.default.contents(atPath: "/proc/\(entry)/cmdline") else { continue }
+            let arguments = data.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
+            if arguments.first?.hasSuffix("/tsbackup") == true, arguments.contains(marker) { return entry }
+        }
+        return nil
     }
 }
