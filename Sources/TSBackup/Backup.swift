@@ -7,7 +7,9 @@ public enum Backup {
     public struct Request: Sendable {
         public var settings: ConnectionSettings
         public var repository: RepositoryAccess
-        public var format: BackupManifest.Format = .directory
+        /// The archive format; nil lets the backup choose per database (``BackupManifest/FormatChoice``).
+        public var format: BackupManifest.Format? = nil
+        /// pg_dump jobs for the directory format, and chunk batches dumped at once.
         public var jobs: Int = 2
         public var label: String?
         public var checksums = false
@@ -86,6 +88,9 @@ public enum Backup {
         var lockBudget: ServerInspection.LockBudget
         /// Set when the chunks are dumped in batches: why.
         var batchReason: String?
+        /// The archive format and why (the user's or the automatic choice).
+        var formatChoice: BackupManifest.FormatChoice
+        var format: BackupManifest.Format { formatChoice.format }
     }
 
     /// Everything that can be checked before a byte is written.
@@ -105,9 +110,11 @@ public enum Backup {
             warnings.append("The source database is in TimescaleDB restore mode (timescaledb.restoring = on); its catalog may be incomplete.")
         }
 
-        let pgDump = try await PostgresTools.locate("pg_dump", minimumMajor: server.majorVersion)
-        let pgRestore = try await PostgresTools.locate("pg_restore", minimumMajor: server.majorVersion)
-        let pgDumpAll = try? await PostgresTools.locate("pg_dumpall", minimumMajor: server.majorVersion)
+        // Each lookup runs every candidate's --version: child processes, started side by side
+        // and beside the catalog queries below instead of one after another.
+        async let pgDumpFound = PostgresTools.locate("pg_dump", minimumMajor: server.majorVersion)
+        async let pgRestoreFound = PostgresTools.locate("pg_restore", minimumMajor: server.majorVersion)
+        async let pgDumpAllFound = try? PostgresTools.locate("pg_dumpall", minimumMajor: server.majorVersion)
 
         let scope = try await DumpScope.resolve(session: session, tables: request.tables,
                                                 excludeTables: request.excludeTables, excludeSchemas: request.excludeSchemas)
@@ -135,8 +142,13 @@ public enum Backup {
             """, as: (String, Int64).self, purpose: "reading table sizes"
         ).map { ($0.0, $0.1) }, uniquingKeysWith: { a, _ in a })
 
+        let formatChoice = chooseFormat(request, tableBytes: tableBytes, excluded: scope.excludedTables)
+        let pgDump = try await pgDumpFound
+        let pgRestore = try await pgRestoreFound
+        let pgDumpAll = await pgDumpAllFound
         return Plan(server: server, pgDump: pgDump, pgDumpAll: pgDumpAll, pgRestore: pgRestore, scope: scope,
-                    tableBytes: tableBytes, databaseBytes: databaseBytes, warnings: warnings, lockBudget: budget, batchReason: batchReason)
+                    tableBytes: tableBytes, databaseBytes: databaseBytes, warnings: warnings, lockBudget: budget, batchReason: batchReason,
+                    formatChoice: formatChoice)
     }
 
     static func execute(_ request: Request, plan: Plan, session: DatabaseSession, repository: any Repository,
@@ -144,7 +156,7 @@ public enum Backup {
         let id = try await repository.newID()
         let staged = try await repository.beginEntry(id)
         let staging = staged.directory
-        let archiveName = request.format == .directory ? "dump" : "dump.pgdump"
+        let archiveName = plan.format == .directory ? "dump" : "dump.pgdump"
         let archivePath = staging + "/" + archiveName
         let source = BackupManifest.Source(host: request.settings.host, port: request.settings.port,
                                            database: request.settings.database, user: request.settings.user)
@@ -152,9 +164,10 @@ public enum Backup {
             id: id, label: request.label, status: .failed, error: nil, startedAt: started, finishedAt: started,
             durationSeconds: 0, tsbackupVersion: TSBackupVersion.current, source: source, server: plan.server,
             pgDump: plan.pgDump, timescaledb: nil, extensions: [], hypertables: [], plainTables: [], jobs: [],
-            chunkTables: [], databaseBytes: 0, format: request.format, jobsUsed: request.format == .directory ? request.jobs : 1,
+            chunkTables: [], databaseBytes: 0, format: plan.format, jobsUsed: plan.format == .directory ? request.jobs : 1,
             checksums: request.checksums, compression: request.compression, archive: archiveName, rolesFile: "roles.sql", rolesSource: "",
             files: [], warnings: initialWarnings, retries: [])
+        manifest.formatChoice = plan.formatChoice
 
         var phases: [String: Double] = ["preflight": Date().timeIntervalSince(started)]
         func phase<T>(_ name: String, _ body: () async throws -> T) async rethrows -> T {
@@ -277,9 +290,9 @@ struct DumpRun: Sendable {
     }
 
     var arguments: [String] {
-        var arguments = ["--format=\(request.format == .directory ? "directory" : "custom")",
+        var arguments = ["--format=\(plan.format == .directory ? "directory" : "custom")",
                          "--file=\(archivePath)", "--snapshot=\(snapshot)", "--no-password", "--no-sync", "--verbose"]
-        if request.format == .directory { arguments.append("--jobs=\(max(1, request.jobs))") }
+        if plan.format == .directory { arguments.append("--jobs=\(max(1, request.jobs))") }
         if let level = request.compression { arguments.append("--compress=\(level)") }
         return arguments + plan.scope.pgDumpArguments + extraArguments + [request.settings.database]
     }

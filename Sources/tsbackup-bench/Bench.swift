@@ -212,44 +212,83 @@ final class Bench {
         try await dropDatabase(database)
     }
 
-    /// Where a backup's time goes per chunk: at each chunk count, `pg_dump -Fc` and tsbackup's
-    /// default backup, with the phases tsbackup records in its manifest (`phase_seconds`), the
-    /// manifest's size and the peak RSS.
+    /// Where a backup's time goes per chunk: at each chunk count, `pg_dump -Fc`, tsbackup's
+    /// default backup (whose format is chosen per database), `--format directory` (the default
+    /// before the choice) and, with TSBACKUP_BENCH_BEFORE=<binary>, an older tsbackup's default,
+    /// run interleaved (one run of each per round, so the machine's load hits all alike), with
+    /// the phases tsbackup records in its manifest (`phase_seconds`), the manifest's size, the
+    /// chosen format and the peak RSS.
     func chunkCostScenario(_ counts: [Int]) async throws {
         let scenario = "chunk costs"
-        log("\n== Per-chunk costs (\(repetitions) runs each)")
+        log("\n== Per-chunk costs (\(repetitions) interleaved runs each)")
+        let before = ProcessInfo.processInfo.environment["TSBACKUP_BENCH_BEFORE"].flatMap { $0.isEmpty ? nil : $0 }
         for count in counts {
             let database = "chunks_\(count)"
             let days = max(1, count / 24)
             let options = SampleData.Options(devices: 2, days: days, readingsPerDay: 24, chunkInterval: "1 hour",
                                              events: 100, eventsPerChunk: 100, sensors: 1, spacePartitions: 2)
             try await createDataset(database, options, label: "chunk costs: \(days * 24) hourly chunks")
-            let dump = work + "/\(database).pgdump"
-            let plain = try await repeatRuns(scenario, "\(days * 24) chunks: pg_dump -Fc", repetitions) {
-                try await self.pgDump(database, ["--format=custom", "--file=\(dump)"], output: dump, keep: false)
+            let chunks = try await cluster.withSuperuser(database: database) {
+                try await $0.value("SELECT count(*) FROM _timescaledb_catalog.chunk", as: Int64.self)
             }
+            let dump = work + "/\(database).pgdump"
             var phases: [String: [Double]] = [:]
-            let backup = try await repeatRuns(scenario, "\(days * 24) chunks: tsbackup backup", repetitions) {
-                let run = try await self.tsbackupBackup(database, [])
-                let path = "\(run.repository)/backups/\(run.id)/manifest.json"
-                let data = try Data(contentsOf: URL(fileURLWithPath: path))
-                let manifest = try JSONOutput.decode(BackupManifest.self, from: data)
-                for (name, seconds) in manifest.phaseSeconds ?? [:] { phases[name, default: []].append(seconds) }
-                phases["manifest bytes", default: []].append(Double(data.count))
-                let readStart = ContinuousClock.now
-                _ = try JSONOutput.decode(BackupManifest.self, from: data)
-                let read = ContinuousClock.now - readStart
-                phases["manifest read seconds", default: []].append(Double(read.components.attoseconds) / 1e18 + Double(read.components.seconds))
-                try? FileManager.default.removeItem(atPath: run.repository)
-                return run.counters
+            var chosen: Set<String> = []
+            typealias Variant = (name: String, run: () async throws -> [String: Double])
+            var variants: [Variant] = [
+                ("pg_dump -Fc", { try await self.pgDump(database, ["--format=custom", "--file=\(dump)"], output: dump, keep: false) }),
+                ("tsbackup backup (default)", {
+                    let run = try await self.tsbackupBackup(database, [])
+                    let path = "\(run.repository)/backups/\(run.id)/manifest.json"
+                    let data = try Data(contentsOf: URL(fileURLWithPath: path))
+                    let manifest = try JSONOutput.decode(BackupManifest.self, from: data)
+                    for (name, seconds) in manifest.phaseSeconds ?? [:] { phases[name, default: []].append(seconds) }
+                    phases["manifest bytes", default: []].append(Double(data.count))
+                    chosen.insert(manifest.format.rawValue + (manifest.formatChoice.map { " (\($0.chosenBy): \($0.reason))" } ?? ""))
+                    let readStart = ContinuousClock.now
+                    _ = try JSONOutput.decode(BackupManifest.self, from: data)
+                    let read = ContinuousClock.now - readStart
+                    phases["manifest read seconds", default: []].append(Double(read.components.attoseconds) / 1e18 + Double(read.components.seconds))
+                    try? FileManager.default.removeItem(atPath: run.repository)
+                    return run.counters
+                }),
+                ("tsbackup backup --format directory", { try await self.tsbackupBackup(database, ["--format", "directory"], keep: false).counters }),
+            ]
+            if let before {
+                variants.append(("tsbackup backup (before: \(before))", { try await self.tsbackupBackup(database, [], keep: false, binary: before).counters }))
+            }
+            var measured = variants.map { Measurement(scenario: scenario, name: "\(chunks) chunks: \($0.name)") }
+            for round in 1...repetitions {
+                log("  \(chunks) chunks, round \(round) of \(repetitions)")
+                for (index, variant) in variants.enumerated() {
+                    let load = Self.loadAverage()
+                    var counters = try await variant.run()
+                    measured[index].seconds.append(counters.removeValue(forKey: "seconds") ?? .nan)
+                    for (key, value) in counters { measured[index].counters[key, default: []].append(value) }
+                    log(String(format: "    %@: %.2f s, %@, peak RSS %.1f MB (tsbackup itself %.1f MB) (load %@ before, %@ after)", variant.name, measured[index].seconds.last ?? 0,
+                               ByteCount.format(Int64(counters["bytes"] ?? 0)), (counters["max_rss_kb"] ?? 0) / 1024, (counters["own_rss_kb"] ?? 0) / 1024,
+                               load, Self.loadAverage()))
+                }
+            }
+            let plain = measured[0]
+            for measurement in measured {
+                let (low, high) = measurement.spread
+                log("  " + measurement.name.padding(toLength: 60, withPad: " ", startingAt: 0)
+                    + String(format: " median %7.2f s (%.2f-%.2f)  x%.2f of pg_dump -Fc  %@  peak RSS %.1f MB (tsbackup itself %.1f MB)", measurement.median, low, high,
+                             measurement.median / plain.median, ByteCount.format(Int64(measurement.medianCounter("bytes") ?? 0)),
+                             (measurement.medianCounter("max_rss_kb") ?? 0) / 1024, (measurement.medianCounter("own_rss_kb") ?? 0) / 1024))
+                results.measurements.append(measurement)
             }
             let breakdown = phases.sorted { $0.key < $1.key }.map { name, values in
                 name == "manifest bytes" ? "\(name) \(Int(Measurement.median(values)))" : String(format: "%@ %.2f", name, Measurement.median(values))
             }.joined(separator: ", ")
-            log("    phases (medians): " + breakdown)
-            results.findings.append(.init(scenario: scenario, name: "\(days * 24) chunks", value: backup.median / plain.median,
-                                          text: String(format: "backup %.2f s vs pg_dump -Fc %.2f s (x%.2f), peak RSS %.0f MB; ", backup.median, plain.median,
-                                                       backup.median / plain.median, (backup.medianCounter("max_rss_kb") ?? 0) / 1024) + breakdown))
+            log("    default's phases (medians): " + breakdown)
+            log("    default's format: " + chosen.sorted().joined(separator: "; "))
+            let backup = measured[1]
+            results.findings.append(.init(scenario: scenario, name: "\(chunks) chunks", value: backup.median / plain.median,
+                                          text: String(format: "backup %.2f s vs pg_dump -Fc %.2f s (x%.2f), --format directory %.2f s, peak RSS %.0f MB; format %@; ",
+                                                       backup.median, plain.median, backup.median / plain.median, measured[2].median,
+                                                       (backup.medianCounter("max_rss_kb") ?? 0) / 1024, chosen.sorted().joined(separator: "; ")) + breakdown))
             try await dropDatabase(database)
         }
     }
@@ -350,12 +389,15 @@ final class Bench {
         try? FileManager.default.removeItem(atPath: output)
         var result: ProcessResult?
         let seconds = try await timed {
-            result = try await ProcessRunner.run(pgBin + "/pg_dump", options + ["--no-password", database], environment: environment)
+            result = try await ProcessRunner.run("/usr/bin/time", ["-f", "TSBACKUP_MAX_RSS_KB=%M", pgBin + "/pg_dump"] + options + ["--no-password", database],
+                                                 environment: environment)
         }
         try check(result!, "pg_dump")
         let bytes = FileSystem.size(of: output)
         if !keep { try? FileManager.default.removeItem(atPath: output) }
-        return ["seconds": seconds, "bytes": Double(bytes)]
+        var counters = ["seconds": seconds, "bytes": Double(bytes)]
+        counters["max_rss_kb"] = maxRSS(result!.standardError)
+        return counters
     }
 
     struct BackupRun {
@@ -365,18 +407,25 @@ final class Bench {
     }
 
     /// The real tsbackup binary, under GNU time for its peak memory.
-    func tsbackupBackup(_ database: String, _ options: [String], keep: Bool = true) async throws -> BackupRun {
+    func tsbackupBackup(_ database: String, _ options: [String], keep: Bool = true, binary: String? = nil) async throws -> BackupRun {
         let repository = work + "/repo-\(UUID().uuidString.prefix(8))"
         var result: ProcessResult?
+        // GNU time's peak is the largest of tsbackup and its children (pg_dump, pg_restore);
+        // tsbackup's own peak is read from /proc while it runs.
+        let own = ProcessPeak(marker: repository)
+        let watcher = Task { await own.watch() }
         let seconds = try await timed {
-            result = try await ProcessRunner.run("/usr/bin/time", ["-f", "TSBACKUP_MAX_RSS_KB=%M", tsbackup, "backup", "--db",
+            result = try await ProcessRunner.run("/usr/bin/time", ["-f", "TSBACKUP_MAX_RSS_KB=%M", binary ?? tsbackup, "backup", "--db",
                                                                    cluster.url(database: database), "--repo", repository, "--json"] + options,
                                                  environment: environment)
         }
+        watcher.cancel()
+        _ = await watcher.value
         try check(result!, "tsbackup backup")
         let summary = try JSONOutput.decode(BackupManifest.Summary.self, from: Data(result!.standardOutput.utf8))
         var counters: [String: Double] = ["seconds": seconds, "bytes": Double(summary.bytes)]
         counters["max_rss_kb"] = maxRSS(result!.standardError)
+        if let peak = await own.peakKB { counters["own_rss_kb"] = peak }
         if !keep { try? FileManager.default.removeItem(atPath: repository) }
         return BackupRun(repository: repository, id: summary.id, counters: counters)
     }
@@ -441,5 +490,36 @@ final class Bench {
             }
             return result
         }
+    }
+}
+
+/// The peak resident memory (VmHWM) of the `tsbackup` process whose command line holds
+/// `marker`, polled from /proc while it runs: its own peak, without its children's.
+actor ProcessPeak {
+    let marker: String
+    private(set) var peakKB: Double?
+
+    init(marker: String) { self.marker = marker }
+
+    func watch() async {
+        var pid: String?
+        while !Task.isCancelled {
+            if pid == nil { pid = find() }
+            if let pid, let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
+               let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") }),
+               let kb = Double(line.split(separator: " ").dropFirst().first ?? "") {
+                peakKB = max(peakKB ?? 0, kb)
+            }
+            try? await Task.sleep(for: .milliseconds(50))
+        }
+    }
+
+    private func find() -> String? {
+        for entry in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] where entry.allSatisfy(\.isNumber) {
+            guard let data = FileManager.default.contents(atPath: "/proc/\(entry)/cmdline") else { continue }
+            let arguments = data.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
+            if arguments.first?.hasSuffix("/tsbackup") == true, arguments.contains(marker) { return entry }
+        }
+        return nil
     }
 }

@@ -23,8 +23,8 @@ struct BackupCommand: AsyncParsableCommand {
     @Option(help: "pg_dump jobs for the directory format (default: one per core, 2 to 8).")
     var jobs: Int?
 
-    @Option(help: "Archive format: directory (parallel) or custom (one file).")
-    var format: BackupManifest.Format = .directory
+    @Option(help: "Archive format: directory (one file per table, dumped in parallel) or custom (one file). Default: chosen per database, custom for many small tables (thousands of chunks), directory otherwise; the manifest's format_choice says which and why.")
+    var format: BackupManifest.Format?
 
     @Option(help: "pg_dump compression level 0-9 (default 2: fast gzip; 6 is pg_dump's default, smaller and several times slower).")
     var compress: Int?
@@ -59,7 +59,8 @@ struct BackupCommand: AsyncParsableCommand {
         try await reportingErrors {
             var request = Backup.Request(settings: try database.settings(), repository: try repository.resolved())
             request.format = format
-            request.jobs = format == .directory ? (jobs ?? Backup.defaultJobs) : 1
+            // Automatic: the jobs serve the directory format if chosen, and chunk batches either way.
+            request.jobs = format == .custom ? 1 : (jobs ?? Backup.defaultJobs)
             request.label = label
             request.compression = compress ?? Backup.defaultCompression
             request.checksums = checksums

@@ -65,6 +65,9 @@ extension BackupManifest {
         }
         head.add(["Extensions", extensions.isEmpty ? "none besides timescaledb" : extensions.map { "\($0.name) \($0.version)" }.joined(separator: ", ")])
         head.add(["Archive", "\(format.rawValue) format, \(jobsUsed) job\(jobsUsed == 1 ? "" : "s"), \(files.count) files, \(ByteCount.format(totalFileBytes)) (database \(ByteCount.format(databaseBytes)))"])
+        if let choice = formatChoice {
+            head.add(["Format choice", "\(choice.chosenBy == "user" ? "by the user" : "automatic"): \(choice.reason)"])
+        }
         head.add(["Roles", "\(rolesFile) (from \(rolesSource))"])
         head.add(["Checksums", checksums ? "content hash per table, taken in the dump's snapshot" : "row counts only"])
         var out = head.render()

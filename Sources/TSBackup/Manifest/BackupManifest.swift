@@ -66,6 +66,9 @@ public struct BackupManifest: EntryManifest, Equatable {
     /// seeing where a backup's time goes. Phases that overlap (the survey runs beside pg_dump)
     /// are timed separately. Absent in manifests written before tsbackup recorded it.
     public var phaseSeconds: [String: Double]? = nil
+    /// Which archive format was written and why: chosen per database unless `--format` was
+    /// given. Absent in manifests written before tsbackup chose the format.
+    public var formatChoice: FormatChoice? = nil
 
     public struct Source: Codable, Sendable, Equatable {
         public var host: String
@@ -155,6 +158,7 @@ public struct BackupManifest: EntryManifest, Equatable {
         case files, warnings, retries
         case chunkPath = "chunk_path"
         case phaseSeconds = "phase_seconds"
+        case formatChoice = "format_choice"
     }
 }
 

@@ -1,0 +1,98 @@
+import Foundation
+import PostgresNIO
+import Testing
+import TSBackup
+import TSBackupSandbox
+
+/// The archive format a default backup chooses per database, and that each choice restores and
+/// verifies: rows are checked through the hypertable roots by SQL, not by tsbackup's figures.
+@Suite("backup format choice: which format a database gets, and its round trip")
+struct BackupFormatChoiceTests {
+    /// Row count and md5 of the ordered rows of every sample table, read through the roots.
+    static func digests(_ cluster: SandboxCluster, _ database: String) async throws -> [String: String] {
+        try await cluster.withSuperuser(database: database) { session in
+            var digests: [String: String] = [:]
+            for table in ["public.devices", "public.conditions", "public.events", "iot.readings"] {
+                digests[table] = try await session.value(PostgresQuery(unsafeSQL:
+                    "SELECT count(*) || ':' || md5(coalesce(string_agg(t::text, E'\\n' ORDER BY t::text), '')) FROM \(table) t"), as: String.self)
+            }
+            return digests
+        }
+    }
+
+    @Test("many small chunks: the default backup is one custom-format file, says why, and restores with --jobs 2 exactly")
+    func manySmallChunks() async throws {
+        // 240 hourly chunks of a few rows each, plus the other sample tables: past the table floor.
+        let options = SampleData.Options(devices: 2, days: 10, readingsPerDay: 24, chunkInterval: "1 hour",
+                                         events: 100, eventsPerChunk: 100, sensors: 1, spacePartitions: 2)
+        let (cluster, database) = try await makeSampleDatabase("fmtauto", options: options)
+        let scratch = try ScratchDirectory("fmtauto")
+        defer { scratch.remove() }
+        let repository = scratch.path + "/repo"
+
+        let result = try await runBackup(cluster, database, repository: repository)
+        try #require(result.exitCode == 0, "\(result.standardError)")
+        let id = try JSONOutput.decode(BackupManifest.Summary.self, from: Data(result.standardOutput.utf8)).id
+        let manifest = try backupManifest(repository, id)
+        #expect(manifest.format == .custom)
+        #expect(manifest.archive == "dump.pgdump")
+        #expect(manifest.jobsUsed == 1)
+        let choice = try #require(manifest.formatChoice)
+        #expect(choice.format == .custom)
+        #expect(choice.chosenBy == "auto")
+        #expect(choice.tables >= BackupManifest.FormatChoice.minimumTablesForCustom)
+        #expect(choice.reason.contains("one custom-format file"), "\(choice.reason)")
+        #expect(manifest.files.contains { $0.path == "dump.pgdump" })
+        #expect(!manifest.files.contains { $0.path.hasPrefix("dump/") })
+        #expect(manifest.chunkTables.count > 240)
+        // `show` says which format and why.
+        let show = try await CLI.run(["show", id, "--repo", repository])
+        #expect(show.standardOutput.contains("Format choice"), "\(show.standardOutput)")
+
+        let verify = try await CLI.run(["verify", id, "--repo", repository])
+        #expect(verify.exitCode == 0, "\(verify.standardOutput) \(verify.standardError)")
+
+        let into = uniqueDatabaseName("fmtauto_restored")
+        let restore = try await CLI.run(["restore", id, "--repo", repository, "--target", cluster.url(database: "postgres"),
+                                         "--into", into, "--jobs", "2", "--json"], environment: ["PGPASSWORD": cluster.superuserPassword])
+        #expect(restore.exitCode == 0, "\(restore.standardOutput) \(restore.standardError)")
+        let report = try? JSONOutput.decode(Restore.Report.self, from: Data(restore.standardOutput.utf8))
+        #expect(report?.ok == true)
+        let source = try await Self.digests(cluster, database)
+        #expect(try await Self.digests(cluster, into) == source)
+        let expected = SampleData(options).expected
+        #expect(source["public.conditions"]?.hasPrefix("\(expected.conditionsRows):") == true)
+        let chunks = try await cluster.withSuperuser(database: into) {
+            try await $0.value("SELECT count(*) FROM _timescaledb_catalog.chunk", as: Int64.self)
+        }
+        #expect(Int(chunks) == manifest.chunkTables.count)
+        try await cluster.withSuperuser { try await $0.execute("DROP DATABASE \(quoteIdentifier(into)) WITH (FORCE)") }
+
+        // --format still forces the user's choice, and says so.
+        let forced = try await runBackup(cluster, database, repository: repository, ["--format", "directory"])
+        try #require(forced.exitCode == 0, "\(forced.standardError)")
+        let forcedID = try JSONOutput.decode(BackupManifest.Summary.self, from: Data(forced.standardOutput.utf8)).id
+        let directory = try backupManifest(repository, forcedID)
+        #expect(directory.format == .directory)
+        #expect(directory.formatChoice?.chosenBy == "user")
+        #expect(directory.files.filter { $0.path.hasPrefix("dump/") }.count > 240)
+    }
+
+    @Test("few tables: the default backup stays in the parallel directory format")
+    func fewTables() async throws {
+        let (cluster, database) = try await makeSampleDatabase("fmtfew")
+        let scratch = try ScratchDirectory("fmtfew")
+        defer { scratch.remove() }
+        let repository = scratch.path + "/repo"
+        let result = try await runBackup(cluster, database, repository: repository)
+        try #require(result.exitCode == 0, "\(result.standardError)")
+        let id = try JSONOutput.decode(BackupManifest.Summary.self, from: Data(result.standardOutput.utf8)).id
+        let manifest = try backupManifest(repository, id)
+        #expect(manifest.format == .directory)
+        #expect(manifest.jobsUsed >= 2)
+        let choice = try #require(manifest.formatChoice)
+        #expect(choice.chosenBy == "auto")
+        #expect(choice.tables < BackupManifest.FormatChoice.minimumTablesForCustom)
+        #expect(choice.reason.contains("fewer than"), "\(choice.reason)")
+    }
+}
