@@ -5,7 +5,8 @@ import Testing
 /// Both SQL lexers (SQLScript: the policy for roles.sql and hypertable definitions; SQLText: the
 /// importer's statement splitting) read bytes as PostgreSQL's scan.l does. They once stepped
 /// through Swift Characters, and a repository writer could use every place where a grapheme
-/// cluster is not what the server reads: each test here failed then.
+/// cluster is not what the server reads. The cases here are such places (the end-to-end ones,
+/// HostileRepositoryLexingTests, were run against the Character-wise build and failed there).
 @Suite("SQLScript and SQLText lex as PostgreSQL does, not by Swift Character")
 struct SQLScriptPostgresLexingTests {
     static let header = "--\n-- Name: conditions; Type: TABLE; Schema: public; Owner: postgres\n--\n\n"
