@@ -31,6 +31,9 @@ struct HostileRepositoryTests {
         "DROP DATABASE %VICTIM%;",
         "COPY (SELECT 1) TO PROGRAM 'touch %MARKER%';",
         "CREATE ROLE evil;\nALTER ROLE evil WITH LOGIN; DROP DATABASE %VICTIM%;",
+        // A quote followed by a combining mark: one Character and no quote to the lexer tsbackup
+        // had, which saw a SET with a long string; PostgreSQL reads SET ...; DROP DATABASE ...;
+        "SET client_min_messages = '\u{301}'; DROP DATABASE %VICTIM%; --'",
     ])
     func tamperedRoles(_ payload: String) async throws {
         let backup = try await BackedUpDatabase.make("hostroles")

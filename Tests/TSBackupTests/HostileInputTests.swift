@@ -233,6 +233,8 @@ struct DefinitionPolicyTests {
         (header + "CREATE TABLE public.other (a int);", "public.other"),
         (header + "CREATE TABLE public.conditions (a int);\nGRANT ALL ON TABLE public.accounts TO evil;", "GRANT ALL ON TABLE public.accounts"),
         (header + "CREATE TABLE public.conditions (a int);\nGRANT pg_write_server_files TO evil;", "pg_write_server_files"),
+        (header + "CREATE TABLE public.conditions (a int);\nGRANT ALL ON TABLE public.conditions, public.accounts TO evil;", "more than one object"),
+        (header + "CREATE TABLE public.conditions (a int);\nREVOKE ALL ON TABLE public.conditions, public.accounts FROM PUBLIC;", "more than one object"),
         (header + "CREATE TABLE public.conditions (a int);\n\\! touch /tmp/x", "psql meta-command"),
         ("SET search_path = public;\nSELECT pg_terminate_backend(1);\n" + header + "CREATE TABLE public.conditions (a int);", "pg_terminate_backend"),
         ("--\n-- Name: f; Type: RULE; Schema: public; Owner: postgres\n--\n\nCREATE RULE r AS ON INSERT TO public.conditions DO ALSO DELETE FROM public.accounts;", "CREATE RULE"),

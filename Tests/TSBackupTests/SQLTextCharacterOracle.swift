@@ -58,7 +58,7 @@ enum SQLTextCharacterOracle {
                     i += 1
                 }
                 tokens.append((.string(value), String(chars[start..<i])))
-            } else if c == "$", let tagEnd = SQLScript.dollarTagEnd(chars, from: i) {
+            } else if c == "$", let tagEnd = dollarTagEnd(chars, from: i) {
                 let tag = String(chars[i...tagEnd])
                 i = tagEnd + 1
                 var bodyEnd = i
@@ -111,5 +111,15 @@ enum SQLTextCharacterOracle {
 
     static func qualifiedNames(after keyword: String, in sql: String) -> [(schema: String, name: String)] {
         SQLText.qualifiedNames(after: keyword, inTokens: tokenize(sql))
+    }
+
+    /// SQLScript's Character-wise `$tag$` rule, as it was.
+    static func dollarTagEnd(_ chars: [Character], from i: Int) -> Int? {
+        var j = i + 1
+        while j < chars.count, chars[j].isLetter || chars[j].isNumber || chars[j] == "_" {
+            if j == i + 1 && chars[j].isNumber { return nil }
+            j += 1
+        }
+        return j < chars.count && chars[j] == "$" ? j : nil
     }
 }

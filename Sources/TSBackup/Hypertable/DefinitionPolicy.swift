@@ -153,6 +153,13 @@ enum DefinitionPolicy {
             subject = after("from", in: t, skipping: [])
         case ["grant"], ["revoke"]:
             subject = after("on", in: t, skipping: ["table", "sequence"])
+            // GRANT ... ON TABLE ours, theirs TO ...: every object named must be ours, so the
+            // one name must be followed by TO (FROM for REVOKE), not by a list.
+            if let on = t.firstIndex(where: { $0.kind == .word && $0.value == "on" }),
+               let (_, next) = qualifiedName(t, from: skip(["table", "sequence"], in: t, from: on + 1)),
+               !(next < t.count && t[next].kind == .word && ["to", "from"].contains(t[next].value)) {
+                return "it names more than one object, or something other than TO or FROM follows the object"
+            }
         case ["comment", "on"]:
             guard t.count > 3, t[2].kind == .word else { return "a COMMENT on something unnamed" }
             switch t[2].value {

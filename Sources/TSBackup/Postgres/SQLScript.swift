@@ -79,7 +79,7 @@ public enum SQLScript {
             if !started, meaningful {
                 startLine = line
             }
-            line += token.text.filter(\.isNewline).count
+            line += token.text.utf8.reduce(0) { $0 + ($1 == 0x0A ? 1 : 0) }
             if token.kind == .symbol && token.value == ";" {
                 flush()
             } else if token.kind == .metaCommand {
@@ -97,41 +97,48 @@ public enum SQLScript {
 
     /// The tokens of `script`, whitespace and comments included, in order; their texts joined
     /// give back `script`.
+    ///
+    /// Reads UTF-8 bytes and classifies them as PostgreSQL's scanner (scan.l) does, never by
+    /// Swift Character: a `'` followed by a combining mark is a quote there (as a Character it
+    /// is not), U+037E is an identifier byte sequence there (as a Character it equals ";"), and
+    /// "\r\n" is two bytes, the first of which ends a `--` comment. Any byte from 0x80 up is part
+    /// of an identifier; whitespace is space, \t, \n, \r, \f and \v; digits are ASCII.
     public static func lex(_ script: String) -> [Token] {
-        let chars = Array(script)
+        let bytes = Array(script.utf8)
+        let n = bytes.count
         var tokens: [Token] = []
         var i = 0
         var atStatementStart = true
-        func isWordStart(_ c: Character) -> Bool { c.isLetter || c == "_" }
-        func isWordPart(_ c: Character) -> Bool { c.isLetter || c.isNumber || c == "_" || c == "$" }
-        func text(_ from: Int, _ to: Int) -> String { String(chars[from..<to]) }
+        func byte(_ k: Int) -> UInt8? { k < n ? bytes[k] : nil }
+        func text(_ from: Int, _ to: Int) -> String { String(decoding: bytes[from..<to], as: UTF8.self) }
 
-        while i < chars.count {
+        while i < n {
             let start = i
-            let c = chars[i]
-            let next: Character? = i + 1 < chars.count ? chars[i + 1] : nil
-            if c.isWhitespace {
-                while i < chars.count, chars[i].isWhitespace { i += 1 }
+            let c = bytes[i]
+            let next = byte(i + 1)
+            if isSpace(c) {
+                while i < n, isSpace(bytes[i]) { i += 1 }
                 tokens.append(Token(kind: .whitespace, value: "", text: text(start, i)))
                 continue
             }
-            if c == "\\" && atStatementStart {
+            if c == UInt8(ascii: "\\") && atStatementStart {
                 // psql reads a meta-command to the end of the line.
-                while i < chars.count, !chars[i].isNewline { i += 1 }
+                while i < n, !isNewline(bytes[i]) { i += 1 }
                 let line = text(start, i)
                 tokens.append(Token(kind: .metaCommand, value: line, text: line))
                 continue
             }
-            if c == "-" && next == "-" {
-                while i < chars.count, !chars[i].isNewline { i += 1 }
+            if c == UInt8(ascii: "-") && next == UInt8(ascii: "-") {
+                // scan.l: "--" and everything up to \n or \r.
+                while i < n, !isNewline(bytes[i]) { i += 1 }
                 tokens.append(Token(kind: .comment, value: "", text: text(start, i)))
                 continue
             }
-            if c == "/" && next == "*" {
+            if c == UInt8(ascii: "/") && next == UInt8(ascii: "*") {
                 var depth = 0
-                while i < chars.count {
-                    if chars[i] == "/", i + 1 < chars.count, chars[i + 1] == "*" { depth += 1; i += 2; continue }
-                    if chars[i] == "*", i + 1 < chars.count, chars[i + 1] == "/" {
+                while i < n {
+                    if bytes[i] == UInt8(ascii: "/"), byte(i + 1) == UInt8(ascii: "*") { depth += 1; i += 2; continue }
+                    if bytes[i] == UInt8(ascii: "*"), byte(i + 1) == UInt8(ascii: "/") {
                         depth -= 1; i += 2
                         if depth == 0 { break }
                         continue
@@ -142,77 +149,96 @@ public enum SQLScript {
                 continue
             }
             atStatementStart = false
-            if (c == "e" || c == "E"), next == "'" {
-                // Escape string: a backslash escapes the next character, `''` is a quote.
+            if c | 0x20 == UInt8(ascii: "e"), next == UInt8(ascii: "'") {
+                // Escape string: a backslash escapes the next byte, `''` is a quote.
                 i += 2
-                var value = ""
-                while i < chars.count {
-                    if chars[i] == "\\", i + 1 < chars.count { value.append(chars[i]); value.append(chars[i + 1]); i += 2; continue }
-                    if chars[i] == "'" {
-                        if i + 1 < chars.count, chars[i + 1] == "'" { value.append("'"); i += 2; continue }
+                var value: [UInt8] = []
+                while i < n {
+                    if bytes[i] == UInt8(ascii: "\\"), i + 1 < n { value.append(bytes[i]); value.append(bytes[i + 1]); i += 2; continue }
+                    if bytes[i] == UInt8(ascii: "'") {
+                        if byte(i + 1) == UInt8(ascii: "'") { value.append(bytes[i]); i += 2; continue }
                         i += 1
                         break
                     }
-                    value.append(chars[i]); i += 1
+                    value.append(bytes[i]); i += 1
                 }
-                tokens.append(Token(kind: .string, value: value, text: text(start, i)))
+                tokens.append(Token(kind: .string, value: String(decoding: value, as: UTF8.self), text: text(start, i)))
                 continue
             }
-            if c == "'" || c == "\"" {
+            if c == UInt8(ascii: "'") || c == UInt8(ascii: "\"") {
+                // standard_conforming_strings: only a doubled quote stands for itself.
                 i += 1
-                var value = ""
-                while i < chars.count {
-                    if chars[i] == c {
-                        if i + 1 < chars.count, chars[i + 1] == c { value.append(c); i += 2; continue }
+                var value: [UInt8] = []
+                while i < n {
+                    if bytes[i] == c {
+                        if byte(i + 1) == c { value.append(c); i += 2; continue }
                         i += 1
                         break
                     }
-                    value.append(chars[i]); i += 1
+                    value.append(bytes[i]); i += 1
                 }
-                tokens.append(Token(kind: c == "'" ? .string : .quotedIdentifier, value: value, text: text(start, i)))
+                let decoded = String(decoding: value, as: UTF8.self)
+                tokens.append(Token(kind: c == UInt8(ascii: "'") ? .string : .quotedIdentifier, value: decoded, text: text(start, i)))
                 continue
             }
-            if c == "$", let tagEnd = dollarTagEnd(chars, from: i) {
-                let tag = Array(chars[i...tagEnd])
+            if c == UInt8(ascii: "$"), let tagEnd = dollarTagEnd(bytes, from: i) {
+                // The body ends at the first byte-for-byte copy of the tag (scan.l compares with strcmp).
+                let tag = bytes[i...tagEnd]
                 i = tagEnd + 1
                 let bodyStart = i
-                var bodyEnd = chars.count
+                var bodyEnd = n
                 var j = i
-                while j + tag.count <= chars.count {
-                    if chars[j] == "$", Array(chars[j..<(j + tag.count)]) == tag { bodyEnd = j; break }
+                while j + tag.count <= n {
+                    if bytes[j] == UInt8(ascii: "$"), bytes[j..<(j + tag.count)].elementsEqual(tag) { bodyEnd = j; break }
                     j += 1
                 }
-                i = min(chars.count, bodyEnd + tag.count)
+                i = min(n, bodyEnd + tag.count)
                 tokens.append(Token(kind: .string, value: text(bodyStart, bodyEnd), text: text(start, i)))
                 continue
             }
-            if isWordStart(c) {
-                while i < chars.count, isWordPart(chars[i]) { i += 1 }
+            if isIdentifierStart(c) {
+                while i < n, isIdentifierStart(bytes[i]) || isDigit(bytes[i]) || bytes[i] == UInt8(ascii: "$") { i += 1 }
                 let word = text(start, i)
-                tokens.append(Token(kind: .word, value: word.lowercased(), text: word))
+                tokens.append(Token(kind: .word, value: asciiLowercased(bytes[start..<i]), text: word))
                 continue
             }
-            if c.isNumber {
-                while i < chars.count, chars[i].isNumber || chars[i] == "." { i += 1 }
+            if isDigit(c) {
+                while i < n, isDigit(bytes[i]) || bytes[i] == UInt8(ascii: ".") { i += 1 }
                 tokens.append(Token(kind: .number, value: text(start, i), text: text(start, i)))
                 continue
             }
+            // Any other byte is ASCII punctuation (bytes from 0x80 up are identifier bytes).
             i += 1
-            tokens.append(Token(kind: .symbol, value: String(c), text: String(c)))
-            if c == ";" { atStatementStart = true }
+            tokens.append(Token(kind: .symbol, value: text(start, i), text: text(start, i)))
+            if c == UInt8(ascii: ";") { atStatementStart = true }
         }
         return tokens
     }
 
-    /// `$tag$` (or `$$`) starting at `i`: the index of its closing `$`. A tag is an identifier
-    /// that does not start with a digit (`$1` is a parameter). Also used by TableDefinition's
-    /// tokenizer.
-    static func dollarTagEnd(_ chars: [Character], from i: Int) -> Int? {
+    // scan.l's classes, byte by byte.
+
+    /// `space [ \t\n\r\f\v]`.
+    static func isSpace(_ b: UInt8) -> Bool { b == 0x20 || (b >= 0x09 && b <= 0x0D) }
+    /// `newline [\n\r]`: what ends a `--` comment.
+    static func isNewline(_ b: UInt8) -> Bool { b == 0x0A || b == 0x0D }
+    static func isDigit(_ b: UInt8) -> Bool { b >= 0x30 && b <= 0x39 }
+    /// `ident_start [A-Za-z\200-\377_]`.
+    static func isIdentifierStart(_ b: UInt8) -> Bool { (b | 0x20 >= 0x61 && b | 0x20 <= 0x7A) || b == 0x5F || b >= 0x80 }
+
+    /// An unquoted identifier as PostgreSQL folds it: ASCII letters only (downcase_identifier
+    /// leaves multibyte characters alone; Swift's lowercased() would turn U+212A KELVIN SIGN into "k").
+    static func asciiLowercased(_ bytes: ArraySlice<UInt8>) -> String {
+        String(decoding: bytes.map { $0 >= 0x41 && $0 <= 0x5A ? $0 | 0x20 : $0 }, as: UTF8.self)
+    }
+
+    /// `$tag$` (or `$$`) starting at `i`: the index of its closing `$`. scan.l's dolqdelim: a tag
+    /// is `[A-Za-z\200-\377_][A-Za-z\200-\377_0-9]*` (`$1` is a parameter).
+    static func dollarTagEnd(_ bytes: [UInt8], from i: Int) -> Int? {
         var j = i + 1
-        while j < chars.count, chars[j].isLetter || chars[j].isNumber || chars[j] == "_" {
-            if j == i + 1 && chars[j].isNumber { return nil }
+        while j < bytes.count, isIdentifierStart(bytes[j]) || isDigit(bytes[j]) {
+            if j == i + 1 && isDigit(bytes[j]) { return nil }
             j += 1
         }
-        return j < chars.count && chars[j] == "$" ? j : nil
+        return j < bytes.count && bytes[j] == UInt8(ascii: "$") ? j : nil
     }
 }
