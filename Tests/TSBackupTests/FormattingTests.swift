@@ -17,6 +17,14 @@ struct FormattingTests {
         let edge = ServerInspector.lockBudget(maxLocks: 12, maxConnections: 10, maxPrepared: 0, relations: 100)
         #expect(edge.sufficient)  // exactly 120 needed, 120 available
         #expect(!ServerInspector.lockBudget(maxLocks: 12, maxConnections: 10, maxPrepared: 0, relations: 101).sufficient)
+
+        // Issue 11: 5,000 chunks fit pg_dump alone, but the survey's count through the roots also
+        // locks each chunk's indexes (two each here): 15,000 x 1.2 = 18,000 over 100 slots -> 180.
+        let indexed = ServerInspector.lockBudget(maxLocks: 64, maxConnections: 100, maxPrepared: 0, relations: 5_000, indexes: 10_000)
+        #expect(!indexed.sufficient)
+        #expect(indexed.relationsToLock == 5_000)
+        #expect(indexed.indexesToLock == 10_000)
+        #expect(indexed.recommendedMaxLocksPerTransaction == 180)
     }
 
     @Test func versionOrdering() {

@@ -59,7 +59,7 @@ extension ServerInspection {
         out.append("""
 
             Lock budget
-              \(lockBudget.budget) lock slots (max_locks_per_transaction \(lockBudget.maxLocksPerTransaction) x (max_connections \(lockBudget.maxConnections) + max_prepared_transactions \(lockBudget.maxPreparedTransactions))) for \(lockBudget.relationsToLock) relations a dump would lock: \(lockBudget.sufficient ? "enough" : "NOT ENOUGH, set max_locks_per_transaction >= \(lockBudget.recommendedMaxLocksPerTransaction)")
+              \(lockBudget.budget) lock slots (max_locks_per_transaction \(lockBudget.maxLocksPerTransaction) x (max_connections \(lockBudget.maxConnections) + max_prepared_transactions \(lockBudget.maxPreparedTransactions))) for \(lockBudget.relationsToLock) relations a dump would lock and \(lockBudget.indexesToLock) hypertable indexes its row count locks: \(lockBudget.sufficient ? "enough" : "NOT ENOUGH, set max_locks_per_transaction >= \(lockBudget.recommendedMaxLocksPerTransaction)")
             """)
 
         if !warnings.isEmpty {

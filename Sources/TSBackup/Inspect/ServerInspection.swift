@@ -148,7 +148,10 @@ public struct ServerInspection: Codable, Sendable, Equatable {
         public var budget: Int
         /// Relations a full pg_dump locks in one transaction (tables, chunks, sequences, views...).
         public var relationsToLock: Int
-        /// The budget covers 1.2 x the relations (headroom for concurrent load).
+        /// Indexes of hypertable roots and chunks that a backup's row count through the roots
+        /// locks beside pg_dump, in the same snapshot transaction.
+        public var indexesToLock: Int
+        /// The budget covers 1.2 x (relations + indexes) (headroom for concurrent load).
         public var sufficient: Bool
         /// The smallest `max_locks_per_transaction` that would be sufficient.
         public var recommendedMaxLocksPerTransaction: Int
@@ -240,6 +243,7 @@ extension ServerInspection.LockBudget {
         case maxPreparedTransactions = "max_prepared_transactions"
         case budget
         case relationsToLock = "relations_to_lock"
+        case indexesToLock = "indexes_to_lock"
         case sufficient
         case recommendedMaxLocksPerTransaction = "recommended_max_locks_per_transaction"
     }

@@ -46,7 +46,7 @@ public struct ServerInspector: Sendable {
             warnings.append("No TimescaleDB background scheduler runs for this database, so its jobs and policies do not run. A superuser can start it with SELECT _timescaledb_functions.start_background_workers().")
         }
         if !lockBudget.sufficient {
-            warnings.append("pg_dump would lock \(lockBudget.relationsToLock) relations but the server's lock table holds about \(lockBudget.budget) (max_locks_per_transaction \(lockBudget.maxLocksPerTransaction) x (max_connections \(lockBudget.maxConnections) + max_prepared_transactions \(lockBudget.maxPreparedTransactions))): pg_dump alone would fail with \"out of shared memory\"; tsbackup backup then dumps chunks in batches if the rest fits, or refuses. To dump in one pass, set max_locks_per_transaction = \(lockBudget.recommendedMaxLocksPerTransaction) or more and restart the server.")
+            warnings.append("pg_dump would lock \(lockBudget.relationsToLock) relations, and a backup's row count through the hypertable roots beside it \(lockBudget.indexesToLock) indexes of their chunks, but the server's lock table holds about \(lockBudget.budget) (max_locks_per_transaction \(lockBudget.maxLocksPerTransaction) x (max_connections \(lockBudget.maxConnections) + max_prepared_transactions \(lockBudget.maxPreparedTransactions))): a backup in one pass would fail with \"out of shared memory\"; tsbackup backup then dumps chunks in batches if the rest fits, or refuses. To dump in one pass, set max_locks_per_transaction = \(lockBudget.recommendedMaxLocksPerTransaction) or more and restart the server.")
         }
 
         return ServerInspection(
@@ -306,20 +306,46 @@ public struct ServerInspector: Sendable {
                     WHERE c.relkind IN ('r', 'p', 'm', 'f', 'S', 'v')
                       AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%')
             """, as: (Int64, Int64, Int64, Int64).self, purpose: "reading lock settings")
+        let indexes = try await Self.hypertableIndexes(session).values.reduce(0, +)
         return Self.lockBudget(maxLocks: Int(locks), maxConnections: Int(connections),
-                               maxPrepared: Int(prepared), relations: Int(relations))
+                               maxPrepared: Int(prepared), relations: Int(relations), indexes: indexes)
     }
 
-    /// pg_dump holds a lock on every relation it dumps until it ends; the shared lock table has
-    /// room for `max_locks_per_transaction` x slots. 20 % headroom covers concurrent sessions.
-    public static func lockBudget(maxLocks: Int, maxConnections: Int, maxPrepared: Int, relations: Int) -> ServerInspection.LockBudget {
+    /// Indexes of each hypertable's root and chunks, by hypertable id (empty without TimescaleDB).
+    ///
+    /// The backup's survey counts every hypertable's rows through its root inside the snapshot's
+    /// transaction, beside pg_dump; planning that count locks every chunk and each of its indexes
+    /// until the transaction ends. The chunks are pg_dump's relations already (a lock on the same
+    /// relation shares one lock-table entry between sessions), but the indexes are new entries.
+    static func hypertableIndexes(_ session: DatabaseSession) async throws -> [Int: Int] {
+        guard try await session.value("SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb')", as: Bool.self) else {
+            return [:]
+        }
+        let rows = try await session.rows(
+            """
+            SELECT t.hypertable_id::int8, count(*) FROM (
+                SELECT h.id AS hypertable_id, to_regclass(format('%I.%I', h.schema_name, h.table_name)) AS r
+                FROM _timescaledb_catalog.hypertable h
+                UNION ALL
+                SELECT c.hypertable_id, to_regclass(format('%I.%I', c.schema_name, c.table_name))
+                FROM _timescaledb_catalog.chunk c WHERE NOT c.dropped
+            ) t JOIN pg_index i ON i.indrelid = t.r
+            GROUP BY 1
+            """, as: (Int64, Int64).self, purpose: "counting the indexes of hypertables and their chunks")
+        return Dictionary(rows.map { (Int($0.0), Int($0.1)) }, uniquingKeysWith: +)
+    }
+
+    /// pg_dump holds a lock on every relation it dumps until it ends, and the survey beside it
+    /// also holds the `indexes` of the hypertables it counts through their roots; the shared lock
+    /// table has room for `max_locks_per_transaction` x slots. 20 % headroom covers concurrent sessions.
+    public static func lockBudget(maxLocks: Int, maxConnections: Int, maxPrepared: Int, relations: Int, indexes: Int = 0) -> ServerInspection.LockBudget {
         let slots = max(1, maxConnections + maxPrepared)
         let budget = maxLocks * slots
-        let needed = (relations * 12 + 9) / 10
+        let needed = ((relations + indexes) * 12 + 9) / 10
         let recommended = max(maxLocks, (needed + slots - 1) / slots)
         return .init(maxLocksPerTransaction: maxLocks, maxConnections: maxConnections,
                      maxPreparedTransactions: maxPrepared, budget: budget, relationsToLock: relations,
-                     sufficient: budget >= needed, recommendedMaxLocksPerTransaction: recommended)
+                     indexesToLock: indexes, sufficient: budget >= needed, recommendedMaxLocksPerTransaction: recommended)
     }
 
     func role(timescale: ServerInspection.TimescaleDB, hypertableCount: Int) async throws -> ServerInspection.Role {

@@ -253,25 +253,33 @@ struct ChunkBatchPlan: Sendable {
 }
 
 extension ChunkBatchPlan {
-    /// The lock-budget preflight: nil when one pg_dump fits the lock table with headroom (today's
-    /// path); the reason for batching when it does not but the main pg_dump without the batched
-    /// hypertables does; a refusal naming the setting to raise when even that is too much.
+    /// The lock-budget preflight: nil when one pg_dump and the survey beside it (which counts
+    /// rows through the hypertable roots, locking every chunk's indexes too) fit the lock table
+    /// with headroom (today's path); the reason for batching when they do not but the main
+    /// pg_dump and survey without the batched hypertables do; a refusal naming the setting to
+    /// raise when even that is too much.
     static func decide(session: DatabaseSession, budget: ServerInspection.LockBudget, jobs: Int) async throws -> String? {
         guard !budget.sufficient else { return nil }
         let timescale = try await session.value(
             "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb')", as: Bool.self)
         var plan: ChunkBatchPlan?
+        var mainIndexes = budget.indexesToLock
         if timescale {
-            plan = try await make(session: session, lockBudget: budget.budget, jobs: jobs)
+            let made = try await make(session: session, lockBudget: budget.budget, jobs: jobs)
+            // The batched hypertables are counted batch by batch and window by window, not by the survey.
+            let indexes = try await ServerInspector.hypertableIndexes(session)
+            mainIndexes = indexes.filter { id, _ in !made.batched.contains { $0.row.id == id } }.values.reduce(0, +)
+            plan = made
         }
         let main = plan?.mainRelations(total: budget.relationsToLock) ?? budget.relationsToLock
         let mainBudget = ServerInspector.lockBudget(maxLocks: budget.maxLocksPerTransaction, maxConnections: budget.maxConnections,
-                                                    maxPrepared: budget.maxPreparedTransactions, relations: main)
+                                                    maxPrepared: budget.maxPreparedTransactions, relations: main, indexes: mainIndexes)
+        let need = "pg_dump would lock \(budget.relationsToLock) relations and the row count through the hypertable roots beside it \(budget.indexesToLock) indexes of their chunks"
         guard let plan, !plan.batched.isEmpty, mainBudget.sufficient else {
             let fallbacks = plan.map { $0.fallbacks.map { "\($0.hypertable) (\($0.reason))" } } ?? []
             let why = fallbacks.isEmpty ? "" : " The hypertables that must stay in the main pg_dump are \(fallbacks.prefix(5).joined(separator: ", "))."
-            throw TSBackupError(.precondition, "pg_dump would lock \(budget.relationsToLock) relations, more than the server's lock table holds with headroom (max_locks_per_transaction \(budget.maxLocksPerTransaction) x (max_connections \(budget.maxConnections) + max_prepared_transactions \(budget.maxPreparedTransactions)) = \(budget.budget)); it would fail with \"out of shared memory\", and dumping chunks in batches still leaves \(main) relations for one pg_dump.\(why) Set max_locks_per_transaction = \(mainBudget.recommendedMaxLocksPerTransaction) (or more) in postgresql.conf and restart the server, then run the backup again.")
+            throw TSBackupError(.precondition, "\(need), more than the server's lock table holds with headroom (max_locks_per_transaction \(budget.maxLocksPerTransaction) x (max_connections \(budget.maxConnections) + max_prepared_transactions \(budget.maxPreparedTransactions)) = \(budget.budget)); it would fail with \"out of shared memory\", and dumping chunks in batches still leaves \(main) relations and \(mainIndexes) indexes for one transaction.\(why) Set max_locks_per_transaction = \(mainBudget.recommendedMaxLocksPerTransaction) (or more) in postgresql.conf and restart the server, then run the backup again.")
         }
-        return "pg_dump alone would lock \(budget.relationsToLock) relations, more than the lock table holds with headroom (\(budget.budget) = max_locks_per_transaction \(budget.maxLocksPerTransaction) x \(budget.maxConnections + budget.maxPreparedTransactions) slots): \(plan.batched.reduce(0) { $0 + $1.chunks.count }) chunks of \(plan.batched.count) hypertable(s) are dumped in batches of at most \(plan.chunksPerBatch) on the same snapshot, the main pg_dump locks \(main)"
+        return "\(need), more than the lock table holds with headroom (\(budget.budget) = max_locks_per_transaction \(budget.maxLocksPerTransaction) x \(budget.maxConnections + budget.maxPreparedTransactions) slots): \(plan.batched.reduce(0) { $0 + $1.chunks.count }) chunks of \(plan.batched.count) hypertable(s) are dumped in batches of at most \(plan.chunksPerBatch) on the same snapshot, the main pg_dump locks \(main)"
     }
 }
