@@ -163,11 +163,15 @@ struct WALArchiveUnitTests {
     func streamedObjectFormat() throws {
         let plain = Self.walLike(3 << 20 | 12345)
         let digest = Array(SHA256.hash(data: plain))
-        // Written the old way (one piece), read in pieces of several sizes.
-        let old = try WALObjectFormat.encode(plain, sha256: digest)
-        for piece in [1, 51, 52, 53, 4096, 1 << 20, old.count] where piece != 1 || old.count < 2_000_000 {
-            let (header, decoded) = try Self.streamDecode(old, piece: piece)
-            #expect(decoded == plain && header.sha256 == digest && header.plainSize == Int64(plain.count), "piece \(piece)")
+        // Written the old way (one piece; with zstd's frame checksum and, as builds before it
+        // wrote, without), read in pieces of several sizes (the first 5 payload bytes, which say
+        // whether the frame has a checksum, split across pieces too).
+        let old = try WALObjectFormat.encode(plain, sha256: digest, frameChecksum: false)
+        for object in [try WALObjectFormat.encode(plain, sha256: digest), old] {
+            for piece in [1, 51, 52, 53, 54, 55, 56, 57, 4096, 1 << 20, object.count] where piece != 1 || object.count < 2_000_000 {
+                let (header, decoded) = try Self.streamDecode(object, piece: piece)
+                #expect(decoded == plain && header.sha256 == digest && header.plainSize == Int64(plain.count), "piece \(piece)")
+            }
         }
         // Written in pieces (not aligned to the encoder's), read the old way.
         let encoder = try WALObjectFormat.Encoder(pledgedSize: Int64(plain.count))
@@ -196,18 +200,41 @@ struct WALArchiveUnitTests {
             }
         }
 
-        // Damage the streaming decoder must refuse: a flipped payload byte, a wrong digest, a
-        // cut object, bytes appended, no header.
-        var flipped = streamed
-        flipped[flipped.count / 2] ^= 0x40
+        // Damage the streaming decoder must refuse, in objects with zstd's frame checksum
+        // (`streamed`) and without (`old`): a flipped payload byte, a cut object (also just its
+        // 4-byte frame checksum), bytes appended, no header.
+        let garbage = Data("not a wal object at all, but long enough to have a header".utf8)
+        for object in [streamed, old] {
+            var flipped = object
+            flipped[flipped.count / 2] ^= 0x40
+            var lastByte = object
+            lastByte[lastByte.count - 1] ^= 0x01
+            for (name, bad) in [("flipped", flipped), ("last byte", lastByte), ("cut", object.prefix(object.count - 10)),
+                                ("cut 4", object.prefix(object.count - 4)), ("appended", object + Data([1, 2, 3])),
+                                ("another frame appended", object + object.suffix(from: WALObjectFormat.headerSize)),
+                                ("short", object.prefix(40)), ("garbage", garbage)] {
+                #expect(throws: WALObjectError.self, "\(name)") { _ = try Self.streamDecode(bad, piece: 65536) }
+            }
+        }
+        // A wrong SHA-256 field alone: an object without a frame checksum is refused by its
+        // SHA-256; one with it streams its (right) content, the frame checksum having confirmed
+        // it, and the whole-object read (history and .backup files) and a push of the same file still compare
+        // the field and refuse it.
+        let isChecksumMismatch = { (error: any Error) in (error as? WALObjectError).map { if case .checksumMismatch = $0 { true } else { false } } ?? false }
+        var oldWrongDigest = old
+        oldWrongDigest[30] ^= 1
+        #expect { _ = try Self.streamDecode(oldWrongDigest, piece: 65536) } throws: { isChecksumMismatch($0) }
         var wrongDigest = streamed
         wrongDigest[30] ^= 1
-        let garbage = Data("not a wal object at all, but long enough to have a header".utf8)
-        for (name, bad) in [("flipped", flipped), ("digest", wrongDigest), ("cut", streamed.prefix(streamed.count - 10)),
-                            ("appended", streamed + Data([1, 2, 3])), ("short", streamed.prefix(40)), ("garbage", garbage)] {
-            #expect(throws: WALObjectError.self, "\(name)") { _ = try Self.streamDecode(bad, piece: 65536) }
+        #expect(try Self.streamDecode(wrongDigest, piece: 65536).1 == plain)
+        #expect { _ = try WALObjectFormat.decode(wrongDigest) } throws: { isChecksumMismatch($0) }
+        // Which check confirmed the content.
+        for (object, byFrame) in [(streamed, true), (old, false)] {
+            let decoder = WALObjectFormat.Decoder()
+            try decoder.update(object) { _ in }
+            _ = try decoder.finish()
+            #expect(decoder.checkedByFrameChecksum == byFrame)
         }
-        #expect { _ = try Self.streamDecode(wrongDigest, piece: 65536) } throws: { ($0 as? WALObjectError).map { if case .checksumMismatch = $0 { true } else { false } } ?? false }
         // An object whose payload decompresses to more than its header says stops at the excess.
         let small = Data(repeating: 7, count: 1000)
         var lying = try WALObjectFormat.encode(Data(repeating: 7, count: 200_000), sha256: Array(SHA256.hash(data: small)))
