@@ -281,6 +281,43 @@ struct WALArchiveUnitTests {
         }
     }
 
+    @Test("the library's wal-fetch (the path S3 and encrypted repositories take) relies on the frame checksum too: a flipped payload bit fails and leaves nothing, an old object is SHA-256-checked", arguments: [false, true])
+    func libraryFetchFrameChecksum(encrypted: Bool) async throws {
+        let root = NSTemporaryDirectory() + "tsbackup-walframe-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: root + "/out", withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let encryption = encrypted
+            ? try RepositoryEncryption.create(keyFile: EncryptionKeyFile(path: "/test/key", contents: Array("00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff".utf8))).0
+            : nil
+        let repository = LocalRepository(root: root + "/repo", codec: ObjectCodec(encryption: encryption))
+        _ = try await WALArchiveMarker.claim(repository, systemIdentifier: 42, segmentSize: 1 << 20, magic: 0xD110)
+        let name = "000000010000000000000007"
+        let object = ArchiveObject.wal(systemIdentifier: 42, file: try #require(WALFileName(name)))
+        let plain = Self.walLike(1 << 20)
+        let digest = Array(SHA256.hash(data: plain))
+        let destination = root + "/out/RECOVERYXLOG"
+        func fetch(_ stored: Data) async throws -> WALFetch.Outcome {
+            try? FileManager.default.removeItem(atPath: repository.archivePath(object))
+            unlink(destination)
+            #expect(try await repository.createArchiveObject(object, pieces: [stored]) == .created)
+            return try await WALFetch.run(name: name, destination: destination, repository: repository, workingDirectory: "/")
+        }
+        let flipAt = 52 + 300_000 / 4  // inside the payload, before the encryption's tag
+        for (object, label) in [(try WALObjectFormat.encode(plain, sha256: digest), "frame checksum"),
+                                (try WALObjectFormat.encode(plain, sha256: digest, frameChecksum: false), "old")] {
+            #expect(try await fetch(object) == .restored(file: try #require(WALFileName(name)), bytes: Int64(plain.count)), "\(label)")
+            #expect(try Data(contentsOf: URL(fileURLWithPath: destination)) == plain)
+            // Payload damage before it was stored (encryption cannot see it): refused by the
+            // frame checksum or the SHA-256, nothing at DEST.
+            for position in [flipAt, object.count - 1] {
+                var bad = object
+                bad[position] ^= 0x04
+                await #expect(throws: TSBackupError.self, "\(label), byte \(position)") { _ = try await fetch(bad) }
+                #expect(!FileManager.default.fileExists(atPath: destination) && !FileManager.default.fileExists(atPath: destination + ".tsbackup-tmp"))
+            }
+        }
+    }
+
     @Test("the long page header gives the system identifier and segment size")
     func pageHeader() throws {
         var page = Data(count: 8192)
