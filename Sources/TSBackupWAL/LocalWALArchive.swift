@@ -260,8 +260,9 @@ package enum LocalWALArchive {
     // MARK: wal-fetch
 
     /// Restores the archived file `name` to `destination` (relative to `workingDirectory`):
-    /// written to a temporary file and renamed into place only once its size and SHA-256 match
-    /// those recorded at archiving.
+    /// written to a temporary file and renamed into place only once its size matches the one
+    /// recorded at archiving and its content checked: by zstd's frame checksum, or by the SHA-256
+    /// for objects pushed before the frame checksum (``WALObjectFormat/Decoder``).
     package static func fetch(name: String, destination: String, root: String, workingDirectory: String) throws -> FetchOutcome {
         guard let file = WALFileName(name) else {
             throw TSBackupError(.usage, "\(name) is not the name of a file PostgreSQL archives (a WAL segment, .partial, .history or .backup file). Use wal-fetch in restore_command as `tsbackup wal-fetch %f %p --repo ...`.")

@@ -11,8 +11,13 @@ import Foundation
 ///     | plain size, UInt64 big-endian (8) | SHA-256 of the plain file (32) | payload
 ///
 /// The checksum travels inside the object, so it works alike on every store, survives copies,
-/// and is covered by the encryption's authentication; wal-fetch checks it after decompressing
-/// and before it writes anything PostgreSQL could read.
+/// and is covered by the encryption's authentication. The zstd frame also carries zstd's own
+/// content checksum (XXH64 of the plain file, `ZSTD_c_checksumFlag`, standard zstd: every decoder
+/// reads it) in objects written since it was added; wal-fetch relies on that one, which the
+/// decompressor checks at the frame's end, plus the recorded size, and checks the SHA-256 only of
+/// objects without it (``Decoder``). The whole-object read (``decode(_:)``: timeline histories,
+/// `.backup` files) checks both. Nothing reaches a place PostgreSQL reads before the
+/// check passed.
 public enum WALObjectFormat {
     package static let magic = Array("TSBWAL01".utf8)
     package static let headerSize = 8 + 1 + 3 + 8 + 32
@@ -35,8 +40,10 @@ public enum WALObjectFormat {
     /// Compresses `plain` and prefixes the header, in one piece. wal-push streams instead
     /// (``Encoder``); this whole-object form writes the same format and stays for small files
     /// and for tests that prove the two agree.
-    public static func encode(_ plain: Data, sha256 digest: [UInt8], level: Int32 = defaultLevel) throws -> Data {
-        let compressed = try Zstd.compress(plain, level: level)
+    /// `frameChecksum: false` writes the frame without zstd's content checksum, as builds before
+    /// it did (tests of old objects).
+    public static func encode(_ plain: Data, sha256 digest: [UInt8], level: Int32 = defaultLevel, frameChecksum: Bool = true) throws -> Data {
+        let compressed = try Zstd.compress(plain, level: level, checksum: frameChecksum)
         var out = headerBytes(compression: compressionZstd, plainSize: Int64(plain.count), sha256: digest)
         out.append(compressed)
         return out
@@ -68,7 +75,22 @@ public enum WALObjectFormat {
         return Header(compression: compression, plainSize: Int64(size), sha256: Array(bytes[20..<52]))
     }
 
-    /// The plain file: decompressed, its size and SHA-256 checked against the header.
+    /// Whether a zstd frame starting with `start` (its first 5 bytes or more) declares zstd's
+    /// content checksum: the frame magic, then bit 2 of the frame header descriptor (RFC 8878,
+    /// 3.1.1.1.1). False for anything that is not a zstd frame's start. A damaged flag fails
+    /// safely either way: cleared, the frame no longer parses to its end (its last 4 bytes are
+    /// left over) and the SHA-256 is checked; set on a frame without one, the frame ends short.
+    package static func frameDeclaresContentChecksum(_ start: some Collection<UInt8>) -> Bool {
+        let bytes = Array(start.prefix(5))
+        return bytes.count == 5 && Array(bytes[0..<4]) == zstdFrameMagic && bytes[4] & 0x04 != 0
+    }
+
+    /// ZSTD_MAGICNUMBER 0xFD2FB528, little-endian as it is stored.
+    package static let zstdFrameMagic: [UInt8] = [0x28, 0xB5, 0x2F, 0xFD]
+
+    /// The plain file: decompressed (zstd checks its frame checksum when there is one), its size
+    /// and SHA-256 checked against the header. This whole-object path (timeline histories,
+    /// `.backup` files) always checks the SHA-256.
     public static func decode(_ data: Data) throws(WALObjectError) -> (Header, Data) {
         let header = try header(of: data)
         let payload = data.subdata(in: (data.startIndex + headerSize)..<data.endIndex)
@@ -112,12 +134,19 @@ package enum Zstd {
         package var description: String
     }
 
-    package static func compress(_ input: Data, level: Int32) throws -> Data {
+    /// One frame that records its content size and, with `checksum`, zstd's content checksum.
+    package static func compress(_ input: Data, level: Int32, checksum: Bool = true) throws -> Data {
+        guard let context = ZSTD_createCCtx() else { throw Failure(description: "out of memory") }
+        defer { ZSTD_freeCCtx(context) }
+        for code in [ZSTD_CCtx_setParameter(context, ZSTD_c_compressionLevel, level),
+                     ZSTD_CCtx_setParameter(context, ZSTD_c_checksumFlag, checksum ? 1 : 0)] where ZSTD_isError(code) != 0 {
+            throw Failure(description: String(cString: ZSTD_getErrorName(code)))
+        }
         let bound = ZSTD_compressBound(input.count)
         var output = Data(count: bound)
         let written = output.withUnsafeMutableBytes { out in
             input.withUnsafeBytes { inp in
-                ZSTD_compress(out.baseAddress, bound, inp.baseAddress, inp.count, level)
+                ZSTD_compress2(context, out.baseAddress, bound, inp.baseAddress, inp.count)
             }
         }
         if ZSTD_isError(written) != 0 { throw Failure(description: String(cString: ZSTD_getErrorName(written))) }

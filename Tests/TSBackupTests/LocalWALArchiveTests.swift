@@ -132,6 +132,101 @@ struct LocalWALArchiveTests {
         }
     }
 
+    @Test("fetch relies on zstd's frame checksum where the object has one: any flipped payload or size byte fails and leaves nothing; objects without one keep the SHA-256 check")
+    func frameChecksum() throws {
+        try Self.withRepository { scratch, root in
+            let plain = Self.segment(system: 7_000_000_000_000_000_002)
+            let name = "000000010000000000000004"
+            try plain.write(to: URL(fileURLWithPath: scratch + "/" + name))
+            guard case .archived(let file, _, _) = try LocalWALArchive.push(path: name, root: root, dataDirectory: scratch) else {
+                Issue.record("not archived")
+                return
+            }
+            let objectPath = root + "/wal/7000000000000000002/00000001/\(name).zst"
+            let stored = try Data(contentsOf: URL(fileURLWithPath: objectPath))
+            let headerSize = WALObjectFormat.headerSize
+            #expect(WALObjectFormat.frameDeclaresContentChecksum(stored.suffix(from: headerSize)), "push writes zstd's frame checksum")
+            // Standard zstd: the one-shot decompressor of the whole-object read (which older
+            // builds' fetch used too) reads it, checksum included.
+            #expect(try WALObjectFormat.decode(stored).1 == plain)
+
+            let destination = scratch + "/RECOVERYXLOG"
+            func fetch(_ object: Data) throws -> LocalWALArchive.FetchOutcome {
+                try object.write(to: URL(fileURLWithPath: objectPath))
+                unlink(destination)
+                return try LocalWALArchive.fetch(name: name, destination: "RECOVERYXLOG", root: root, workingDirectory: scratch)
+            }
+            func refused(_ object: Data, _ what: String) {
+                #expect(throws: TSBackupError.self, "\(what)") { _ = try fetch(object) }
+                #expect(!FileManager.default.fileExists(atPath: destination) && !FileManager.default.fileExists(atPath: destination + ".tsbackup-tmp"), "\(what) leaves nothing")
+            }
+            #expect(try fetch(stored) == .restored(file: file, bytes: Int64(plain.count)))
+            #expect(try Data(contentsOf: URL(fileURLWithPath: destination)) == plain)
+
+            // A flipped bit across the payload (literals included, which only a checksum of the
+            // content catches), and in its last 8 bytes (the frame checksum, the last block's
+            // first-read bits): never wrong content at DEST. Either the fetch fails and leaves
+            // nothing, or the changed frame still decodes to exactly the archived bytes (a match
+            // offset changed to another run of the same bytes, say), which the SHA-256 would
+            // have accepted too.
+            func flips(_ object: Data, _ positions: [Int], _ label: String) {
+                var failed = 0
+                for position in positions {
+                    var bad = object
+                    bad[position] ^= UInt8(1) << (position % 8)
+                    let what = "\(label): bit \(position % 8) of byte \(position) of \(object.count)"
+                    if (try? fetch(bad)) != nil {
+                        #expect((try? Data(contentsOf: URL(fileURLWithPath: destination))) == plain, "\(what) restored the archived bytes")
+                    } else {
+                        failed += 1
+                        #expect(!FileManager.default.fileExists(atPath: destination) && !FileManager.default.fileExists(atPath: destination + ".tsbackup-tmp"), "\(what) leaves nothing")
+                    }
+                }
+                #expect(failed * 10 > positions.count * 9, "\(label): \(failed) of \(positions.count) flips failed the fetch")
+            }
+            flips(stored, Array(stride(from: headerSize, to: stored.count, by: 1999)) + Array((stored.count - 8)..<stored.count), "new object")
+            // The frame checksum itself: each of its 4 bytes.
+            for position in (stored.count - 4)..<stored.count {
+                var bad = stored
+                bad[position] ^= 0x01
+                refused(bad, "frame checksum byte \(position - stored.count + 4)")
+            }
+            var size = stored
+            size[19] ^= 0x01
+            refused(size, "recorded size")
+            var cleared = stored
+            cleared[headerSize + 4] &= ~0x04
+            refused(cleared, "checksum flag cleared")
+            refused(stored + Data([0]), "a byte appended")
+
+            // The stored SHA-256 alone flipped: the frame checksum confirms the content, so fetch
+            // restores it (right); the whole-object read (history and .backup files) refuses the object, and a
+            // push of the same segment is refused as different content, naming it.
+            var digest = stored
+            digest[20 + 7] ^= 0x80
+            #expect(try fetch(digest) == .restored(file: file, bytes: Int64(plain.count)))
+            #expect(try Data(contentsOf: URL(fileURLWithPath: destination)) == plain)
+            #expect(throws: WALObjectError.self) { try WALObjectFormat.decode(digest) }
+            #expect { try LocalWALArchive.push(path: name, root: root, dataDirectory: scratch) } throws: { error in
+                (error as? TSBackupError)?.message.contains("different content") == true
+            }
+
+            // An object pushed before the frame checksum: fetched, and checked by its SHA-256.
+            let old = try WALObjectFormat.encode(plain, sha256: Array(SHA256.hash(data: plain)), frameChecksum: false)
+            #expect(!WALObjectFormat.frameDeclaresContentChecksum(old.suffix(from: headerSize)))
+            #expect(try fetch(old) == .restored(file: file, bytes: Int64(plain.count)))
+            #expect(try Data(contentsOf: URL(fileURLWithPath: destination)) == plain)
+            var oldDigest = old
+            oldDigest[20 + 7] ^= 0x80
+            refused(oldDigest, "old object, SHA-256 field")
+            #expect { _ = try fetch(oldDigest) } throws: { ($0 as? TSBackupError)?.message.contains("SHA-256") == true }
+            flips(old, Array(stride(from: headerSize, to: old.count, by: 3989)), "old object")
+            var claimed = old
+            claimed[headerSize + 4] |= 0x04
+            refused(claimed, "old object claiming a checksum it lacks")
+        }
+    }
+
     @Test("a history file (no page header) is archived under pg_control's system identifier")
     func historyFile() throws {
         try Self.withRepository { scratch, root in

@@ -163,11 +163,15 @@ struct WALArchiveUnitTests {
     func streamedObjectFormat() throws {
         let plain = Self.walLike(3 << 20 | 12345)
         let digest = Array(SHA256.hash(data: plain))
-        // Written the old way (one piece), read in pieces of several sizes.
-        let old = try WALObjectFormat.encode(plain, sha256: digest)
-        for piece in [1, 51, 52, 53, 4096, 1 << 20, old.count] where piece != 1 || old.count < 2_000_000 {
-            let (header, decoded) = try Self.streamDecode(old, piece: piece)
-            #expect(decoded == plain && header.sha256 == digest && header.plainSize == Int64(plain.count), "piece \(piece)")
+        // Written the old way (one piece; with zstd's frame checksum and, as builds before it
+        // wrote, without), read in pieces of several sizes (the first 5 payload bytes, which say
+        // whether the frame has a checksum, split across pieces too).
+        let old = try WALObjectFormat.encode(plain, sha256: digest, frameChecksum: false)
+        for object in [try WALObjectFormat.encode(plain, sha256: digest), old] {
+            for piece in [1, 51, 52, 53, 54, 55, 56, 57, 4096, 1 << 20, object.count] where piece != 1 || object.count < 2_000_000 {
+                let (header, decoded) = try Self.streamDecode(object, piece: piece)
+                #expect(decoded == plain && header.sha256 == digest && header.plainSize == Int64(plain.count), "piece \(piece)")
+            }
         }
         // Written in pieces (not aligned to the encoder's), read the old way.
         let encoder = try WALObjectFormat.Encoder(pledgedSize: Int64(plain.count))
@@ -196,18 +200,41 @@ struct WALArchiveUnitTests {
             }
         }
 
-        // Damage the streaming decoder must refuse: a flipped payload byte, a wrong digest, a
-        // cut object, bytes appended, no header.
-        var flipped = streamed
-        flipped[flipped.count / 2] ^= 0x40
+        // Damage the streaming decoder must refuse, in objects with zstd's frame checksum
+        // (`streamed`) and without (`old`): a flipped payload byte, a cut object (also just its
+        // 4-byte frame checksum), bytes appended, no header.
+        let garbage = Data("not a wal object at all, but long enough to have a header".utf8)
+        for object in [streamed, old] {
+            var flipped = object
+            flipped[flipped.count / 2] ^= 0x40
+            var lastByte = object
+            lastByte[lastByte.count - 1] ^= 0x01
+            for (name, bad) in [("flipped", flipped), ("last byte", lastByte), ("cut", object.prefix(object.count - 10)),
+                                ("cut 4", object.prefix(object.count - 4)), ("appended", object + Data([1, 2, 3])),
+                                ("another frame appended", object + object.suffix(from: WALObjectFormat.headerSize)),
+                                ("short", object.prefix(40)), ("garbage", garbage)] {
+                #expect(throws: WALObjectError.self, "\(name)") { _ = try Self.streamDecode(bad, piece: 65536) }
+            }
+        }
+        // A wrong SHA-256 field alone: an object without a frame checksum is refused by its
+        // SHA-256; one with it streams its (right) content, the frame checksum having confirmed
+        // it, and the whole-object read (history and .backup files) and a push of the same file still compare
+        // the field and refuse it.
+        let isChecksumMismatch = { (error: any Error) in (error as? WALObjectError).map { if case .checksumMismatch = $0 { true } else { false } } ?? false }
+        var oldWrongDigest = old
+        oldWrongDigest[30] ^= 1
+        #expect { _ = try Self.streamDecode(oldWrongDigest, piece: 65536) } throws: { isChecksumMismatch($0) }
         var wrongDigest = streamed
         wrongDigest[30] ^= 1
-        let garbage = Data("not a wal object at all, but long enough to have a header".utf8)
-        for (name, bad) in [("flipped", flipped), ("digest", wrongDigest), ("cut", streamed.prefix(streamed.count - 10)),
-                            ("appended", streamed + Data([1, 2, 3])), ("short", streamed.prefix(40)), ("garbage", garbage)] {
-            #expect(throws: WALObjectError.self, "\(name)") { _ = try Self.streamDecode(bad, piece: 65536) }
+        #expect(try Self.streamDecode(wrongDigest, piece: 65536).1 == plain)
+        #expect { _ = try WALObjectFormat.decode(wrongDigest) } throws: { isChecksumMismatch($0) }
+        // Which check confirmed the content.
+        for (object, byFrame) in [(streamed, true), (old, false)] {
+            let decoder = WALObjectFormat.Decoder()
+            try decoder.update(object) { _ in }
+            _ = try decoder.finish()
+            #expect(decoder.checkedByFrameChecksum == byFrame)
         }
-        #expect { _ = try Self.streamDecode(wrongDigest, piece: 65536) } throws: { ($0 as? WALObjectError).map { if case .checksumMismatch = $0 { true } else { false } } ?? false }
         // An object whose payload decompresses to more than its header says stops at the excess.
         let small = Data(repeating: 7, count: 1000)
         var lying = try WALObjectFormat.encode(Data(repeating: 7, count: 200_000), sha256: Array(SHA256.hash(data: small)))
@@ -251,6 +278,43 @@ struct WALArchiveUnitTests {
             var handed = 0
             await #expect(throws: TSBackupError.self) { _ = try await repository.readArchiveObject(object) { handed += $0.count } }
             #expect(handed < plain.count)
+        }
+    }
+
+    @Test("the library's wal-fetch (the path S3 and encrypted repositories take) relies on the frame checksum too: a flipped payload bit fails and leaves nothing, an old object is SHA-256-checked", arguments: [false, true])
+    func libraryFetchFrameChecksum(encrypted: Bool) async throws {
+        let root = NSTemporaryDirectory() + "tsbackup-walframe-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: root + "/out", withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let encryption = encrypted
+            ? try RepositoryEncryption.create(keyFile: EncryptionKeyFile(path: "/test/key", contents: Array("00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff".utf8))).0
+            : nil
+        let repository = LocalRepository(root: root + "/repo", codec: ObjectCodec(encryption: encryption))
+        _ = try await WALArchiveMarker.claim(repository, systemIdentifier: 42, segmentSize: 1 << 20, magic: 0xD110)
+        let name = "000000010000000000000007"
+        let object = ArchiveObject.wal(systemIdentifier: 42, file: try #require(WALFileName(name)))
+        let plain = Self.walLike(1 << 20)
+        let digest = Array(SHA256.hash(data: plain))
+        let destination = root + "/out/RECOVERYXLOG"
+        func fetch(_ stored: Data) async throws -> WALFetch.Outcome {
+            try? FileManager.default.removeItem(atPath: repository.archivePath(object))
+            unlink(destination)
+            #expect(try await repository.createArchiveObject(object, pieces: [stored]) == .created)
+            return try await WALFetch.run(name: name, destination: destination, repository: repository, workingDirectory: "/")
+        }
+        let flipAt = 52 + 300_000 / 4  // inside the payload, before the encryption's tag
+        for (object, label) in [(try WALObjectFormat.encode(plain, sha256: digest), "frame checksum"),
+                                (try WALObjectFormat.encode(plain, sha256: digest, frameChecksum: false), "old")] {
+            #expect(try await fetch(object) == .restored(file: try #require(WALFileName(name)), bytes: Int64(plain.count)), "\(label)")
+            #expect(try Data(contentsOf: URL(fileURLWithPath: destination)) == plain)
+            // Payload damage before it was stored (encryption cannot see it): refused by the
+            // frame checksum or the SHA-256, nothing at DEST.
+            for position in [flipAt, object.count - 1] {
+                var bad = object
+                bad[position] ^= 0x04
+                await #expect(throws: TSBackupError.self, "\(label), byte \(position)") { _ = try await fetch(bad) }
+                #expect(!FileManager.default.fileExists(atPath: destination) && !FileManager.default.fileExists(atPath: destination + ".tsbackup-tmp"))
+            }
         }
     }
 

@@ -5,7 +5,8 @@ import Foundation
 /// Missing files are normal (PostgreSQL asks past the end of the archive and for `.history`
 /// files of timelines that never existed): they are an outcome, not an error, and the command
 /// exits 1 without a message. A damaged object is an error naming it. Nothing reaches `DEST`
-/// before the content's SHA-256 matches the one recorded at archiving; DEST is written to a
+/// before the content is checked (zstd's frame checksum and the recorded size, or the SHA-256
+/// for objects without a frame checksum: ``WALObjectFormat/Decoder``); DEST is written to a
 /// temporary file and renamed into place.
 public enum WALFetch {
     public enum Outcome: Sendable, Equatable {
@@ -25,7 +26,7 @@ public enum WALFetch {
         let target = destination.hasPrefix("/") ? destination : workingDirectory + "/" + destination
         let temporary = target + ".tsbackup-tmp"
         // The object streams through the decoder into a temporary file, piece by piece; only once
-        // its size and SHA-256 match the header is it renamed to DEST.
+        // its size and content check pass is it renamed to DEST.
         let output = TemporaryOutput(path: temporary)
         defer { output.discard() }
         let decoder = WALObjectFormat.Decoder()
