@@ -190,6 +190,42 @@ struct ServerFaultTests {
         }
     }
 
+    @Test("the server crashes and restarts during a base backup: a failed entry, never a complete one; the next base backup succeeds")
+    func baseBackup() async throws {
+        let archiving = try await PITRCluster.start()
+        do {
+            let cluster = archiving.cluster
+            let pause = archiving.scratch + "/pause"
+            // Paused after the first piece of pg_basebackup's stream is stored: pg_basebackup
+            // blocks on the pipe and its walsender stays connected, mid-copy.
+            async let run = archiving.tsbackup(["base-backup", "--db", cluster.url(database: "postgres"), "--repo", archiving.repo, "--json"],
+                                               environment: ["TSBACKUP_TEST_PAUSE": "base backup: streaming=\(pause)"])
+            try await waitUntil("the base backup streaming") { FileManager.default.fileExists(atPath: pause) }
+            try await stopAndRestart(cluster)
+            try FileManager.default.removeItem(atPath: pause)
+            let result = try await run
+            print("fault outcome (base backup): exit \(result.exitCode.map(String.init) ?? "-"), signal \(result.signal.map(String.init) ?? "-"): \(result.standardError)")
+            #expect(result.signal == nil, "tsbackup was stopped by a signal: \(result.standardError.prefix(300))")
+            #expect(result.exitCode != 0 && result.exitCode != nil, "\(result.standardOutput)")
+            expectOneParagraph(result, "base backup")
+            let list = try await archiving.tsbackup(["list", "--repo", archiving.repo, "--json"])
+            #expect(list.exitCode == 0, "\(list.standardError)")
+            let rows = try listed(list)
+            #expect(rows.map(\.state) == ["failed"], "the interrupted base backup is recorded as failed: \(list.standardOutput)")
+
+            // The server is back: the next base backup is taken and lists as the only complete entry.
+            let next = try await archiving.baseBackup()
+            #expect(next.status == .complete)
+            let after = try listed(try await archiving.tsbackup(["list", "--repo", archiving.repo, "--json"]))
+            #expect(after.filter { $0.state == "complete" }.map(\.id) == [next.id], "\(after)")
+            #expect(Set(after.filter { $0.state != "complete" }.map(\.id)) == Set(rows.map(\.id)))
+        } catch {
+            await archiving.stop()
+            throw error
+        }
+        await archiving.stop()
+    }
+
     /// Whether this machine lets us mount a small tmpfs (root in a VM does; some containers do not).
     static let canMountTmpfs: Bool = {
         guard getuid() == 0 else { return false }

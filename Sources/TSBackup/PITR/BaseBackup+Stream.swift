@@ -28,9 +28,16 @@ extension BaseBackup {
                 environment: ChildEnvironment.subprocess(settings.childProcessEnvironment()),
                 platformOptions: options, input: .none, output: .sequence, error: .string(limit: 1 << 20)
             ) { execution in
+                var first = true
                 for try await buffer in execution.standardOutput {
                     let data = buffer.withUnsafeBytes { Data($0) }
                     try await write(data)
+                    if first {
+                        first = false
+                        // pg_basebackup has started and blocks on the pipe while this waits: its
+                        // walsender stays connected, so a test can crash the server mid-copy.
+                        await TestSeams.pauseIfAsked(atStep: "base backup: streaming")
+                    }
                 }
             }
             exitStatus = run.terminationStatus

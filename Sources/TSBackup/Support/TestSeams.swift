@@ -35,8 +35,9 @@ public enum TestSeams {
 }
 
 extension TestSeams {
-    /// The steps that can pause: a restore's, and each chunk batch of a backup, named "chunk batch
-    /// <n> of <schema.table>" (a test drops chunks there).
+    /// The steps that can pause: a restore's, each chunk batch of a backup, named "chunk batch
+    /// <n> of <schema.table>" (a test drops chunks there), and "base backup: streaming", after
+    /// the first piece of pg_basebackup's stream is stored (a test crashes the server there).
     /// `TSBACKUP_TEST_PAUSE=<step>=<file>`: when a restore step whose name starts with `<step>`
     /// begins, the run creates `<file>` and waits until the test removes it, so a test can act on
     /// the server (take a lock, stop it) at that exact moment. A hang guard gives up after 300 s.
