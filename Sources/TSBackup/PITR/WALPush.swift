@@ -20,59 +20,17 @@ public enum WALPush {
     /// archive_command) into `repository`.
     public static func run(path: String, repository: any Repository, dataDirectory: String = FileManager.default.currentDirectoryPath,
                            level: Int32 = WALObjectFormat.defaultLevel) async throws -> Outcome {
-        let baseName = (path as NSString).lastPathComponent
-        guard let file = WALFileName(baseName) else {
-            throw TSBackupError(.usage, "\(baseName) is not the name of a file PostgreSQL archives (a WAL segment such as 000000010000000000000001, a .partial segment, a .history or a .backup file). Use wal-push only in archive_command, as `tsbackup wal-push %p --repo ...`.")
-        }
-        let fullPath = path.hasPrefix("/") ? path : dataDirectory + "/" + path
-        let cannotRead = { (reason: String) in
-            TSBackupError(.notFound, "Could not read \(fullPath): \(reason). wal-push runs with the data directory as its working directory and %p relative to it, as archive_command gives it.")
-        }
+        let source = try WALSourceFile.open(path: path, baseName: (path as NSString).lastPathComponent, dataDirectory: dataDirectory)
+        defer { source.close() }
+        let file = source.file, fileSize = source.size
         // The file is read in pieces into one reused buffer, each piece hashed and compressed
         // as it arrives (see WALObjectFormat.Encoder): a 16 MB segment is never held.
-        let fd = open(fullPath, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw cannotRead(String(cString: strerror(errno))) }
-        defer { close(fd) }
-        var status = stat()
-        guard fstat(fd, &status) == 0 else { throw cannotRead(String(cString: strerror(errno))) }
-        let fileSize = Int64(status.st_size)
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: WALObjectFormat.pieceSize, alignment: 16)
         defer { buffer.deallocate() }
-        /// Fills the buffer (short only at the end of the file); the bytes read.
-        func readPiece() throws -> Int {
-            var filled = 0
-            while filled < buffer.count {
-                let n = read(fd, buffer.baseAddress! + filled, buffer.count - filled)
-                if n < 0 {
-                    if errno == EINTR { continue }
-                    throw cannotRead(String(cString: strerror(errno)))
-                }
-                if n == 0 { break }
-                filled += n
-            }
-            return filled
-        }
+        func readPiece() throws -> Int { try source.readPiece(buffer) }
         var piece = try readPiece()
-
-        // Whose WAL is this? A segment names its cluster in its first page; other files do not.
-        var system: UInt64?
-        var segmentSize: Int64?
-        var magic: UInt16?
-        if file.kind == .segment || file.kind == .partial,
-           let header = ClusterIdentity.segmentHeader(Data(bytesNoCopy: buffer.baseAddress!, count: piece, deallocator: .none)) {
-            guard WALFileName.isValidSegmentSize(Int64(header.segmentSize)), fileSize == Int64(header.segmentSize) else {
-                throw TSBackupError(.failed, "\(file) has \(fileSize) bytes but its page header declares \(header.segmentSize)-byte segments; it is damaged or not a WAL segment, and was not archived.")
-            }
-            system = header.systemIdentifier
-            segmentSize = Int64(header.segmentSize)
-            magic = header.magic
-        }
-        if system == nil {
-            system = ClusterIdentity.controlFileSystemIdentifier(dataDirectory: dataDirectory)
-        }
-        guard let system else {
-            throw TSBackupError(.precondition, "Could not tell which cluster \(file) belongs to: it carries no WAL page header and \(dataDirectory)/global/pg_control is not readable. Run wal-push from archive_command (PostgreSQL runs it in the data directory), or from the data directory by hand.")
-        }
+        let identity = try source.identity(firstBytes: Data(bytesNoCopy: buffer.baseAddress!, count: piece, deallocator: .none), dataDirectory: dataDirectory)
+        let system = identity.systemIdentifier, segmentSize = identity.segmentSize, magic = identity.magic
 
         let marker = try await WALArchiveMarker.claim(repository, systemIdentifier: system, segmentSize: segmentSize, magic: magic)
         if let recorded = marker.walSegmentSize, let segmentSize, recorded != segmentSize {
