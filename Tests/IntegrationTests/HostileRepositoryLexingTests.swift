@@ -17,14 +17,11 @@ struct HostileRepositoryLexingTests {
 
     @Test("a `\"` followed by a combining mark hides the table an index is on: the import is refused, nothing is created")
     func combiningMarkIndex() async throws {
-        let (cluster, database) = try await makeSampleDatabase("hostlex")
-        let scratch = try ScratchDirectory("hostlex")
-        defer { scratch.remove() }
-        let repository = scratch.path + "/repo"
-        let (_, manifest) = try await exportHypertable(cluster, database, table: "public.events", repository: repository)
-        let export = try #require(manifest)
-        let entry = "\(repository)/backups/\(export.id)"
-        let original = try String(contentsOfFile: entry + "/" + export.definitionFile, encoding: .utf8)
+        let exported = try await ExportedEvents("hostlex")
+        defer { exported.scratch.remove() }
+        let (cluster, repository, entry) = (exported.cluster, exported.repository, exported.entry)
+        let export = exported.export
+        let original = try exported.definition()
         // Read by Characters: CREATE INDEX <symbol> ON public.events (...) "<identifier>" ; an index on
         // the exported table. Read by PostgreSQL: CREATE INDEX "<name>" ON public.devices (id).
         let payload = "CREATE INDEX \"\u{301} ON public.events USING btree (id)\" ON public.devices USING btree (id) -- \"\n;"
@@ -49,14 +46,11 @@ struct HostileRepositoryLexingTests {
 
     @Test("a `--` comment ends at \\r: in a CRLF definition the next line is run, as the server would")
     func crlfComment() async throws {
-        let (cluster, database) = try await makeSampleDatabase("hostcrlf")
-        let scratch = try ScratchDirectory("hostcrlf")
-        defer { scratch.remove() }
-        let repository = scratch.path + "/repo"
-        let (_, manifest) = try await exportHypertable(cluster, database, table: "public.events", repository: repository)
-        let export = try #require(manifest)
-        let entry = "\(repository)/backups/\(export.id)"
-        let original = try String(contentsOfFile: entry + "/" + export.definitionFile, encoding: .utf8)
+        let exported = try await ExportedEvents("hostcrlf")
+        defer { exported.scratch.remove() }
+        let (cluster, repository, entry) = (exported.cluster, exported.repository, exported.entry)
+        let export = exported.export
+        let original = try exported.definition()
         let create = try #require(original.range(of: "CREATE TABLE public.events"))
         let anchor = try #require(original.range(of: ");\n", range: create.upperBound..<original.endIndex))
         var tampered = original

@@ -25,6 +25,32 @@ func tamper(entry directory: String, file: String, with text: String) throws {
     }
 }
 
+/// The sample database's public.events exported into a fresh scratch repository: the starting
+/// point of every test that tampers with an export. The caller removes `scratch`.
+struct ExportedEvents {
+    let cluster: SandboxCluster
+    let scratch: ScratchDirectory
+    let repository: String
+    let export: HypertableManifest
+    /// The entry's directory in the repository.
+    let entry: String
+
+    init(_ prefix: String) async throws {
+        let (cluster, database) = try await makeSampleDatabase(prefix)
+        let scratch = try ScratchDirectory(prefix)
+        let repository = scratch.path + "/repo"
+        let (_, manifest) = try await exportHypertable(cluster, database, table: "public.events", repository: repository)
+        let export = try #require(manifest)
+        (self.cluster, self.scratch, self.repository, self.export) = (cluster, scratch, repository, export)
+        entry = "\(repository)/backups/\(export.id)"
+    }
+
+    /// The definition file as stored.
+    func definition() throws -> String {
+        try String(contentsOfFile: entry + "/" + export.definitionFile, encoding: .utf8)
+    }
+}
+
 @Suite("hostile repositories: what a writer of the repository can not do")
 struct HostileRepositoryTests {
     @Test("a roles.sql with DROP DATABASE or COPY ... TO PROGRAM refuses restore --create-roles, naming it; nothing runs on the target", arguments: [
@@ -72,14 +98,11 @@ struct HostileRepositoryTests {
         "ALTER TABLE public.devices OWNER TO pg_database_owner;",
     ])
     func tamperedDefinition(_ payload: String) async throws {
-        let (cluster, database) = try await makeSampleDatabase("hostdef")
-        let scratch = try ScratchDirectory("hostdef")
-        defer { scratch.remove() }
-        let repository = scratch.path + "/repo"
-        let (_, manifest) = try await exportHypertable(cluster, database, table: "public.events", repository: repository)
-        let export = try #require(manifest)
-        let entry = "\(repository)/backups/\(export.id)"
-        let original = try String(contentsOfFile: entry + "/" + export.definitionFile, encoding: .utf8)
+        let exported = try await ExportedEvents("hostdef")
+        defer { exported.scratch.remove() }
+        let (cluster, repository, entry) = (exported.cluster, exported.repository, exported.entry)
+        let export = exported.export
+        let original = try exported.definition()
         // Inside the table's own object, after its CREATE TABLE, where the importer would run it.
         let create = try #require(original.range(of: "CREATE TABLE public.events"))
         let anchor = try #require(original.range(of: ");\n", range: create.upperBound..<original.endIndex))
@@ -150,16 +173,13 @@ struct HostileRepositoryTests {
 
     @Test("an export whose data file names a path outside the entry is refused by import")
     func exportPathOutsideTheEntry() async throws {
-        let (cluster, database) = try await makeSampleDatabase("hostxpath")
-        let scratch = try ScratchDirectory("hostxpath")
-        defer { scratch.remove() }
-        let repository = scratch.path + "/repo"
-        let (_, manifest) = try await exportHypertable(cluster, database, table: "public.events", repository: repository)
-        var export = try #require(manifest)
-        let entry = "\(repository)/backups/\(export.id)"
+        let exported = try await ExportedEvents("hostxpath")
+        defer { exported.scratch.remove() }
+        let (cluster, repository, entry) = (exported.cluster, exported.repository, exported.entry)
+        var export = exported.export
         // Move a data file out of the entry and point the manifest at it.
         let moved = try #require(export.dataFiles.first).path
-        try FileManager.default.moveItem(atPath: entry + "/" + moved, toPath: scratch.path + "/outside.copy")
+        try FileManager.default.moveItem(atPath: entry + "/" + moved, toPath: exported.scratch.path + "/outside.copy")
         let outside = "../../../outside.copy"
         export.dataFiles[0].path = outside
         for i in export.files.indices where export.files[i].path == moved { export.files[i].path = outside }
