@@ -53,6 +53,8 @@ public enum Backup {
     public static func run(_ request: Request, onProgress: (@Sendable (Progress) -> Void)? = nil) async throws -> BackupManifest {
         // Nothing is created before the source has been checked: a refused backup leaves no trace.
         let started = Date()
+        // The tools' --version runs (child processes) go on while the connection is made.
+        PostgresTools.prefetch(["pg_dump", "pg_restore", "pg_dumpall"])
         return try await DatabaseSession.with(request.settings) { session in
             onProgress?(Progress(phase: "preflight", tablesDone: 0, tablesTotal: 0, bytesWritten: 0, fractionDone: 0, elapsed: Date().timeIntervalSince(started)))
             let plan = try await preflight(request, session: session)
@@ -95,23 +97,24 @@ public enum Backup {
 
     /// Everything that can be checked before a byte is written.
     static func preflight(_ request: Request, session: DatabaseSession) async throws -> Plan {
-        let inspector = ServerInspector(session: session)
-        let server = try await inspector.serverVersion()
-        let timescale = try await inspector.timescaleDB()
+        // One round trip (two with TimescaleDB) for the server, the extension and the lock
+        // settings; the `inspect` command's full reading also connects to every other database.
+        let facts = try await BackupServerFacts.read(session)
+        let server = facts.server
         var warnings: [String] = request.settings.warnings
 
-        if !timescale.installed {
+        if !facts.timescaleInstalled {
             warnings.append("TimescaleDB is not installed in database \"\(request.settings.database)\"; this is a plain PostgreSQL backup.")
         }
-        if let version = timescale.version, let catalog = timescale.catalogVersion, version != catalog {
+        if let version = facts.timescaleVersion, let catalog = facts.catalogVersion, version != catalog {
             throw TSBackupError(.precondition, "The TimescaleDB extension of \(request.settings.displayName) is at \(version) but its catalog says \(catalog): an update or restore did not finish, and a backup of it would not restore. Finish it first (ALTER EXTENSION timescaledb UPDATE in a fresh session, or timescaledb_post_restore()).")
         }
-        if timescale.restoring.databaseSetting {
+        if facts.restoringDatabaseSetting {
             warnings.append("The source database is in TimescaleDB restore mode (timescaledb.restoring = on); its catalog may be incomplete.")
         }
 
-        // Each lookup runs every candidate's --version: child processes, started side by side
-        // and beside the catalog queries below instead of one after another.
+        // Each lookup runs every candidate's --version: child processes, started before the
+        // connection (``run``) and awaited only here, after the catalog queries below.
         async let pgDumpFound = PostgresTools.locate("pg_dump", minimumMajor: server.majorVersion)
         async let pgRestoreFound = PostgresTools.locate("pg_restore", minimumMajor: server.majorVersion)
         async let pgDumpAllFound = try? PostgresTools.locate("pg_dumpall", minimumMajor: server.majorVersion)
@@ -119,12 +122,12 @@ public enum Backup {
         let scope = try await DumpScope.resolve(session: session, tables: request.tables,
                                                 excludeTables: request.excludeTables, excludeSchemas: request.excludeSchemas)
 
-        let unreadable = try await inspector.unreadableRelations().filter { !scope.excludedTables.contains($0) }
+        let unreadable = try await ServerInspector(session: session).unreadableRelations().filter { !scope.excludedTables.contains($0) }
         if !unreadable.isEmpty {
             throw TSBackupError(.permission, "Role \"\(request.settings.user)\" cannot read \(unreadable.count) table(s) of \(request.settings.displayName), e.g. \(unreadable.prefix(3).joined(separator: ", ")); pg_dump needs SELECT on every table and chunk. Run the backup as the owner of all tables or a superuser, or GRANT SELECT to this role.")
         }
 
-        let budget = try await inspector.lockBudget()
+        let budget = try await facts.lockBudget(session)
         // Past the lock limit, chunks go in batches (Timescale/ChunkBatches.swift) or the backup is refused.
         let batchReason = try await ChunkBatchPlan.decide(session: session, budget: budget, jobs: request.jobs)
         if let batchReason {
@@ -132,7 +135,7 @@ public enum Backup {
         }
 
         // Checked against the repository's free space once it is open.
-        let databaseBytes = try await session.value("SELECT pg_database_size(current_database())", as: Int64.self)
+        let databaseBytes = facts.databaseBytes
 
         let tableBytes = Dictionary(try await session.rows(
             """
@@ -176,6 +179,12 @@ public enum Backup {
             return try await body()
         }
         do {
+            // Roles live in the shared catalog, outside any database snapshot: pg_dumpall (its own
+            // connection) writes them while pg_dump and the survey run, instead of after them.
+            // Leaving this block, by success or error, awaits it (or cancels it) first, so it never
+            // writes into an entry being removed.
+            let rolesPath = staging + "/roles.sql"
+            async let rolesDumped = RoleDump.dumpAll(to: rolesPath, plan: plan, settings: request.settings)
             var survey: DatabaseSurvey?
             var batched: ChunkBatchRun.Outcome?
             for attempt in 1...max(1, request.maxAttempts) {
@@ -238,22 +247,32 @@ public enum Backup {
             }
 
             onProgress?(Progress(phase: "roles and archive check", tablesDone: 0, tablesTotal: 0, bytesWritten: FileSystem.size(of: staging), fractionDone: 1, elapsed: Date().timeIntervalSince(started)))
-            // Two independent child processes: run them side by side.
-            async let rolesSource = RoleDump.write(to: staging + "/roles.sql", plan: plan, settings: request.settings, session: session)
-            let missing = try await phase("archive check") {
-                try await Archive.missingTimescaleEntries(ChunkBatchRun.archives(main: archivePath, manifest: manifest, directory: staging),
-                                                          pgRestore: plan.pgRestore, chunks: manifest.chunkTables,
-                                                          timescaleInstalled: survey.timescaledb != nil)
+            // The table-of-contents check (a pg_restore child reading the archive) runs beside the
+            // roles' wait and the hashing; its verdict is awaited before anything is committed.
+            let archives = ChunkBatchRun.archives(main: archivePath, manifest: manifest, directory: staging)
+            let chunkTables = manifest.chunkTables
+            let timescaleInstalled = survey.timescaledb != nil
+            async let checked = Self.timed {
+                try await Archive.missingTimescaleEntries(archives, pgRestore: plan.pgRestore, chunks: chunkTables,
+                                                          timescaleInstalled: timescaleInstalled)
             }
             let rolesWait = Date()
-            manifest.rolesSource = try await rolesSource
+            if try await rolesDumped {
+                manifest.rolesSource = "pg_dumpall"
+            } else {
+                // pg_dumpall is missing or refused (e.g. no access it needs): rebuild from pg_roles.
+                manifest.rolesSource = try await RoleDump.writeFromCatalog(to: rolesPath, session: session)
+            }
             phases["roles wait"] = Date().timeIntervalSince(rolesWait)
+
+            onProgress?(Progress(phase: "hashing", tablesDone: 0, tablesTotal: 0, bytesWritten: FileSystem.size(of: staging), fractionDone: 1, elapsed: Date().timeIntervalSince(started)))
+            let files = try await phase("hashing") { try await FileSystem.hashFiles(under: staging) }
+            let (missing, checkSeconds) = try await checked
+            phases["archive check"] = checkSeconds
             guard missing.isEmpty else {
                 throw TSBackupError(.failed, "The archive pg_dump wrote is incomplete: \(missing.count) expected entr\(missing.count == 1 ? "y is" : "ies are") missing (\(missing.prefix(5).joined(separator: ", "))). The backup was not kept; check pg_dump's options and warnings.")
             }
-
-            onProgress?(Progress(phase: "hashing", tablesDone: 0, tablesTotal: 0, bytesWritten: FileSystem.size(of: staging), fractionDone: 1, elapsed: Date().timeIntervalSince(started)))
-            manifest.files = try await phase("hashing") { try await FileSystem.hashFiles(under: staging) }
+            manifest.files = files
             manifest.phaseSeconds = phases
             manifest.markFinished(.complete)
             return try await repository.commitEntry(staged, manifest: manifest)

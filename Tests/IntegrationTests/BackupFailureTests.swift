@@ -89,6 +89,66 @@ struct BackupFailureTests {
         }
     }
 
+    @Test("a TimescaleDB catalog stamped with another version than the extension is refused before anything is written")
+    func catalogVersionMismatch() async throws {
+        let (cluster, database) = try await makeSampleDatabase("catver")
+        // An update or restore that did not finish leaves the catalog's stamp behind the extension's.
+        try await cluster.withSuperuser(database: database) {
+            try await $0.execute("UPDATE _timescaledb_catalog.metadata SET value = '2.0.0' WHERE key = 'timescaledb_version'")
+        }
+        let scratch = try ScratchDirectory("catver")
+        defer { scratch.remove() }
+        let result = try await runBackup(cluster, database, repository: scratch.path + "/repo")
+        #expect(result.exitCode == 5, "\(result.standardError)")
+        #expect(result.standardError.contains("its catalog says 2.0.0"), "\(result.standardError)")
+        #expect(result.standardError.contains("ALTER EXTENSION timescaledb UPDATE"))
+        #expect(!FileManager.default.fileExists(atPath: scratch.path + "/repo"))
+    }
+
+    @Test("a source database left in TimescaleDB restore mode is backed up with a warning")
+    func sourceInRestoreMode() async throws {
+        let (cluster, database) = try await makeSampleDatabase("restmode")
+        try await cluster.withSuperuser { try await $0.execute("ALTER DATABASE \(quoteIdentifier(database)) SET timescaledb.restoring = on") }
+        let scratch = try ScratchDirectory("restmode")
+        defer { scratch.remove() }
+        let result = try await runBackup(cluster, database, repository: scratch.path + "/repo")
+        #expect(result.exitCode == 0, "\(result.standardError)")
+        let summary = try JSONOutput.decode(BackupManifest.Summary.self, from: Data(result.standardOutput.utf8))
+        #expect(summary.warnings.contains { $0.contains("restore mode (timescaledb.restoring = on)") }, "\(summary.warnings)")
+        // Not the setting of another database: a second database without it gets no such warning.
+        let (_, other) = try await makeSampleDatabase("restmode_other")
+        let clean = try await runBackup(cluster, other, repository: scratch.path + "/repo2")
+        #expect(clean.exitCode == 0, "\(clean.standardError)")
+        let cleanSummary = try JSONOutput.decode(BackupManifest.Summary.self, from: Data(clean.standardOutput.utf8))
+        #expect(!cleanSummary.warnings.contains { $0.contains("restore mode") }, "\(cleanSummary.warnings)")
+        // The shared cluster keeps no database in restore mode for other suites to find.
+        try await cluster.withSuperuser { try await $0.execute("DROP DATABASE \(quoteIdentifier(database)) WITH (FORCE)") }
+    }
+
+    @Test("a database without TimescaleDB is backed up as plain PostgreSQL, and says so")
+    func plainPostgreSQL() async throws {
+        let cluster = try await SharedCluster.shared.cluster()
+        let database = uniqueDatabaseName("plainpg")
+        try await cluster.createDatabase(database, timescaleDB: false)
+        try await cluster.withSuperuser(database: database) {
+            try await $0.execute("CREATE TABLE public.notes AS SELECT g AS id, 'note ' || g AS body FROM generate_series(1, 25) g")
+        }
+        let scratch = try ScratchDirectory("plainpg")
+        defer { scratch.remove() }
+        let repository = scratch.path + "/repo"
+        let result = try await runBackup(cluster, database, repository: repository)
+        #expect(result.exitCode == 0, "\(result.standardError)")
+        let summary = try JSONOutput.decode(BackupManifest.Summary.self, from: Data(result.standardOutput.utf8))
+        #expect(summary.warnings.contains { $0.contains("TimescaleDB is not installed") && $0.contains("plain PostgreSQL backup") })
+        let manifest = try backupManifest(repository, summary.id)
+        #expect(manifest.timescaledb == nil)
+        #expect(manifest.hypertables.isEmpty && manifest.chunkTables.isEmpty)
+        #expect(manifest.plainTables.map(\.name) == ["notes"])
+        #expect(manifest.plainTables.first?.rowCount == 25)
+        let verify = try await CLI.run(["verify", summary.id, "--repo", repository])
+        #expect(verify.exitCode == 0, "\(verify.standardOutput) \(verify.standardError)")
+    }
+
     @Test("a repository on a filesystem too small for the database is refused")
     func fullDisk() async throws {
         let (cluster, database) = try await makeSampleDatabase("disk")

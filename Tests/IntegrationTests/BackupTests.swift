@@ -187,4 +187,82 @@ struct BackupTests {
         #expect(manifest.files.map(\.path).sorted() == ["dump.pgdump", "roles.sql"])
         #expect(try await CLI.run(["verify", id, "--repo", repository]).exitCode == 0)
     }
+
+    @Test("roles are dumped while pg_dump runs, not after it")
+    func rolesBesideTheDump() async throws {
+        let (cluster, database) = try await makeSampleDatabase("rolesbeside")
+        let scratch = try ScratchDirectory("rolesbeside")
+        defer { scratch.remove() }
+        let started = scratch.path + "/pg_dumpall-started"
+        let seen = scratch.path + "/pg_dump-saw-pg_dumpall"
+        // pg_dump starts only once pg_dumpall has: with the roles dumped after pg_dump, it would
+        // wait out its hang guard (10 minutes) and the marker below would be missing.
+        _ = try scratch.fakeTool("pg_dumpall", "touch '\(started)'; exec /usr/lib/postgresql/15/bin/pg_dumpall \"$@\"")
+        let path = try scratch.fakePgDump("""
+            for i in $(seq 1 6000); do [ -e '\(started)' ] && break; sleep 0.1; done
+            [ -e '\(started)' ] && touch '\(seen)'
+            exec /usr/lib/postgresql/15/bin/pg_dump "$@"
+            """)
+        let repository = scratch.path + "/repo"
+        let result = try await runBackup(cluster, database, repository: repository, environment: path)
+        #expect(result.exitCode == 0, "\(result.standardError)")
+        #expect(FileManager.default.fileExists(atPath: seen), "pg_dump ran before pg_dumpall started")
+        let id = try JSONOutput.decode(BackupManifest.Summary.self, from: Data(result.standardOutput.utf8)).id
+        let manifest = try backupManifest(repository, id)
+        #expect(manifest.rolesSource == "pg_dumpall")
+        let roles = try String(contentsOfFile: "\(repository)/backups/\(id)/roles.sql", encoding: .utf8)
+        #expect(roles.contains("CREATE ROLE postgres"))
+        #expect(manifest.files.contains { $0.path == "roles.sql" })
+        #expect(try await CLI.run(["verify", id, "--repo", repository]).exitCode == 0)
+    }
+
+    @Test("when pg_dumpall refuses, the roles are rebuilt from the catalog and the manifest says so")
+    func rolesFromCatalog() async throws {
+        let (cluster, database) = try await makeSampleDatabase("rolescat")
+        let role = uniqueDatabaseName("jobowner")
+        try await cluster.createRole(role, password: "jobowner-pw")
+        let scratch = try ScratchDirectory("rolescat")
+        defer { scratch.remove() }
+        let path = try scratch.fakeTool("pg_dumpall", """
+            echo "pg_dumpall: error: query failed: ERROR:  permission denied for table pg_authid" >&2
+            exit 1
+            """)
+        let repository = scratch.path + "/repo"
+        let result = try await runBackup(cluster, database, repository: repository, environment: path)
+        #expect(result.exitCode == 0, "\(result.standardError)")
+        let id = try JSONOutput.decode(BackupManifest.Summary.self, from: Data(result.standardOutput.utf8)).id
+        let manifest = try backupManifest(repository, id)
+        #expect(manifest.rolesSource == "catalog query")
+        let roles = try String(contentsOfFile: "\(repository)/backups/\(id)/roles.sql", encoding: .utf8)
+        #expect(roles.contains("written by tsbackup from pg_roles"))
+        #expect(roles.contains("CREATE ROLE \(quoteIdentifier(role));"), "\(roles)")
+        #expect(!roles.contains("pg_dumpall: error"))
+        #expect(!roles.contains("jobowner-pw"))
+        #expect(try await CLI.run(["verify", id, "--repo", repository]).exitCode == 0)
+    }
+
+    @Test("the manifest's server and TimescaleDB figures are the ones `inspect` reads")
+    func figuresMatchInspect() async throws {
+        let (cluster, database) = try await makeSampleDatabase("facts")
+        let scratch = try ScratchDirectory("facts")
+        defer { scratch.remove() }
+        let repository = scratch.path + "/repo"
+        let result = try await runBackup(cluster, database, repository: repository)
+        #expect(result.exitCode == 0, "\(result.standardError)")
+        let id = try JSONOutput.decode(BackupManifest.Summary.self, from: Data(result.standardOutput.utf8)).id
+        let manifest = try backupManifest(repository, id)
+        let inspect = try await CLI.run(["inspect", "--json", "--db", cluster.url(database: database)],
+                                        environment: ["PGPASSWORD": cluster.superuserPassword])
+        #expect(inspect.exitCode == 0, "\(inspect.standardError)")
+        let report = try JSONOutput.decode(ServerInspection.self, from: Data(inspect.standardOutput.utf8))
+        #expect(manifest.server == report.server)
+        let timescale = try #require(manifest.timescaledb)
+        #expect(timescale.version == report.timescaledb.version)
+        #expect(timescale.catalogVersion == report.timescaledb.catalogVersion)
+        #expect(timescale.license == report.timescaledb.license)
+        #expect(timescale.schema == report.timescaledb.schema)
+        #expect(manifest.extensions == report.extensions)
+        #expect(Set(manifest.hypertables.map { "\($0.schema).\($0.name):\($0.chunkCount)" })
+                == Set(report.hypertables.map { "\($0.schema).\($0.name):\($0.chunkCount)" }))
+    }
 }

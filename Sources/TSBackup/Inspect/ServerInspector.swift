@@ -299,17 +299,22 @@ public struct ServerInspector: Sendable {
 
     func lockBudget() async throws -> ServerInspection.LockBudget {
         let (locks, connections, prepared, relations) = try await session.row(
-            """
+            PostgresQuery(unsafeSQL: """
             SELECT current_setting('max_locks_per_transaction')::int8, current_setting('max_connections')::int8,
-                   current_setting('max_prepared_transactions')::int8,
-                   (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-                    WHERE c.relkind IN ('r', 'p', 'm', 'f', 'S', 'v')
-                      AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%')
-            """, as: (Int64, Int64, Int64, Int64).self, purpose: "reading lock settings")
+                   current_setting('max_prepared_transactions')::int8, (\(Self.relationsToLockQuery))
+            """), as: (Int64, Int64, Int64, Int64).self, purpose: "reading lock settings")
         let indexes = try await Self.hypertableIndexes(session).values.reduce(0, +)
         return Self.lockBudget(maxLocks: Int(locks), maxConnections: Int(connections),
                                maxPrepared: Int(prepared), relations: Int(relations), indexes: indexes)
     }
+
+    /// The relations pg_dump locks (tables, views, sequences... outside the system schemas), as a
+    /// scalar subquery's text.
+    static let relationsToLockQuery = """
+        SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.relkind IN ('r', 'p', 'm', 'f', 'S', 'v')
+          AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%'
+        """
 
     /// Indexes of each hypertable's root and chunks, by hypertable id (empty without TimescaleDB).
     ///
@@ -317,10 +322,15 @@ public struct ServerInspector: Sendable {
     /// transaction, beside pg_dump; planning that count locks every chunk and each of its indexes
     /// until the transaction ends. The chunks are pg_dump's relations already (a lock on the same
     /// relation shares one lock-table entry between sessions), but the indexes are new entries.
-    static func hypertableIndexes(_ session: DatabaseSession) async throws -> [Int: Int] {
-        guard try await session.value("SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb')", as: Bool.self) else {
-            return [:]
+    /// `timescaleInstalled` spares the round trip that checks it when the caller knows.
+    static func hypertableIndexes(_ session: DatabaseSession, timescaleInstalled: Bool? = nil) async throws -> [Int: Int] {
+        let installed: Bool
+        if let timescaleInstalled {
+            installed = timescaleInstalled
+        } else {
+            installed = try await session.value("SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb')", as: Bool.self)
         }
+        guard installed else { return [:] }
         let rows = try await session.rows(
             """
             SELECT t.hypertable_id::int8, count(*) FROM (

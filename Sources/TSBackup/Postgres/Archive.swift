@@ -31,16 +31,20 @@ public enum Archive {
 /// The roles a database needs, captured beside every backup: TimescaleDB stores job owners as
 /// role names, and objects belong to roles; a restore target without them loses jobs.
 enum RoleDump {
-    /// Writes CREATE ROLE statements without passwords to `path`; returns how they were obtained.
-    static func write(to path: String, plan: Backup.Plan, settings: ConnectionSettings, session: DatabaseSession) async throws -> String {
-        if let pgDumpAll = plan.pgDumpAll {
-            let environment = settings.childProcessEnvironment()
-            let result = try await ProcessRunner.run(pgDumpAll.path, [
-                "--roles-only", "--no-role-passwords", "--no-password", "--file=\(path)", "--database=\(settings.database)",
-            ], environment: environment)
-            if result.succeeded { return "pg_dumpall" }
-        }
-        // pg_dumpall refused (e.g. no access it needs): rebuild the roles from pg_roles.
+    /// Runs `pg_dumpall --roles-only --no-role-passwords` into `path`: true when it did, false
+    /// when there is no pg_dumpall or it refused (``writeFromCatalog(to:session:)`` then).
+    static func dumpAll(to path: String, plan: Backup.Plan, settings: ConnectionSettings) async throws -> Bool {
+        guard let pgDumpAll = plan.pgDumpAll else { return false }
+        let environment = settings.childProcessEnvironment()
+        let result = try await ProcessRunner.run(pgDumpAll.path, [
+            "--roles-only", "--no-role-passwords", "--no-password", "--file=\(path)", "--database=\(settings.database)",
+        ], environment: environment)
+        return result.succeeded
+    }
+
+    /// Writes CREATE ROLE statements without passwords to `path`, rebuilt from pg_roles and
+    /// pg_auth_members; returns how they were obtained ("catalog query").
+    static func writeFromCatalog(to path: String, session: DatabaseSession) async throws -> String {
         let roles = try await session.rows(
             """
             SELECT rolname::text, rolsuper, rolinherit, rolcreaterole, rolcreatedb, rolcanlogin, rolreplication, rolbypassrls

@@ -25,6 +25,8 @@ public struct DumpScope: Sendable, Equatable {
     /// data loss and points to the single-hypertable export for anything unsafe.
     public static func resolve(session: DatabaseSession, tables: [String], excludeTables: [String], excludeSchemas: [String]) async throws -> DumpScope {
         var scope = DumpScope()
+        // The default: the whole database, nothing to check (and no round trip).
+        if tables.isEmpty && excludeTables.isEmpty && excludeSchemas.isEmpty { return scope }
         let timescale = try await session.value(
             "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb')", as: Bool.self)
         for pattern in tables {

@@ -1,0 +1,93 @@
+import Foundation
+import PostgresNIO
+
+/// What a backup needs to know about the server and its TimescaleDB before it starts, read in two
+/// round trips on the backup's own connection.
+///
+/// `ServerInspector.inspect()` (the `inspect` command) reads much more: installable versions, the
+/// scheduler, and the TimescaleDB version of every other database through a connection to each.
+/// A backup uses none of that, and those connections were a fixed cost of every backup, paid
+/// twice (preflight and survey); at a few dozen chunks the fixed costs are most of a backup.
+struct BackupServerFacts: Sendable, Equatable {
+    var server: ServerInspection.Server
+    /// `pg_extension.extversion` of timescaledb; nil when it is not installed here.
+    var timescaleVersion: String?
+    var timescaleSchema: String?
+    /// `_timescaledb_catalog.metadata.timescaledb_version`; nil without TimescaleDB.
+    var catalogVersion: String?
+    /// `timescaledb.license` as this session sees it; nil when not loaded.
+    var license: String?
+    /// `ALTER DATABASE ... SET timescaledb.restoring = on` is in force for this database.
+    var restoringDatabaseSetting: Bool
+    /// `max_locks_per_transaction`, `max_connections`, `max_prepared_transactions` and the
+    /// relations pg_dump locks; with the indexes counted by ``lockBudget(_:)``, the lock budget.
+    var maxLocksPerTransaction: Int
+    var maxConnections: Int
+    var maxPreparedTransactions: Int
+    var relationsToLock: Int
+    var databaseBytes: Int64
+
+    var timescaleInstalled: Bool { timescaleVersion != nil }
+
+    /// Reads the facts; the figures are the same ``ServerInspector`` computes for `inspect`.
+    static func read(_ session: DatabaseSession) async throws -> BackupServerFacts {
+        let row = try await session.row(
+            PostgresQuery(unsafeSQL: """
+            SELECT current_setting('server_version'), current_setting('server_version_num')::int4,
+                   e.extversion, n.nspname::text, current_setting('timescaledb.license', true),
+                   EXISTS (SELECT 1 FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase
+                           WHERE s.setrole = 0 AND d.datname = current_database() AND EXISTS (
+                             SELECT 1 FROM unnest(s.setconfig) c
+                             WHERE lower(c) IN ('timescaledb.restoring=on', 'timescaledb.restoring=true', 'timescaledb.restoring=1', 'timescaledb.restoring=yes'))),
+                   current_setting('max_locks_per_transaction')::int8, current_setting('max_connections')::int8,
+                   current_setting('max_prepared_transactions')::int8,
+                   (\(ServerInspector.relationsToLockQuery)),
+                   pg_database_size(current_database())
+            FROM (SELECT 1) one
+            LEFT JOIN pg_extension e ON e.extname = 'timescaledb'
+            LEFT JOIN pg_namespace n ON n.oid = e.extnamespace
+            """), as: (String, Int32, String?, String?, String?, Bool, Int64, Int64, Int64, Int64, Int64).self,
+            purpose: "reading the server version, TimescaleDB and lock settings")
+        let (version, number, extensionVersion, schema, license, restoring, locks, connections, prepared, relations, databaseBytes) = row
+        var catalogVersion: String?
+        if extensionVersion != nil {
+            // Only now: this table exists only where the extension is installed.
+            catalogVersion = try await session.rows(
+                "SELECT value FROM _timescaledb_catalog.metadata WHERE key = 'timescaledb_version'",
+                as: String.self, purpose: "reading the TimescaleDB catalog version").first
+        }
+        return BackupServerFacts(
+            server: .init(version: version, versionNumber: Int(number), majorVersion: Int(number) / 10000),
+            timescaleVersion: extensionVersion, timescaleSchema: schema, catalogVersion: catalogVersion,
+            license: license.flatMap { $0.isEmpty ? nil : $0 }, restoringDatabaseSetting: restoring,
+            maxLocksPerTransaction: Int(locks), maxConnections: Int(connections), maxPreparedTransactions: Int(prepared),
+            relationsToLock: Int(relations), databaseBytes: databaseBytes)
+    }
+
+    /// The lock budget, with the indexes of the hypertables and their chunks counted now. Called
+    /// after the check that the role can read every table: the count names every chunk, and a
+    /// role without access to a schema would fail it with a less helpful message.
+    func lockBudget(_ session: DatabaseSession) async throws -> ServerInspection.LockBudget {
+        let indexes = try await ServerInspector.hypertableIndexes(session, timescaleInstalled: timescaleInstalled).values.reduce(0, +)
+        return ServerInspector.lockBudget(maxLocks: maxLocksPerTransaction, maxConnections: maxConnections,
+                                          maxPrepared: maxPreparedTransactions, relations: relationsToLock, indexes: indexes)
+    }
+
+    /// The survey's part, read in the snapshot: the extension as the manifest records it (nil
+    /// without TimescaleDB) and the database's size. One round trip, two with TimescaleDB.
+    static func survey(_ session: DatabaseSession) async throws -> (timescaledb: BackupManifest.TimescaleDB?, databaseBytes: Int64) {
+        let (version, schema, license, databaseBytes) = try await session.row(
+            """
+            SELECT e.extversion, n.nspname::text, current_setting('timescaledb.license', true), pg_database_size(current_database())
+            FROM (SELECT 1) one
+            LEFT JOIN pg_extension e ON e.extname = 'timescaledb'
+            LEFT JOIN pg_namespace n ON n.oid = e.extnamespace
+            """, as: (String?, String?, String?, Int64).self, purpose: "reading the TimescaleDB extension and the database size")
+        guard let version else { return (nil, databaseBytes) }
+        let catalogVersion = try await session.rows(
+            "SELECT value FROM _timescaledb_catalog.metadata WHERE key = 'timescaledb_version'",
+            as: String.self, purpose: "reading the TimescaleDB catalog version").first
+        return (.init(version: version, catalogVersion: catalogVersion, license: license.flatMap { $0.isEmpty ? nil : $0 },
+                      schema: schema ?? "public"), databaseBytes)
+    }
+}
