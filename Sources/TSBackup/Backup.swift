@@ -81,7 +81,6 @@ public enum Backup {
     struct Plan {
         var server: ServerInspection.Server
         var pgDump: PostgresTool
-        var pgDumpAll: PostgresTool?
         var pgRestore: PostgresTool
         var scope: DumpScope
         var tableBytes: [String: Int64]
@@ -114,10 +113,10 @@ public enum Backup {
         }
 
         // Each lookup runs every candidate's --version: child processes, started before the
-        // connection (``run``) and awaited only here, after the catalog queries below.
+        // connection (``run``) and awaited only here, after the catalog queries below. pg_dumpall
+        // is optional (roles fall back to a catalog query) and is looked up beside pg_dump.
         async let pgDumpFound = PostgresTools.locate("pg_dump", minimumMajor: server.majorVersion)
         async let pgRestoreFound = PostgresTools.locate("pg_restore", minimumMajor: server.majorVersion)
-        async let pgDumpAllFound = try? PostgresTools.locate("pg_dumpall", minimumMajor: server.majorVersion)
 
         let scope = try await DumpScope.resolve(session: session, tables: request.tables,
                                                 excludeTables: request.excludeTables, excludeSchemas: request.excludeSchemas)
@@ -148,8 +147,7 @@ public enum Backup {
         let formatChoice = chooseFormat(request, tableBytes: tableBytes, excluded: scope.excludedTables)
         let pgDump = try await pgDumpFound
         let pgRestore = try await pgRestoreFound
-        let pgDumpAll = await pgDumpAllFound
-        return Plan(server: server, pgDump: pgDump, pgDumpAll: pgDumpAll, pgRestore: pgRestore, scope: scope,
+        return Plan(server: server, pgDump: pgDump, pgRestore: pgRestore, scope: scope,
                     tableBytes: tableBytes, databaseBytes: databaseBytes, warnings: warnings, lockBudget: budget, batchReason: batchReason,
                     formatChoice: formatChoice)
     }

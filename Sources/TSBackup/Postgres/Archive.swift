@@ -34,7 +34,8 @@ enum RoleDump {
     /// Runs `pg_dumpall --roles-only --no-role-passwords` into `path`: true when it did, false
     /// when there is no pg_dumpall or it refused (``writeFromCatalog(to:session:)`` then).
     static func dumpAll(to path: String, plan: Backup.Plan, settings: ConnectionSettings) async throws -> Bool {
-        guard let pgDumpAll = plan.pgDumpAll else { return false }
+        // Looked up here, beside pg_dump, not in the preflight: a missing pg_dumpall stops nothing.
+        guard let pgDumpAll = try? await PostgresTools.locate("pg_dumpall", minimumMajor: plan.server.majorVersion) else { return false }
         let environment = settings.childProcessEnvironment()
         let result = try await ProcessRunner.run(pgDumpAll.path, [
             "--roles-only", "--no-role-passwords", "--no-password", "--file=\(path)", "--database=\(settings.database)",

@@ -125,7 +125,10 @@ public enum PostgresTools {
         }
 
         static func run(_ path: String) async -> PostgresTool? {
-            guard let result = try? await ProcessRunner.run(path, ["--version"]), result.succeeded,
+            // Without ChildLaunch's setpriv wrapper (one exec less on the way to every backup's
+            // first step): a `--version` child prints a line and exits; it cannot go on as an
+            // orphan that writes or holds anything.
+            guard let result = try? await ProcessRunner.run(path, ["--version"], outlivesParent: true), result.succeeded,
                   let major = majorVersion(fromVersionOutput: result.standardOutput) else { return nil }
             return PostgresTool(path: path, version: result.standardOutput.trimmingCharacters(in: .whitespacesAndNewlines), majorVersion: major)
         }
