@@ -7,7 +7,7 @@ import PostgresNIO
 /// `ServerInspector.inspect()` (the `inspect` command) reads much more: installable versions, the
 /// scheduler, and the TimescaleDB version of every other database through a connection to each.
 /// A backup uses none of that, and those connections were a fixed cost of every backup, paid
-/// twice (preflight and survey); at a few dozen chunks the fixed costs are most of a backup.
+/// on the way to every backup's first step; at a few dozen chunks the fixed costs are most of a backup.
 struct BackupServerFacts: Sendable, Equatable {
     var server: ServerInspection.Server
     /// `pg_extension.extversion` of timescaledb; nil when it is not installed here.
@@ -71,23 +71,5 @@ struct BackupServerFacts: Sendable, Equatable {
         let indexes = try await ServerInspector.hypertableIndexes(session, timescaleInstalled: timescaleInstalled).values.reduce(0, +)
         return ServerInspector.lockBudget(maxLocks: maxLocksPerTransaction, maxConnections: maxConnections,
                                           maxPrepared: maxPreparedTransactions, relations: relationsToLock, indexes: indexes)
-    }
-
-    /// The survey's part, read in the snapshot: the extension as the manifest records it (nil
-    /// without TimescaleDB) and the database's size. One round trip, two with TimescaleDB.
-    static func survey(_ session: DatabaseSession) async throws -> (timescaledb: BackupManifest.TimescaleDB?, databaseBytes: Int64) {
-        let (version, schema, license, databaseBytes) = try await session.row(
-            """
-            SELECT e.extversion, n.nspname::text, current_setting('timescaledb.license', true), pg_database_size(current_database())
-            FROM (SELECT 1) one
-            LEFT JOIN pg_extension e ON e.extname = 'timescaledb'
-            LEFT JOIN pg_namespace n ON n.oid = e.extnamespace
-            """, as: (String?, String?, String?, Int64).self, purpose: "reading the TimescaleDB extension and the database size")
-        guard let version else { return (nil, databaseBytes) }
-        let catalogVersion = try await session.rows(
-            "SELECT value FROM _timescaledb_catalog.metadata WHERE key = 'timescaledb_version'",
-            as: String.self, purpose: "reading the TimescaleDB catalog version").first
-        return (.init(version: version, catalogVersion: catalogVersion, license: license.flatMap { $0.isEmpty ? nil : $0 },
-                      schema: schema ?? "public"), databaseBytes)
     }
 }

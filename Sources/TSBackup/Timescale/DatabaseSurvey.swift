@@ -21,16 +21,16 @@ public struct DatabaseSurvey: Sendable {
                             countedElsewhere: Set<String> = []) async throws -> DatabaseSurvey {
         try await TableContent.prepare(session)
         let inspector = ServerInspector(session: session)
-        // Not `inspector.timescaleDB()`: that also connects to every other database of the server.
-        let (timescaledb, databaseBytes) = try await BackupServerFacts.survey(session)
-        let timescaleInstalled = timescaledb != nil
+        let timescale = try await inspector.timescaleDB()
         var survey = DatabaseSurvey(
-            timescaledb: timescaledb,
+            timescaledb: timescale.version.map {
+                .init(version: $0, catalogVersion: timescale.catalogVersion, license: timescale.license, schema: timescale.schema ?? "public")
+            },
             extensions: try await inspector.otherExtensions(),
             hypertables: [], plainTables: [], jobs: [], chunkTables: [],
-            databaseBytes: databaseBytes)
+            databaseBytes: try await session.value("SELECT pg_database_size(current_database())", as: Int64.self))
 
-        if timescaleInstalled {
+        if timescale.installed {
             for table in try await inspector.hypertables() {
                 let qualified = "\(quoteIdentifier(table.schema)).\(quoteIdentifier(table.name))"
                 let (rows, hash) = countedElsewhere.contains("\(table.schema).\(table.name)")
@@ -54,7 +54,7 @@ public struct DatabaseSurvey: Sendable {
             ).map { .init(id: Int($0.0), application: $0.1, procedure: $0.2, owner: $0.3, hypertable: $0.4) }
         }
 
-        for (schema, name, bytes) in try await plainTables(session, timescaleInstalled: timescaleInstalled) {
+        for (schema, name, bytes) in try await plainTables(session, timescaleInstalled: timescale.installed) {
             guard !excludedTables.contains("\(schema).\(name)") else { continue }
             let qualified = "\(quoteIdentifier(schema)).\(quoteIdentifier(name))"
             let (rows, hash) = try await TableContent.measure(session, table: qualified, hash: checksums)
