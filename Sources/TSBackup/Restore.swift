@@ -234,9 +234,19 @@ actor RestoreRun {
             let tools = try await step("preflight") { try await self.preflight() }
             try await step("create database") { try await self.createDatabase(psql: tools.creator) }
             try await step("create extension and enter restore mode") { try await self.prepareDatabase() }
+            // Data files tsbackup compressed with zstd: pg_restore reads them decompressed, from scratch space.
+            var archive = archivePath
+            var expanded: OwnedScratchDirectory?
+            defer { expanded?.remove() }
+            if let packed = manifest.fileCompression {
+                expanded = try await step("decompress \(packed.files) data files (\(packed.method), \(ByteCount.format(packed.plainBytes)))") {
+                    try await ArchiveDataCompression.expand(self.manifest, directory: self.directory)
+                }
+                if let expanded { archive = expanded.path + "/" + manifest.archive }
+            }
             let reporter = progress
             reporter.attach(RestoreProgressCounter(contents: tools.contents, dataBytes: Self.dataFileBytes(manifest)))
-            let procedure = try RestoreProcedure(archive: archivePath, pgRestore: tools.pgRestore, settings: targetSettings, jobs: request.jobs,
+            let procedure = try RestoreProcedure(archive: archive, pgRestore: tools.pgRestore, settings: targetSettings, jobs: request.jobs,
                                                  progress: reporter.counter, onItem: { reporter.tick() })
             defer { procedure.removeLists() }
             let chunkKeys = try await step("split the archive's contents") { try procedure.splitLists(tools.contents, chunkTables: self.manifest.chunkTables) }
@@ -394,6 +404,7 @@ actor RestoreRun {
             // so are their scratch directories in $TMPDIR.
             warnings += try await InterruptedRuns.sweepDatabases(session, server: "\(target.host):\(target.port)")
             warnings += OwnedScratchDirectory.sweep(prefix: RestoreProcedure.scratchPrefix, what: "restore")
+            warnings += ArchiveDataCompression.sweep()
             if server.majorVersion < manifest.server.majorVersion {
                 throw TSBackupError(.precondition, "Backup \(manifest.id) comes from PostgreSQL \(manifest.server.majorVersion) but the target runs \(server.majorVersion); a dump never restores into an older major version. Restore to a PostgreSQL \(manifest.server.majorVersion) or newer server.")
             }
