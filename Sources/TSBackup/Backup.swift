@@ -70,9 +70,11 @@ public enum Backup {
     public static let defaultCompression = 2
 
     /// The zstd level of a default directory-format backup: pg_dump writes the data files
-    /// uncompressed on `--jobs` connections and tsbackup compresses them with zstd, which is
-    /// several times faster than gzip at pg_dump's own size (docs/performance.md has the figures).
-    public static let defaultZstdLevel = 3
+    /// uncompressed on `--jobs` connections and tsbackup compresses them with zstd beside the
+    /// dump. Level 1 measured at pg_dump -Fc's size (0.98x) and faster than gzip level 2; level
+    /// 3 was no smaller on COPY text and cost about 1.5x the time on 2 cores, where zstd competes
+    /// with the server's COPY for the CPU (docs/performance.md has the figures).
+    public static let defaultZstdLevel = 1
 
     /// The range `--compress zstd:N` accepts (zstd's levels without its memory-hungry "ultra" ones).
     public static let zstdLevels = 1...19
@@ -224,18 +226,24 @@ public enum Backup {
             defer { phases[name, default: 0] += Date().timeIntervalSince(start) }
             return try await body()
         }
+        var compressor: DataFileCompressor?
         do {
             var survey: DatabaseSurvey?
             var batched: ChunkBatchRun.Outcome?
             for attempt in 1...max(1, request.maxAttempts) {
+                // zstd of the data files, each as soon as pg_dump reports it done (DataFileCompressor).
+                compressor = request.zstdLevel.flatMap { level in
+                    request.compressesDataFiles(plan.format) ? DataFileCompressor(staging: staging, archive: archiveName, level: level) : nil
+                }
                 try await session.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                 let snapshot = try await session.value("SELECT pg_export_snapshot()", as: String.self)
                 onProgress?(Progress(phase: "dumping", tablesDone: 0, tablesTotal: plan.tableBytes.count, bytesWritten: 0, fractionDone: 0, elapsed: Date().timeIntervalSince(started)))
                 // Past the lock limit: decide the chunk path again, in the snapshot itself.
                 let batchPlan = plan.batchReason == nil ? nil
                     : try await ChunkBatchPlan.make(session: session, lockBudget: plan.lockBudget.budget, jobs: request.jobs)
-                let dump = DumpRun(request: request, plan: plan, archivePath: archivePath, snapshot: snapshot,
+                var dump = DumpRun(request: request, plan: plan, archivePath: archivePath, snapshot: snapshot,
                                    started: started, onProgress: onProgress, extraArguments: batchPlan?.mainExclusions ?? [])
+                if let compressor { dump.onDataFinished = { compressor.submit("\($0).dat") } }
                 // The survey reads the same snapshot on our session while pg_dump runs.
                 async let surveyed = Self.timed {
                     try await DatabaseSurvey.take(session, checksums: request.checksums, excludedTables: plan.scope.excludedTables,
@@ -263,6 +271,7 @@ public enum Backup {
                     manifest.warnings += outcome.warnings
                     break
                 }
+                await compressor?.idle()
                 if outcome.chunkVanished, attempt < request.maxAttempts {
                     manifest.retries.append(.init(attempt: attempt, reason: outcome.errorSummary))
                     try? FileManager.default.removeItem(atPath: archivePath)
@@ -302,11 +311,10 @@ public enum Backup {
             }
 
             var compressed: [BackupManifest.FileEntry] = []
-            if request.compressesDataFiles(plan.format), let level = request.zstdLevel {
+            if let compressor {
                 onProgress?(Progress(phase: "compressing", tablesDone: 0, tablesTotal: 0, bytesWritten: FileSystem.size(of: staging), fractionDone: 1, elapsed: Date().timeIntervalSince(started)))
-                let (files, summary) = try await phase("compression") {
-                    try await ArchiveDataCompression.compress(archive: archiveName, staging: staging, level: level)
-                }
+                // What is left after the dump: files pg_dump did not report, and those still in progress.
+                let (files, summary) = try await phase("compression") { try await compressor.finish() }
                 compressed = files
                 manifest.fileCompression = summary
             }
@@ -319,6 +327,8 @@ public enum Backup {
             manifest.markFinished(.complete)
             return try await repository.commitEntry(staged, manifest: manifest)
         } catch {
+            // No compression thread may still write into the staging directory that goes now.
+            await compressor?.idle()
             manifest.phaseSeconds = phases
             let failure = (error as? TSBackupError) ?? TSBackupError(.failed, "The backup failed: \(error)")
             manifest.markFinished(.failed, error: failure.message)
@@ -339,6 +349,8 @@ struct DumpRun: Sendable {
     let onProgress: (@Sendable (Backup.Progress) -> Void)?
     /// `--exclude-table` options leaving out the batched hypertables (ChunkBatches.swift).
     var extraArguments: [String] = []
+    /// Called with the dump id of each table data file pg_dump reports finished (parallel dumps).
+    var onDataFinished: (@Sendable (Int) -> Void)? = nil
 
     struct Outcome {
         var succeeded: Bool
@@ -373,7 +385,9 @@ struct DumpRun: Sendable {
         let tableBytes = plan.tableBytes
         let onProgress = onProgress
         let environment = request.settings.childProcessEnvironment()
+        let onDataFinished = onDataFinished
         let result = try await ProcessRunner.runStreamingErrors(plan.pgDump.path, arguments, environment: environment) { line in
+            if let onDataFinished, let id = ArchiveDataCompression.finishedDataItem(line) { onDataFinished(id) }
             let dumped = collector.withLock { $0.take(line, tableBytes: tableBytes) }
             guard let onProgress, dumped else { return }
             let now = Date()

@@ -28,7 +28,7 @@ struct BackupCommand: AsyncParsableCommand {
     var format: BackupManifest.Format?
 
     @Option(help: ArgumentHelp(
-        "zstd[:LEVEL] or a pg_dump gzip level 0-9 (default: zstd:3).",
+        "zstd[:LEVEL] or a pg_dump gzip level 0-9 (default: zstd:1).",
         discussion: "zstd:1-19: pg_dump writes the directory archive uncompressed and tsbackup compresses each data file with zstd (restores decompress them into scratch space first). 0-9 (or gzip:0-9, none = 0): pg_dump compresses with gzip at that level, as pg_dump does by itself (6 is its default: smaller and several times slower than zstd). Custom-format archives and chunk batches are always compressed by pg_dump (gzip level 2 unless a level 0-9 is given).",
         valueName: "method"))
     var compress: Backup.CompressionChoice?

@@ -119,6 +119,32 @@ struct ArchiveDataCompressionTests {
         #expect(try ZstdFile.decompress(stored, to: staging + "/out.dat", name: "x") == Int64(data.count))
     }
 
+    @Test("pg_dump's 'finished item' lines start the compression of that file while the dump goes on; finish takes the rest")
+    func compressesAsPgDumpFinishes() async throws {
+        #expect(ArchiveDataCompression.finishedDataItem("pg_dump: finished item 4012 TABLE DATA _hyper_1_1_chunk") == 4012)
+        #expect(ArchiveDataCompression.finishedDataItem("finished item 7 TABLE DATA devices\n") == 7)
+        for other in ["pg_dump: finished item 4012 INDEX conditions_time_idx", "pg_dump: finished item x TABLE DATA t",
+                      "pg_dump: dumping contents of table \"public.devices\"", "pg_dump: finished item -3 TABLE DATA t", ""] {
+            #expect(ArchiveDataCompression.finishedDataItem(other) == nil, "\(other)")
+        }
+        let staging = try Self.staging()
+        defer { try? FileManager.default.removeItem(atPath: staging) }
+        for id in 1...6 { try Self.copyText(rows: 500 * id, seed: id).write(to: URL(fileURLWithPath: staging + "/dump/\(id).dat")) }
+        try Data("toc".utf8).write(to: URL(fileURLWithPath: staging + "/dump/toc.dat"))
+        let compressor = DataFileCompressor(staging: staging, archive: "dump", level: 2, lanes: 2)
+        compressor.submit("2.dat")
+        compressor.submit("5.dat")
+        compressor.submit("2.dat")  // reported twice: compressed once
+        await compressor.idle()
+        // The reported files are done before the dump ends; the others are still plain.
+        let early = try FileManager.default.contentsOfDirectory(atPath: staging + "/dump")
+        #expect(early.contains("2.dat.zst") && early.contains("5.dat.zst") && !early.contains("2.dat") && early.contains("1.dat"))
+        let (files, summary) = try await compressor.finish()
+        #expect(files.map(\.path) == (1...6).map { "dump/\($0).dat.zst" })
+        #expect(summary.files == 6)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: staging + "/dump").sorted() == ((1...6).map { "\($0).dat.zst" } + ["toc.dat"]).sorted())
+    }
+
     @Test("--compress: gzip levels as before, zstd with or without a level, nothing else")
     func choices() {
         #expect(Backup.CompressionChoice(argument: "0") == .pgDump(level: 0))
