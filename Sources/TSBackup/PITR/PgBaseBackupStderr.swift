@@ -24,7 +24,8 @@ enum PgBaseBackupStderr {
     /// complete", "checkpoint completed", "write-ahead log start point: …") carry no level; its
     /// problems do (`pg_basebackup: error:`, `detail:`, `hint:`, `warning:`), and libpq's
     /// multi-line messages continue on tab-indented lines. Lines from anything else (the server,
-    /// the dynamic loader) are kept too. When nothing is left, the whole text is returned.
+    /// the dynamic loader) are kept too. The `pg_basebackup: ` prefix goes, and `error: ` after it.
+    /// When nothing is left, the whole text is returned.
     static func problemLines(_ stderr: String) -> String {
         let levels = ["error:", "detail:", "hint:", "warning:", "fatal:", "panic:"]
         var kept: [Substring] = []
@@ -35,12 +36,16 @@ enum PgBaseBackupStderr {
                 continue
             }
             if line.hasPrefix("pg_basebackup: ") {
-                let rest = line.dropFirst("pg_basebackup: ".count).lowercased()
-                keeping = levels.contains { rest.hasPrefix($0) }
+                // The message already says it is pg_basebackup's, and an error is one: both
+                // prefixes go ("pg_basebackup: error: could not read COPY data: …").
+                var rest = line.dropFirst("pg_basebackup: ".count)
+                keeping = levels.contains { rest.lowercased().hasPrefix($0) }
+                if rest.lowercased().hasPrefix("error: ") { rest = rest.dropFirst("error: ".count) }
+                if keeping { kept.append(rest) }
             } else {
                 keeping = !line.allSatisfy(\.isWhitespace)
+                if keeping { kept.append(line) }
             }
-            if keeping { kept.append(line) }
         }
         return kept.isEmpty ? stderr : kept.joined(separator: "\n")
     }
