@@ -323,6 +323,8 @@ actor ChaosCampaign {
                 killedRecoverData = nil
                 if Self.postmasterRuns(pgdata) {
                     stats[operation, default: Stats()].leftovers.append("\(tag): the killed recover's server was still running after the next recover (stopped by the harness)")
+                } else {
+                    log("  \(tag): the killed recover's server was stopped by the next recover")
                 }
             }
             for name in (try? FileManager.default.contentsOfDirectory(atPath: work)) ?? [] where name.hasPrefix("recovered-") {
@@ -344,7 +346,10 @@ actor ChaosCampaign {
     func afterKill(_ operation: ChaosOperation, tag: String) async {
         if operation == .recover {
             let pgdata = work + "/recovered-\(tag)"
-            if Self.postmasterRuns(pgdata) { killedRecoverData = pgdata }
+            if Self.postmasterRuns(pgdata) {
+                killedRecoverData = pgdata
+                log("  \(tag): the killed recover's server runs; left to the next recover")
+            }
             removeOtherTimelines()
         }
     }

@@ -134,6 +134,16 @@ struct KilledRecoverTests {
             _ = try? await killed.value
             try await faults.waitUntil("the killed recover to be gone") { !KilledRunTests.isAlive(killOwner) }
             #expect(KilledRunTests.isAlive(killPostmaster), "SIGKILL left the server running")
+            // Its record names the server. The next recover must prove the server is that run's
+            // even without the pid (a kill between pg_ctl start and recording it, which the kill
+            // campaign hit): the pid and start time are taken out, the run id stays (it is in
+            // the server's environment).
+            let recordFile = tmp + "/" + (try #require(Self.records(tmp).first, "the killed run's record")) + "/server.json"
+            var fields = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: recordFile))) as? [String: Any])
+            #expect((fields["postmaster_pid"] as? NSNumber)?.int32Value == killPostmaster && fields["pgdata"] as? String == killData, "\(fields)")
+            fields["postmaster_pid"] = nil
+            fields["postmaster_start"] = nil
+            try JSONSerialization.data(withJSONObject: fields).write(to: URL(fileURLWithPath: recordFile))
             // Replay goes on to the end of the archive (the server keeps running, same postmaster).
             Self.release(blocked.fifo)
             try FileManager.default.removeItem(atPath: blocked.fifo)
@@ -141,14 +151,14 @@ struct KilledRecoverTests {
             fifo = nil
 
             // A record whose server tsbackup cannot prove it started: the source cluster's data
-            // directory with another postmaster's pid (a server started by hand since). Its lock
-            // file is free, as a killed run's is.
+            // directory, its postmaster's pid, a run id its environment does not carry (a server
+            // started by hand since). Its lock file is free, as a killed run's is.
             let foreign = tmp + "/" + RecoverServerGuard.recordPrefix + "by-hand"
             try FileManager.default.createDirectory(atPath: foreign, withIntermediateDirectories: true)
             FileManager.default.createFile(atPath: foreign + ".lock", contents: Data())
             let source = try Self.postmaster(archiving.cluster.dataDirectory)
             let planted: [String: Any] = ["pgdata": archiving.cluster.dataDirectory, "bin": "/usr/lib/postgresql/15/bin", "port": archiving.cluster.port,
-                                          "owner": 999_999, "postmaster_pid": source + 1, "postmaster_start": "1"]
+                                          "owner": 999_999, "run": "started-by-hand", "postmaster_pid": source, "postmaster_start": "1"]
             try JSONSerialization.data(withJSONObject: planted).write(to: URL(fileURLWithPath: foreign + "/server.json"))
 
             // The next recover stops the killed run's server, says so, and recovers.

@@ -136,7 +136,8 @@ public enum Recover {
                 // Recorded before it starts, so neither a signal nor a SIGKILL leaves it unnoticed.
                 try request.serverGuard.willStart(pgdata: request.pgdata, bin: bin, port: request.port)
                 do {
-                    try await ServerControl.start(bin: bin, pgdata: request.pgdata, logFile: logFile, environment: serverEnvironment(request))
+                    try await ServerControl.start(bin: bin, pgdata: request.pgdata, logFile: logFile,
+                                                  environment: serverEnvironment(request).merging(request.serverGuard.serverEnvironment) { $1 })
                 } catch {
                     request.serverGuard.didStart()
                     throw error

@@ -9,14 +9,16 @@ import Synchronization
 ///   non-zero. A signal that comes while the server is being started waits for the start to end,
 ///   then stops it; one that comes before is enough to keep the run from starting it at all.
 /// - **SIGKILL** (nothing runs): before starting the server, the run writes a record,
-///   `$TMPDIR/tsbackup-recover-<UUID>/server.json` (the data directory, port, and once it is up
-///   the postmaster's pid and start time from `postmaster.pid`), and holds the lock file beside it
-///   (``OwnedScratchDirectory``: `flock`, which the kernel releases when the process dies). Every
+///   `$TMPDIR/tsbackup-recover-<UUID>/server.json` (the data directory, port, a run id, and once
+///   it is up the postmaster's pid and start time from `postmaster.pid`), and holds the lock file
+///   beside it (``OwnedScratchDirectory``: `flock`, which the kernel releases when the process
+///   dies). The server is started with `TSBACKUP_RECOVER_RUN=<run id>` in its environment. Every
 ///   recover first sweeps these records (``sweep(parent:)``): a record whose lock it can take
-///   belongs to a run that no longer exists. If the server named there still runs, with the pid
-///   and start time recorded (so it is the one that run started, not one an operator started
-///   since), it is stopped and the run says so; a server it cannot prove that run started is
-///   left alone and named, with the command to stop it.
+///   belongs to a run that no longer exists. If the server running in that directory carries the
+///   run id in its environment (`/proc/PID/environ`; where that cannot be read, if it has the
+///   recorded pid and start time), it is the one that run started, not one an operator started
+///   since: it is stopped and the run says so. A server it cannot prove that run started is left
+///   alone and named, with the command to stop it.
 /// - A run that ends normally, with or without error, has told the user about the server (its
 ///   report, or its error) and hands it over (``handOver()``): the record goes, and nothing stops
 ///   the server later. With `--stop-after`, or after a failed verification, the run stopped it
@@ -53,13 +55,16 @@ public final class RecoverServerGuard: Sendable {
         var port: Int
         /// The recover process.
         var owner: Int32
+        /// Put in the server's environment as `TSBACKUP_RECOVER_RUN`: what proves a postmaster is
+        /// this run's, even when the run was killed before it could record the pid.
+        var run: String?
         /// From `postmaster.pid` once the server is up: its pid and start time (epoch seconds),
         /// which together tell this postmaster from a later one in the same directory.
         var postmasterPID: Int32?
         var postmasterStart: String?
 
         enum CodingKeys: String, CodingKey {
-            case pgdata, bin, port, owner
+            case pgdata, bin, port, owner, run
             case postmasterPID = "postmaster_pid"
             case postmasterStart = "postmaster_start"
         }
@@ -68,6 +73,12 @@ public final class RecoverServerGuard: Sendable {
     private let state = Mutex(State())
     /// Where records live (`$TMPDIR`).
     let parent: String
+    /// This run's id, in its record and its server's environment.
+    let run = UUID().uuidString
+
+    static let environmentVariable = "TSBACKUP_RECOVER_RUN"
+    /// What the server is started with beside the run's own settings.
+    var serverEnvironment: [String: String?] { [Self.environmentVariable: run] }
 
     public init(parent: String = FileManager.default.temporaryDirectory.path) {
         self.parent = parent
@@ -82,7 +93,7 @@ public final class RecoverServerGuard: Sendable {
     /// record first, so a SIGKILL at any later moment leaves it behind.
     func willStart(pgdata: String, bin: String, port: Int) throws {
         let record = try OwnedScratchDirectory(prefix: Self.recordPrefix, parent: parent)
-        let server = Server(pgdata: pgdata, bin: bin, port: port, owner: getpid())
+        let server = Server(pgdata: pgdata, bin: bin, port: port, owner: getpid(), run: run)
         do {
             try Self.write(server, to: record.path)
         } catch {
@@ -159,7 +170,7 @@ public final class RecoverServerGuard: Sendable {
         do {
             try await ServerControl.stop(bin: server.bin, pgdata: server.pgdata)
             finish()
-            return "recover was interrupted (\(name)): it stopped the PostgreSQL server it had started on port \(server.port) (pg_ctl stop -m fast), which had not been verified. \(server.pgdata) is kept for inspection; remove it before recovering again."
+            return "recover was interrupted (\(name)): it stopped the PostgreSQL server it had started on port \(server.port) (pg_ctl stop -m fast) before reporting on it. \(server.pgdata) is kept for inspection; remove it before recovering again."
         } catch {
             // The record stays (its lock goes with this process): the next recover tries again.
             let reason = (error as? TSBackupError)?.message ?? "\(error)"
@@ -229,20 +240,37 @@ public final class RecoverServerGuard: Sendable {
             guard FileManager.default.fileExists(atPath: server.pgdata) else { return (nil, false) }
             return ("\(subject) left the data directory \(server.pgdata); no server runs there. Remove it, or keep it for inspection.", false)
         }
-        guard let pid = server.postmasterPID, let start = server.postmasterStart else {
+        switch proof(server, running: running) {
+        case .proven:
+            break
+        case .another:
+            // Started again since (by hand, or by anything else): not the server that run started.
+            return (nil, false)
+        case .unknown:
             return ("\(subject) was starting a PostgreSQL server in \(server.pgdata) when it died; a server (pid \(running.pid)) runs there now, and tsbackup cannot prove that run started it, so it was left running. If it is not in use, stop it: pg_ctl -D \(server.pgdata) stop -m fast.", false)
         }
-        guard running.pid == pid, running.start == start else {
-            // Started again since (by hand): not the server that run started.
-            return (nil, false)
-        }
+        let pid = running.pid
         do {
             try await ServerControl.stop(bin: server.bin, pgdata: server.pgdata)
-            return ("Stopped the PostgreSQL server (pid \(pid), port \(server.port)) that \(who) had started in \(server.pgdata) and never verified. The directory is kept: remove it, or start it with pg_ctl -D \(server.pgdata) start to inspect it.", false)
+            return ("Stopped the PostgreSQL server (pid \(pid), port \(server.port)) that \(who) had started in \(server.pgdata); that run ended before it reported on the server. The directory is kept: remove it, or start it with pg_ctl -D \(server.pgdata) start to inspect it.", false)
         } catch {
             let reason = (error as? TSBackupError)?.message ?? "\(error)"
             return ("The PostgreSQL server (pid \(pid), port \(server.port)) that \(who) had started in \(server.pgdata) could not be stopped: \(reason) Stop it with pg_ctl -D \(server.pgdata) stop -m fast.", true)
         }
+    }
+
+    enum Proof { case proven, another, unknown }
+
+    /// Whether the postmaster running in the record's directory is the one the record's run
+    /// started: its environment carries the run id (a server started any other way does not);
+    /// where the environment cannot be read, its pid and start time are the recorded ones.
+    static func proof(_ server: Server, running: (pid: Int32, start: String)) -> Proof {
+        if let run = server.run, let environ = FileManager.default.contents(atPath: "/proc/\(running.pid)/environ") {
+            let marker = Array("\(environmentVariable)=\(run)".utf8)
+            return environ.split(separator: 0).contains { Array($0) == marker } ? .proven : .another
+        }
+        guard let pid = server.postmasterPID, let start = server.postmasterStart else { return .unknown }
+        return running.pid == pid && running.start == start ? .proven : .another
     }
 
     // MARK: Files
