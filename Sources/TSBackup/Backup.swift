@@ -17,6 +17,12 @@ public enum Backup {
         /// ``Backup/defaultCompression`` so that every caller (the CLI, the service) gets the same
         /// measured default.
         public var compression: Int? = Backup.defaultCompression
+        /// The zstd level tsbackup compresses a directory archive's data files with, after
+        /// pg_dump wrote them uncompressed (``ArchiveDataCompression``); nil lets pg_dump
+        /// compress them at `compression` as before. Custom-format archives and chunk batches
+        /// are always compressed by pg_dump at `compression`. Starts at
+        /// ``Backup/defaultZstdLevel``.
+        public var zstdLevel: Int? = Backup.defaultZstdLevel
         public var tables: [String] = []
         public var excludeTables: [String] = []
         public var excludeSchemas: [String] = []
@@ -27,6 +33,23 @@ public enum Backup {
             self.settings = settings
             self.repository = repository
         }
+
+        /// Applies a `--compress` choice: a pg_dump level turns tsbackup's zstd off; zstd keeps
+        /// the default pg_dump level for the archives pg_dump still compresses (custom format,
+        /// chunk batches).
+        public mutating func apply(_ choice: CompressionChoice) {
+            switch choice {
+            case .pgDump(let level):
+                compression = level
+                zstdLevel = nil
+            case .zstd(let level):
+                compression = Backup.defaultCompression
+                zstdLevel = level
+            }
+        }
+
+        /// Whether tsbackup compresses the data files of an archive in `format` with zstd.
+        func compressesDataFiles(_ format: BackupManifest.Format) -> Bool { format == .directory && zstdLevel != nil }
     }
 
     /// Where a running backup is, for a progress line.
@@ -45,6 +68,34 @@ public enum Backup {
     /// level 2 (zlib's fast deflate) measured several times faster for about a fifth more bytes
     /// (docs/performance.md has the figures). `--compress 6` gives pg_dump's size back.
     public static let defaultCompression = 2
+
+    /// The zstd level of a default directory-format backup: pg_dump writes the data files
+    /// uncompressed on `--jobs` connections and tsbackup compresses them with zstd beside the
+    /// dump. Level 1 measured at pg_dump -Fc's size (0.98x) and faster than gzip level 2; level
+    /// 3 was no smaller on COPY text and cost about 1.5x the time on 2 cores, where zstd competes
+    /// with the server's COPY for the CPU (docs/performance.md has the figures).
+    public static let defaultZstdLevel = 1
+
+    /// The range `--compress zstd:N` accepts (zstd's levels without its memory-hungry "ultra" ones).
+    public static let zstdLevels = 1...19
+
+    /// How `--compress` asks for compression: pg_dump's gzip at a level (0 = none, the
+    /// meaning `--compress N` always had), or tsbackup's zstd at a level for directory archives.
+    public enum CompressionChoice: Sendable, Equatable {
+        case pgDump(level: Int)
+        case zstd(level: Int)
+
+        /// `0`-`9` or `gzip:0-9` (pg_dump's gzip), `none` (0), `zstd` or `zstd:1-19`; nil otherwise.
+        public init?(argument: String) {
+            let text = argument.lowercased()
+            if text == "none" { self = .pgDump(level: 0); return }
+            if text == "zstd" { self = .zstd(level: Backup.defaultZstdLevel); return }
+            if text.hasPrefix("zstd:"), let level = Int(text.dropFirst(5)), Backup.zstdLevels.contains(level) { self = .zstd(level: level); return }
+            let gzip = text.hasPrefix("gzip:") ? String(text.dropFirst(5)) : text
+            if let level = Int(gzip), (0...9).contains(level), gzip.allSatisfy(\.isASCII) { self = .pgDump(level: level); return }
+            return nil
+        }
+    }
 
     /// pg_dump jobs for the directory format unless told otherwise: one per core (at least 2, at
     /// most 8, since each job is a connection to the source).
@@ -166,7 +217,7 @@ public enum Backup {
             durationSeconds: 0, tsbackupVersion: TSBackupVersion.current, source: source, server: plan.server,
             pgDump: plan.pgDump, timescaledb: nil, extensions: [], hypertables: [], plainTables: [], jobs: [],
             chunkTables: [], databaseBytes: 0, format: plan.format, jobsUsed: plan.format == .directory ? request.jobs : 1,
-            checksums: request.checksums, compression: request.compression, archive: archiveName, rolesFile: "roles.sql", rolesSource: "",
+            checksums: request.checksums, compression: request.compressesDataFiles(plan.format) ? 0 : request.compression, archive: archiveName, rolesFile: "roles.sql", rolesSource: "",
             files: [], warnings: initialWarnings, retries: [])
         manifest.formatChoice = plan.formatChoice
 
@@ -176,6 +227,7 @@ public enum Backup {
             defer { phases[name, default: 0] += Date().timeIntervalSince(start) }
             return try await body()
         }
+        var compressor: DataFileCompressor?
         do {
             // Roles live in the shared catalog, outside any database snapshot: pg_dumpall (its own
             // connection) writes them while pg_dump and the survey run, instead of after them.
@@ -186,14 +238,19 @@ public enum Backup {
             var survey: DatabaseSurvey?
             var batched: ChunkBatchRun.Outcome?
             for attempt in 1...max(1, request.maxAttempts) {
+                // zstd of the data files, each as soon as pg_dump reports it done (DataFileCompressor).
+                compressor = request.zstdLevel.flatMap { level in
+                    request.compressesDataFiles(plan.format) ? DataFileCompressor(staging: staging, archive: archiveName, level: level) : nil
+                }
                 try await session.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                 let snapshot = try await session.value("SELECT pg_export_snapshot()", as: String.self)
                 onProgress?(Progress(phase: "dumping", tablesDone: 0, tablesTotal: plan.tableBytes.count, bytesWritten: 0, fractionDone: 0, elapsed: Date().timeIntervalSince(started)))
                 // Past the lock limit: decide the chunk path again, in the snapshot itself.
                 let batchPlan = plan.batchReason == nil ? nil
                     : try await ChunkBatchPlan.make(session: session, lockBudget: plan.lockBudget.budget, jobs: request.jobs)
-                let dump = DumpRun(request: request, plan: plan, archivePath: archivePath, snapshot: snapshot,
+                var dump = DumpRun(request: request, plan: plan, archivePath: archivePath, snapshot: snapshot,
                                    started: started, onProgress: onProgress, extraArguments: batchPlan?.mainExclusions ?? [])
+                if let compressor { dump.onDataFinished = { compressor.submit("\($0).dat") } }
                 // The survey reads the same snapshot on our session while pg_dump runs.
                 async let surveyed = Self.timed {
                     try await DatabaseSurvey.take(session, checksums: request.checksums, excludedTables: plan.scope.excludedTables,
@@ -221,6 +278,7 @@ public enum Backup {
                     manifest.warnings += outcome.warnings
                     break
                 }
+                await compressor?.idle()
                 if outcome.chunkVanished, attempt < request.maxAttempts {
                     manifest.retries.append(.init(attempt: attempt, reason: outcome.errorSummary))
                     try? FileManager.default.removeItem(atPath: archivePath)
@@ -245,8 +303,9 @@ public enum Backup {
             }
 
             onProgress?(Progress(phase: "roles and archive check", tablesDone: 0, tablesTotal: 0, bytesWritten: FileSystem.size(of: staging), fractionDone: 1, elapsed: Date().timeIntervalSince(started)))
-            // The table-of-contents check (a pg_restore child reading the archive) runs beside the
-            // roles' wait and the hashing; its verdict is awaited before anything is committed.
+            // The table-of-contents check (a pg_restore child reading toc.dat, which is never
+            // compressed) runs beside the roles' wait, the compression's rest and the hashing; its
+            // verdict is awaited before anything is committed.
             let archives = ChunkBatchRun.archives(main: archivePath, manifest: manifest, directory: staging)
             let chunkTables = manifest.chunkTables
             let timescaleInstalled = survey.timescaledb != nil
@@ -263,18 +322,30 @@ public enum Backup {
             }
             phases["roles wait"] = Date().timeIntervalSince(rolesWait)
 
+            var compressed: [BackupManifest.FileEntry] = []
+            if let compressor {
+                onProgress?(Progress(phase: "compressing", tablesDone: 0, tablesTotal: 0, bytesWritten: FileSystem.size(of: staging), fractionDone: 1, elapsed: Date().timeIntervalSince(started)))
+                // What is left after the dump: files pg_dump did not report, and those still in progress.
+                let (files, summary) = try await phase("compression") { try await compressor.finish() }
+                compressed = files
+                manifest.fileCompression = summary
+            }
             onProgress?(Progress(phase: "hashing", tablesDone: 0, tablesTotal: 0, bytesWritten: FileSystem.size(of: staging), fractionDone: 1, elapsed: Date().timeIntervalSince(started)))
-            let files = try await phase("hashing") { try await FileSystem.hashFiles(under: staging) }
+            // The compressed files were hashed as they were written.
+            let skipping = Set(compressed.map(\.path))
+            let hashed = try await phase("hashing") { try await FileSystem.hashFiles(under: staging, skipping: skipping) }
             let (missing, checkSeconds) = try await checked
             phases["archive check"] = checkSeconds
             guard missing.isEmpty else {
                 throw TSBackupError(.failed, "The archive pg_dump wrote is incomplete: \(missing.count) expected entr\(missing.count == 1 ? "y is" : "ies are") missing (\(missing.prefix(5).joined(separator: ", "))). The backup was not kept; check pg_dump's options and warnings.")
             }
-            manifest.files = files
+            manifest.files = (hashed + compressed).sorted { $0.path < $1.path }
             manifest.phaseSeconds = phases
             manifest.markFinished(.complete)
             return try await repository.commitEntry(staged, manifest: manifest)
         } catch {
+            // No compression thread may still write into the staging directory that goes now.
+            await compressor?.idle()
             manifest.phaseSeconds = phases
             let failure = (error as? TSBackupError) ?? TSBackupError(.failed, "The backup failed: \(error)")
             manifest.markFinished(.failed, error: failure.message)
@@ -295,6 +366,8 @@ struct DumpRun: Sendable {
     let onProgress: (@Sendable (Backup.Progress) -> Void)?
     /// `--exclude-table` options leaving out the batched hypertables (ChunkBatches.swift).
     var extraArguments: [String] = []
+    /// Called with the dump id of each table data file pg_dump reports finished (parallel dumps).
+    var onDataFinished: (@Sendable (Int) -> Void)? = nil
 
     struct Outcome {
         var succeeded: Bool
@@ -310,7 +383,12 @@ struct DumpRun: Sendable {
         var arguments = ["--format=\(plan.format == .directory ? "directory" : "custom")",
                          "--file=\(archivePath)", "--snapshot=\(snapshot)", "--no-password", "--no-sync", "--verbose"]
         if plan.format == .directory { arguments.append("--jobs=\(max(1, request.jobs))") }
-        if let level = request.compression { arguments.append("--compress=\(level)") }
+        if request.compressesDataFiles(plan.format) {
+            // tsbackup compresses the data files with zstd afterwards (ArchiveDataCompression).
+            arguments.append("--compress=0")
+        } else if let level = request.compression {
+            arguments.append("--compress=\(level)")
+        }
         return arguments + plan.scope.pgDumpArguments + extraArguments + [request.settings.database]
     }
 
@@ -324,7 +402,9 @@ struct DumpRun: Sendable {
         let tableBytes = plan.tableBytes
         let onProgress = onProgress
         let environment = request.settings.childProcessEnvironment()
+        let onDataFinished = onDataFinished
         let result = try await ProcessRunner.runStreamingErrors(plan.pgDump.path, arguments, environment: environment) { line in
+            if let onDataFinished, let id = ArchiveDataCompression.finishedDataItem(line) { onDataFinished(id) }
             let dumped = collector.withLock { $0.take(line, tableBytes: tableBytes) }
             guard let onProgress, dumped else { return }
             let now = Date()

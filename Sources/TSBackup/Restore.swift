@@ -230,13 +230,30 @@ actor RestoreRun {
     static let verifyStepName = "verify against the manifest, ANALYZE beside it"
 
     func run() async throws -> Restore.Report {
+        // Data files tsbackup compressed with zstd (checked against the manifest by the
+        // preflight): pg_restore reads them decompressed from scratch space. The table of
+        // contents is copied there first; the data files are decompressed beside the steps that
+        // need none of them (database, extension, pre-data) and waited for before the first data.
+        var expansion: ArchiveDataCompression.Expansion?
+        var decompression: Task<Void, any Error>?
+        defer { expansion?.scratch.remove() }
         do {
             let tools = try await step("preflight") { try await self.preflight() }
+            var archive = archivePath
+            if manifest.fileCompression != nil {
+                expansion = try await step("copy the table of contents to scratch space") {
+                    try ArchiveDataCompression.prepare(self.manifest, directory: self.directory)
+                }
+                if let expansion {
+                    archive = expansion.archivePath
+                    decompression = Task { try await expansion.decompress() }
+                }
+            }
             try await step("create database") { try await self.createDatabase(psql: tools.creator) }
             try await step("create extension and enter restore mode") { try await self.prepareDatabase() }
             let reporter = progress
             reporter.attach(RestoreProgressCounter(contents: tools.contents, dataBytes: Self.dataFileBytes(manifest)))
-            let procedure = try RestoreProcedure(archive: archivePath, pgRestore: tools.pgRestore, settings: targetSettings, jobs: request.jobs,
+            let procedure = try RestoreProcedure(archive: archive, pgRestore: tools.pgRestore, settings: targetSettings, jobs: request.jobs,
                                                  progress: reporter.counter, onItem: { reporter.tick() })
             defer { procedure.removeLists() }
             let chunkKeys = try await step("split the archive's contents") { try procedure.splitLists(tools.contents, chunkTables: self.manifest.chunkTables) }
@@ -262,6 +279,11 @@ actor RestoreRun {
                 }
             } else {
                 restoreWarnings += try await step("pg_restore pre-data") { try await procedure.restorePreData() }
+            }
+            if let decompression, let packed = manifest.fileCompression {
+                try await step("decompress \(packed.files) data files (\(packed.method), \(ByteCount.format(packed.plainBytes))), begun after preflight") {
+                    try await decompression.value
+                }
             }
             restoreWarnings += try await step("pg_restore TimescaleDB catalog data") { try await procedure.restoreCatalogData() }
             if let batches, !batches.path.droppedChunks.isEmpty {
@@ -291,6 +313,8 @@ actor RestoreRun {
             report.ok = true
             return report
         } catch {
+            // The scratch directory goes only once nothing writes into it any more.
+            _ = try? await decompression?.value
             let failure = (error as? TSBackupError) ?? TSBackupError(.failed, "The restore failed: \(error)")
             let failedStep = report.steps.last(where: { !$0.ok })?.name ?? "preflight"
             var message = failure.message
@@ -394,6 +418,7 @@ actor RestoreRun {
             // so are their scratch directories in $TMPDIR.
             warnings += try await InterruptedRuns.sweepDatabases(session, server: "\(target.host):\(target.port)")
             warnings += OwnedScratchDirectory.sweep(prefix: RestoreProcedure.scratchPrefix, what: "restore")
+            warnings += ArchiveDataCompression.sweep()
             if server.majorVersion < manifest.server.majorVersion {
                 throw TSBackupError(.precondition, "Backup \(manifest.id) comes from PostgreSQL \(manifest.server.majorVersion) but the target runs \(server.majorVersion); a dump never restores into an older major version. Restore to a PostgreSQL \(manifest.server.majorVersion) or newer server.")
             }

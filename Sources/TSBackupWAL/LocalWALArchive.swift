@@ -72,8 +72,11 @@ package enum LocalWALArchive {
     // MARK: wal-push
 
     /// Archives `path` (relative to `dataDirectory`, PostgreSQL's working directory when it runs
-    /// archive_command) into the repository at `root`.
-    package static func push(path: String, root: String, dataDirectory: String, level: Int32 = WALObjectFormat.defaultLevel) throws -> PushOutcome {
+    /// archive_command) into the repository at `root`. `guardsSIGBUS`: turn a SIGBUS while the
+    /// mapped file is read into this command's error and exit (``MappedReadGuard``); it sets a
+    /// process-wide signal handler, so only a process that pushes one file at a time, the command
+    /// line, asks for it.
+    package static func push(path: String, root: String, dataDirectory: String, level: Int32 = WALObjectFormat.defaultLevel, guardsSIGBUS: Bool = false) throws -> PushOutcome {
         let source = try WALSourceFile.open(path: path, baseName: LocalArchiveFile.lastComponent(of: path), dataDirectory: dataDirectory)
         defer { source.close() }
         let file = source.file, fileSize = source.size, fd = source.descriptor
@@ -90,28 +93,43 @@ package enum LocalWALArchive {
             throw TSBackupError(.precondition, "\(file) is a \(megabytes(segmentSize)) segment, but the archive in \(root) holds \(megabytes(recorded)) segments of the same cluster; it was not archived. Archive to a new repository.")
         }
 
-        // One pass: each piece read is hashed and compressed straight into the object's
+        // One pass: each step of the file is hashed and compressed straight into the object's
         // temporary file, after room for the header, which is written in place at the end (it
-        // carries the SHA-256 of the whole file). Neither the file nor its payload is held.
+        // carries the SHA-256 of the whole file). Neither the file nor its payload is held: the
+        // file is mapped and read in place a step at a time (``MappedWALFile``), or, where it
+        // cannot be mapped, read in pieces.
         let object = ArchiveObject.wal(systemIdentifier: system, file: file)
         let objectPath = root + "/" + ArchiveLayout.name(of: object)
+        let mapped = MappedWALFile(source)
+        let guarded = mapped != nil && guardsSIGBUS
+        if guarded { MappedReadGuard.arm(source) }
+        defer { if guarded { MappedReadGuard.disarm() } }
         var storedBytes = Int64(WALObjectFormat.headerSize)
         var digest: [UInt8] = []
         let outcome = try LocalArchiveFile.createOnlyWriting(at: objectPath, root: root) { output in
+            if guarded { MappedReadGuard.removeOnFault(output.path) }
             try [UInt8](repeating: 0, count: WALObjectFormat.headerSize).withUnsafeBytes { try output.put($0) }
+            let sink = { (piece: UnsafeRawBufferPointer) in
+                try output.put(piece)
+                storedBytes += Int64(piece.count)
+            }
             let encoded: (digest: [UInt8], plainBytes: Int64)
             do {
-                encoded = try WALObjectFormat.compress(pledgedSize: fileSize, level: level, read: readPiece) { piece in
-                    try output.put(piece)
-                    storedBytes += Int64(piece.count)
+                if let mapped {
+                    encoded = (try WALObjectFormat.compress(mapped: mapped.bytes, level: level, prepare: mapped.prepare, release: mapped.release, sink: sink), fileSize)
+                } else {
+                    encoded = try WALObjectFormat.compress(pledgedSize: fileSize, level: level, read: readPiece, sink: sink)
                 }
             } catch let error as Zstd.Failure {
                 // The frame records the size fstat gave: a file that changed size while it was
                 // read fails here (PostgreSQL retries).
                 throw TSBackupError(.failed, "Could not compress \(file) with zstd: \(error). If the file changed size while it was read (\(fileSize) bytes at the start), it was not archived; PostgreSQL will retry.")
             }
-            guard encoded.plainBytes == fileSize else {
-                throw TSBackupError(.failed, "\(file) changed size while it was read (\(fileSize) bytes, then \(encoded.plainBytes)); it was not archived. PostgreSQL will retry.")
+            // A mapped file is read to the size it had when it was opened: one that grew since
+            // is refused as the piece-wise read refuses it.
+            let now = mapped == nil ? encoded.plainBytes : source.currentSize()
+            guard encoded.plainBytes == fileSize, now == fileSize else {
+                throw TSBackupError(.failed, "\(file) changed size while it was read (\(fileSize) bytes, then \(encoded.plainBytes == fileSize ? now : encoded.plainBytes)); it was not archived. PostgreSQL will retry.")
             }
             digest = encoded.digest
             let header = WALObjectFormat.headerBytes(compression: WALObjectFormat.compressionZstd, plainSize: fileSize, sha256: encoded.digest)
@@ -123,7 +141,10 @@ package enum LocalWALArchive {
         case .exists:
             // The name is taken (before or while this ran): compare with this file's digest,
             // read once more when the write was skipped.
-            if digest.isEmpty {
+            if digest.isEmpty, let mapped {
+                try mapped.prepare(0..<mapped.bytes.count)
+                digest = WALDigest.sha256(mapped.bytes)
+            } else if digest.isEmpty {
                 guard lseek(fd, 0, SEEK_SET) == 0 else { throw cannotRead(String(cString: strerror(errno))) }
                 let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: WALObjectFormat.streamPieceSize, alignment: 16)
                 defer { buffer.deallocate() }
@@ -168,7 +189,16 @@ package enum LocalWALArchive {
         if header.sha256 == digest && header.plainSize == size {
             return .alreadyArchived(file: file)
         }
-        throw TSBackupError(.failed, "\(file) is already archived in \(root) with different content (stored SHA-256 \(header.sha256Hex.prefix(16))..., this file's \(WALDigest.hex(digest).prefix(16))...); the archived copy was kept and this one refused. Two servers may be archiving as the same cluster (a restored copy still running with archiving on?): stop the one that should not archive, and check which copy is right before removing anything.")
+        throw differentContent(file: file, location: root, objectName: name, stored: header, digest: digest, size: size)
+    }
+
+    /// The refusal of a push whose name the archive holds with other content, shared with the
+    /// library's path (`WALPush`). It gives both SHA-256 digests whole and both sizes: a prefix
+    /// would do to tell them apart, but the operator's next step is to find which copy is right
+    /// (`sha256sum` of the candidates, `pg_waldump`), and a whole digest is what identifies a
+    /// file there without doubt; 64 digits still fit the one paragraph.
+    package static func differentContent(file: WALFileName, location: String, objectName: String, stored: WALObjectFormat.Header, digest: [UInt8], size: Int64) -> TSBackupError {
+        TSBackupError(.failed, "\(file) is already archived in \(location) with different content (the stored object \(objectName): \(stored.plainSize) bytes, SHA-256 \(stored.sha256Hex); this file: \(size) bytes, SHA-256 \(WALDigest.hex(digest))); the archived copy was kept and this one refused. Two servers may be archiving as the same cluster (a restored copy still running with archiving on?): stop the one that should not archive, and check which copy is right (sha256sum shows the same digests) before removing anything.")
     }
 
     /// The archive's marker, created for this cluster when there is none; refuses another cluster's.

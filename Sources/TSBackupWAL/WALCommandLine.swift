@@ -55,7 +55,7 @@ package enum WALCommandLine {
         let workingDirectory = currentDirectory()
         do {
             if command == "wal-push" {
-                let outcome = try LocalWALArchive.push(path: positional[0], root: root, dataDirectory: workingDirectory)
+                let outcome = try LocalWALArchive.push(path: positional[0], root: root, dataDirectory: workingDirectory, guardsSIGBUS: true)
                 if case .alreadyArchived(let file) = outcome {
                     printToStandardError("tsbackup: \(file) is already archived with identical content; nothing stored.")
                 }

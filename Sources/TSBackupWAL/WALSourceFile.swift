@@ -44,6 +44,12 @@ package struct WALSourceFile {
 
     package func close() { _ = Glibc.close(descriptor) }
 
+    /// The file's size now (-1 when fstat fails).
+    package func currentSize() -> Int64 {
+        var status = stat()
+        return fstat(descriptor, &status) == 0 ? Int64(status.st_size) : -1
+    }
+
     /// An unreadable file: the message says how archive_command hands the path over.
     package func cannotRead(_ reason: String) -> TSBackupError { Self.cannotRead(path, reason) }
 

@@ -181,11 +181,12 @@ final class Bench {
         typealias Variant = (name: String, run: () async throws -> [String: Double])
         let variants: [Variant] = [
             ("pg_dump -Fc", { try await self.pgDump(database, ["--format=custom", "--file=\(out)"], output: out, keep: false) }),
-            ("pg_dump -Fd -j\(cores) -Z1", { try await self.pgDump(database, ["--format=directory", "--jobs=\(cores)", "--compress=1", "--file=\(out)"], output: out, keep: false) }),
-            ("tsbackup backup (default)", { try await self.tsbackupBackup(database, [], keep: false).counters }),
-            ("tsbackup backup --compress 1", { try await self.tsbackupBackup(database, ["--compress", "1"], keep: false).counters }),
-            ("tsbackup backup --compress 4", { try await self.tsbackupBackup(database, ["--compress", "4"], keep: false).counters }),
-            ("tsbackup backup --compress 6 (pg_dump's default level)", { try await self.tsbackupBackup(database, ["--compress", "6"], keep: false).counters }),
+            ("pg_dump -Fd -j\(cores) -Z0 (no compression)", { try await self.pgDump(database, ["--format=directory", "--jobs=\(cores)", "--compress=0", "--file=\(out)"], output: out, keep: false) }),
+            ("tsbackup backup (default: zstd:\(Backup.defaultZstdLevel))", { try await self.tsbackupBackup(database, [], keep: false).counters }),
+            ("tsbackup backup --compress zstd:3", { try await self.tsbackupBackup(database, ["--compress", "zstd:3"], keep: false).counters }),
+            ("tsbackup backup --compress zstd:6", { try await self.tsbackupBackup(database, ["--compress", "zstd:6"], keep: false).counters }),
+            ("tsbackup backup --compress 2 (gzip, the old default)", { try await self.tsbackupBackup(database, ["--compress", "2"], keep: false).counters }),
+            ("tsbackup backup --compress 4 (gzip)", { try await self.tsbackupBackup(database, ["--compress", "4"], keep: false).counters }),
         ]
         log("\n== Default speed (\(repetitions) interleaved runs each, \(cores) cores)")
         var measured = variants.map { Measurement(scenario: scenario, name: $0.name) }
@@ -209,7 +210,66 @@ final class Bench {
                                           text: String(format: "%.2f s, %.2fx faster than pg_dump -Fc, %.2fx its size", measurement.median,
                                                        baseline.median / measurement.median, bytes / baselineBytes)))
         }
+        try await defaultsRestores(database)
         try await dropDatabase(database)
+    }
+
+    /// The restore of the default backup (zstd data files, decompressed into scratch space
+    /// first) against that of the old default (`--compress 2`, gzip read by pg_restore), on the
+    /// same data, interleaved, each verified and compared with the source by md5.
+    func defaultsRestores(_ database: String) async throws {
+        let scenario = "default speed: restore"
+        let source = try await digests(database)
+        let zstd = try await tsbackupBackup(database, [])
+        let gzip = try await tsbackupBackup(database, ["--compress", "2"])
+        defer {
+            try? FileManager.default.removeItem(atPath: zstd.repository)
+            try? FileManager.default.removeItem(atPath: gzip.repository)
+        }
+        let manifestData = try Data(contentsOf: URL(fileURLWithPath: "\(zstd.repository)/backups/\(zstd.id)/manifest.json"))
+        let manifest = try JSONOutput.decode(BackupManifest.self, from: manifestData)
+        if let packed = manifest.fileCompression {
+            let toc = manifest.files.filter { $0.path.hasPrefix(manifest.archive + "/") && !$0.path.hasSuffix(".zst") }.reduce(Int64(0)) { $0 + $1.bytes }
+            log("  default backup: \(packed.files) data files, \(ByteCount.format(packed.plainBytes)) as pg_dump wrote them (compressed as pg_dump finished each; plus \(ByteCount.format(toc)) of TOC), \(ByteCount.format(packed.bytes)) stored; compression phase \(String(format: "%.2f", manifest.phaseSeconds?["compression"] ?? 0)) s")
+            results.findings.append(.init(scenario: scenario, name: "uncompressed staging bytes of the default backup", value: Double(packed.plainBytes),
+                                          text: "\(ByteCount.format(packed.plainBytes)) staged uncompressed, \(ByteCount.format(packed.bytes)) stored"))
+        }
+        log("\n== Default speed: restore of the default backup (zstd) vs the old default (--compress 2), \(repetitions) interleaved runs each, verified")
+        var same = true
+        typealias Variant = (name: String, run: () async throws -> [String: Double])
+        func restore(_ run: BackupRun) -> () async throws -> [String: Double] {
+            return {
+                let into = "heavy_restore_\(UUID().uuidString.prefix(6).lowercased())"
+                var decompress = 0.0
+                var counters = try await self.tsbackupRestore(repository: run.repository, id: run.id, into: into) { report in
+                    decompress = report.steps.filter { $0.name.hasPrefix("decompress") }.reduce(0) { $0 + $1.seconds }
+                }
+                counters["decompress_seconds"] = decompress
+                if same { same = try await self.digests(into) == source }
+                try await self.dropDatabase(into)
+                return counters
+            }
+        }
+        let variants: [Variant] = [("tsbackup restore of the default backup (zstd)", restore(zstd)),
+                                   ("tsbackup restore of a --compress 2 backup (gzip)", restore(gzip))]
+        var measured = variants.map { Measurement(scenario: scenario, name: $0.name) }
+        for _ in 0..<repetitions {
+            for (index, variant) in variants.enumerated() {
+                var counters = try await variant.run()
+                measured[index].seconds.append(counters.removeValue(forKey: "seconds") ?? .nan)
+                for (key, value) in counters { measured[index].counters[key, default: []].append(value) }
+            }
+        }
+        for measurement in measured {
+            let (low, high) = measurement.spread
+            log("  " + measurement.name.padding(toLength: 56, withPad: " ", startingAt: 0)
+                + String(format: " median %7.2f s (%.2f-%.2f), decompress step %.2f s", measurement.median, low, high, measurement.medianCounter("decompress_seconds") ?? 0))
+            results.measurements.append(measurement)
+        }
+        let ratio = measured[0].median / measured[1].median
+        log(String(format: "  zstd restore / gzip restore: %.2fx the time; restored databases identical to the source: %@", ratio, same ? "yes" : "NO"))
+        results.findings.append(.init(scenario: scenario, name: "restore time: default (zstd) / --compress 2 (gzip)", value: ratio,
+                                      text: String(format: "%.2f s vs %.2f s (%.2fx), identical to the source: %@", measured[0].median, measured[1].median, ratio, same ? "yes" : "no")))
     }
 
     /// Where a backup's time goes per chunk: at each chunk count, `pg_dump -Fc`, tsbackup's

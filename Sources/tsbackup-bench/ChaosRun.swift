@@ -267,7 +267,9 @@ actor ChaosCampaign {
             return (["base-backup", "--db", source.url(database: "postgres"), "--repo", repoWAL, "--label", tag, "--json"], work)
         case .recover:
             let port = (try? SandboxCluster.freeLoopbackPort()) ?? 0
-            return (["recover", "--repo", repoWAL, "--to-latest", "--pgdata", work + "/recovered-\(tag)", "--port", String(port), "--stop-after", "--json"], work)
+            // --archive-mode off: a killed run's server, left running until the next recover
+            // stops it, must not archive its new timeline into the source's archive meanwhile.
+            return (["recover", "--repo", repoWAL, "--to-latest", "--pgdata", work + "/recovered-\(tag)", "--port", String(port), "--stop-after", "--archive-mode", "off", "--json"], work)
         case .walPush, .serveBackup, .serveRestore:
             return ([], work)
         }
@@ -315,6 +317,16 @@ actor ChaosCampaign {
                 _ = try? await target.withSuperuser(database: "chaos_import") { try await $0.execute("DROP TABLE IF EXISTS public.\(quoteIdentifier("imp_" + tag)) CASCADE") }
             }
         case .recover:
+            // The next recover stops the server a killed one left (its record in $TMPDIR); one
+            // still running now is a leftover.
+            if let pgdata = killedRecoverData {
+                killedRecoverData = nil
+                if Self.postmasterRuns(pgdata) {
+                    stats[operation, default: Stats()].leftovers.append("\(tag): the killed recover's server was still running after the next recover (stopped by the harness)")
+                } else {
+                    log("  \(tag): the killed recover's server was stopped by the next recover")
+                }
+            }
             for name in (try? FileManager.default.contentsOfDirectory(atPath: work)) ?? [] where name.hasPrefix("recovered-") {
                 await stopServer(work + "/" + name)
                 try? FileManager.default.removeItem(atPath: work + "/" + name)
@@ -325,18 +337,28 @@ actor ChaosCampaign {
         }
     }
 
-    /// What a kill left that only the harness can tidy (not a tsbackup run): a recovered server
-    /// still running. Noted as a leftover.
+    /// The data directory of a killed recover whose server was running when it was killed: the
+    /// next recover must stop it (checked in ``afterNext(_:_:tag:)``).
+    var killedRecoverData: String?
+
+    /// What a kill left: a killed recover's server is left for the next recover to stop (it
+    /// proves the server is that run's from the record the run kept in $TMPDIR).
     func afterKill(_ operation: ChaosOperation, tag: String) async {
         if operation == .recover {
             let pgdata = work + "/recovered-\(tag)"
-            if FileManager.default.fileExists(atPath: pgdata + "/postmaster.pid") {
-                stats[operation, default: Stats()].leftovers.append("\(tag): the killed recover's server kept running (stopped by the harness)")
+            if Self.postmasterRuns(pgdata) {
+                killedRecoverData = pgdata
+                log("  \(tag): the killed recover's server runs; left to the next recover")
             }
-            await stopServer(pgdata)
-            try? FileManager.default.removeItem(atPath: pgdata)
             removeOtherTimelines()
         }
+    }
+
+    /// Whether the postmaster named by `pgdata/postmaster.pid` is a live process.
+    static func postmasterRuns(_ pgdata: String) -> Bool {
+        guard let text = try? String(contentsOfFile: pgdata + "/postmaster.pid", encoding: .utf8),
+              let pid = Int32(text.split(separator: "\n").first.map(String.init) ?? "") else { return false }
+        return kill(pid, 0) == 0 || errno == EPERM
     }
 
     // MARK: wal-push, killed under the archiver

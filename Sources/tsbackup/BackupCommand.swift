@@ -2,6 +2,7 @@ import ArgumentParser
 import TSBackup
 
 extension BackupManifest.Format: ExpressibleByArgument {}
+extension Backup.CompressionChoice: ExpressibleByArgument {}
 
 struct BackupCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -26,8 +27,11 @@ struct BackupCommand: AsyncParsableCommand {
     @Option(help: "Archive format: directory (one file per table, dumped in parallel) or custom (one file). Default: chosen per database, custom for many small tables (thousands of chunks), directory otherwise; the manifest's format_choice says which and why.")
     var format: BackupManifest.Format?
 
-    @Option(help: "pg_dump compression level 0-9 (default 2: fast gzip; 6 is pg_dump's default, smaller and several times slower).")
-    var compress: Int?
+    @Option(help: ArgumentHelp(
+        "zstd[:LEVEL] or a pg_dump gzip level 0-9 (default: zstd:1).",
+        discussion: "zstd:1-19: pg_dump writes the directory archive uncompressed and tsbackup compresses each data file with zstd (restores decompress them into scratch space first). 0-9 (or gzip:0-9, none = 0): pg_dump compresses with gzip at that level, as pg_dump does by itself (6 is its default: smaller and several times slower than zstd). Custom-format archives and chunk batches are always compressed by pg_dump (gzip level 2 unless a level 0-9 is given).",
+        valueName: "method"))
+    var compress: Backup.CompressionChoice?
 
     @Option(help: "A label stored in the manifest.")
     var label: String?
@@ -49,7 +53,9 @@ struct BackupCommand: AsyncParsableCommand {
 
     func validate() throws {
         if let jobs, jobs < 1 { throw ValidationError("--jobs must be at least 1.") }
-        if let compress, !(0...9).contains(compress) { throw ValidationError("--compress takes a level from 0 to 9.") }
+        if format == .custom, case .zstd = compress {
+            throw ValidationError("--compress zstd applies to the directory format; pg_dump compresses custom archives itself. Give a gzip level 0-9 with --format custom, or leave --format out.")
+        }
         if format == .custom, let jobs, jobs > 1 {
             throw ValidationError("--jobs applies to the directory format only; pg_dump writes custom archives with one job.")
         }
@@ -62,7 +68,7 @@ struct BackupCommand: AsyncParsableCommand {
             // Automatic: the jobs serve the directory format if chosen, and chunk batches either way.
             request.jobs = format == .custom ? 1 : (jobs ?? Backup.defaultJobs)
             request.label = label
-            request.compression = compress ?? Backup.defaultCompression
+            if let compress { request.apply(compress) }
             request.checksums = checksums
             request.tables = tables
             request.excludeTables = excludeTables

@@ -122,12 +122,31 @@ struct RecoverCommand: AsyncParsableCommand {
             request.archiveMode = archiveMode
             request.user = user
             request.schedulerWait = try WaitSetting.seconds(WaitSetting.scheduler)
-            let report = try await Recover.run(request)
+            let serverGuard = request.serverGuard
+            request.onWarning = { printWarning($0) }
+            let signals = RecoverSignals(serverGuard)
+            defer { withExtendedLifetime(signals) {} }
+            let report: Recover.Report
+            do {
+                report = try await Recover.run(request)
+            } catch {
+                // Interrupted: the signal handler stops the server, says so and exits.
+                if serverGuard.signal != nil { await RecoverSignals.waitForHandler() }
+                if let failure = error as? TSBackupError { printError(failure) }
+                // The error named the server if one runs (kept for inspection): it is the user's now.
+                serverGuard.handOver()
+                throw (error as? TSBackupError).map { ExitCode($0.exitCode) } ?? error
+            }
+            if serverGuard.signal != nil { await RecoverSignals.waitForHandler() }
             if json {
                 print(try JSONOutput.encode(report))
             } else {
                 print(Self.render(report))
             }
+            fflush(nil)
+            // The report is out: the server it names is the user's (until then a kill leaves a
+            // record, and the next recover stops the server).
+            serverGuard.handOver()
             if !report.ok {
                 let failed = report.checks.filter { !$0.ok }.map { "\($0.subject): \($0.check) expected \($0.expected), found \($0.actual)" }
                 throw TSBackupError(.failed, "The recovered cluster in \(report.pgdata) did not verify (\(failed.joined(separator: "; "))). The server was stopped; the directory is kept for inspection. Remove it before recovering again.")

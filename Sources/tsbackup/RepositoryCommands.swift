@@ -97,33 +97,83 @@ struct ShowCommand: AsyncParsableCommand {
 struct VerifyCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "verify",
-        abstract: "Re-hash a backup's files and check its archive is complete.",
-        discussion: "Exits non-zero and names each missing or corrupt file when anything is wrong.")
+        abstract: "Re-hash a backup's files and check its archive is complete; with --wal, check every object of the WAL archive.",
+        discussion: """
+            Exits non-zero and names each missing or corrupt file when anything is wrong. \
+            --wal reads every archived WAL segment, .partial, .history and .backup file back \
+            (decrypting and authenticating it in an encrypted repository), decompresses it and \
+            checks zstd's frame checksum, the size and the SHA-256 recorded in its header, that a \
+            segment's first page names this archive's cluster, segment size and the position its \
+            name stands for, and that no segment is missing between a timeline's first and last \
+            or from a complete base backup's start to its stop. It reads the whole archive (on S3, \
+            downloads it), so it is an option, not part of checking one backup.
+            """)
 
-    @Argument(help: "The backup id (see list).") var id: String
+    @Argument(help: "The backup id (see list); may be left out with --wal.") var id: String?
     @OptionGroup var repository: RepositoryOptions
-    @Flag(help: "Print JSON.") var json = false
+    @Flag(help: "Check every object of the repository's WAL archive.") var wal = false
+    @Flag(help: "Print JSON (with an id and --wal: {\"backup\": ..., \"wal\": ...}).") var json = false
+
+    func validate() throws {
+        if id == nil && !wal { throw ValidationError("Give a backup id to verify, or --wal to verify the WAL archive (or both).") }
+    }
+
+    struct Both: Encodable {
+        var backup: Verify.Report
+        var wal: WALVerify.Report
+    }
 
     func run() async throws {
         try await reportingErrors {
-            let (report, isExport) = try await repository.resolved().with(create: false) { repo in
-                let report = try await Verify.run(repository: repo, id: id)
-                return (report, (try? await repo.entry(id))?.hypertable != nil)
+            let (report, isExport, walReport) = try await repository.resolved().with(create: false) { repo in
+                var entry: (Verify.Report, Bool)?
+                if let id {
+                    let report = try await Verify.run(repository: repo, id: id)
+                    entry = (report, (try? await repo.entry(id))?.hypertable != nil)
+                }
+                let walReport = wal ? try await WALVerify.run(repository: repo) : nil
+                return (entry?.0, entry?.1 ?? false, walReport)
             }
             if json {
-                print(try JSONOutput.encode(report))
-            } else if report.ok {
-                for warning in report.warnings { print("warning: \(warning)") }
-                print("\(isExport ? "Hypertable export" : "Backup") \(id) verified: \(report.filesChecked) files, \(ByteCount.format(report.bytesChecked)), checksums and \(isExport ? "row counts" : "table of contents") match the manifest.")
+                if let report, let walReport {
+                    print(try JSONOutput.encode(Both(backup: report, wal: walReport)))
+                } else if let report {
+                    print(try JSONOutput.encode(report))
+                } else if let walReport {
+                    print(try JSONOutput.encode(walReport))
+                }
             } else {
-                for warning in report.warnings { print("warning: \(warning)") }
-                print("Backup \(id) FAILED verification:")
-                for problem in report.problems { print("  - \(problem)") }
+                if let report, let id {
+                    for warning in report.warnings { print("warning: \(warning)") }
+                    if report.ok {
+                        print("\(isExport ? "Hypertable export" : "Backup") \(id) verified: \(report.filesChecked) files, \(ByteCount.format(report.bytesChecked)), checksums and \(isExport ? "row counts" : "table of contents") match the manifest.")
+                    } else {
+                        print("Backup \(id) FAILED verification:")
+                        for problem in report.problems { print("  - \(problem)") }
+                    }
+                }
+                if let walReport { print(Self.render(walReport)) }
             }
-            if !report.ok {
-                throw TSBackupError(.failed, "Backup \(id) is damaged or incomplete (\(report.problems.count) problem\(report.problems.count == 1 ? "" : "s")); do not restore it. Take a new backup.")
+            var failures: [String] = []
+            if let report, let id, !report.ok {
+                failures.append("Backup \(id) is damaged or incomplete (\(report.problems.count) problem\(report.problems.count == 1 ? "" : "s")); do not restore it. Take a new backup.")
             }
+            if let walReport, !walReport.ok {
+                let count = walReport.problems.count
+                failures.append("The WAL archive in \(walReport.repository) has \(count) damaged or missing object\(count == 1 ? "" : "s") (\(walReport.problems.prefix(3).map(\.file).joined(separator: ", "))\(count > 3 ? ", ..." : "")); a recovery that needs them fails there. Take a new base backup after the damage (recovery to points after it does not need the older WAL), and keep a copy of the archive elsewhere.")
+            }
+            if !failures.isEmpty { throw TSBackupError(.failed, failures.joined(separator: " ")) }
         }
+    }
+
+    static func render(_ report: WALVerify.Report) -> String {
+        let summary = "\(report.objectsChecked) objects (\(report.segmentsChecked) segments), \(ByteCount.format(report.storedBytes)) stored, \(ByteCount.format(report.plainBytes)) after decompression"
+        if report.ok {
+            return "WAL archive of cluster \(report.systemIdentifier) verified: \(summary); checksums, sizes and each segment's cluster and position match, no segment missing."
+        }
+        var lines = ["WAL archive of cluster \(report.systemIdentifier) FAILED verification (\(summary)):"]
+        for problem in report.problems { lines.append("  - \(problem.description)") }
+        return lines.joined(separator: "\n")
     }
 }
 

@@ -283,7 +283,8 @@ struct BackupFailureTests {
         let result = try await runBackup(cluster, database, repository: repository)
         let id = try JSONOutput.decode(BackupManifest.Summary.self, from: Data(result.standardOutput.utf8)).id
         let manifest = try backupManifest(repository, id)
-        let dataFiles = manifest.files.filter { $0.path.hasSuffix(".dat.gz") && $0.bytes > 20 }
+        // Data files as tsbackup stores them by default: zstd frames (a flip lands in the frame).
+        let dataFiles = manifest.files.filter { $0.path.hasSuffix(".dat.zst") && $0.bytes > 20 }
         let victim = try #require(dataFiles.first)
         let gone = try #require(dataFiles.last)
 

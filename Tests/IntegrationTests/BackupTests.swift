@@ -66,12 +66,19 @@ struct BackupTests {
         #expect(manifest.timescaledb?.catalogVersion == manifest.timescaledb?.version)
         #expect(manifest.server.majorVersion == 15)
         #expect(manifest.pgDump.majorVersion >= 15)
-        // The defaults: directory format, one pg_dump job per core (2 to 8), fast gzip.
+        // The defaults: directory format, one pg_dump job per core (2 to 8), written
+        // uncompressed by pg_dump and compressed by tsbackup with zstd, file by file.
         #expect(manifest.format == .directory)
         #expect(manifest.jobsUsed == min(8, max(2, ProcessInfo.processInfo.activeProcessorCount)))
-        #expect(manifest.compression == 2)
+        #expect(manifest.compression == 0)
         let dataFiles = manifest.files.filter { $0.path.hasPrefix("dump/") && $0.path.contains(".dat") && $0.path != "dump/toc.dat" }
-        #expect(!dataFiles.isEmpty && dataFiles.allSatisfy { $0.path.hasSuffix(".dat.gz") })
+        #expect(!dataFiles.isEmpty && dataFiles.allSatisfy { $0.path.hasSuffix(".dat.zst") })
+        let packed = try #require(manifest.fileCompression)
+        #expect(packed.method == "zstd" && packed.level == Backup.defaultZstdLevel && packed.suffix == ".zst")
+        #expect(packed.files == dataFiles.count)
+        #expect(packed.bytes == dataFiles.reduce(0) { $0 + $1.bytes })
+        #expect(packed.plainBytes > packed.bytes)
+        #expect((manifest.phaseSeconds ?? [:])["compression"] != nil)
         // Where the time went, phase by phase.
         let phases = Set((manifest.phaseSeconds ?? [:]).keys)
         #expect(phases.isSuperset(of: ["preflight", "dump", "survey", "archive check", "hashing"]), "\(phases)")
@@ -158,9 +165,9 @@ struct BackupTests {
         var archived = 0
         var chunkFiles = 0
         for item in contents.items where item.type == "TABLE DATA" && conditionChunks.contains(item.name) {
-            let file = "\(directory)/\(item.dumpID).dat.gz"
+            let file = "\(directory)/\(item.dumpID).dat.zst"
             // Data lines only: each file ends with the "\." terminator and blank lines.
-            let lines = try await ProcessRunner.run("sh", ["-c", "gzip -dc '\(file)' | grep -c -v -e '^\\\\\\.$' -e '^$'"])
+            let lines = try await ProcessRunner.run("sh", ["-c", "zstd -dcq '\(file)' | grep -c -v -e '^\\\\\\.$' -e '^$'"])
             archived += Int(lines.standardOutput.trimmingCharacters(in: .whitespacesAndNewlines)) ?? -1
             chunkFiles += 1
         }

@@ -228,6 +228,13 @@ struct PITRTests {
             #expect(expire.exitCode == 0, "\(expire.standardError)")
             let expired = try JSONOutput.decode(Expire.Report.self, from: Data(expire.standardOutput.utf8))
             #expect(expired.deletedBaseBackups.isEmpty && expired.keptBaseBackups.count == 1)
+            // Every object across the timelines (segments, the .partial at each promotion,
+            // .history and .backup files) reads back intact and names this cluster.
+            let walVerify = try await archiving.tsbackup(["verify", "--wal", "--repo", archiving.repo, "--json"])
+            #expect(walVerify.exitCode == 0, "\(walVerify.standardOutput) \(walVerify.standardError)")
+            let walReport = try JSONOutput.decode(WALVerify.Report.self, from: Data(walVerify.standardOutput.utf8))
+            #expect(walReport.ok && walReport.problems.isEmpty, "\(walReport.problems.map(\.description))")
+            #expect(walReport.objectsChecked > walReport.segmentsChecked, "history and backup files were checked too")
         } catch {
             await archiving.stop()
             throw error
@@ -312,8 +319,10 @@ struct PITRTests {
             #expect(try await marks(archiving, port: port) == [1])
             let auto = try String(contentsOfFile: pgdata + "/postgresql.auto.conf", encoding: .utf8)
             #expect(!auto.contains("AWS_SECRET") && !auto.contains(s3.moto.environment(endpoint: nil)["AWS_SECRET_ACCESS_KEY"] ?? "no secret"))
-            let verify = try await archiving.tsbackup(["verify", base.id, "--repo", archiving.repo])
-            #expect(verify.exitCode == 0, "\(verify.standardError)")
+            // The base backup and the (encrypted, S3) WAL archive in one run.
+            let verify = try await archiving.tsbackup(["verify", base.id, "--wal", "--repo", archiving.repo])
+            #expect(verify.exitCode == 0, "\(verify.standardOutput) \(verify.standardError)")
+            #expect(verify.standardOutput.contains("Backup \(base.id) verified") && verify.standardOutput.contains("WAL archive of cluster \(base.systemIdentifier) verified"), "\(verify.standardOutput)")
             let list = try await archiving.tsbackup(["list", "--repo", archiving.repo])
             #expect(list.standardOutput.contains("base backup") && list.standardOutput.contains("recoverable"))
         } catch {

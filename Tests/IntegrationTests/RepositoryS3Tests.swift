@@ -203,7 +203,7 @@ struct RepositoryS3Tests {
         #expect(wrongKey.standardError.lowercased().contains("key"))
 
         // A data object with one byte changed: verify names it.
-        let dataKey = try #require(try await s3.keys().first { $0.hasPrefix("backups/\(id)/dump/") && $0.hasSuffix(".dat.gz") })
+        let dataKey = try #require(try await s3.keys().first { $0.hasPrefix("backups/\(id)/dump/") && $0.hasSuffix(".dat.zst") })
         var data = try await s3.get(dataKey)
         let original = data
         data[data.count / 2] ^= 0xFF

@@ -151,12 +151,57 @@ struct RestoreTests {
         #expect(try await databaseExists(backup.cluster, into) == false)
     }
 
+    @Test("a backup with pg_dump's gzip data files (the format before zstd, --compress 0-9) still restores and verifies")
+    func gzipBackupRestores() async throws {
+        let backup = try await BackedUpDatabase.make("rsgzip", backupOptions: ["--compress", "2"])
+        defer { backup.scratch.remove() }
+        // The manifest as every earlier tsbackup wrote it: no file_compression, gzip files from pg_dump.
+        let stored = try String(contentsOfFile: "\(backup.repository)/backups/\(backup.id)/manifest.json", encoding: .utf8)
+        #expect(!stored.contains("file_compression"))
+        let manifest = try backupManifest(backup.repository, backup.id)
+        #expect(manifest.fileCompression == nil && manifest.compression == 2)
+        let dataFiles = manifest.files.filter { $0.path.hasPrefix("dump/") && $0.path != "dump/toc.dat" }
+        #expect(!dataFiles.isEmpty && dataFiles.allSatisfy { $0.path.hasSuffix(".dat.gz") })
+
+        let verify = try await CLI.run(["verify", backup.id, "--repo", backup.repository])
+        #expect(verify.exitCode == 0, "\(verify.standardOutput) \(verify.standardError)")
+        let into = uniqueDatabaseName("gzip")
+        let result = try await backup.restore(["--into", into, "--jobs", "2", "--json"])
+        #expect(result.exitCode == 0, "\(result.standardOutput) \(result.standardError)")
+        let report = try JSONOutput.decode(Restore.Report.self, from: Data(result.standardOutput.utf8))
+        #expect(report.ok && report.checks.allSatisfy { $0.ok })
+        #expect(!report.steps.contains { $0.name.hasPrefix("decompress") }, "pg_restore reads gzip itself")
+        #expect(try await contentDigests(backup.cluster, into) == contentDigests(backup.cluster, backup.database))
+    }
+
+    @Test("a default backup's zstd data files are decompressed into scratch space for pg_restore, which is removed afterwards")
+    func zstdBackupRestores() async throws {
+        let backup = try await BackedUpDatabase.make("rszstd", backupOptions: [])
+        defer { backup.scratch.remove() }
+        let manifest = try backupManifest(backup.repository, backup.id)
+        let packed = try #require(manifest.fileCompression)
+        let scratchBase = backup.scratch.path + "/tmp"
+        try FileManager.default.createDirectory(atPath: scratchBase, withIntermediateDirectories: true)
+        let into = uniqueDatabaseName("zstd")
+        let result = try await backup.restore(["--into", into, "--jobs", "2", "--json"], environment: ["TSBACKUP_SCRATCH_DIR": scratchBase])
+        #expect(result.exitCode == 0, "\(result.standardOutput) \(result.standardError)")
+        let report = try JSONOutput.decode(Restore.Report.self, from: Data(result.standardOutput.utf8))
+        #expect(report.ok && report.checks.allSatisfy { $0.ok })
+        let step = try #require(report.steps.first { $0.name.hasPrefix("decompress") })
+        #expect(step.ok && step.name.contains("\(packed.files) data files"))
+        #expect(try await contentDigests(backup.cluster, into) == contentDigests(backup.cluster, backup.database))
+        // The decompressed copy went into TSBACKUP_SCRATCH_DIR and is gone; the entry is untouched.
+        #expect(try FileManager.default.contentsOfDirectory(atPath: scratchBase).isEmpty)
+        let verify = try await CLI.run(["verify", backup.id, "--repo", backup.repository])
+        #expect(verify.exitCode == 0, "\(verify.standardOutput) \(verify.standardError)")
+    }
+
     @Test("a corrupt backup is never restored")
     func corruptBackup() async throws {
         let backup = try await BackedUpDatabase.make("rscorrupt", backupOptions: [])
         defer { backup.scratch.remove() }
         let manifest = try backupManifest(backup.repository, backup.id)
-        let file = try #require(manifest.files.first { $0.path.hasSuffix(".dat.gz") })
+        let file = try #require(manifest.files.first { $0.path.hasSuffix(".dat.zst") })
         try Data("garbage".utf8).write(to: URL(fileURLWithPath: "\(backup.repository)/backups/\(backup.id)/\(file.path)"))
         let into = uniqueDatabaseName("corrupt")
         let result = try await backup.restore(["--into", into])

@@ -212,6 +212,15 @@ struct ServerFaultTests {
             #expect(list.exitCode == 0, "\(list.standardError)")
             let rows = try listed(list)
             #expect(rows.map(\.state) == ["failed"], "the interrupted base backup is recorded as failed: \(list.standardOutput)")
+            // The message is true about that record (it names the failed entry and how to remove
+            // it, instead of "Nothing was kept"), carries no -v progress lines of pg_basebackup's
+            // and ends its sentences once.
+            #expect(result.exitCode == TSBackupError.Kind.failed.exitCode)
+            let message = result.standardError
+            #expect(rows.first.map { message.contains("failed entry \($0.id)") && message.contains("tsbackup delete \($0.id)") } ?? false, "\(message)")
+            #expect(!message.contains("Nothing was kept"), "\(message)")
+            #expect(!message.contains("checkpoint completed") && !message.contains("initiating base backup"), "\(message)")
+            #expect(!message.contains(".."), "\(message)")
 
             // The server is back: the next base backup is taken and lists as the only complete entry.
             let next = try await archiving.baseBackup()

@@ -145,6 +145,8 @@ struct WALArchiveTests {
             let conflict = try await CLI.run(["wal-push", forged, "--repo", repo], environment: env, executable: executable)
             #expect(conflict.exitCode == 1)
             #expect(conflict.standardError.contains(segment) && conflict.standardError.contains("different content"), "\(conflict.standardError)")
+            // Both copies named by their whole SHA-256, as sha256sum prints it.
+            #expect(conflict.standardError.contains(FileSystem.sha256(of: original)) && conflict.standardError.contains(FileSystem.sha256(of: altered)), "\(conflict.standardError)")
             #expect(try Data(contentsOf: URL(fileURLWithPath: object)) == stored)
 
             // Past the end of the archive, and a history file that never existed: exit 1, quietly.

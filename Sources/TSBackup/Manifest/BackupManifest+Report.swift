@@ -65,6 +65,11 @@ extension BackupManifest {
         }
         head.add(["Extensions", extensions.isEmpty ? "none besides timescaledb" : extensions.map { "\($0.name) \($0.version)" }.joined(separator: ", ")])
         head.add(["Archive", "\(format.rawValue) format, \(jobsUsed) job\(jobsUsed == 1 ? "" : "s"), \(files.count) files, \(ByteCount.format(totalFileBytes)) (database \(ByteCount.format(databaseBytes)))"])
+        if let packed = fileCompression {
+            head.add(["Compression", "\(packed.method) level \(packed.level) by tsbackup: \(packed.files) data files, \(ByteCount.format(packed.plainBytes)) as pg_dump wrote them, \(ByteCount.format(packed.bytes)) stored"])
+        } else {
+            head.add(["Compression", compression.map { $0 == 0 ? "none" : "gzip level \($0) by pg_dump" } ?? "gzip by pg_dump (its default level)"])
+        }
         if let choice = formatChoice {
             head.add(["Format choice", "\(choice.chosenBy == "user" ? "by the user" : "automatic"): \(choice.reason)"])
         }

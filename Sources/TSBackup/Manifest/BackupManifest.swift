@@ -49,7 +49,8 @@ public struct BackupManifest: EntryManifest, Equatable {
     public var jobsUsed: Int
     /// Content hashes per table were computed in the dump's snapshot.
     public var checksums: Bool
-    /// pg_dump's --compress level, nil for its default.
+    /// pg_dump's --compress level for the main archive (0 when tsbackup compresses its data
+    /// files, ``fileCompression``), nil for pg_dump's default.
     public var compression: Int?
     /// The archive, relative to the backup's directory: a directory (`dump`) or a file (`dump.pgdump`).
     public var archive: String
@@ -69,6 +70,32 @@ public struct BackupManifest: EntryManifest, Equatable {
     /// Which archive format was written and why: chosen per database unless `--format` was
     /// given. Absent in manifests written before tsbackup chose the format.
     public var formatChoice: FormatChoice? = nil
+    /// Set when tsbackup compressed the directory archive's data files itself (zstd), after
+    /// pg_dump wrote them uncompressed; nil when pg_dump compressed them (every backup taken
+    /// before this existed, custom-format archives, `--compress 0-9`).
+    public var fileCompression: FileCompression? = nil
+
+    /// How the data files of a directory archive are stored (``ArchiveDataCompression``): every
+    /// `files[]` path inside the archive ending in `suffix` is one zstd frame (with its content
+    /// checksum) of the file pg_dump wrote under the name without the suffix.
+    public struct FileCompression: Codable, Sendable, Equatable {
+        /// "zstd".
+        public var method: String
+        public var level: Int
+        /// ".zst".
+        public var suffix: String
+        /// Data files compressed, their plain bytes (what a restore decompresses into scratch
+        /// space) and their stored bytes.
+        public var files: Int
+        public var plainBytes: Int64
+        public var bytes: Int64
+
+        enum CodingKeys: String, CodingKey {
+            case method, level, suffix, files
+            case plainBytes = "plain_bytes"
+            case bytes
+        }
+    }
 
     public struct Source: Codable, Sendable, Equatable {
         public var host: String
@@ -159,6 +186,7 @@ public struct BackupManifest: EntryManifest, Equatable {
         case chunkPath = "chunk_path"
         case phaseSeconds = "phase_seconds"
         case formatChoice = "format_choice"
+        case fileCompression = "file_compression"
     }
 }
 

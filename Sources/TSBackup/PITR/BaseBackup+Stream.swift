@@ -49,7 +49,7 @@ extension BaseBackup {
         } catch let error as S3Error {
             throw error
         } catch {
-            throw TSBackupError(.failed, "The base backup's stream could not be stored: \(error). Nothing was kept; check the repository and run base-backup again.")
+            throw TSBackupError(.failed, "The base backup's stream could not be stored: \(error). Check the repository and run base-backup again.")
         }
         guard case .exited(0) = exitStatus else {
             throw PgBaseBackupStderr.failure(stderr, settings: settings)

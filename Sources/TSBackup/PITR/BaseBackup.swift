@@ -91,10 +91,33 @@ public enum BaseBackup {
                 } catch {
                     manifest.markFinished(.failed, error: (error as? TSBackupError)?.message ?? "\(error)")
                     await repository.failEntry(staged, manifest: manifest)
-                    throw error
+                    guard let failure = error as? TSBackupError else { throw error }
+                    throw await failedEntryNote(failure, id: id, repository: repository)
                 }
             }
         }
+    }
+
+    /// `failure` with what became of the run's entry, as the repository's rule for failed runs
+    /// has it (as for logical backups and exports): its data is removed and its manifest is kept
+    /// with `status: failed` and the reason, so `list` shows the attempt until it is deleted. Read
+    /// back rather than assumed: when even the failure could not be recorded, the entry is left
+    /// incomplete, for `repo gc`.
+    static func failedEntryNote(_ failure: TSBackupError, id: String, repository: any Repository) async -> TSBackupError {
+        let state = (try? await repository.entry(id))?.state
+        let note: String
+        switch state {
+        case .failed:
+            note = "No data was kept: the attempt is recorded as the failed entry \(id) (`tsbackup list` shows it with the reason); remove the record with `tsbackup delete \(id) --repo \(repository.location) --yes`."
+        case .complete:
+            // Not reached (the manifest is written last); said plainly if it ever is.
+            note = "The entry \(id) nevertheless lists as complete; check it with `tsbackup verify \(id) --repo \(repository.location)`."
+        case .incomplete, nil:
+            note = "The entry \(id) could not be marked failed and is left incomplete; `tsbackup repo gc --repo \(repository.location)` removes it."
+        }
+        var noted = failure
+        noted.message = PgBaseBackupStderr.sentence(failure.message) + " " + note
+        return noted
     }
 
     // MARK: Preflight

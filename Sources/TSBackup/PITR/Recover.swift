@@ -52,6 +52,12 @@ public enum Recover {
         /// Hang guard for replay and promotion.
         public var promotionTimeout: Duration = .seconds(1800)
         public var schedulerWait: Duration = .seconds(30)
+        /// Looks after the server this run starts (signals, records for the next run); the
+        /// command shares it with its signal handler.
+        public var serverGuard = RecoverServerGuard()
+        /// Called at once with each warning (what the sweep of killed recovers did), which the
+        /// report also lists.
+        public var onWarning: (@Sendable (String) -> Void)?
 
         public init(repository: RepositoryAccess, target: Target, pgdata: String, executable: String) {
             self.repository = repository
@@ -75,6 +81,8 @@ public enum Recover {
         public var replayLSN: String?
         public var timeline: Int?
         public var serverRunning: Bool
+        /// What this run tidied or found of recovers that were killed (their servers).
+        public var warnings: [String] = []
 
         public struct Step: Codable, Sendable {
             public var name: String
@@ -89,10 +97,14 @@ public enum Recover {
             case replayLSN = "replay_lsn"
             case timeline
             case serverRunning = "server_running"
+            case warnings
         }
     }
 
     public static func run(_ request: Request) async throws -> Report {
+        // Servers of recovers killed outright (SIGKILL) first: one may hold the port.
+        let warnings = await RecoverServerGuard.sweep(parent: request.serverGuard.parent)
+        for warning in warnings { request.onWarning?(warning) }
         try checkTargetDirectory(request.pgdata)
         var steps: [Report.Step] = []
         func timed<T>(_ name: String, _ body: () async throws -> T) async throws -> T {
@@ -121,12 +133,21 @@ public enum Recover {
                 try writeRecoverySettings(request, repository: repository)
             }
             try await timed("replay and promote") {
-                try await ServerControl.start(bin: bin, pgdata: request.pgdata, logFile: logFile, environment: serverEnvironment(request))
+                // Recorded before it starts, so neither a signal nor a SIGKILL leaves it unnoticed.
+                try request.serverGuard.willStart(pgdata: request.pgdata, bin: bin, port: request.port)
+                do {
+                    try await ServerControl.start(bin: bin, pgdata: request.pgdata, logFile: logFile,
+                                                  environment: serverEnvironment(request).merging(request.serverGuard.serverEnvironment) { $1 })
+                } catch {
+                    request.serverGuard.didStart()
+                    throw error
+                }
+                request.serverGuard.didStart()
                 try await waitForPromotion(request, user: request.user ?? base.source.user, logFile: logFile)
             }
             var report = Report(ok: false, baseBackup: base.id, target: request.target.description, pgdata: request.pgdata,
                                 port: request.port, connection: "postgres://\(request.user ?? base.source.user)@127.0.0.1:\(request.port)/postgres",
-                                steps: [], checks: [], serverRunning: true)
+                                steps: [], checks: [], serverRunning: true, warnings: warnings)
             let verification = RecoveryVerification(base: base, target: request.target, settings: try settings(request, user: request.user ?? base.source.user),
                                                     logFile: logFile, amcheck: request.amcheck, schedulerWait: request.schedulerWait)
             let outcome = try await timed("verify") { try await verification.run() }
@@ -137,6 +158,7 @@ public enum Recover {
             report.ok = outcome.checks.allSatisfy(\.ok)
             if request.stopAfter || !report.ok {
                 try await timed("stop server") { try await ServerControl.stop(bin: bin, pgdata: request.pgdata) }
+                request.serverGuard.stopped()
                 report.serverRunning = false
             }
             report.steps = steps

@@ -86,6 +86,6 @@ public enum WALPush {
         if header.sha256 == digest && header.plainSize == size {
             return .alreadyArchived(file: file)
         }
-        throw TSBackupError(.failed, "\(file) is already archived in \(repository.location) with different content (stored SHA-256 \(header.sha256Hex.prefix(16))..., this file's \(digest.map { String(format: "%02x", $0) }.joined().prefix(16))...); the archived copy was kept and this one refused. Two servers may be archiving as the same cluster (a restored copy still running with archiving on?): stop the one that should not archive, and check which copy is right before removing anything.")
+        throw LocalWALArchive.differentContent(file: file, location: repository.location, objectName: name, stored: header, digest: digest, size: size)
     }
 }

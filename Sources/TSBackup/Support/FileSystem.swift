@@ -89,9 +89,11 @@ public enum FileSystem {
     }
 
     /// Size and SHA-256 of every regular file under `directory`, hashed on all cores, sorted by path.
-    public static func hashFiles(under directory: String) async throws -> [BackupManifest.FileEntry] {
-        let files = try regularFiles(under: directory)
+    /// Files in `skipping` (relative paths) are left out: their caller hashed them already.
+    public static func hashFiles(under directory: String, skipping: Set<String> = []) async throws -> [BackupManifest.FileEntry] {
+        let files = try regularFiles(under: directory).filter { !skipping.contains($0) }
         let lanes = max(1, min(ProcessInfo.processInfo.activeProcessorCount, files.count))
+        if files.isEmpty { return [] }
         return try await withThrowingTaskGroup(of: [BackupManifest.FileEntry].self) { group in
             for lane in 0..<lanes {
                 group.addTask {
