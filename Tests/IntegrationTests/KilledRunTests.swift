@@ -91,9 +91,15 @@ struct KilledRunTests {
             let runEnvironment = env.merging(["TMPDIR": tmp]) { $1 }
             let first = Task { try await CLI.run(arguments, environment: runEnvironment.merging(["TSBACKUP_TEST_PAUSE": "pg_restore data and post-data=\(pause)"]) { $1 }) }
             try await faults.waitUntil("the restore reaching its data phase") { FileManager.default.fileExists(atPath: pause) }
-            let scratchDirectories = { ((try? FileManager.default.contentsOfDirectory(atPath: tmp)) ?? []).filter { $0.hasPrefix("tsbackup-restore-") && !$0.hasSuffix(".lock") } }
+            // Two kinds: the restore's own scratch directory and, for a backup whose data files
+            // tsbackup compressed (the default), the one holding them decompressed for pg_restore.
+            let inTmp = { ((try? FileManager.default.contentsOfDirectory(atPath: tmp)) ?? []).filter { !$0.hasSuffix(".lock") } }
+            let dataScratchDirectories = { inTmp().filter { $0.hasPrefix("tsbackup-restore-data-") } }
+            let scratchDirectories = { inTmp().filter { $0.hasPrefix("tsbackup-restore-") && !$0.hasPrefix("tsbackup-restore-data-") } }
             let killedScratch = try #require(scratchDirectories().first, "the running restore has its scratch directory in $TMPDIR")
             #expect(scratchDirectories().count == 1)
+            let killedDataScratch = try #require(dataScratchDirectories().first, "the running restore decompressed the data files into $TMPDIR")
+            #expect(dataScratchDirectories().count == 1)
             // An older tsbackup's scratch directory (no lock file): nothing proves its owner gone.
             try FileManager.default.createDirectory(atPath: tmp + "/tsbackup-restore-legacy", withIntermediateDirectories: true)
             #expect(try await faults.restoreModeDatabases(cluster) == [into])
@@ -105,6 +111,7 @@ struct KilledRunTests {
             try? FileManager.default.removeItem(atPath: pause)
             #expect(try await faults.restoreModeDatabases(cluster) == [into], "nothing ran to clean up after SIGKILL")
             #expect(scratchDirectories().contains(killedScratch), "SIGKILL skipped the defer that removes the scratch directory")
+            #expect(dataScratchDirectories() == [killedDataScratch])
 
             let next = try await CLI.run(arguments, environment: runEnvironment)
             #expect(next.exitCode == 0, "\(next.standardError)")
@@ -113,6 +120,8 @@ struct KilledRunTests {
             #expect(said.contains("Dropped the database \(into)") && said.contains("interrupted restore"), "\(said)")
             #expect(said.contains("Removed the scratch directory \(tmp)/\(killedScratch) of an interrupted restore"), "\(said)")
             #expect(scratchDirectories() == ["tsbackup-restore-legacy"], "the killed run's directory is gone, the unprovable one kept, the next run's own removed")
+            #expect(dataScratchDirectories().isEmpty, "the killed run's decompressed data files are gone too, and the next run's own")
+            #expect(!FileManager.default.fileExists(atPath: tmp + "/" + killedDataScratch + ".lock"))
             #expect(!FileManager.default.fileExists(atPath: tmp + "/" + killedScratch + ".lock"))
             #expect(try await faults.restoreModeDatabases(cluster).isEmpty)
             #expect(try await owner(cluster, "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = '\(into)'") == nil,
