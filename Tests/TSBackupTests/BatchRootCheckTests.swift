@@ -36,7 +36,7 @@ struct BatchRootCheckTests {
     func leaveOutSeam() {
         typealias C = ChunkPathDetector.ChunkRow
         let chunks = (1...4).map { C(id: $0, hypertableID: 1, schema: "_timescaledb_internal", name: "_hyper_1_\($0)_chunk") }
-        let batches = [ChunkBatchPlan.Batch(number: 1, hypertable: "public.m", chunks: Array(chunks[0..<2])),
+        let batches = [ChunkBatchPlan.Batch(number: 1, hypertable: "public.m", chunks: chunks[0..<2]),
                        ChunkBatchPlan.Batch(number: 2, hypertable: "public.m", chunks: [chunks[2]]),
                        ChunkBatchPlan.Batch(number: 3, hypertable: "public.m", chunks: [chunks[3]])]
         let left = ChunkBatchPlan.leaveOut("_timescaledb_internal._hyper_1_2_chunk", from: batches)
