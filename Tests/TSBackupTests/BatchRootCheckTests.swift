@@ -47,6 +47,29 @@ struct BatchRootCheckTests {
         #expect(TestSeams.leaveOutChunk(environment: ["TSBACKUP_TEST_LEAVE_OUT_CHUNK": "a.b"]) == "a.b")
     }
 
+    @Test("a batch's result keeps figures aligned with its chunks, by id, without the dropped ones")
+    func compactResult() {
+        typealias C = ChunkPathDetector.ChunkRow
+        let chunks = (1...5).map { C(id: $0 * 10, hypertableID: 1, schema: "_timescaledb_internal", name: "_hyper_1_\($0)_chunk") }
+        let batch = ChunkBatchPlan.Batch(number: 1, hypertable: "public.m", chunks: chunks[1..<5])
+        let result = BatchedDump.BatchResult(batch: batch, dropped: [chunks[2]],
+                                             chunkFigures: [20: ContentFigures(rows: 2), 40: ContentFigures(rows: 4), 50: ContentFigures(rows: 5)],
+                                             warnings: [])
+        #expect(result.figures.map(\.rows) == [2, 0, 4, 5])
+        #expect(result.rows == 11)
+        #expect(result.dumped.map(\.id) == [20, 40, 50])
+        #expect(result.dumpedFigures.map(\.id) == [20, 40, 50])
+        #expect(result.dumpedFigures.map(\.figures.rows) == [2, 4, 5])
+        // The manifest's batch lists find the survey's strings by chunk id.
+        let ids = [3, 10, 20, 40, 50, 77]
+        #expect(BatchedDump.index(of: 40, in: ids) == 3)
+        #expect(BatchedDump.index(of: 3, in: ids) == 0)
+        #expect(BatchedDump.index(of: 77, in: ids) == 5)
+        #expect(BatchedDump.index(of: 30, in: ids) == nil)
+        #expect(BatchedDump.index(of: 99, in: ids) == nil)
+        #expect(BatchedDump.index(of: 1, in: []) == nil)
+    }
+
     @Test("a mismatch names the hypertable, the window and the chunks, and is a failure")
     func mismatchMessage() {
         let error = BatchRootCheck.mismatch("public.metrics", window: 3, of: 16, predicate: "\"time\" >= 'x'",
