@@ -296,11 +296,15 @@ public enum Backup {
             manifest.jobs = survey.jobs
             manifest.chunkTables = survey.chunkTables
             manifest.databaseBytes = survey.databaseBytes
-            if let batched, let reason = plan.batchReason {
-                ChunkBatchRun.record(batched, reason: reason, manifest: &manifest)
-                phases["chunk batches"] = batched.batchSeconds
-                phases["root check"] = batched.checkSeconds
+            if let outcome = batched, let reason = plan.batchReason {
+                ChunkBatchRun.record(outcome, reason: reason, chunkIDs: survey.chunkIDs, manifest: &manifest)
+                phases["chunk batches"] = outcome.batchSeconds
+                phases["root check"] = outcome.checkSeconds
             }
+            // The manifest now holds what it needs of the batches: free their chunk rows and
+            // figures (megabytes at 50,000 chunks) before the archive check and the manifest's
+            // encoding, the backup's largest moments.
+            batched = nil
 
             onProgress?(Progress(phase: "roles and archive check", tablesDone: 0, tablesTotal: 0, bytesWritten: FileSystem.size(of: staging), fractionDone: 1, elapsed: Date().timeIntervalSince(started)))
             // The table-of-contents check (a pg_restore child reading toc.dat, which is never

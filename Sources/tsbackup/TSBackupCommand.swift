@@ -26,6 +26,7 @@ struct TSBackupCommand: AsyncParsableCommand {
     /// optional, which swift-argument-parser has no form for) becomes the hidden flag
     /// `--update-extension-default`; `--update-extension=VERSION` stays an option.
     static func main() async {
+        ProcessMemory.configure(environment: ProcessInfo.processInfo.environment)
         var arguments = Array(CommandLine.arguments.dropFirst())
         // wal-push/wal-fetch on a local repository (archive_command and restore_command, once
         // per segment) run synchronously before the argument parser, as `tsbackup-wal` runs them;

@@ -36,7 +36,7 @@ struct BatchRootCheckTests {
     func leaveOutSeam() {
         typealias C = ChunkPathDetector.ChunkRow
         let chunks = (1...4).map { C(id: $0, hypertableID: 1, schema: "_timescaledb_internal", name: "_hyper_1_\($0)_chunk") }
-        let batches = [ChunkBatchPlan.Batch(number: 1, hypertable: "public.m", chunks: Array(chunks[0..<2])),
+        let batches = [ChunkBatchPlan.Batch(number: 1, hypertable: "public.m", chunks: chunks[0..<2]),
                        ChunkBatchPlan.Batch(number: 2, hypertable: "public.m", chunks: [chunks[2]]),
                        ChunkBatchPlan.Batch(number: 3, hypertable: "public.m", chunks: [chunks[3]])]
         let left = ChunkBatchPlan.leaveOut("_timescaledb_internal._hyper_1_2_chunk", from: batches)
@@ -45,6 +45,29 @@ struct BatchRootCheckTests {
         #expect(ChunkBatchPlan.leaveOut("_timescaledb_internal._hyper_1_3_chunk", from: batches).map(\.number) == [1, 3])
         #expect(TestSeams.leaveOutChunk(environment: [:]) == nil)
         #expect(TestSeams.leaveOutChunk(environment: ["TSBACKUP_TEST_LEAVE_OUT_CHUNK": "a.b"]) == "a.b")
+    }
+
+    @Test("a batch's result keeps figures aligned with its chunks, by id, without the dropped ones")
+    func compactResult() {
+        typealias C = ChunkPathDetector.ChunkRow
+        let chunks = (1...5).map { C(id: $0 * 10, hypertableID: 1, schema: "_timescaledb_internal", name: "_hyper_1_\($0)_chunk") }
+        let batch = ChunkBatchPlan.Batch(number: 1, hypertable: "public.m", chunks: chunks[1..<5])
+        let result = BatchedDump.BatchResult(batch: batch, dropped: [chunks[2]],
+                                             chunkFigures: [20: ContentFigures(rows: 2), 40: ContentFigures(rows: 4), 50: ContentFigures(rows: 5)],
+                                             warnings: [])
+        #expect(result.figures.map(\.rows) == [2, 0, 4, 5])
+        #expect(result.rows == 11)
+        #expect(result.dumped.map(\.id) == [20, 40, 50])
+        #expect(result.dumpedFigures.map(\.id) == [20, 40, 50])
+        #expect(result.dumpedFigures.map(\.figures.rows) == [2, 4, 5])
+        // The manifest's batch lists find the survey's strings by chunk id.
+        let ids = [3, 10, 20, 40, 50, 77]
+        #expect(BatchedDump.index(of: 40, in: ids) == 3)
+        #expect(BatchedDump.index(of: 3, in: ids) == 0)
+        #expect(BatchedDump.index(of: 77, in: ids) == 5)
+        #expect(BatchedDump.index(of: 30, in: ids) == nil)
+        #expect(BatchedDump.index(of: 99, in: ids) == nil)
+        #expect(BatchedDump.index(of: 1, in: []) == nil)
     }
 
     @Test("a mismatch names the hypertable, the window and the chunks, and is a failure")

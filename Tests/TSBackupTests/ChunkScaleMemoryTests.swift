@@ -143,6 +143,53 @@ struct ChunkScaleMemoryTests {
         return manifest
     }
 
+    /// `manifest(chunks:)` with a chunk path: its chunks cut into batches of `perBatch`, one of
+    /// them empty (left to the encoder).
+    static func batchedManifest(chunks count: Int, perBatch: Int) -> BackupManifest {
+        var manifest = Self.manifest(chunks: count)
+        var batches: [BackupManifest.ChunkPath.Batch] = stride(from: 0, to: count, by: perBatch).map { start in
+            .init(archive: String(format: "chunks/batch-%05d.pgdump", start / perBatch + 1), hypertable: "public.conditions",
+                  chunks: Array(manifest.chunkTables[start..<min(count, start + perBatch)]), rowCount: Int64(start))
+        }
+        batches.append(.init(archive: "chunks/batch-99999.pgdump", hypertable: "public.other", chunks: [], rowCount: 0))
+        manifest.chunkPath = .init(reason: "lock budget", lockBudget: 6400, chunksPerBatch: perBatch, rootsFile: "hypertable-roots.json",
+                                   batches: batches, fallbacks: [.init(hypertable: "public.c", reason: "compression is enabled")],
+                                   droppedChunks: [.init(id: 3, table: "_timescaledb_internal._hyper_1_3_chunk", hypertable: "public.conditions")],
+                                   rootChecks: [.init(hypertable: "public.conditions", windows: 4, rootRows: 10, batchRows: 10,
+                                                      droppedAfterDump: ["_timescaledb_internal._hyper_1_9_chunk"])])
+        return manifest
+    }
+
+    @Test("the chunk path's batch lists are spliced too, into one buffer of the exact size, stored as before")
+    func splicedBatches() throws {
+        let large = Self.batchedManifest(chunks: 3_000, perBatch: 400)
+        let encoded = try JSONOutput.encodeData(large)
+        let spliced = try #require(try large.splicedText())
+        // Counted exactly: the one buffer is allocated once, at its final size.
+        #expect(spliced.count == encoded.count)
+        #expect(try large.canonicalJSON() == encoded)
+        // Stored in one buffer: the same bytes as the canonical text stamped the old way.
+        var canonical = encoded
+        canonical.append(UInt8(ascii: "\n"))
+        let stored = try ManifestChecksum.stored(large)
+        #expect(stored == (try ManifestChecksum.stamped(canonical)))
+        #expect(stored == Self.storedTheOldWay(String(decoding: canonical, as: UTF8.self)))
+        guard case .checked(let content) = ManifestChecksum.open(stored) else {
+            Issue.record("a stored manifest with spliced batches must check")
+            return
+        }
+        #expect(try JSONOutput.decode(BackupManifest.self, from: content) == large)
+        // A chunk name the encoder would escape, in a batch: the encoder writes it all.
+        var odd = large
+        odd.chunkPath?.batches[2].chunks[5] = "_timescaledb_internal.\"odd\\name\""
+        #expect(try odd.splicedText() == nil)
+        #expect(try odd.canonicalJSON() == JSONOutput.encodeData(odd))
+        // A label holding a batch placeholder's text cannot mislead the splice.
+        var tricky = large
+        tricky.label = BackupManifest.batchPlaceholder(1)
+        #expect(try tricky.canonicalJSON() == JSONOutput.encodeData(tricky))
+    }
+
     @Test("a large backup manifest written without the encoder's tree is byte for byte the encoder's text")
     func splicedManifest() throws {
         let large = Self.manifest(chunks: 2_000)

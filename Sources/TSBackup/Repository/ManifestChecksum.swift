@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 
 /// The checksum a stored manifest carries of itself.
@@ -39,10 +40,48 @@ enum ManifestChecksum {
 
     /// The stored text of `manifest`: its JSON encoding with the checksum first and its copy last.
     static func stored<Manifest: Encodable>(_ manifest: Manifest) throws -> Data {
-        // A backup's manifest writes its per-chunk lists without the encoder's tree (same bytes).
-        var canonical = try (manifest as? BackupManifest)?.canonicalJSON() ?? JSONOutput.encodeData(manifest)
+        // A backup's manifest writes its per-chunk lists without the encoder's tree (same bytes),
+        // straight into the stored text's one buffer.
+        if let spliced = try (manifest as? BackupManifest)?.splicedText() {
+            return try stamped(canonicalCount: spliced.count) { spliced.write(into: &$0) }
+        }
+        var canonical = try JSONOutput.encodeData(manifest)
         canonical.append(UInt8(ascii: "\n"))
         return try stamped(canonical)
+    }
+
+    /// The stored text of the canonical text `write` appends (exactly `count` bytes: a JSON
+    /// object as JSONOutput encodes it, without the final newline), built in one buffer of the
+    /// final size. The canonical text is written after room for the checksum line, hashed where
+    /// it lies, and its first and last lines are then rewritten around it: the same bytes as
+    /// ``stamped(_:)-(Data)`` gives, without a second copy of a text of megabytes.
+    static func stamped(canonicalCount count: Int, write: (inout Data) -> Void) throws -> Data {
+        let zeros = String(repeating: "0", count: 64)
+        let header = Array("  \"\(key)\" : \"\(zeros)\",\n".utf8)
+        let copy = Array(",\n  \"\(copyKey)\" : \"\(zeros)\"".utf8)
+        let open = Array("{\n".utf8), close = Array("\n}".utf8)
+        var stored = Data()
+        stored.reserveCapacity(header.count + count + copy.count + 1)
+        stored.append(contentsOf: repeatElement(0, count: header.count))
+        write(&stored)
+        let start = stored.startIndex + header.count
+        // "{", at least one member line, "}".
+        guard stored.count == header.count + count, count > open.count + close.count,
+              stored[start..<(start + open.count)].elementsEqual(open), stored.suffix(close.count).elementsEqual(close) else {
+            throw TSBackupError(.failed, "Internal error: a manifest did not encode as a JSON object on lines of its own; it was not stored.")
+        }
+        var hasher = SHA256()
+        stored.withUnsafeBytes { hasher.update(bufferPointer: UnsafeRawBufferPointer(rebasing: $0[header.count...])) }
+        hasher.update(data: [UInt8(ascii: "\n")])
+        let hex = Array(FileSystem.hex(hasher.finalize()).utf8)
+        // "{\n" and the checksum line where the room and the canonical "{\n" were.
+        let first = open + Array("  \"\(key)\" : \"".utf8) + hex + Array("\",\n".utf8)
+        precondition(first.count == header.count + open.count)
+        stored.replaceSubrange(stored.startIndex..<(stored.startIndex + first.count), with: first)
+        // The canonical "\n}" becomes the copy's line and "\n}\n".
+        stored.removeLast(close.count)
+        stored.append(contentsOf: Array(",\n  \"\(copyKey)\" : \"".utf8) + hex + Array("\"\n}\n".utf8))
+        return stored
     }
 
     /// `canonical` (a JSON object as JSONOutput encodes it, with a final newline) with the two

@@ -74,3 +74,21 @@ extension TestSeams {
         return ["-c", "\\! sh -c 'printf %s \"\(name)\" > \"\(file)\"; i=0; while [ -e \"\(file)\" ] && [ $i -lt 3000 ]; do sleep 0.1; i=$((i+1)); done'"]
     }
 }
+
+extension TestSeams {
+    /// `TSBACKUP_TEST_COUNT_CHUNK_LISTINGS=<file>`: every read of the whole chunk catalog
+    /// (``ChunkPathDetector/read(_:)``) appends a line to `<file>`, so a test can check that a
+    /// batched backup lists its chunks once (at 50,000 chunks each listing cost megabytes and
+    /// seconds), not once to decide and again in the snapshot.
+    static func countChunkListing(environment: [String: String] = ProcessInfo.processInfo.environment) {
+        guard let path = environment["TSBACKUP_TEST_COUNT_CHUNK_LISTINGS"], !path.isEmpty else { return }
+        let line = Data("chunk listing read by pid \(getpid())\n".utf8)
+        if let handle = FileHandle(forWritingAtPath: path) {
+            handle.seekToEndOfFile()
+            handle.write(line)
+            try? handle.close()
+        } else {
+            FileManager.default.createFile(atPath: path, contents: line)
+        }
+    }
+}

@@ -66,9 +66,9 @@ enum BatchRootCheck {
             try await TableContent.prepare(session)
             var outcomes: [Outcome] = []
             for table in plan.batched {
-                var dumped: [String: ContentFigures] = [:]
+                var dumped: [Int: ContentFigures] = [:]
                 for result in results where result.batch.hypertable == table.qualifiedName {
-                    dumped.merge(result.chunkFigures) { a, _ in a }
+                    for (id, figures) in result.dumpedFigures where dumped[id] == nil { dumped[id] = figures }
                 }
                 let limit = ChunkBatchPlan.chunksPerBatch(lockBudget: plan.lockBudget, jobs: 1, locksPerChunk: 2 + table.indexCount)
                 outcomes.append(try await check(table, dumped: dumped, limit: limit, session: session, snapshot: snapshot, hash: hash))
@@ -77,7 +77,8 @@ enum BatchRootCheck {
         }
     }
 
-    static func check(_ table: ChunkBatchPlan.Hypertable, dumped: [String: ContentFigures], limit: Int,
+    /// `dumped`: the batches' figures of `table`'s chunks, by chunk id.
+    static func check(_ table: ChunkBatchPlan.Hypertable, dumped: [Int: ContentFigures], limit: Int,
                       session: DatabaseSession, snapshot: String, hash: Bool) async throws -> Outcome {
         let name = table.qualifiedName
         let predicates = try await inSnapshot(session, snapshot) {
@@ -88,7 +89,9 @@ enum BatchRootCheck {
         }
         let qualified = "\(quoteIdentifier(table.row.schema)).\(quoteIdentifier(table.row.name))"
         var root = ContentFigures()
-        var seen: Set<String> = []
+        var seen: Set<Int> = []
+        // The root names each row's table; the batches' figures are by chunk id.
+        let ids = Dictionary(table.chunks.map { ($0.qualifiedName, $0.id) }, uniquingKeysWith: { a, _ in a })
         for (index, predicate) in windows.enumerated() {
             let perChunk = try await inSnapshot(session, snapshot) {
                 try await session.rows(PostgresQuery(unsafeSQL: query(qualified, predicate: predicate, hash: hash)),
@@ -99,8 +102,9 @@ enum BatchRootCheck {
             for (chunk, rows, high, low) in perChunk {
                 let figures = try ContentFigures(rows: rows, highText: high, lowText: low)
                 root = root + figures
-                seen.insert(chunk)
-                guard let copied = dumped[chunk] else {
+                let id = ids[chunk]
+                if let id { seen.insert(id) }
+                guard let copied = id.flatMap({ dumped[$0] }) else {
                     problems.append("chunk \(chunk) holds \(rows) row(s) through the root but is in no chunk batch")
                     continue
                 }
@@ -115,12 +119,14 @@ enum BatchRootCheck {
             }
         }
         // Chunks with rows that the root did not show: only chunks dropped since are explained.
-        let unseen = dumped.filter { $0.value.rows > 0 && !seen.contains($0.key) }.map(\.key).sorted()
+        let unseenIDs = dumped.filter { $0.value.rows > 0 && !seen.contains($0.key) }.map(\.key)
+        let rowsByID = unseenIDs.isEmpty ? [:] : Dictionary(table.chunks.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
+        let unseenByName = Dictionary(unseenIDs.map { (rowsByID[$0]?.qualifiedName ?? "chunk id \($0)", $0) }, uniquingKeysWith: { a, _ in a })
+        let unseen = unseenByName.keys.sorted()
         var droppedAfterDump: [String] = []
         if !unseen.isEmpty {
-            let rows = Dictionary(table.chunks.map { ($0.qualifiedName, $0) }, uniquingKeysWith: { a, _ in a })
             let names = unseen.map { chunk in
-                rows[chunk].map { "\(quoteIdentifier($0.schema)).\(quoteIdentifier($0.name))" } ?? chunk
+                unseenByName[chunk].flatMap { rowsByID[$0] }.map { "\(quoteIdentifier($0.schema)).\(quoteIdentifier($0.name))" } ?? chunk
             }
             let present = Set(try await session.values(
                 "SELECT t FROM unnest(\(names)::text[]) t WHERE to_regclass(t) IS NOT NULL", as: String.self,
@@ -128,11 +134,11 @@ enum BatchRootCheck {
             let stillThere = zip(unseen, names).filter { present.contains($0.1) }.map(\.0)
             if !stillThere.isEmpty {
                 throw mismatch(name, window: nil, of: windows.count, predicate: nil,
-                               problems: stillThere.map { "chunk \($0) was dumped with \(dumped[$0]?.rows ?? 0) row(s) but the root shows none of them in any window, and the chunk still exists" })
+                               problems: stillThere.map { "chunk \($0) was dumped with \(unseenByName[$0].flatMap { dumped[$0] }?.rows ?? 0) row(s) but the root shows none of them in any window, and the chunk still exists" })
             }
             droppedAfterDump = unseen
         }
-        let total = droppedAfterDump.reduce(root) { $0 + (dumped[$1] ?? ContentFigures()) }
+        let total = droppedAfterDump.reduce(root) { $0 + (unseenByName[$1].flatMap { dumped[$0] } ?? ContentFigures()) }
         return Outcome(hypertable: name, windows: windows.count, root: root, droppedAfterDump: droppedAfterDump, total: total)
     }
 

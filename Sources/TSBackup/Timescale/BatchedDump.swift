@@ -19,14 +19,40 @@ struct BatchedDump: Sendable {
     let staging: String
     let onBatchDone: (@Sendable (_ done: Int, _ total: Int) -> Void)?
 
+    /// What a batch dumped. Kept for every batch until the manifest is written, so it holds no
+    /// copy of the batch's chunk rows and no chunk names: at 50,000 chunks those were megabytes.
     struct BatchResult: Sendable {
         var batch: ChunkBatchPlan.Batch
-        var dumped: [ChunkPathDetector.ChunkRow]
+        /// Chunks of the batch gone (retention) before it could lock them; usually none.
         var dropped: [ChunkPathDetector.ChunkRow]
-        /// Each dumped chunk's rows and hash sums in the snapshot, by "schema.name".
-        var chunkFigures: [String: ContentFigures]
+        /// Rows and hash sums in the snapshot of each chunk of `batch.chunks`, in the same
+        /// order (an array, not a dictionary by name or id: a third of the memory); zero for
+        /// dropped chunks.
+        var figures: [ContentFigures]
         var warnings: [String]
-        var rows: Int64 { chunkFigures.values.reduce(0) { $0 + $1.rows } }
+        var rows: Int64
+
+        /// `chunkFigures`: the figures of the dumped chunks, by chunk id.
+        init(batch: ChunkBatchPlan.Batch, dropped: [ChunkPathDetector.ChunkRow], chunkFigures: [Int: ContentFigures], warnings: [String]) {
+            self.batch = batch
+            self.dropped = dropped
+            figures = batch.chunks.map { chunkFigures[$0.id] ?? ContentFigures() }
+            self.warnings = warnings
+            rows = chunkFigures.values.reduce(0) { $0 + $1.rows }
+        }
+
+        /// The figures of the dumped chunks, by chunk id.
+        var dumpedFigures: [(id: Int, figures: ContentFigures)] {
+            let gone = Set(dropped.map(\.id))
+            return zip(batch.chunks, figures).filter { !gone.contains($0.0.id) }.map { ($0.0.id, $0.1) }
+        }
+
+        /// The chunks dumped: the batch's, less the dropped ones.
+        var dumped: [ChunkPathDetector.ChunkRow] {
+            guard !dropped.isEmpty else { return Array(batch.chunks) }
+            let gone = Set(dropped.map(\.id))
+            return batch.chunks.filter { !gone.contains($0.id) }
+        }
     }
 
     /// Runs every batch; throws on the first failure (the entry is then discarded).
@@ -88,7 +114,7 @@ struct BatchedDump: Sendable {
         let dropped = zip(batch.chunks, names).filter { !present.contains($0.1) }.map(\.0)
         guard !dumped.isEmpty else {
             try await session.execute("COMMIT")
-            return BatchResult(batch: batch, dumped: [], dropped: dropped, chunkFigures: [:], warnings: [])
+            return BatchResult(batch: batch, dropped: dropped, chunkFigures: [:], warnings: [])
         }
         do {
             try await session.execute("LOCK TABLE \(dumped.map(\.1).joined(separator: ", ")) IN ACCESS SHARE MODE",
@@ -114,14 +140,14 @@ struct BatchedDump: Sendable {
             let detail = collected.errors.joined(separator: " ").singleLine(limit: 600)
             throw TSBackupError(.failed, "pg_dump of chunk batch \(batch.number) (\(batch.hypertable)) failed (\(result.statusDescription)): \(detail.isEmpty ? "no error message" : detail)")
         }
-        return BatchResult(batch: batch, dumped: dumped.map(\.0), dropped: dropped, chunkFigures: figures,
+        return BatchResult(batch: batch, dropped: dropped, chunkFigures: figures,
                            warnings: collected.warnings.map { "chunk batch \(batch.number): \($0)" })
     }
 
     /// Rows of each chunk in the snapshot (read from the chunk itself), and the content-hash sums
     /// when asked: the same figures ``TableContent/measure`` takes, chunk by chunk, so the check
-    /// through the root (``BatchRootCheck``) can name a chunk that differs. Keyed by "schema.name".
-    private func measure(_ chunks: [(ChunkPathDetector.ChunkRow, String)], session: DatabaseSession) async throws -> [String: ContentFigures] {
+    /// through the root (``BatchRootCheck``) can name a chunk that differs. Keyed by chunk id.
+    private func measure(_ chunks: [(ChunkPathDetector.ChunkRow, String)], session: DatabaseSession) async throws -> [Int: ContentFigures] {
         let union: String
         if request.checksums {
             union = chunks.enumerated().map { index, chunk in
@@ -139,18 +165,41 @@ struct BatchedDump: Sendable {
             """ : "SELECT i, n::int8, '0', '0' FROM (\(union)) counts"),
             as: (Int, Int64, String, String).self, purpose: request.checksums ? "hashing the rows of a chunk batch" : "counting the rows of a chunk batch")
         // A chunk without rows has no group: its figures stay zero.
-        var figures = Dictionary(chunks.map { ($0.0.qualifiedName, ContentFigures()) }, uniquingKeysWith: { a, _ in a })
+        var figures = Dictionary(chunks.map { ($0.0.id, ContentFigures()) }, uniquingKeysWith: { a, _ in a })
         for (index, count, high, low) in rows where chunks.indices.contains(index) {
-            figures[chunks[index].0.qualifiedName] = try ContentFigures(rows: count, highText: high, lowText: low)
+            figures[chunks[index].0.id] = try ContentFigures(rows: count, highText: high, lowText: low)
         }
         return figures
+    }
+
+    /// The position of `id` in the ascending `ids`, by binary search.
+    static func index(of id: Int, in ids: [Int]) -> Int? {
+        var low = 0, high = ids.count
+        while low < high {
+            let middle = (low + high) / 2
+            if ids[middle] < id { low = middle + 1 } else { high = middle }
+        }
+        return low < ids.count && ids[low] == id ? low : nil
     }
 
     /// Adds the figures to the survey's hypertables and writes the chunk-path part of the
     /// manifest: row counts and hashes counted through the roots (``BatchRootCheck``, which has
     /// checked them against the batches chunk by chunk), chunk counts without dropped chunks.
+    /// `chunkIDs`: the ids of `manifest.chunkTables`, in order (``DatabaseSurvey/chunkIDs``): the
+    /// batches' lists reuse those strings (one String per chunk, not two).
     static func record(_ results: [BatchResult], checks: [BatchRootCheck.Outcome], plan: ChunkBatchPlan, reason: String, rootsFile: String,
-                       manifest: inout BackupManifest) {
+                       chunkIDs: [Int] = [], manifest: inout BackupManifest) {
+        let surveyed = manifest.chunkTables
+        func name(of chunk: ChunkPathDetector.ChunkRow) -> String {
+            if surveyed.count == chunkIDs.count, let index = Self.index(of: chunk.id, in: chunkIDs),
+               surveyed[index].utf8.elementsEqual([chunk.schema.utf8, ".".utf8, chunk.name.utf8].joined()) {
+                return surveyed[index]
+            }
+            return chunk.qualifiedName
+        }
+        let batchLists = results.filter { $0.dropped.count < $0.batch.chunks.count }.map {
+            BackupManifest.ChunkPath.Batch(archive: $0.batch.archive, hypertable: $0.batch.hypertable, chunks: $0.dumped.map(name(of:)), rowCount: $0.rows)
+        }
         let dropped = results.flatMap(\.dropped)
         let droppedNames = Set(dropped.map(\.qualifiedName))
         let batchedNames = Set(plan.batched.map(\.qualifiedName))
@@ -162,7 +211,7 @@ struct BatchedDump: Sendable {
             }
             let own = results.filter { $0.batch.hypertable == name }
             let figures = checks.first { $0.hypertable == name }?.total
-                ?? own.flatMap(\.chunkFigures.values).reduce(ContentFigures(), +)
+                ?? own.flatMap(\.figures).reduce(ContentFigures(), +)
             manifest.hypertables[index].dumpPath = "chunk_batches"
             manifest.hypertables[index].rowCount = figures.rows
             manifest.hypertables[index].chunkCount -= own.reduce(0) { $0 + $1.dropped.count }
@@ -170,7 +219,9 @@ struct BatchedDump: Sendable {
                 manifest.hypertables[index].contentHash = figures.contentHash
             }
         }
-        manifest.chunkTables.removeAll { droppedNames.contains($0) }
+        if !droppedNames.isEmpty {
+            manifest.chunkTables.removeAll { droppedNames.contains($0) }
+        }
         manifest.warnings += results.flatMap(\.warnings)
         if !dropped.isEmpty {
             manifest.warnings.append("\(dropped.count) chunk(s) listed in the snapshot were dropped (retention) before they could be dumped; they are recorded in chunk_path.dropped_chunks and left out of the restore.")
@@ -181,9 +232,7 @@ struct BatchedDump: Sendable {
         }
         manifest.chunkPath = .init(
             reason: reason, lockBudget: plan.lockBudget, chunksPerBatch: plan.chunksPerBatch, rootsFile: rootsFile,
-            batches: results.filter { !$0.dumped.isEmpty }.map {
-                .init(archive: $0.batch.archive, hypertable: $0.batch.hypertable, chunks: $0.dumped.map(\.qualifiedName), rowCount: $0.rows)
-            },
+            batches: batchLists,
             fallbacks: plan.fallbacks,
             droppedChunks: dropped.map { chunk in
                 .init(id: chunk.id, table: chunk.qualifiedName,
@@ -235,9 +284,9 @@ enum ChunkBatchRun {
                        checkSeconds: Date().timeIntervalSince(checkStart))
     }
 
-    static func record(_ outcome: Outcome, reason: String, manifest: inout BackupManifest) {
+    static func record(_ outcome: Outcome, reason: String, chunkIDs: [Int], manifest: inout BackupManifest) {
         BatchedDump.record(outcome.results, checks: outcome.checks, plan: outcome.plan, reason: reason, rootsFile: rootsFile,
-                           manifest: &manifest)
+                           chunkIDs: chunkIDs, manifest: &manifest)
     }
 
     /// The main archive and the batches' archives, whose tables of contents together must hold

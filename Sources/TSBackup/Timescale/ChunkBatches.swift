@@ -91,9 +91,44 @@ public enum ChunkPathDetector {
         return nil
     }
 
-    /// Reads the catalog in the session's transaction.
-    static func read(_ session: DatabaseSession) async throws -> (hypertables: [HypertableRow], chunks: [ChunkRow]) {
-        let hypertables = try await session.rows(
+    /// Chunk rows read per query: a listing of 50,000 chunks read whole was held twice (as
+    /// PostgresNIO's rows and decoded) at its peak; pages of this size bound that.
+    static let listingPage: Int64 = 5_000
+
+    /// Reads the catalog in the session's transaction: every chunk, in pages, grouped by
+    /// hypertable id (each group in id order) as it comes, so no second copy of the rows is made.
+    static func read(_ session: DatabaseSession) async throws -> (hypertables: [HypertableRow], chunks: [Int: [ChunkRow]]) {
+        let hypertables = try await readHypertables(session)
+        TestSeams.countChunkListing()
+        var chunks: [Int: [ChunkRow]] = [:]
+        // Every chunk's schema is one of a few ("_timescaledb_internal" mostly): one String each,
+        // not one per row.
+        var schemas: [String: String] = [:]
+        var after: Int64 = -1
+        while true {
+            let page = try await session.rows(
+                """
+                SELECT c.id::int8, c.hypertable_id::int8, c.schema_name::text, c.table_name::text, c.compressed_chunk_id::int8,
+                       c.status::int8, c.osm_chunk, c.dropped,
+                       (SELECT r.relkind::text FROM pg_class r JOIN pg_namespace n ON n.oid = r.relnamespace
+                        WHERE n.nspname = c.schema_name AND r.relname = c.table_name)
+                FROM _timescaledb_catalog.chunk c WHERE c.id > \(after) ORDER BY c.id LIMIT \(listingPage)
+                """, as: (Int64, Int64, String, String, Int64?, Int64, Bool, Bool, String?).self, purpose: "reading TimescaleDB's chunk catalog")
+            for row in page {
+                let schema: String
+                if let known = schemas[row.2] { schema = known } else { schemas[row.2] = row.2; schema = row.2 }
+                chunks[Int(row.1), default: []].append(ChunkRow(id: Int(row.0), hypertableID: Int(row.1), schema: schema, name: row.3,
+                                       compressedChunkID: row.4.map { Int($0) }, status: Int(row.5), osmChunk: row.6,
+                                       dropped: row.7, relkind: row.8))
+            }
+            guard Int64(page.count) == listingPage, let last = page.last else { break }
+            after = last.0
+        }
+        return (hypertables, chunks)
+    }
+
+    static func readHypertables(_ session: DatabaseSession) async throws -> [HypertableRow] {
+        try await session.rows(
             """
             SELECT h.id::int8, h.schema_name::text, h.table_name::text, h.compression_state::int8, h.compressed_hypertable_id::int8,
                    EXISTS (SELECT 1 FROM _timescaledb_catalog.continuous_agg a WHERE a.mat_hypertable_id = h.id OR a.raw_hypertable_id = h.id)
@@ -104,20 +139,35 @@ public enum ChunkPathDetector {
             return HypertableRow(id: Int(row.0), schema: row.1, name: row.2, compressionState: Int(row.3),
                                  compressedHypertableID: compressed, continuousAggregate: row.5)
         }
-        let chunks = try await session.rows(
+    }
+
+    /// What the preflight's decision needs without listing every chunk: the number of chunks of
+    /// each hypertable, and only the chunks that are not plain tables (any of the marks
+    /// ``fallbackReason(_:chunks:all:)`` looks for), in id order. A plain chunk matches none of
+    /// its conditions, so the reason found among these is the one found among all chunks.
+    static func readSummary(_ session: DatabaseSession) async throws -> (hypertables: [HypertableRow], unusual: [ChunkRow], counts: [Int: Int]) {
+        let hypertables = try await readHypertables(session)
+        let counts = Dictionary(try await session.rows(
+            "SELECT hypertable_id::int8, count(*) FROM _timescaledb_catalog.chunk GROUP BY 1", as: (Int64, Int64).self,
+            purpose: "counting the chunks of each hypertable"
+        ).map { (Int($0.0), Int($0.1)) }, uniquingKeysWith: { a, _ in a })
+        let unusual = try await session.rows(
             """
-            SELECT c.id::int8, c.hypertable_id::int8, c.schema_name::text, c.table_name::text, c.compressed_chunk_id::int8,
-                   c.status::int8, c.osm_chunk, c.dropped,
-                   (SELECT r.relkind::text FROM pg_class r JOIN pg_namespace n ON n.oid = r.relnamespace
-                    WHERE n.nspname = c.schema_name AND r.relname = c.table_name)
-            FROM _timescaledb_catalog.chunk c ORDER BY c.id
+            SELECT * FROM (
+                SELECT c.id::int8, c.hypertable_id::int8, c.schema_name::text, c.table_name::text, c.compressed_chunk_id::int8,
+                       c.status::int8, c.osm_chunk, c.dropped,
+                       (SELECT r.relkind::text FROM pg_class r JOIN pg_namespace n ON n.oid = r.relnamespace
+                        WHERE n.nspname = c.schema_name AND r.relname = c.table_name) AS relkind
+                FROM _timescaledb_catalog.chunk c) x
+            WHERE x.osm_chunk OR x.compressed_chunk_id IS NOT NULL OR x.status <> 0 OR x.dropped OR x.relkind IS DISTINCT FROM 'r'
+            ORDER BY x.id
             """, as: (Int64, Int64, String, String, Int64?, Int64, Bool, Bool, String?).self, purpose: "reading TimescaleDB's chunk catalog"
         ).map { (row: (Int64, Int64, String, String, Int64?, Int64, Bool, Bool, String?)) -> ChunkRow in
             let compressed: Int? = row.4.map { Int($0) }
             return ChunkRow(id: Int(row.0), hypertableID: Int(row.1), schema: row.2, name: row.3, compressedChunkID: compressed,
                             status: Int(row.5), osmChunk: row.6, dropped: row.7, relkind: row.8)
         }
-        return (hypertables, chunks)
+        return (hypertables, unusual, counts)
     }
 }
 
@@ -125,7 +175,11 @@ public enum ChunkPathDetector {
 struct ChunkBatchPlan: Sendable {
     struct Hypertable: Sendable {
         var row: ChunkPathDetector.HypertableRow
+        /// Its chunks in id order; empty in a plan made for the preflight's decision only
+        /// (``make(session:lockBudget:jobs:listing:)`` with `.summary`).
         var chunks: [ChunkPathDetector.ChunkRow]
+        /// Chunks in the catalog (`chunks.count` when they are listed).
+        var chunkCount: Int
         var definition: RootDefinition
         /// `--exclude-table` patterns that cover exactly this hypertable's root and chunks.
         var exclusions: [String]
@@ -137,7 +191,8 @@ struct ChunkBatchPlan: Sendable {
     struct Batch: Sendable {
         var number: Int
         var hypertable: String
-        var chunks: [ChunkPathDetector.ChunkRow]
+        /// A slice of its hypertable's `chunks`, sharing their storage rather than copying rows.
+        var chunks: ArraySlice<ChunkPathDetector.ChunkRow>
         var archive: String { String(format: "chunks/batch-%05d.pgdump", number) }
     }
 
@@ -152,7 +207,7 @@ struct ChunkBatchPlan: Sendable {
 
     /// Relations the main pg_dump still locks: all minus the batched roots and chunks.
     func mainRelations(total: Int) -> Int {
-        total - batched.reduce(0) { $0 + 1 + $1.chunks.count }
+        total - batched.reduce(0) { $0 + 1 + $1.chunkCount }
     }
 
     /// Chunks per batch: half the lock budget shared by the `jobs` batches running at once, which
@@ -164,15 +219,32 @@ struct ChunkBatchPlan: Sendable {
         return min(1000, max(5, share))
     }
 
+    /// How much of the chunk catalog a plan reads: every chunk (the plan the backup runs, read
+    /// once, in the snapshot), or only counts and unusual chunks (the preflight's decision,
+    /// which needs no chunk names; ``ChunkPathDetector/readSummary(_:)``).
+    enum Listing { case full, summary }
+
     /// Decides the path of each hypertable and cuts the batched ones' chunks into batches, each
     /// of one hypertable so its row count and hash add up per hypertable.
-    static func make(session: DatabaseSession, lockBudget: Int, jobs: Int) async throws -> ChunkBatchPlan {
-        let (hypertables, chunks) = try await ChunkPathDetector.read(session)
-        let byHypertable = Dictionary(grouping: chunks, by: \.hypertableID)
+    static func make(session: DatabaseSession, lockBudget: Int, jobs: Int, listing: Listing = .full) async throws -> ChunkBatchPlan {
+        let hypertables: [ChunkPathDetector.HypertableRow]
+        var byHypertable: [Int: [ChunkPathDetector.ChunkRow]]
+        var counts: [Int: Int]
+        switch listing {
+        case .full:
+            (hypertables, byHypertable) = try await ChunkPathDetector.read(session)
+            counts = byHypertable.mapValues(\.count)
+        case .summary:
+            let read = try await ChunkPathDetector.readSummary(session)
+            hypertables = read.hypertables
+            byHypertable = Dictionary(grouping: read.unusual, by: \.hypertableID)
+            counts = read.counts
+        }
         var batched: [Hypertable] = []
         var fallbacks: [BackupManifest.ChunkPath.Fallback] = []
         for row in hypertables {
-            let own = byHypertable[row.id] ?? []
+            // Taken out of the dictionary so the plan holds the only copy of the rows.
+            let own = byHypertable.removeValue(forKey: row.id) ?? []
             if let reason = ChunkPathDetector.fallbackReason(row, chunks: own, all: hypertables) {
                 fallbacks.append(.init(hypertable: "\(row.schema).\(row.name)", reason: reason))
                 continue
@@ -181,11 +253,19 @@ struct ChunkBatchPlan: Sendable {
             case .unsupported(let reason):
                 fallbacks.append(.init(hypertable: "\(row.schema).\(row.name)", reason: reason))
             case .supported(let definition):
-                guard let exclusions = try await exclusions(for: row, chunks: own, session: session) else {
+                let found: [String]?
+                if listing == .full {
+                    found = try await exclusions(for: row, chunks: own, session: session)
+                } else if (counts[row.id] ?? 0) == 0 {
+                    found = []
+                } else {
+                    found = try await patternIsOwn(row, session: session) ? [] : nil
+                }
+                guard let exclusions = found else {
                     fallbacks.append(.init(hypertable: "\(row.schema).\(row.name)", reason: "its chunks' names cannot be told apart from other tables"))
                     continue
                 }
-                batched.append(.init(row: row, chunks: own, definition: definition, exclusions: exclusions))
+                batched.append(.init(row: row, chunks: own, chunkCount: counts[row.id] ?? 0, definition: definition, exclusions: exclusions))
             }
         }
         var batches: [Batch] = []
@@ -200,8 +280,8 @@ struct ChunkBatchPlan: Sendable {
             let size = chunksPerBatch(lockBudget: lockBudget, jobs: jobs, locksPerChunk: 2 + Int(indexes))
             smallest = min(smallest, size)
             var start = 0
-            while start < table.chunks.count {
-                let slice = Array(table.chunks[start..<min(start + size, table.chunks.count)])
+            while listing == .full, start < table.chunks.count {
+                let slice = table.chunks[start..<min(start + size, table.chunks.count)]
                 batches.append(.init(number: batches.count + 1, hypertable: table.qualifiedName, chunks: slice))
                 start += size
             }
@@ -221,6 +301,25 @@ struct ChunkBatchPlan: Sendable {
             batch.chunks.removeAll { $0.qualifiedName == chunk }
             return batch
         }.filter { !$0.chunks.isEmpty }
+    }
+
+    /// The preflight's form of ``exclusions(for:chunks:session:)``'s check, without the chunk
+    /// names: true when the default chunk name pattern matches no table in the associated schema
+    /// but this hypertable's chunks (the condition under which that function does not give up).
+    static func patternIsOwn(_ row: ChunkPathDetector.HypertableRow, session: DatabaseSession) async throws -> Bool {
+        let (schema, prefix) = try await session.row(
+            "SELECT associated_schema_name::text, associated_table_prefix::text FROM _timescaledb_catalog.hypertable WHERE id = \(Int64(row.id))",
+            as: (String, String).self, purpose: "reading where the chunks of \(row.schema).\(row.name) live")
+        let pattern = RootDefinition.quotePattern(schema) + "." + RootDefinition.quotePattern(prefix + "_") + "*" + RootDefinition.quotePattern("_chunk")
+        let regex = DumpScope.regex(forPattern: pattern, schemaOnly: false)
+        let foreign = try await session.value(
+            """
+            SELECT EXISTS (SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                WHERE n.nspname ~ \(regex.schema ?? "^$") AND c.relname ~ \(regex.name) AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')
+                  AND NOT EXISTS (SELECT 1 FROM _timescaledb_catalog.chunk ch
+                                  WHERE ch.hypertable_id = \(Int64(row.id)) AND ch.schema_name = \(schema) AND ch.table_name = c.relname))
+            """, as: Bool.self, purpose: "checking the chunk name pattern of \(row.schema).\(row.name)")
+        return !foreign
     }
 
     /// pg_dump patterns leaving out a root and its chunks. One option per chunk would pass the
@@ -265,7 +364,8 @@ extension ChunkBatchPlan {
         var plan: ChunkBatchPlan?
         var mainIndexes = budget.indexesToLock
         if timescale {
-            let made = try await make(session: session, lockBudget: budget.budget, jobs: jobs)
+            // Counts, not the chunk listing: the backup lists the chunks once, in its snapshot.
+            let made = try await make(session: session, lockBudget: budget.budget, jobs: jobs, listing: .summary)
             // The batched hypertables are counted batch by batch and window by window, not by the survey.
             let indexes = try await ServerInspector.hypertableIndexes(session)
             mainIndexes = indexes.filter { id, _ in !made.batched.contains { $0.row.id == id } }.values.reduce(0, +)
@@ -280,6 +380,6 @@ extension ChunkBatchPlan {
             let why = fallbacks.isEmpty ? "" : " The hypertables that must stay in the main pg_dump are \(fallbacks.prefix(5).joined(separator: ", "))."
             throw TSBackupError(.precondition, "\(need), more than the server's lock table holds with headroom (max_locks_per_transaction \(budget.maxLocksPerTransaction) x (max_connections \(budget.maxConnections) + max_prepared_transactions \(budget.maxPreparedTransactions)) = \(budget.budget)); it would fail with \"out of shared memory\", and dumping chunks in batches still leaves \(main) relations and \(mainIndexes) indexes for one transaction.\(why) Set max_locks_per_transaction = \(mainBudget.recommendedMaxLocksPerTransaction) (or more) in postgresql.conf and restart the server, then run the backup again.")
         }
-        return "\(need), more than the lock table holds with headroom (\(budget.budget) = max_locks_per_transaction \(budget.maxLocksPerTransaction) x \(budget.maxConnections + budget.maxPreparedTransactions) slots): \(plan.batched.reduce(0) { $0 + $1.chunks.count }) chunks of \(plan.batched.count) hypertable(s) are dumped in batches of at most \(plan.chunksPerBatch) on the same snapshot, the main pg_dump locks \(main)"
+        return "\(need), more than the lock table holds with headroom (\(budget.budget) = max_locks_per_transaction \(budget.maxLocksPerTransaction) x \(budget.maxConnections + budget.maxPreparedTransactions) slots): \(plan.batched.reduce(0) { $0 + $1.chunkCount }) chunks of \(plan.batched.count) hypertable(s) are dumped in batches of at most \(plan.chunksPerBatch) on the same snapshot, the main pg_dump locks \(main)"
     }
 }

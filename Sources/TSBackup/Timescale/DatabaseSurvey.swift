@@ -12,6 +12,9 @@ public struct DatabaseSurvey: Sendable {
     /// Every chunk table, "schema.name", for checking the archive's table of contents.
     public var chunkTables: [String]
     public var databaseBytes: Int64
+    /// The catalog id of each of `chunkTables`, in the same (id) order, so that the batched
+    /// path's lists name chunks with these same strings instead of copies.
+    var chunkIDs: [Int] = []
 
     /// Reads everything in the transaction `session` has open. With `checksums`, also an
     /// order-independent hash of every table's rows (one scan per table).
@@ -42,9 +45,7 @@ public struct DatabaseSurvey: Sendable {
                     indexCount: Int(indexes), constraintCount: Int(constraints), foreignKeyCount: Int(foreignKeys),
                     contentHash: hash))
             }
-            survey.chunkTables = try await session.rows(
-                "SELECT format('%s.%s', schema_name, table_name) FROM _timescaledb_catalog.chunk WHERE NOT dropped ORDER BY id",
-                as: String.self, purpose: "listing chunks")
+            (survey.chunkIDs, survey.chunkTables) = try await chunkTables(session)
             survey.jobs = try await session.rows(
                 """
                 SELECT j.id::int8, j.application_name::text, format('%s.%s', j.proc_schema, j.proc_name), j.owner::text,
@@ -61,6 +62,25 @@ public struct DatabaseSurvey: Sendable {
             survey.plainTables.append(.init(schema: schema, name: name, rowCount: rows, totalBytes: bytes, contentHash: hash))
         }
         return survey
+    }
+
+    /// Every chunk table ("schema.name", not dropped) in id order, read in pages: PostgresNIO
+    /// holds a whole result before it is decoded, and 50,000 rows at once were megabytes twice.
+    static func chunkTables(_ session: DatabaseSession) async throws -> (ids: [Int], names: [String]) {
+        var ids: [Int] = []
+        var names: [String] = []
+        var after: Int64 = -1
+        while true {
+            let page = try await session.rows(
+                """
+                SELECT id::int8, format('%s.%s', schema_name, table_name) FROM _timescaledb_catalog.chunk
+                WHERE NOT dropped AND id > \(after) ORDER BY id LIMIT \(ChunkPathDetector.listingPage)
+                """, as: (Int64, String).self, purpose: "listing chunks")
+            ids.append(contentsOf: page.lazy.map { Int($0.0) })
+            names.append(contentsOf: page.lazy.map(\.1))
+            guard Int64(page.count) == ChunkPathDetector.listingPage, let last = page.last else { return (ids, names) }
+            after = last.0
+        }
     }
 
     /// User tables that are neither hypertables, chunks nor extension members: (schema, name, bytes).
