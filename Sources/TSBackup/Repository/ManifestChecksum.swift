@@ -1,4 +1,3 @@
-import Crypto
 import Foundation
 
 /// The checksum a stored manifest carries of itself.
@@ -70,10 +69,12 @@ enum ManifestChecksum {
               stored[start..<(start + open.count)].elementsEqual(open), stored.suffix(close.count).elementsEqual(close) else {
             throw TSBackupError(.failed, "Internal error: a manifest did not encode as a JSON object on lines of its own; it was not stored.")
         }
-        var hasher = SHA256()
-        stored.withUnsafeBytes { hasher.update(bufferPointer: UnsafeRawBufferPointer(rebasing: $0[header.count...])) }
-        hasher.update(data: [UInt8(ascii: "\n")])
-        let hex = Array(FileSystem.hex(hasher.finalize()).utf8)
+        // The checksum covers the canonical text with its final newline, hashed where it lies (a
+        // slice of Data shares its storage). Through FileSystem, which the fuzz build replaces,
+        // not swift-crypto directly.
+        stored.append(UInt8(ascii: "\n"))
+        let hex = Array(FileSystem.sha256(of: stored[start...]).utf8)
+        stored.removeLast()
         // "{\n" and the checksum line where the room and the canonical "{\n" were.
         let first = open + Array("  \"\(key)\" : \"".utf8) + hex + Array("\",\n".utf8)
         precondition(first.count == header.count + open.count)
