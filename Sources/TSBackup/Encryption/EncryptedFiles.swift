@@ -102,17 +102,7 @@ extension RepositoryEncryption {
     }
 
     private static func write(_ file: RawFile, _ data: Data, path: String) throws {
-        try data.withUnsafeBytes { buffer in
-            var done = 0
-            while done < buffer.count {
-                let n = Foundation.write(file.fd, buffer.baseAddress! + done, buffer.count - done)
-                if n < 0 {
-                    if errno == EINTR { continue }
-                    throw FileSystem.ioError("write \(path)")
-                }
-                done += n
-            }
-        }
+        try data.withUnsafeBytes { try FileSystem.writeAll(file.fd, $0, path: path) }
     }
 }
 

@@ -55,11 +55,7 @@ extension LocalRepository {
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: WALObjectFormat.pieceSize, alignment: 16)
         defer { buffer.deallocate() }
         while true {
-            let n = read(fd, buffer.baseAddress, buffer.count)
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw FileSystem.ioError("read \(path)")
-            }
+            let n = try FileSystem.readSome(fd, into: buffer, path: path)
             if n == 0 { break }
             // The piece lives in the reused buffer; consumers copy what they keep.
             let piece = Data(bytesNoCopy: buffer.baseAddress!, count: n, deallocator: .none)

@@ -152,6 +152,29 @@ public enum FileSystem {
         return ((try? regularFiles(under: path)) ?? []).reduce(0) { $0 + size(of: path + "/" + $1) }
     }
 
+    /// One read(2) into `buffer`, retried on EINTR: the bytes read, 0 at the end of the file.
+    static func readSome(_ fd: Int32, into buffer: UnsafeMutableRawBufferPointer, path: String) throws -> Int {
+        while true {
+            let n = read(fd, buffer.baseAddress, buffer.count)
+            if n >= 0 { return n }
+            if errno == EINTR { continue }
+            throw ioError("read \(path)")
+        }
+    }
+
+    /// Writes all of `bytes` to `fd`, through short writes and EINTR.
+    static func writeAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, path: String) throws {
+        var offset = 0
+        while offset < bytes.count {
+            let n = write(fd, bytes.baseAddress! + offset, bytes.count - offset)
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw ioError("write \(path)")
+            }
+            offset += n
+        }
+    }
+
     static func ioError(_ what: String, underlying: (any Error)? = nil) -> TSBackupError {
         let code = errno
         let reason = underlying.map { "\($0)" } ?? String(cString: strerror(code))

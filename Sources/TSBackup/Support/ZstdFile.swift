@@ -23,14 +23,7 @@ enum ZstdFile {
     /// Compresses `source` into a new file `destination` (mode 0600), hashing the compressed
     /// bytes as they are written. A failure removes `destination`.
     static func compress(_ source: String, to destination: String, level: Int) throws -> Compressed {
-        let input = open(source, O_RDONLY | O_CLOEXEC)
-        guard input >= 0 else { throw FileSystem.ioError("open \(source)") }
-        defer { close(input) }
-        let output = open(destination, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
-        guard output >= 0 else { throw FileSystem.ioError("create \(destination)") }
-        var closed = false
-        defer { if !closed { close(output) } }
-        do {
+        try transfer(source, to: destination) { input, output in
             var info = stat()
             guard fstat(input, &info) == 0 else { throw FileSystem.ioError("stat \(source)") }
             guard let context = ZSTD_createCCtx() else { throw failure("zstd could not allocate its context", source) }
@@ -56,13 +49,13 @@ enum ZstdFile {
                 if target.pos > 0 {
                     let bytes = UnsafeRawBufferPointer(start: packed.baseAddress, count: target.pos)
                     hasher.update(bufferPointer: bytes)
-                    try writeAll(output, bytes, path: destination)
+                    try FileSystem.writeAll(output, bytes, path: destination)
                     written += Int64(target.pos)
                 }
                 return remaining
             }
             while true {
-                let n = try readSome(input, into: plain, path: source)
+                let n = try FileSystem.readSome(input, into: plain, path: source)
                 if n == 0 { break }
                 plainBytes += Int64(n)
                 var piece = ZSTD_inBuffer(src: plain.baseAddress, size: n, pos: 0)
@@ -73,12 +66,7 @@ enum ZstdFile {
             }
             var end = ZSTD_inBuffer(src: nil, size: 0, pos: 0)
             while try step(&end, ZSTD_e_end) != 0 {}
-            closed = true
-            guard close(output) == 0 else { throw FileSystem.ioError("write \(destination)") }
             return Compressed(bytes: written, sha256: FileSystem.hex(hasher.finalize()), plainBytes: plainBytes)
-        } catch {
-            unlink(destination)
-            throw error
         }
     }
 
@@ -87,14 +75,7 @@ enum ZstdFile {
     /// `expectedBytes`, when given, is the plain size the output must have. A failure removes
     /// `destination` and names `name` (the file as the manifest calls it).
     static func decompress(_ source: String, to destination: String, name: String, expectedBytes: Int64? = nil) throws -> Int64 {
-        let input = open(source, O_RDONLY | O_CLOEXEC)
-        guard input >= 0 else { throw FileSystem.ioError("open \(source)") }
-        defer { close(input) }
-        let output = open(destination, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
-        guard output >= 0 else { throw FileSystem.ioError("create \(destination)") }
-        var closed = false
-        defer { if !closed { close(output) } }
-        do {
+        try transfer(source, to: destination) { input, output in
             guard let context = ZSTD_createDCtx() else { throw corrupt(name, "zstd could not allocate its context") }
             defer { ZSTD_freeDCtx(context) }
             let packed = UnsafeMutableRawBufferPointer.allocate(byteCount: ZSTD_DStreamInSize(), alignment: 16)
@@ -105,7 +86,7 @@ enum ZstdFile {
             var produced: Int64 = 0
             var sawInput = false
             while true {
-                let n = try readSome(input, into: packed, path: source)
+                let n = try FileSystem.readSome(input, into: packed, path: source)
                 if n == 0 { break }
                 sawInput = true
                 var piece = ZSTD_inBuffer(src: packed.baseAddress, size: n, pos: 0)
@@ -123,7 +104,7 @@ enum ZstdFile {
                         if let expectedBytes, produced > expectedBytes {
                             throw corrupt(name, "it decompresses to more than the \(expectedBytes) bytes recorded")
                         }
-                        try writeAll(output, UnsafeRawBufferPointer(start: plain.baseAddress, count: target.pos), path: destination)
+                        try FileSystem.writeAll(output, UnsafeRawBufferPointer(start: plain.baseAddress, count: target.pos), path: destination)
                     }
                 }
             }
@@ -131,9 +112,26 @@ enum ZstdFile {
             if let expectedBytes, produced != expectedBytes {
                 throw corrupt(name, "it decompresses to \(produced) bytes, \(expectedBytes) were recorded")
             }
+            return produced
+        }
+    }
+
+    /// Opens `source` for reading and creates `destination` (mode 0600; it must not exist) for
+    /// `body`, which streams one into the other. Closes both; removes `destination` when `body`
+    /// throws or the close that flushes it fails, so no partial file is left.
+    private static func transfer<T>(_ source: String, to destination: String, _ body: (_ input: Int32, _ output: Int32) throws -> T) throws -> T {
+        let input = open(source, O_RDONLY | O_CLOEXEC)
+        guard input >= 0 else { throw FileSystem.ioError("open \(source)") }
+        defer { close(input) }
+        let output = open(destination, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+        guard output >= 0 else { throw FileSystem.ioError("create \(destination)") }
+        var closed = false
+        defer { if !closed { close(output) } }
+        do {
+            let result = try body(input, output)
             closed = true
             guard close(output) == 0 else { throw FileSystem.ioError("write \(destination)") }
-            return produced
+            return result
         } catch {
             unlink(destination)
             throw error
@@ -146,26 +144,5 @@ enum ZstdFile {
 
     private static func failure(_ problem: String, _ source: String) -> TSBackupError {
         TSBackupError(.failed, "Compressing \(source) with zstd failed: \(problem).")
-    }
-
-    private static func readSome(_ fd: Int32, into buffer: UnsafeMutableRawBufferPointer, path: String) throws -> Int {
-        while true {
-            let n = read(fd, buffer.baseAddress, buffer.count)
-            if n >= 0 { return n }
-            if errno == EINTR { continue }
-            throw FileSystem.ioError("read \(path)")
-        }
-    }
-
-    private static func writeAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, path: String) throws {
-        var offset = 0
-        while offset < bytes.count {
-            let n = write(fd, bytes.baseAddress! + offset, bytes.count - offset)
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw FileSystem.ioError("write \(path)")
-            }
-            offset += n
-        }
     }
 }
