@@ -79,7 +79,9 @@ struct KilledRunTests {
             defer { scratch.remove() }
             let repository = scratch.path + "/repo"
             let env = ["PGPASSWORD": cluster.superuserPassword]
-            let backup = try await CLI.run(["backup", "--db", cluster.url(database: "faults"), "--repo", repository, "--json"], environment: env)
+            // The directory format, forced (a database this small gets one custom-format file):
+            // its zstd data files are what the restore decompresses into a scratch directory.
+            let backup = try await CLI.run(["backup", "--db", cluster.url(database: "faults"), "--repo", repository, "--json", "--format", "directory"], environment: env)
             #expect(backup.exitCode == 0, "\(backup.standardError)")
             let id = try JSONOutput.decode(BackupManifest.Summary.self, from: Data(backup.standardOutput.utf8)).id
             let into = "killed_restore"
@@ -92,7 +94,7 @@ struct KilledRunTests {
             let first = Task { try await CLI.run(arguments, environment: runEnvironment.merging(["TSBACKUP_TEST_PAUSE": "pg_restore data and post-data=\(pause)"]) { $1 }) }
             try await faults.waitUntil("the restore reaching its data phase") { FileManager.default.fileExists(atPath: pause) }
             // Two kinds: the restore's own scratch directory and, for a backup whose data files
-            // tsbackup compressed (the default), the one holding them decompressed for pg_restore.
+            // tsbackup compressed (the directory format's default), the one holding them decompressed for pg_restore.
             let inTmp = { ((try? FileManager.default.contentsOfDirectory(atPath: tmp)) ?? []).filter { !$0.hasSuffix(".lock") } }
             let dataScratchDirectories = { inTmp().filter { $0.hasPrefix("tsbackup-restore-data-") } }
             let scratchDirectories = { inTmp().filter { $0.hasPrefix("tsbackup-restore-") && !$0.hasPrefix("tsbackup-restore-data-") } }
