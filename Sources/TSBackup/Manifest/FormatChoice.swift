@@ -51,8 +51,8 @@ extension BackupManifest {
             let average = tables > 0 ? tableBytes / Int64(tables) : 0
             let shape = "\(tables) tables averaging \(ByteCount.format(average))"
             // No floor of tables: at 26 chunks (58 tables, 80 kB) the custom format measured faster
-            // too (one pg_dump connection instead of three, no file per table), and so did a
-            // database of one small table. With no table at all both estimates are 0: one file.
+            // too (one pg_dump connection instead of three, no file per table; docs/performance.md).
+            // With no table at all both estimates are 0: one file.
             if custom <= directory {
                 return FormatChoice(format: .custom, chosenBy: "auto",
                                     reason: String(format: "%@: one file per table would cost more (about %.1f s estimated with %d jobs) than dumping into one custom-format file (about %.1f s)",
