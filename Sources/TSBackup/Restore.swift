@@ -246,7 +246,8 @@ actor RestoreRun {
                 }
                 if let expansion {
                     archive = expansion.archivePath
-                    decompression = Task { try await expansion.decompress() }
+                    // Batched: the data steps decompress as they go (ArchiveDataBatches).
+                    if expansion.batches == nil { decompression = Task { try await expansion.decompress() } }
                 }
             }
             try await step("create database") { try await self.createDatabase(psql: tools.creator) }
@@ -254,7 +255,7 @@ actor RestoreRun {
             let reporter = progress
             reporter.attach(RestoreProgressCounter(contents: tools.contents, dataBytes: Self.dataFileBytes(manifest)))
             let procedure = try RestoreProcedure(archive: archive, pgRestore: tools.pgRestore, settings: targetSettings, jobs: request.jobs,
-                                                 progress: reporter.counter, onItem: { reporter.tick() })
+                                                 progress: reporter.counter, onItem: { reporter.tick() }, batches: expansion?.batches)
             defer { procedure.removeLists() }
             let chunkKeys = try await step("split the archive's contents") { try procedure.splitLists(tools.contents, chunkTables: self.manifest.chunkTables) }
             // Chunks dumped in batches past the lock limit: phases around the usual ones (ChunkBatchRestore).
@@ -293,6 +294,7 @@ actor RestoreRun {
             }
             // The step's name starts the same either way (tests pause at it by prefix).
             let rest = "pg_restore data and post-data, \(request.jobs) jobs" + (chunkKeys > 0 ? ", the chunks' \(chunkKeys) foreign keys beside their indexes" : "")
+                + (expansion?.batches != nil ? ", data decompressed batch by batch in \(request.jobs) serial lanes" : "")
             restoreWarnings += try await step(rest) { try await procedure.restoreRest(chunkKeys: chunkKeys) }
             if let batches {
                 try await step("hypertable roots' indexes and constraints") { try await batches.finishRoots() }

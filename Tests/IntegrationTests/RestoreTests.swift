@@ -174,7 +174,7 @@ struct RestoreTests {
         #expect(try await contentDigests(backup.cluster, into) == contentDigests(backup.cluster, backup.database))
     }
 
-    @Test("a directory backup's zstd data files (the default compression) are decompressed into scratch space for pg_restore, which is removed afterwards")
+    @Test("with TSBACKUP_RESTORE_SCRATCH_COPY=1 a directory backup's zstd data files are all decompressed into scratch space first, which is removed afterwards")
     func zstdBackupRestores() async throws {
         let backup = try await BackedUpDatabase.make("rszstd", backupOptions: ["--format", "directory"])
         defer { backup.scratch.remove() }
@@ -183,7 +183,8 @@ struct RestoreTests {
         let scratchBase = backup.scratch.path + "/tmp"
         try FileManager.default.createDirectory(atPath: scratchBase, withIntermediateDirectories: true)
         let into = uniqueDatabaseName("zstd")
-        let result = try await backup.restore(["--into", into, "--jobs", "2", "--json"], environment: ["TSBACKUP_SCRATCH_DIR": scratchBase])
+        let result = try await backup.restore(["--into", into, "--jobs", "2", "--json"],
+                                              environment: ["TSBACKUP_SCRATCH_DIR": scratchBase, "TSBACKUP_RESTORE_SCRATCH_COPY": "1"])
         #expect(result.exitCode == 0, "\(result.standardOutput) \(result.standardError)")
         let report = try JSONOutput.decode(Restore.Report.self, from: Data(result.standardOutput.utf8))
         #expect(report.ok && report.checks.allSatisfy { $0.ok })
@@ -194,6 +195,60 @@ struct RestoreTests {
         #expect(try FileManager.default.contentsOfDirectory(atPath: scratchBase).isEmpty)
         let verify = try await CLI.run(["verify", backup.id, "--repo", backup.repository])
         #expect(verify.exitCode == 0, "\(verify.standardOutput) \(verify.standardError)")
+    }
+
+    @Test("by default the zstd data files are decompressed batch by batch as pg_restore loads them: the scratch directory never holds more than two batches per lane")
+    func zstdBackupRestoresInBatches() async throws {
+        let backup = try await BackedUpDatabase.make("rsbatch", backupOptions: ["--format", "directory"])
+        defer { backup.scratch.remove() }
+        let manifest = try backupManifest(backup.repository, backup.id)
+        let packed = try #require(manifest.fileCompression)
+        // One data file per batch, two lanes: at most 4 data files at once, out of many more.
+        try #require(packed.files > 4, "the sample archive has enough data files to tell a bound from a full copy")
+        let scratchBase = backup.scratch.path + "/tmp"
+        try FileManager.default.createDirectory(atPath: scratchBase, withIntermediateDirectories: true)
+        // A pg_restore in front of the real one that records, at each start, the data files in
+        // the archive directory it was given (its last argument).
+        let log = backup.scratch.path + "/seen.log"
+        let real = try await PostgresTools.locate("pg_restore", minimumMajor: 15).path
+        var environment = try backup.scratch.fakeTool("pg_restore", """
+            for last; do :; done
+            if [ -d "$last" ]; then echo "$(ls "$last" | grep -c '^[0-9]*\\.dat$') $(ls "$last" | grep '^[0-9]*\\.dat$' | tr '\\n' ' ')" >> '\(log)'; fi
+            exec '\(real)' "$@"
+            """)
+        environment["TSBACKUP_SCRATCH_DIR"] = scratchBase
+        environment["TSBACKUP_RESTORE_BATCH_BYTES"] = "1"
+        let into = uniqueDatabaseName("batch")
+        let result = try await backup.restore(["--into", into, "--jobs", "2", "--json"], environment: environment)
+        #expect(result.exitCode == 0, "\(result.standardOutput) \(result.standardError)")
+        let report = try JSONOutput.decode(Restore.Report.self, from: Data(result.standardOutput.utf8))
+        #expect(report.ok && report.checks.allSatisfy { $0.ok })
+        #expect(!report.steps.contains { $0.name.hasPrefix("decompress") }, "no step decompresses the whole archive")
+        #expect(report.steps.contains { $0.name.hasPrefix("pg_restore data and post-data") && $0.name.contains("batch by batch") })
+        #expect(try await contentDigests(backup.cluster, into) == contentDigests(backup.cluster, backup.database))
+        let seen = try String(contentsOfFile: log, encoding: .utf8).split(separator: "\n").compactMap { Int($0.split(separator: " ").first ?? "") }
+        // Every table's data went through a pg_restore started with its file present: more
+        // starts than files at once, and never more than two batches of each lane.
+        #expect(seen.count > 4 && seen.allSatisfy { $0 <= 4 }, "\(seen)")
+        #expect(seen.reduce(0, +) >= packed.files, "\(seen)")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: scratchBase).isEmpty)
+    }
+
+    @Test("a zstd data file that does not decompress (its hash rewritten to match) fails the restore naming it, drops the database and leaves no scratch")
+    func corruptZstdFileNamed() async throws {
+        let backup = try await BackedUpDatabase.make("rsbadzst", backupOptions: ["--format", "directory"])
+        defer { backup.scratch.remove() }
+        let manifest = try backupManifest(backup.repository, backup.id)
+        let file = try #require(manifest.files.filter { $0.path.hasSuffix(".dat.zst") }.max { $0.bytes < $1.bytes })
+        try tamper(entry: "\(backup.repository)/backups/\(backup.id)", file: file.path, with: "not a zstd frame")
+        let scratchBase = backup.scratch.path + "/tmp"
+        try FileManager.default.createDirectory(atPath: scratchBase, withIntermediateDirectories: true)
+        let into = uniqueDatabaseName("badzst")
+        let result = try await backup.restore(["--into", into, "--jobs", "2"], environment: ["TSBACKUP_SCRATCH_DIR": scratchBase])
+        #expect(result.exitCode == 1, "\(result.standardOutput) \(result.standardError)")
+        #expect(result.standardError.contains("The file \(file.path) does not decompress"), "\(result.standardError)")
+        #expect(try await databaseExists(backup.cluster, into) == false)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: scratchBase).isEmpty)
     }
 
     @Test("a corrupt backup is never restored")

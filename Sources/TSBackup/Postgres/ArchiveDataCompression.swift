@@ -12,8 +12,13 @@ import Synchronization
 /// The manifest's ``BackupManifest/FileCompression`` says so; its `files[]` hold the stored
 /// (compressed) files' sizes and SHA-256, so verify checks them like any file.
 ///
-/// pg_restore 15 cannot read zstd: a restore first writes the archive with every data file
-/// decompressed into a scratch directory (``expand(_:directory:)``) and hands pg_restore that.
+/// pg_restore 15 cannot read zstd. A restore hands pg_restore a scratch directory with the
+/// table of contents, and decompresses the data files into it in batches just before
+/// pg_restore loads them, removing each batch once loaded (``ArchiveDataBatches``): the
+/// uncompressed archive never lies whole on disk. Where that does not apply (large objects,
+/// which pg_restore reads by its own plan; `TSBACKUP_RESTORE_SCRATCH_COPY=1`) every data file
+/// is decompressed into the scratch directory first (``Expansion/decompress()``), which needs
+/// their whole size free.
 public enum ArchiveDataCompression {
     /// The suffix of a compressed data file.
     public static let suffix = ".zst"
@@ -43,6 +48,9 @@ public enum ArchiveDataCompression {
         let manifest: BackupManifest
         let directory: String
         let compressed: [BackupManifest.FileEntry]
+        /// Set when the data files are decompressed batch by batch as pg_restore loads them
+        /// (``ArchiveDataBatches``); nil when ``decompress()`` must write them all out first.
+        var batches: ArchiveDataBatches?
         /// The archive in the scratch directory, under the manifest's archive name.
         var archivePath: String { scratch.path + "/" + manifest.archive }
 
@@ -77,37 +85,80 @@ public enum ArchiveDataCompression {
     }
 
     /// See ``Expansion``. `directory` holds the entry's files (its own directory, or a
-    /// materialized copy), checked against the manifest before. The caller removes the scratch
-    /// directory, after ``Expansion/decompress()`` has returned or thrown.
-    static func prepare(_ manifest: BackupManifest, directory: String) throws -> Expansion? {
+    /// materialized copy), checked against the manifest before. With `batched` (and where
+    /// ``batchingAllowed(_:)``) the restore decompresses batch by batch (``Expansion/batches``);
+    /// otherwise the caller runs ``Expansion/decompress()``. The caller removes the scratch directory once
+    /// nothing writes into it any more.
+    static func prepare(_ manifest: BackupManifest, directory: String, batched: Bool = true) throws -> Expansion? {
         guard let compression = manifest.fileCompression else { return nil }
         guard compression.method == "zstd", compression.suffix == suffix else {
             throw TSBackupError(.failed, "Backup \(manifest.id) stores its data files compressed with \(compression.method) (\(compression.suffix)), which this tsbackup cannot read. Restore it with the tsbackup version that took it (\(manifest.tsbackupVersion)) or newer.")
         }
         let archiveFiles = manifest.files.filter { $0.path.hasPrefix(manifest.archive + "/") }
         let plainFiles = archiveFiles.filter { !$0.path.hasSuffix(suffix) }
-        let needed = compression.plainBytes + plainFiles.reduce(Int64(0)) { $0 + $1.bytes }
+        let compressed = archiveFiles.filter { $0.path.hasSuffix(suffix) }
+        let tocBytes = plainFiles.reduce(Int64(0)) { $0 + $1.bytes }
         let parent = ScratchSpace.base()
-        if let free = FileSystem.freeBytes(at: FileSystem.nearestExistingAncestor(of: parent)), free < needed + (64 << 20) {
-            throw TSBackupError(.precondition, "Restoring backup \(manifest.id) needs \(ByteCount.format(needed)) of local scratch space in \(parent) for its decompressed data files (pg_restore cannot read zstd), which has \(ByteCount.format(free)) free. Free space there, or point TSBACKUP_SCRATCH_DIR (or TMPDIR) at a larger filesystem.")
+        let free = FileSystem.freeBytes(at: FileSystem.nearestExistingAncestor(of: parent))
+        if let free, free < tocBytes + (64 << 20) {
+            throw TSBackupError(.precondition, "Restoring backup \(manifest.id) needs \(ByteCount.format(tocBytes)) of local scratch space in \(parent) for its table of contents, which has \(ByteCount.format(free)) free. Free space there, or point TSBACKUP_SCRATCH_DIR (or TMPDIR) at a larger filesystem.")
         }
         let scratch = try OwnedScratchDirectory(prefix: scratchPrefix, parent: parent)
+        var expansion = Expansion(scratch: scratch, manifest: manifest, directory: directory, compressed: compressed)
         do {
             try FileManager.default.createDirectory(atPath: scratch.path + "/" + manifest.archive, withIntermediateDirectories: true)
             for file in plainFiles {
                 try FileManager.default.copyItem(atPath: try EntryPath.resolve(file.path, in: directory), toPath: scratch.path + "/" + file.path)
             }
+            if batched, batchingAllowed(compressed), let batches = try batchSources(compressed, archive: expansion.archivePath, directory: directory, plainBytes: compression.plainBytes) {
+                expansion.batches = batches
+                return expansion
+            }
         } catch {
             scratch.remove()
             throw (error as? TSBackupError) ?? TSBackupError(.failed, "Could not copy the archive's table of contents into \(scratch.path): \(error.localizedDescription). Check TSBACKUP_SCRATCH_DIR (or TMPDIR).")
         }
-        return Expansion(scratch: scratch, manifest: manifest, directory: directory, compressed: archiveFiles.filter { $0.path.hasSuffix(suffix) })
+        // The fallback: every data file decompressed into scratch space before pg_restore reads it.
+        let needed = compression.plainBytes + tocBytes
+        if let free, free < needed + (64 << 20) {
+            scratch.remove()
+            throw TSBackupError(.precondition, "Restoring backup \(manifest.id) needs \(ByteCount.format(needed)) of local scratch space in \(parent) for its decompressed data files (pg_restore cannot read zstd, and its data files cannot be decompressed batch by batch\(compressed.contains { isLargeObjectFile($0.path) } ? ": the backup holds large objects" : "")), which has \(ByteCount.format(free)) free. Free space there, or point TSBACKUP_SCRATCH_DIR (or TMPDIR) at a larger filesystem.")
+        }
+        return expansion
+    }
+
+    /// `TSBACKUP_RESTORE_SCRATCH_COPY=1` decompresses every data file into scratch space before
+    /// pg_restore runs, as before batches: a way back, and the benchmark's "before".
+    static func scratchCopyRequested(environment: [String: String] = ProcessInfo.processInfo.environment) -> Bool {
+        environment["TSBACKUP_RESTORE_SCRATCH_COPY"] == "1"
+    }
+
+    static func isLargeObjectFile(_ path: String) -> Bool {
+        (path.split(separator: "/").last ?? "").hasPrefix("blob_")
+    }
+
+    /// Batches cover table data only: pg_restore reads large objects (`blob_<oid>.dat`) as
+    /// blobs.toc lists them, within one entry a list file cannot cut.
+    static func batchingAllowed(_ compressed: [BackupManifest.FileEntry]) -> Bool {
+        !scratchCopyRequested() && !compressed.contains { isLargeObjectFile($0.path) }
+    }
+
+    /// The stored file of each dump id, or nil when a name is not `<dump id>.dat.zst`.
+    static func batchSources(_ compressed: [BackupManifest.FileEntry], archive: String, directory: String, plainBytes: Int64) throws -> ArchiveDataBatches? {
+        var sources: [Int: ArchiveDataBatches.Source] = [:]
+        for file in compressed {
+            let name = String(file.path.split(separator: "/").last ?? "")
+            guard name.hasSuffix(".dat" + suffix), let id = Int(name.dropLast((".dat" + suffix).count)) else { return nil }
+            sources[id] = .init(path: try EntryPath.resolve(file.path, in: directory), name: file.path, bytes: file.bytes)
+        }
+        let stored = compressed.reduce(Int64(0)) { $0 + $1.bytes }
+        return ArchiveDataBatches(directory: archive, sources: sources, ratio: stored > 0 ? Double(plainBytes) / Double(stored) : 1)
     }
 
     /// ``prepare(_:directory:)`` and ``Expansion/decompress()`` at once; the caller removes the
     /// returned directory.
     static func expand(_ manifest: BackupManifest, directory: String) async throws -> OwnedScratchDirectory? {
-        guard let expansion = try prepare(manifest, directory: directory) else { return nil }
+        guard let expansion = try prepare(manifest, directory: directory, batched: false) else { return nil }
         do {
             try await expansion.decompress()
         } catch {

@@ -18,6 +18,9 @@ struct RestoreProcedure: Sendable {
     let progress: RestoreProgressCounter?
     /// Called after every counted line (the caller throttles drawing).
     let onItem: (@Sendable () -> Void)?
+    /// Set when the archive's data files are decompressed batch by batch (``ArchiveDataBatches``):
+    /// the data then runs as serial pg_restores in lanes (``restoreBatched(list:options:phase:lanes:)``).
+    let batches: ArchiveDataBatches?
 
     var catalogList: String { listDirectory + "/catalog.list" }
     var restList: String { listDirectory + "/rest.list" }
@@ -27,8 +30,9 @@ struct RestoreProcedure: Sendable {
     var chunkKeyList: String { listDirectory + "/rest-chunk-keys.list" }
 
     init(archive: String, pgRestore: PostgresTool, settings: ConnectionSettings, jobs: Int,
-         progress: RestoreProgressCounter? = nil, onItem: (@Sendable () -> Void)? = nil) throws {
+         progress: RestoreProgressCounter? = nil, onItem: (@Sendable () -> Void)? = nil, batches: ArchiveDataBatches? = nil) throws {
         self.archive = archive
+        self.batches = batches
         self.pgRestore = pgRestore
         self.settings = settings
         self.jobs = max(1, jobs)
@@ -238,7 +242,63 @@ struct RestoreProcedure: Sendable {
     }
 
     func restoreCatalogData() async throws -> [String] {
-        try await pgRestore(["--use-list=\(catalogList)"], phase: "TimescaleDB catalog data", parallel: false)
+        if batches != nil {
+            // Archive order, one connection: the catalog's foreign keys need parents first.
+            return try await restoreBatched(list: catalogList, options: [], phase: "TimescaleDB catalog data", lanes: 1)
+        }
+        return try await pgRestore(["--use-list=\(catalogList)"], phase: "TimescaleDB catalog data", parallel: false)
+    }
+
+    /// The entries of `list` restored by serial pg_restores, at most `lanes` at once, each lane a
+    /// run of batches (``ArchiveDataBatches``): the next batch's data files are decompressed
+    /// while pg_restore loads the current one, whose files are removed once it succeeded. A data
+    /// file that does not decompress fails the step naming it; a failing pg_restore fails it
+    /// with its own message. A serial pg_restore with `--use-list` restores in the list's order.
+    func restoreBatched(list: String, options: [String], phase: String, lanes: Int) async throws -> [String] {
+        guard let batches else { throw TSBackupError(.failed, "pg_restore (\(phase)): no data batches") }
+        let lines = try String(contentsOfFile: list, encoding: .utf8).split(separator: "\n").map(String.init)
+        let plan = ArchiveDataBatches.lanes(lines, count: lanes, bytes: batches.bytes(of:))
+        let budget = ArchiveDataBatches.batchBytes()
+        let name = URL(fileURLWithPath: list).deletingPathExtension().lastPathComponent
+        let count = plan.count
+        return try await withThrowingTaskGroup(of: [String].self) { group in
+            for (index, lane) in plan.enumerated() {
+                let lanePhase = count > 1 ? "\(phase), lane \(index + 1) of \(count)" : phase
+                let parts = ArchiveDataBatches.batches(lane, budget: budget, plainBytes: batches.plainBytes(of:))
+                let prefix = listDirectory + "/\(name)-lane-\(index + 1)"
+                group.addTask {
+                    try await self.restoreLane(parts, listPrefix: prefix, options: options, phase: lanePhase, batches: batches)
+                }
+            }
+            var warnings: [String] = []
+            while let finished = try await group.next() { warnings += finished }
+            return warnings
+        }
+    }
+
+    /// One lane: its batches in order, each decompressed ahead of its pg_restore.
+    private func restoreLane(_ parts: [ArchiveDataBatches.Batch], listPrefix: String, options: [String], phase: String,
+                             batches: ArchiveDataBatches) async throws -> [String] {
+        var warnings: [String] = []
+        var ready: Task<Int64, any Error>? = parts.first.map { first in Task { try await batches.decompress(first.ids) } }
+        for (index, part) in parts.enumerated() {
+            let current = ready
+            ready = index + 1 < parts.count ? { let next = parts[index + 1]; return Task { try await batches.decompress(next.ids) } }() : nil
+            do {
+                _ = try await current?.value
+                let file = listPrefix + "-\(index + 1).list"
+                try (part.lines.joined(separator: "\n") + "\n").write(toFile: file, atomically: true, encoding: .utf8)
+                let batchPhase = parts.count > 1 ? "\(phase), batch \(index + 1) of \(parts.count)" : phase
+                warnings += try await pgRestore(options + ["--use-list=\(file)"], phase: batchPhase, parallel: false)
+            } catch {
+                // Nothing writes into the scratch directory once the step has failed.
+                ready?.cancel()
+                _ = try? await ready?.value
+                throw error
+            }
+            batches.remove(part.ids)
+        }
+        return warnings
     }
 
     /// Data and post-data on `jobs` connections. With `chunkKeys` > 0 (``splitLists(_:chunkTables:)``)
@@ -253,10 +313,22 @@ struct RestoreProcedure: Sendable {
     /// unique key (both in the first step), not the chunk's indexes, so the keys can run
     /// beside the index builds. The keys are still pg_restore's own statements, validated as
     /// they are added: the end state is the serial procedure's.
+    ///
+    /// With the data decompressed batch by batch (``batches``), the data runs first, in `jobs`
+    /// serial lanes, then the post-data as above: pg_restore -j opens data files in an order
+    /// nobody can predict, so it cannot be told which files to have ready.
     func restoreRest(chunkKeys: Int = 0) async throws -> [String] {
-        var warnings = try await pgRestore(["--section=data", "--section=post-data", "--use-list=\(restList)", "--jobs=\(jobs)"],
+        var warnings: [String]
+        if batches != nil {
+            warnings = try await restoreBatched(list: restList, options: ["--section=data"], phase: "data", lanes: jobs)
+            warnings += try await pgRestore(["--section=post-data", "--use-list=\(restList)", "--jobs=\(jobs)"],
+                                            phase: chunkKeys > 0 ? "post-data except the chunks' indexes and keys" : "post-data",
+                                            parallel: jobs > 1)
+        } else {
+            warnings = try await pgRestore(["--section=data", "--section=post-data", "--use-list=\(restList)", "--jobs=\(jobs)"],
                                            phase: chunkKeys > 0 ? "data and post-data except the chunks' indexes and keys" : "data and post-data",
                                            parallel: jobs > 1)
+        }
         guard chunkKeys > 0 else {
             progress?.complete(objects: progress?.objectsTotal ?? 0)
             return warnings

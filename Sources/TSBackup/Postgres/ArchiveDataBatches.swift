@@ -1,0 +1,124 @@
+import Foundation
+
+/// The zstd data files of a directory archive decompressed just before pg_restore reads them and
+/// removed right after, so that a restore needs scratch space for a few batches of data, not
+/// for an uncompressed copy of the whole archive (``ArchiveDataCompression``).
+///
+/// Why batches and not pipes: pg_restore 15 (15.20 here) refuses a data file that is not a
+/// regular file (`"<id>.dat" is not a regular file`, also for `<id>.dat.gz`), so a FIFO fed
+/// while it reads cannot be used. Instead the data runs as serial pg_restores ("lanes", see
+/// ``RestoreProcedure``), each over consecutive batches of its items: the files of batch k+1 are
+/// decompressed while pg_restore loads batch k, and batch k's files are removed once it has
+/// loaded them. Scratch space peaks near `2 x lanes x` ``batchBytes`` (or the largest table's
+/// data file, which is a batch of its own when larger).
+struct ArchiveDataBatches: Sendable {
+    struct Source: Sendable {
+        /// The stored `.zst` file, and its path as the manifest names it (for errors).
+        var path: String
+        var name: String
+        var bytes: Int64
+    }
+
+    /// The scratch archive, where `<dump id>.dat` is decompressed.
+    let directory: String
+    let sources: [Int: Source]
+    /// Plain bytes per stored byte over the whole archive: estimates a file's plain size.
+    let ratio: Double
+
+    /// The default budget of plain bytes per batch; `TSBACKUP_RESTORE_BATCH_BYTES` overrides it.
+    static let defaultBatchBytes: Int64 = 1 << 30
+
+    static func batchBytes(environment: [String: String] = ProcessInfo.processInfo.environment) -> Int64 {
+        environment["TSBACKUP_RESTORE_BATCH_BYTES"].flatMap { Int64($0) }.map { max(1, $0) } ?? defaultBatchBytes
+    }
+
+    func bytes(of id: Int) -> Int64? { sources[id]?.bytes }
+
+    func file(_ id: Int) -> String { directory + "/\(id).dat" }
+
+    /// Decompresses the files `ids` on a thread of their own (blocking file work stays off
+    /// Swift's cooperative threads); returns the plain bytes written. A file that does not
+    /// decompress throws naming it (``ZstdFile/decompress(_:to:name:expectedBytes:)``, which
+    /// leaves no partial file).
+    func decompress(_ ids: [Int]) async throws -> Int64 {
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Int64, any Error>) in
+            Thread.detachNewThread {
+                continuation.resume(with: Result {
+                    var total: Int64 = 0
+                    for id in ids {
+                        guard let source = sources[id] else { continue }
+                        total += try ZstdFile.decompress(source.path, to: file(id), name: source.name)
+                    }
+                    return total
+                })
+            }
+        }
+    }
+
+    /// Removes the decompressed files `ids` (those that exist).
+    func remove(_ ids: [Int]) {
+        for id in ids { unlink(file(id)) }
+    }
+
+    /// One pg_restore's share of a lane: its list lines, and the data files among them in order.
+    struct Batch: Sendable, Equatable {
+        var lines: [String]
+        var ids: [Int]
+    }
+
+    /// The dump id a `--use-list` line starts with; nil for a comment.
+    static func dumpID(_ line: String) -> Int? {
+        guard !line.hasPrefix(";") else { return nil }
+        return Int(line.prefix { $0.isNumber })
+    }
+
+    /// The lines of a `--use-list` file split into at most `count` lanes: the items with a data
+    /// file (`bytes` non-nil) go to the lane with the fewest bytes so far, largest first; every
+    /// other line stays in the first lane. Each lane keeps the list's order. Lanes without a
+    /// line are left out.
+    static func lanes(_ lines: [String], count: Int, bytes: (Int) -> Int64?) -> [[String]] {
+        let count = max(1, count)
+        let data = lines.indices.compactMap { index -> (index: Int, bytes: Int64)? in
+            guard let id = dumpID(lines[index]), let size = bytes(id) else { return nil }
+            return (index, size)
+        }
+        var laneOf: [Int: Int] = [:]
+        var totals = Array(repeating: Int64(0), count: count)
+        for item in data.sorted(by: { $0.bytes != $1.bytes ? $0.bytes > $1.bytes : $0.index < $1.index }) {
+            let lane = totals.indices.min { totals[$0] != totals[$1] ? totals[$0] < totals[$1] : $0 < $1 }!
+            laneOf[item.index] = lane
+            totals[lane] += max(item.bytes, 1)
+        }
+        var result = Array(repeating: [String](), count: count)
+        for (index, line) in lines.enumerated() { result[laneOf[index] ?? 0].append(line) }
+        return result.filter { !$0.isEmpty }
+    }
+
+    /// A lane's lines cut into batches in order, each holding data files of at most `budget`
+    /// estimated plain bytes (a larger file alone). Lines without a data file go with the batch
+    /// they fall in; the first batch is never empty.
+    static func batches(_ lines: [String], budget: Int64, plainBytes: (Int) -> Int64?) -> [Batch] {
+        var result: [Batch] = []
+        var current = Batch(lines: [], ids: [])
+        var used: Int64 = 0
+        for line in lines {
+            if let id = dumpID(line), let size = plainBytes(id) {
+                if !current.ids.isEmpty, used + size > budget {
+                    result.append(current)
+                    current = Batch(lines: [], ids: [])
+                    used = 0
+                }
+                current.ids.append(id)
+                used += size
+            }
+            current.lines.append(line)
+        }
+        if !current.lines.isEmpty { result.append(current) }
+        return result
+    }
+
+    /// A file's estimated plain size.
+    func plainBytes(of id: Int) -> Int64? {
+        sources[id].map { Int64(Double($0.bytes) * ratio) }
+    }
+}
