@@ -26,7 +26,7 @@ struct ArchiveDataBatches: Sendable {
     let ratio: Double
 
     /// The default budget of plain bytes per batch; `TSBACKUP_RESTORE_BATCH_BYTES` overrides it.
-    static let defaultBatchBytes: Int64 = 1 << 30
+    static let defaultBatchBytes: Int64 = 256 << 20
 
     static func batchBytes(environment: [String: String] = ProcessInfo.processInfo.environment) -> Int64 {
         environment["TSBACKUP_RESTORE_BATCH_BYTES"].flatMap { Int64($0) }.map { max(1, $0) } ?? defaultBatchBytes
