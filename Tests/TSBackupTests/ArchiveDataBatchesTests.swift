@@ -23,11 +23,14 @@ struct ArchiveDataBatchesTests {
 
     @Test("batches keep the order, stay within the budget, and a larger file is a batch of its own")
     func batches() {
+        // Budgets 400/16, /8, /4, /2, then 400: every file alone until the fifth batch.
         let batches = ArchiveDataBatches.batches(Self.list, budget: 400, plainBytes: { Self.sizes[$0] })
-        #expect(batches.map(\.ids) == [[10], [11], [12, 13]])
+        #expect(batches.map(\.ids) == [[10], [11], [12], [13]])
+        let ramped = ArchiveDataBatches.batches((1...8).map { "\($0); 1 2 TABLE DATA public t\($0) x" }, budget: 1600, plainBytes: { _ in 100 })
+        #expect(ramped.map(\.ids) == [[1], [2, 3], [4, 5, 6, 7], [8]])
         #expect(batches.flatMap(\.lines) == Self.list)
         #expect(batches[0].lines == ["1; 0 0 ENCODING - ENCODING", "10; 1 2 TABLE DATA public a x", "; a comment"])
-        #expect(ArchiveDataBatches.batches(Self.list, budget: 1 << 40, plainBytes: { Self.sizes[$0] }).map(\.ids) == [[10, 11, 12, 13]])
+        #expect(ArchiveDataBatches.batches(Self.list, budget: 1 << 44, plainBytes: { Self.sizes[$0] }).map(\.ids) == [[10, 11, 12, 13]])
         #expect(ArchiveDataBatches.batches(["1; 0 0 ENCODING - ENCODING"], budget: 1, plainBytes: { Self.sizes[$0] }).map(\.ids) == [[]])
     }
 

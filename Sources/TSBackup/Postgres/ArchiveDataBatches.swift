@@ -95,15 +95,17 @@ struct ArchiveDataBatches: Sendable {
     }
 
     /// A lane's lines cut into batches in order, each holding data files of at most `budget`
-    /// estimated plain bytes (a larger file alone). Lines without a data file go with the batch
-    /// they fall in; the first batch is never empty.
+    /// estimated plain bytes (a larger file alone). The first batches get 1/16, 1/8, 1/4 and 1/2
+    /// of the budget, so that pg_restore starts loading soon while the next batch is
+    /// decompressed. Lines without a data file go with the batch they fall in.
     static func batches(_ lines: [String], budget: Int64, plainBytes: (Int) -> Int64?) -> [Batch] {
         var result: [Batch] = []
         var current = Batch(lines: [], ids: [])
         var used: Int64 = 0
         for line in lines {
             if let id = dumpID(line), let size = plainBytes(id) {
-                if !current.ids.isEmpty, used + size > budget {
+                let limit = result.count < 4 ? max(1, budget >> (4 - result.count)) : budget
+                if !current.ids.isEmpty, used + size > limit {
                     result.append(current)
                     current = Batch(lines: [], ids: [])
                     used = 0
