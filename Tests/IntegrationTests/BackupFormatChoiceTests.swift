@@ -47,7 +47,7 @@ struct BackupFormatChoiceTests {
         let choice = try #require(manifest.formatChoice)
         #expect(choice.format == .custom)
         #expect(choice.chosenBy == "auto")
-        #expect(choice.tables >= BackupManifest.FormatChoice.minimumTablesForCustom)
+        #expect(choice.tables > 240)
         #expect(choice.reason.contains("one custom-format file"), "\(choice.reason)")
         #expect(manifest.files.contains { $0.path == "dump.pgdump" })
         #expect(!manifest.files.contains { $0.path.hasPrefix("dump/") })
@@ -82,18 +82,47 @@ struct BackupFormatChoiceTests {
         #expect(directory.files.filter { $0.path.hasPrefix("dump/") }.count > 240)
     }
 
-    @Test("few tables: the default backup stays in the parallel directory format")
-    func fewTables() async throws {
+    @Test("a small database: one custom-format file by default; heavy data or --compress zstd keep the directory format")
+    func smallAndHeavy() async throws {
         let (cluster, database) = try await makeSampleDatabase("fmtfew")
         let scratch = try ScratchDirectory("fmtfew")
         defer { scratch.remove() }
         let repository = scratch.path + "/repo"
-        let manifest = try await Self.backUp(cluster, database, repository: repository).manifest
-        #expect(manifest.format == .directory)
-        #expect(manifest.jobsUsed >= 2)
-        let choice = try #require(manifest.formatChoice)
+        func backup(_ extra: [String] = []) async throws -> BackupManifest {
+            try await Self.backUp(cluster, database, repository: repository, extra).manifest
+        }
+
+        // The sample database: a few dozen small tables. One file, one pg_dump connection.
+        let small = try await backup()
+        #expect(small.format == .custom)
+        #expect(small.jobsUsed == 1)
+        #expect(small.compression == Backup.defaultCompression && small.fileCompression == nil)
+        #expect(small.files.map(\.path).sorted() == ["dump.pgdump", "roles.sql"])
+        let choice = try #require(small.formatChoice)
         #expect(choice.chosenBy == "auto")
-        #expect(choice.tables < BackupManifest.FormatChoice.minimumTablesForCustom)
-        #expect(choice.reason.contains("fewer than"), "\(choice.reason)")
+        #expect(choice.tables < 100)
+        #expect(choice.reason.contains("one custom-format file"), "\(choice.reason)")
+        let verify = try await CLI.run(["verify", small.id, "--repo", repository])
+        #expect(verify.exitCode == 0, "\(verify.standardOutput) \(verify.standardError)")
+
+        // --compress zstd asks for tsbackup's per-file zstd, which only the directory format has.
+        let zstd = try await backup(["--compress", "zstd:3"])
+        #expect(zstd.format == .directory)
+        #expect(zstd.formatChoice?.chosenBy == "user")
+        #expect(zstd.formatChoice?.reason.contains("--compress zstd") == true)
+        #expect(zstd.fileCompression?.level == 3)
+
+        // Megabytes of heap in a few tables: the parallel directory format is estimated faster.
+        try await cluster.withSuperuser(database: database) { session in
+            try await session.execute("CREATE TABLE public.heavy AS SELECT g AS id, repeat(md5(g::text), 6) AS payload FROM generate_series(1, 60000) g")
+        }
+        let heavy = try await backup()
+        #expect(heavy.format == .directory)
+        #expect(heavy.jobsUsed >= 2)
+        let heavyChoice = try #require(heavy.formatChoice)
+        #expect(heavyChoice.chosenBy == "auto")
+        #expect(heavyChoice.tableBytes > 10_000_000)
+        #expect(heavyChoice.reason.contains("parallel jobs"), "\(heavyChoice.reason)")
+        #expect(heavy.fileCompression?.method == "zstd")
     }
 }

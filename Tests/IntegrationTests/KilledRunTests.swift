@@ -41,16 +41,16 @@ struct KilledRunTests {
         try await owner(cluster, database: database, "SELECT obj_description('public.conditions'::regclass, 'pg_class')")
     }
 
-    /// A backup of the sample database "faults" in a new scratch directory named after `name`:
-    /// the directory (the caller removes it), the repository in it, the environment the runs
-    /// need, and the backup's id.
-    func sampleBackup(_ cluster: SandboxCluster, _ name: String, sourceLocation: SourceLocation = #_sourceLocation) async throws
+    /// A backup of the sample database "faults" (with `arguments` added) in a new scratch
+    /// directory named after `name`: the directory (the caller removes it), the repository in
+    /// it, the environment the runs need, and the backup's id.
+    func sampleBackup(_ cluster: SandboxCluster, _ name: String, _ arguments: [String] = [], sourceLocation: SourceLocation = #_sourceLocation) async throws
         -> (scratch: ScratchDirectory, repository: String, environment: [String: String], id: String) {
         let scratch = try ScratchDirectory(name)
         let repository = scratch.path + "/repo"
         let environment = ["PGPASSWORD": cluster.superuserPassword]
         do {
-            let backup = try await CLI.run(["backup", "--db", cluster.url(database: "faults"), "--repo", repository, "--json"], environment: environment)
+            let backup = try await CLI.run(["backup", "--db", cluster.url(database: "faults"), "--repo", repository, "--json"] + arguments, environment: environment)
             #expect(backup.exitCode == 0, "\(backup.standardError)", sourceLocation: sourceLocation)
             let id = try JSONOutput.decode(BackupManifest.Summary.self, from: Data(backup.standardOutput.utf8)).id
             return (scratch, repository, environment, id)
@@ -94,7 +94,9 @@ struct KilledRunTests {
     @Test("a restore killed in its data phase: the next restore into the same name drops the leftover and restores")
     func killedRestore() async throws {
         try await faults.withSampleCluster { cluster in
-            let (scratch, repository, env, id) = try await sampleBackup(cluster, "killed-restore")
+            // The directory format, forced (a database this small gets one custom-format file):
+            // its zstd data files are what the restore decompresses into a scratch directory.
+            let (scratch, repository, env, id) = try await sampleBackup(cluster, "killed-restore", ["--format", "directory"])
             defer { scratch.remove() }
             let into = "killed_restore"
             let pause = scratch.path + "/pause"
@@ -106,7 +108,7 @@ struct KilledRunTests {
             let first = Task { try await CLI.run(arguments, environment: runEnvironment.merging(["TSBACKUP_TEST_PAUSE": "pg_restore data and post-data=\(pause)"]) { $1 }) }
             try await faults.waitUntil("the restore reaching its data phase") { FileManager.default.fileExists(atPath: pause) }
             // Two kinds: the restore's own scratch directory and, for a backup whose data files
-            // tsbackup compressed (the default), the one holding them decompressed for pg_restore.
+            // tsbackup compressed (the directory format's default), the one holding them decompressed for pg_restore.
             let inTmp = { ((try? FileManager.default.contentsOfDirectory(atPath: tmp)) ?? []).filter { !$0.hasSuffix(".lock") } }
             let dataScratchDirectories = { inTmp().filter { $0.hasPrefix("tsbackup-restore-data-") } }
             let scratchDirectories = { inTmp().filter { $0.hasPrefix("tsbackup-restore-") && !$0.hasPrefix("tsbackup-restore-data-") } }
