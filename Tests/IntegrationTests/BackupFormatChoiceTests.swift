@@ -20,6 +20,16 @@ struct BackupFormatChoiceTests {
         }
     }
 
+    /// A backup of `database` into `repository` (with `arguments` added), which must succeed:
+    /// its id and manifest.
+    static func backUp(_ cluster: SandboxCluster, _ database: String, repository: String, _ arguments: [String] = [],
+                       sourceLocation: SourceLocation = #_sourceLocation) async throws -> (id: String, manifest: BackupManifest) {
+        let result = try await runBackup(cluster, database, repository: repository, arguments)
+        try #require(result.exitCode == 0, "\(result.standardError)", sourceLocation: sourceLocation)
+        let id = try JSONOutput.decode(BackupManifest.Summary.self, from: Data(result.standardOutput.utf8)).id
+        return (id, try backupManifest(repository, id))
+    }
+
     @Test("many small chunks: the default backup is one custom-format file, says why, and restores with --jobs 2 exactly")
     func manySmallChunks() async throws {
         // 240 hourly chunks of a few rows each, plus the other sample tables: past the table floor.
@@ -30,10 +40,7 @@ struct BackupFormatChoiceTests {
         defer { scratch.remove() }
         let repository = scratch.path + "/repo"
 
-        let result = try await runBackup(cluster, database, repository: repository)
-        try #require(result.exitCode == 0, "\(result.standardError)")
-        let id = try JSONOutput.decode(BackupManifest.Summary.self, from: Data(result.standardOutput.utf8)).id
-        let manifest = try backupManifest(repository, id)
+        let (id, manifest) = try await Self.backUp(cluster, database, repository: repository)
         #expect(manifest.format == .custom)
         #expect(manifest.archive == "dump.pgdump")
         #expect(manifest.jobsUsed == 1)
@@ -69,10 +76,7 @@ struct BackupFormatChoiceTests {
         try await cluster.withSuperuser { try await $0.execute("DROP DATABASE \(quoteIdentifier(into)) WITH (FORCE)") }
 
         // --format still forces the user's choice, and says so.
-        let forced = try await runBackup(cluster, database, repository: repository, ["--format", "directory"])
-        try #require(forced.exitCode == 0, "\(forced.standardError)")
-        let forcedID = try JSONOutput.decode(BackupManifest.Summary.self, from: Data(forced.standardOutput.utf8)).id
-        let directory = try backupManifest(repository, forcedID)
+        let directory = try await Self.backUp(cluster, database, repository: repository, ["--format", "directory"]).manifest
         #expect(directory.format == .directory)
         #expect(directory.formatChoice?.chosenBy == "user")
         #expect(directory.files.filter { $0.path.hasPrefix("dump/") }.count > 240)
@@ -85,9 +89,7 @@ struct BackupFormatChoiceTests {
         defer { scratch.remove() }
         let repository = scratch.path + "/repo"
         func backup(_ extra: [String] = []) async throws -> BackupManifest {
-            let result = try await runBackup(cluster, database, repository: repository, extra)
-            try #require(result.exitCode == 0, "\(result.standardError)")
-            return try backupManifest(repository, try JSONOutput.decode(BackupManifest.Summary.self, from: Data(result.standardOutput.utf8)).id)
+            try await Self.backUp(cluster, database, repository: repository, extra).manifest
         }
 
         // The sample database: a few dozen small tables. One file, one pg_dump connection.
