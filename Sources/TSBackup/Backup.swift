@@ -247,7 +247,8 @@ public enum Backup {
                 onProgress?(Progress(phase: "dumping", tablesDone: 0, tablesTotal: plan.tableBytes.count, bytesWritten: 0, fractionDone: 0, elapsed: Date().timeIntervalSince(started)))
                 // Past the lock limit: decide the chunk path again, in the snapshot itself.
                 let batchPlan = plan.batchReason == nil ? nil
-                    : try await ChunkBatchPlan.make(session: session, lockBudget: plan.lockBudget.budget, jobs: request.jobs)
+                    : try await ChunkBatchPlan.make(session: session, lockBudget: plan.lockBudget.budget, jobs: request.jobs,
+                                                    checksums: request.checksums)
                 var dump = DumpRun(request: request, plan: plan, archivePath: archivePath, snapshot: snapshot,
                                    started: started, onProgress: onProgress, extraArguments: batchPlan?.mainExclusions ?? [])
                 if let compressor { dump.onDataFinished = { compressor.submit("\($0).dat") } }
@@ -313,9 +314,10 @@ public enum Backup {
             let archives = ChunkBatchRun.archives(main: archivePath, manifest: manifest, directory: staging)
             let chunkTables = manifest.chunkTables
             let timescaleInstalled = survey.timescaledb != nil
+            let copied = ChunkBatchRun.chunksInDataFiles(manifest)
             async let checked = Self.timed {
                 try await Archive.missingTimescaleEntries(archives, pgRestore: plan.pgRestore, chunks: chunkTables,
-                                                          timescaleInstalled: timescaleInstalled)
+                                                          timescaleInstalled: timescaleInstalled, dataCopied: copied)
             }
             let rolesWait = Date()
             if try await rolesDumped {

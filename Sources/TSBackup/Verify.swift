@@ -119,11 +119,14 @@ public enum Verify {
             let contents = try await Archive.list(try EntryPath.resolve(manifest.archive, in: directory), pgRestore: pgRestore)
             // Batched chunks live in archives of their own (chunk_path.batches).
             let combined = try await ChunkBatchRun.combinedContents(main: contents, manifest: manifest, directory: directory, pgRestore: pgRestore)
-            let missing = combined.missingTimescaleEntries(chunks: manifest.chunkTables, timescaleInstalled: manifest.timescaledb != nil)
+            let copied = ChunkBatchRun.chunksInDataFiles(manifest)
+            let missing = combined.missingTimescaleEntries(chunks: manifest.chunkTables, timescaleInstalled: manifest.timescaledb != nil,
+                                                           dataCopied: copied)
             if !missing.isEmpty {
                 problems.append("the archive's table of contents lacks \(missing.count) entr\(missing.count == 1 ? "y" : "ies"): \(missing.prefix(5).joined(separator: ", "))")
             }
-            let dataEntries = combined.items.filter { $0.type == "TABLE DATA" }.count
+            problems += await ChunkBatchRun.dataFileProblems(manifest, directory: directory)
+            let dataEntries = combined.items.filter { $0.type == "TABLE DATA" }.count + copied.count
             let expected = manifest.chunkTables.count + manifest.plainTables.count
             if dataEntries < expected {
                 problems.append("the archive holds \(dataEntries) table data entries, fewer than the \(expected) chunks and plain tables recorded")

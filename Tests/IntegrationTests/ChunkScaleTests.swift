@@ -156,6 +156,12 @@ struct ChunkScaleTests {
             #expect(path.fallbacks.contains { $0.hypertable == "public.events" && $0.reason.contains("sequence") })
             #expect(manifest.warnings.contains { $0.contains("in batches") })
             #expect(manifest.chunkTables.count == Self.hours + 5)
+            // The batches' archives hold DDL only; the rows are in one zstd data file per batch,
+            // hashed in the manifest like every file.
+            #expect(path.dataForm == .copyFiles)
+            let listedFiles = Set(manifest.files.map(\.path))
+            #expect(path.batches.allSatisfy { $0.dataFile.map { listedFiles.contains($0) } == true })
+            #expect(path.batches.reduce(0) { $0 + $1.rowCount } == Int64(Self.hours * 6))
 
             let verify = try await CLI.run(["verify", id, "--repo", repository])
             #expect(verify.exitCode == 0, "\(verify.standardOutput) \(verify.standardError)")
@@ -197,6 +203,44 @@ struct ChunkScaleTests {
             #expect(hereReport?.ok == true)
             #expect(hereReport?.checks.contains { $0.subject == "public.metrics" && $0.check == "rows" && $0.actual == String(Self.hours * 6) } == true)
             #expect(try await Self.digests(cluster, local, days: days) == source)
+
+            // A backup of the old form (rows inside the batches' archives, as tsbackup wrote them
+            // before the data files) still restores exactly, through the old path. Its batches
+            // are smaller: each chunk's indexes counted in its lock share.
+            let oldRepository = scratch.path + "/old-form-repo"
+            let oldBackup = try await runBackup(cluster, database, repository: oldRepository, ["--checksums"],
+                                                environment: ["TSBACKUP_TEST_CHUNK_DATA_IN_ARCHIVES": "1"])
+            try #require(oldBackup.exitCode == 0, "\(oldBackup.standardError)")
+            let oldID = try JSONOutput.decode(BackupManifest.Summary.self, from: Data(oldBackup.standardOutput.utf8)).id
+            let oldPath = try #require(try backupManifest(oldRepository, oldID).chunkPath)
+            #expect(oldPath.dataForm == nil)
+            #expect(oldPath.batches.allSatisfy { $0.dataFile == nil })
+            #expect(oldPath.batches.count > path.batches.count)
+            let oldVerify = try await CLI.run(["verify", oldID, "--repo", oldRepository])
+            #expect(oldVerify.exitCode == 0, "\(oldVerify.standardOutput) \(oldVerify.standardError)")
+            let oldInto = "scale_restored_old_form"
+            let (oldRestore, oldReport) = try await Self.restore(oldRepository, oldID, into: cluster, as: oldInto)
+            #expect(oldRestore.exitCode == 0, "\(oldRestore.standardOutput) \(oldRestore.standardError)")
+            #expect(oldReport?.ok == true)
+            #expect(try await Self.digests(cluster, oldInto, days: days) == source)
+
+            // A damaged data file: verify names it, and a restore refuses it without leaving a database.
+            let damaged = try #require(path.batches.last?.dataFile)
+            let damagedPath = repository + "/backups/\(id)/" + damaged
+            var bytes = try Data(contentsOf: URL(fileURLWithPath: damagedPath))
+            bytes[bytes.count / 2] ^= 0x01
+            try bytes.write(to: URL(fileURLWithPath: damagedPath))
+            let badVerify = try await CLI.run(["verify", id, "--repo", repository])
+            #expect(badVerify.exitCode != 0)
+            #expect((badVerify.standardOutput + badVerify.standardError).contains(damaged), "\(badVerify.standardOutput) \(badVerify.standardError)")
+            let badInto = "scale_restored_damaged"
+            let (badRestore, _) = try await Self.restore(repository, id, into: cluster, as: badInto)
+            #expect(badRestore.exitCode != 0)
+            #expect((badRestore.standardOutput + badRestore.standardError).contains(damaged), "\(badRestore.standardOutput) \(badRestore.standardError)")
+            let left = try await cluster.withSuperuser { session in
+                try await session.value("SELECT count(*) FROM pg_database WHERE datname = \(badInto)", as: Int64.self)
+            }
+            #expect(left == 0)
         }
     }
 

@@ -14,6 +14,8 @@ import Synchronization
 struct BatchedDump: Sendable {
     let request: Backup.Request
     let pgDump: PostgresTool
+    /// Copies the rows when the plan ``ChunkBatchPlan/copiesData``.
+    let psql: PostgresTool
     let plan: ChunkBatchPlan
     let snapshot: String
     let staging: String
@@ -31,6 +33,8 @@ struct BatchedDump: Sendable {
         var figures: [ContentFigures]
         var warnings: [String]
         var rows: Int64
+        /// The batch's data file (``ChunkBatchPlan/copiesData``).
+        var dataFile: String?
 
         /// `chunkFigures`: the figures of the dumped chunks, by chunk id.
         init(batch: ChunkBatchPlan.Batch, dropped: [ChunkPathDetector.ChunkRow], chunkFigures: [Int: ContentFigures], warnings: [String]) {
@@ -124,9 +128,18 @@ struct BatchedDump: Sendable {
             _ = try? await session.execute("ROLLBACK")
             throw LockRace(underlying: error)
         }
-        let figures = try await measure(dumped, session: session)
+        // Data files: the hashing query (planned, so it locks every index of every chunk) runs
+        // in a savepoint whose rollback releases those locks before pg_dump and psql take theirs;
+        // the guard locks stay. Row counts come from the copy itself.
+        var figures: [Int: ContentFigures] = [:]
+        if !plan.copiesData || request.checksums {
+            if plan.copiesData { try await session.execute("SAVEPOINT figures") }
+            figures = try await measure(dumped, session: session)
+            if plan.copiesData { try await session.execute("ROLLBACK TO SAVEPOINT figures") }
+        }
         let archive = staging + "/" + batch.archive
         var arguments = ["--format=custom", "--file=\(archive)", "--snapshot=\(snapshot)", "--no-password", "--no-sync", "--verbose", "--strict-names"]
+        if plan.copiesData { arguments.append("--schema-only") }
         if let level = request.compression { arguments.append("--compress=\(level)") }
         arguments += dumped.map { "--table=\(RootDefinition.pattern(schema: $0.0.schema, name: $0.0.name))" }
         arguments.append(request.settings.database)
@@ -135,13 +148,66 @@ struct BatchedDump: Sendable {
             _ = collector.withLock { $0.take(line, tableBytes: [:]) }
         }
         let collected = collector.withLock { $0 }
-        try await session.execute("COMMIT")
         guard result.succeeded, collected.errors.isEmpty else {
+            _ = try? await session.execute("ROLLBACK")
             let detail = collected.errors.joined(separator: " ").singleLine(limit: 600)
             throw TSBackupError(.failed, "pg_dump of chunk batch \(batch.number) (\(batch.hypertable)) failed (\(result.statusDescription)): \(detail.isEmpty ? "no error message" : detail)")
         }
-        return BatchResult(batch: batch, dropped: dropped, chunkFigures: figures,
-                           warnings: collected.warnings.map { "chunk batch \(batch.number): \($0)" })
+        var dataFile: String?
+        if plan.copiesData {
+            // Still under the guard locks: no chunk of the DDL can be dropped before its rows are copied.
+            figures = try await copyRows(dumped.map(\.0), of: batch, measured: request.checksums ? figures : nil)
+            dataFile = batch.dataFile
+        }
+        try await session.execute("COMMIT")
+        var done = BatchResult(batch: batch, dropped: dropped, chunkFigures: figures,
+                               warnings: collected.warnings.map { "chunk batch \(batch.number): \($0)" })
+        done.dataFile = dataFile
+        return done
+    }
+
+    /// Copies the rows of `chunks` (COPY TO STDOUT, table form: it locks no index) in a psql
+    /// session of their own on the backup's snapshot into the batch's data file, zstd-compressed
+    /// as the archives' data files are (one frame, content checksum). The rows each chunk sent
+    /// are its figures; with `--checksums` they must equal the hashing query's count (`measured`,
+    /// the same snapshot), whose figures are kept.
+    private func copyRows(_ chunks: [ChunkPathDetector.ChunkRow], of batch: ChunkBatchPlan.Batch,
+                          measured: [Int: ContentFigures]?) async throws -> [Int: ContentFigures] {
+        let plain = staging + "/" + batch.dataFile + ".plain"
+        defer { unlink(plain) }
+        let statements = chunks.map { chunk in
+            "COPY \(quoteIdentifier(chunk.schema)).\(quoteIdentifier(chunk.name)) TO STDOUT;\n\(CopyPipeline.markerCommand)"
+        }
+        // The settings pg_dump dumps data with, so the text reads back the same on any server.
+        let script = """
+            SET client_encoding = 'UTF8';
+            BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY;
+            SET TRANSACTION SNAPSHOT \(SQLLiteral.quote(snapshot));
+            \(TableContent.settings.map { "SET LOCAL " + $0 + ";" }.joined(separator: "\n"))
+            \(statements.joined(separator: "\n"))
+            COMMIT;
+
+            """
+        let what = "the rows of chunk batch \(batch.number) (\(chunks.count) chunks of \(batch.hypertable))"
+        let exported = try await CopyPipeline.exportKeepingMarkers(
+            psql: psql.path, environment: request.settings.childProcessEnvironment(), script: script, outputPath: plain, what: what)
+        guard exported.rowsPerPart.count == chunks.count else {
+            throw TSBackupError(.failed, "psql's output for \(what) did not separate into one part per chunk (\(exported.rowsPerPart.count) parts for \(chunks.count) chunks); the backup was not kept. Report it with the psql version (\(psql.version)).")
+        }
+        _ = try ZstdFile.compress(plain, to: staging + "/" + batch.dataFile, level: request.zstdLevel ?? Backup.defaultZstdLevel)
+        var figures: [Int: ContentFigures] = [:]
+        for (chunk, rows) in zip(chunks, exported.rowsPerPart) {
+            if let measured {
+                let counted = measured[chunk.id] ?? ContentFigures()
+                guard counted.rows == rows else {
+                    throw TSBackupError(.failed, "Chunk \(chunk.qualifiedName) sent \(rows) row(s) to its copy but holds \(counted.rows) in the same snapshot; the backup was not kept. Run it again, and report this to the tsbackup developers if it repeats.")
+                }
+                figures[chunk.id] = counted
+            } else {
+                figures[chunk.id] = ContentFigures(rows: rows)
+            }
+        }
+        return figures
     }
 
     /// Rows of each chunk in the snapshot (read from the chunk itself), and the content-hash sums
@@ -198,7 +264,8 @@ struct BatchedDump: Sendable {
             return chunk.qualifiedName
         }
         let batchLists = results.filter { $0.dropped.count < $0.batch.chunks.count }.map {
-            BackupManifest.ChunkPath.Batch(archive: $0.batch.archive, hypertable: $0.batch.hypertable, chunks: $0.dumped.map(name(of:)), rowCount: $0.rows)
+            BackupManifest.ChunkPath.Batch(archive: $0.batch.archive, hypertable: $0.batch.hypertable, chunks: $0.dumped.map(name(of:)), rowCount: $0.rows,
+                                           dataFile: $0.dataFile)
         }
         let dropped = results.flatMap(\.dropped)
         let droppedNames = Set(dropped.map(\.qualifiedName))
@@ -242,7 +309,8 @@ struct BatchedDump: Sendable {
                 let batchRows: Int64 = results.filter { $0.batch.hypertable == check.hypertable }.reduce(0) { $0 + $1.rows }
                 return BackupManifest.ChunkPath.RootCheck(hypertable: check.hypertable, windows: check.windows, rootRows: check.root.rows,
                                                           batchRows: batchRows, droppedAfterDump: check.droppedAfterDump)
-            })
+            },
+            dataForm: plan.copiesData ? .copyFiles : nil)
     }
 }
 
@@ -267,7 +335,8 @@ enum ChunkBatchRun {
         } catch {
             throw FileSystem.ioError("write \(staging)/\(rootsFile)", underlying: error)
         }
-        let runner = BatchedDump(request: request, pgDump: plan.pgDump, plan: batchPlan, snapshot: snapshot, staging: staging) { done, total in
+        let psql = try await PostgresTools.locate("psql", minimumMajor: plan.server.majorVersion)
+        let runner = BatchedDump(request: request, pgDump: plan.pgDump, psql: psql, plan: batchPlan, snapshot: snapshot, staging: staging) { done, total in
             onProgress?(.init(phase: "dumping chunk batches", tablesDone: done, tablesTotal: total,
                               bytesWritten: FileSystem.size(of: staging), fractionDone: Double(done) / Double(max(1, total)),
                               elapsed: Date().timeIntervalSince(started)))
@@ -293,6 +362,11 @@ enum ChunkBatchRun {
     /// every chunk (the completeness check).
     static func archives(main: String, manifest: BackupManifest, directory: String) -> [String] {
         [main] + (manifest.chunkPath?.batches ?? []).map { directory + "/" + $0.archive }
+    }
+
+    /// The chunks whose rows are in the batches' data files, not in any archive's TABLE DATA.
+    static func chunksInDataFiles(_ manifest: BackupManifest) -> [String] {
+        (manifest.chunkPath?.batches ?? []).filter { $0.dataFile != nil }.flatMap(\.chunks)
     }
 
     /// The main archive's table of contents with the batches' added, for the completeness check.

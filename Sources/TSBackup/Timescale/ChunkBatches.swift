@@ -194,6 +194,8 @@ struct ChunkBatchPlan: Sendable {
         /// A slice of its hypertable's `chunks`, sharing their storage rather than copying rows.
         var chunks: ArraySlice<ChunkPathDetector.ChunkRow>
         var archive: String { String(format: "chunks/batch-%05d.pgdump", number) }
+        /// The chunks' rows when the plan ``ChunkBatchPlan/copiesData``.
+        var dataFile: String { String(format: "chunks/batch-%05d.copy.zst", number) }
     }
 
     var batched: [Hypertable]
@@ -204,6 +206,10 @@ struct ChunkBatchPlan: Sendable {
     var mainExclusions: [String]
     var chunksPerBatch: Int
     var lockBudget: Int
+    /// The batches' pg_dump writes only the chunks' DDL (`--schema-only`) and tsbackup copies
+    /// their rows into data files (``BackupManifest/ChunkPath/DataForm/copyFiles``); false in the
+    /// old form, where each batch's archive holds its chunks' rows.
+    var copiesData = true
 
     /// Relations the main pg_dump still locks: all minus the batched roots and chunks.
     func mainRelations(total: Int) -> Int {
@@ -219,6 +225,16 @@ struct ChunkBatchPlan: Sendable {
         return min(1000, max(5, share))
     }
 
+    /// Locks a batch holds at once per chunk. Old form: the batch's guard lock, each index (its
+    /// planned row count) and pg_dump's lock. Data files: the guard lock and one more, pg_dump's
+    /// (a `--schema-only` dump locks the table only) or psql's (COPY of a table is not planned,
+    /// so it locks no index); with `--checksums` the hashing query plans each chunk, locking its
+    /// indexes beside the guard until a savepoint's rollback releases them.
+    static func locksPerChunk(indexes: Int, copiesData: Bool, checksums: Bool) -> Int {
+        guard copiesData else { return 2 + indexes }
+        return checksums ? max(2, 1 + indexes) : 2
+    }
+
     /// How much of the chunk catalog a plan reads: every chunk (the plan the backup runs, read
     /// once, in the snapshot), or only counts and unusual chunks (the preflight's decision,
     /// which needs no chunk names; ``ChunkPathDetector/readSummary(_:)``).
@@ -226,7 +242,8 @@ struct ChunkBatchPlan: Sendable {
 
     /// Decides the path of each hypertable and cuts the batched ones' chunks into batches, each
     /// of one hypertable so its row count and hash add up per hypertable.
-    static func make(session: DatabaseSession, lockBudget: Int, jobs: Int, listing: Listing = .full) async throws -> ChunkBatchPlan {
+    static func make(session: DatabaseSession, lockBudget: Int, jobs: Int, listing: Listing = .full,
+                     copiesData: Bool = !TestSeams.chunkDataInArchives(), checksums: Bool = false) async throws -> ChunkBatchPlan {
         let hypertables: [ChunkPathDetector.HypertableRow]
         var byHypertable: [Int: [ChunkPathDetector.ChunkRow]]
         var counts: [Int: Int]
@@ -277,7 +294,8 @@ struct ChunkBatchPlan: Sendable {
                 "SELECT count(*) FROM pg_index WHERE indrelid = format('%I.%I', \(table.row.schema)::text, \(table.row.name)::text)::regclass",
                 as: Int64.self, purpose: "counting the indexes of \(table.qualifiedName)")
             batched[index].indexCount = Int(indexes)
-            let size = chunksPerBatch(lockBudget: lockBudget, jobs: jobs, locksPerChunk: 2 + Int(indexes))
+            let size = chunksPerBatch(lockBudget: lockBudget, jobs: jobs,
+                                      locksPerChunk: locksPerChunk(indexes: Int(indexes), copiesData: copiesData, checksums: checksums))
             smallest = min(smallest, size)
             var start = 0
             while listing == .full, start < table.chunks.count {
@@ -290,7 +308,7 @@ struct ChunkBatchPlan: Sendable {
             batches = leaveOut(leftOut, from: batches)
         }
         return ChunkBatchPlan(batched: batched, fallbacks: fallbacks, batches: batches, mainExclusions: batched.flatMap(\.exclusions),
-                              chunksPerBatch: smallest, lockBudget: lockBudget)
+                              chunksPerBatch: smallest, lockBudget: lockBudget, copiesData: copiesData)
     }
 
     /// The batches without the chunk named `chunk` ("schema.name"), which the main pg_dump still
