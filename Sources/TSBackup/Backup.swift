@@ -247,8 +247,7 @@ public enum Backup {
                 onProgress?(Progress(phase: "dumping", tablesDone: 0, tablesTotal: plan.tableBytes.count, bytesWritten: 0, fractionDone: 0, elapsed: Date().timeIntervalSince(started)))
                 // Past the lock limit: decide the chunk path again, in the snapshot itself.
                 let batchPlan = plan.batchReason == nil ? nil
-                    : try await ChunkBatchPlan.make(session: session, lockBudget: plan.lockBudget.budget, jobs: request.jobs,
-                                                    checksums: request.checksums)
+                    : try await ChunkBatchPlan.make(session: session, lockBudget: plan.lockBudget.budget, jobs: request.jobs)
                 var dump = DumpRun(request: request, plan: plan, archivePath: archivePath, snapshot: snapshot,
                                    started: started, onProgress: onProgress, extraArguments: batchPlan?.mainExclusions ?? [])
                 if let compressor { dump.onDataFinished = { compressor.submit("\($0).dat") } }

@@ -349,4 +349,79 @@ struct ChunkScaleTests {
             try await target.withSuperuser { try await $0.execute("DROP DATABASE \(quoteIdentifier(into)) WITH (FORCE)") }
         }
     }
+
+    @Test("a chunk dropped between its rows' copy and its batch's DDL leaves the backup whole: recorded dropped, in neither file")
+    func droppedBetweenCopyAndDefinitions() async throws {
+        try await SandboxCluster.with(Self.lowLocks) { cluster in
+            let database = "gap"
+            try await Self.load(cluster, database, foreignKey: false)
+            let scratch = try ScratchDirectory("gap")
+            defer { scratch.remove() }
+            let repository = scratch.path + "/repo"
+            // One job; the run pauses after batch 1 copied its chunks' rows, before its pg_dump
+            // of their DDL (a test seam): retention then drops the ten oldest chunks, all in batch 1.
+            let pause = scratch.path + "/pause-before-ddl-1"
+            async let running = runBackup(cluster, database, repository: repository, ["--checksums", "--jobs", "1"],
+                                          environment: ["TSBACKUP_TEST_PAUSE": "chunk batch 1 DDL of=\(pause)"])
+            for _ in 0..<6000 where !FileManager.default.fileExists(atPath: pause) {  // a hang guard of ten minutes
+                try await Task.sleep(for: .milliseconds(100))
+            }
+            let paused = FileManager.default.fileExists(atPath: pause)
+            var dropped: [String] = []
+            do {
+                if paused {
+                    dropped = try await DatabaseSession.with(cluster.settings(database: database)) { session in
+                        try await session.values(PostgresQuery(unsafeSQL:
+                            "SELECT drop_chunks('public.metrics', older_than => timestamptz '\(Self.epoch)' + interval '10 hours')::text"),
+                            as: String.self)
+                    }
+                }
+            } catch {
+                try? FileManager.default.removeItem(atPath: pause)
+                throw error
+            }
+            try? FileManager.default.removeItem(atPath: pause)
+            let backup = try await running
+            try #require(paused, "the backup never reached the DDL of its first chunk batch: \(backup.standardError)")
+            try #require(backup.exitCode == 0, "\(backup.standardError)")
+            #expect(dropped.count == 10)
+
+            let id = try JSONOutput.decode(BackupManifest.Summary.self, from: Data(backup.standardOutput.utf8)).id
+            let manifest = try backupManifest(repository, id)
+            let path = try #require(manifest.chunkPath)
+            #expect(Set(path.droppedChunks.map(\.table)) == Set(dropped))
+            #expect(Set(dropped).isDisjoint(with: manifest.chunkTables))
+            let first = try #require(path.batches.first)
+            #expect(Set(first.chunks).isDisjoint(with: dropped))
+            let metrics = try #require(manifest.hypertables.first { $0.name == "metrics" })
+            #expect(metrics.chunkCount == Self.hours - 10)
+            #expect(metrics.rowCount == Int64((Self.hours - 10) * 6))
+            // The data file lost those chunks' rows too: verify splits it into the batch's chunks.
+            let verify = try await CLI.run(["verify", id, "--repo", repository])
+            #expect(verify.exitCode == 0, "\(verify.standardOutput) \(verify.standardError)")
+
+            let target = try await SharedCluster.shared.cluster()
+            let into = uniqueDatabaseName("gap_restored")
+            let (result, report) = try await Self.restore(repository, id, into: target, as: into)
+            #expect(result.exitCode == 0, "\(result.standardOutput) \(result.standardError)")
+            #expect(report?.ok == true)
+            try await target.withSuperuser(database: into) { session in
+                let missing = try await session.value(
+                    "SELECT count(*) FROM _timescaledb_catalog.chunk WHERE to_regclass(format('%I.%I', schema_name, table_name)) IS NULL",
+                    as: Int64.self)
+                #expect(missing == 0)
+                #expect(try await session.value("SELECT count(*) FROM show_chunks('public.metrics')", as: Int64.self) == Int64(Self.hours - 10))
+                let restored = try await session.value(
+                    "SELECT md5(string_agg(t::text, E'\\n' ORDER BY time, device)) FROM public.metrics t", as: String.self)
+                let expected = try await session.value(PostgresQuery(unsafeSQL: """
+                    SELECT md5(string_agg(t::text, E'\\n' ORDER BY time, device)) FROM (
+                      SELECT timestamptz '\(Self.epoch)' + make_interval(hours => h, mins => m * 10) AS time, 1 + (h + m) % 5 AS device,
+                             (h * 6 + m)::float8 AS value, CASE WHEN m = 0 THEN 'hour ' || h END AS note
+                      FROM generate_series(10, \(Self.hours - 1)) h, generate_series(0, 5) m) t
+                    """), as: String.self)
+                #expect(restored == expected)
+            }
+            try await target.withSuperuser { try await $0.execute("DROP DATABASE \(quoteIdentifier(into)) WITH (FORCE)") }
+        }
+    }
 }

@@ -107,4 +107,20 @@ struct ChunkDataFileTests {
             }
         }
     }
+
+    @Test("parts of chunks dropped after their copy are taken out of the plain file, the others kept byte for byte")
+    func keepParts() async throws {
+        let dir = try Self.scratch()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        // The second part crosses several of the filter's pieces.
+        let parts = [Self.part(rows: 4, seed: 1), Self.part(rows: 90_000, seed: 2), "", Self.part(rows: 3, seed: 3), Self.part(rows: 70_000, seed: 4)]
+        let plain = dir + "/batch.copy.zst.plain"
+        for keep in [[true, false, true, false, true], [false, true, false, true, false], [true, true, true, true, true], [false, false, false, false, false]] {
+            try Data(parts.map { $0 + "\\.\n" }.joined().utf8).write(to: URL(fileURLWithPath: plain))
+            try BatchedDump.keepParts(of: plain, where: keep)
+            let expected = zip(parts, keep).filter(\.1).map { $0.0 + "\\.\n" }.joined()
+            #expect(try String(contentsOfFile: plain, encoding: .utf8) == expected, "\(keep)")
+        }
+        #expect(!FileManager.default.fileExists(atPath: plain + ".kept"))
+    }
 }

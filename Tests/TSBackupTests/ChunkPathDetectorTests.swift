@@ -71,19 +71,16 @@ struct ChunkPathDetectorTests {
         #expect(ChunkBatchPlan.chunksPerBatch(lockBudget: 6_400, jobs: 2, locksPerChunk: 4) == 400)
     }
 
-    @Test func copiedRowsCostNoIndexLocks() {
+    @Test func copiedRowsCostOneLockAChunk() {
         // Old form: the guard, each index (the planned row count) and pg_dump's lock.
-        #expect(ChunkBatchPlan.locksPerChunk(indexes: 2, copiesData: false, checksums: false) == 4)
-        #expect(ChunkBatchPlan.locksPerChunk(indexes: 2, copiesData: false, checksums: true) == 4)
-        // Data files: the guard and pg_dump's (then psql's) lock, whatever the indexes...
-        #expect(ChunkBatchPlan.locksPerChunk(indexes: 0, copiesData: true, checksums: false) == 2)
-        #expect(ChunkBatchPlan.locksPerChunk(indexes: 5, copiesData: true, checksums: false) == 2)
-        // ...and with checksums the hashing query's index locks beside the guard, at most.
-        #expect(ChunkBatchPlan.locksPerChunk(indexes: 1, copiesData: true, checksums: true) == 2)
-        #expect(ChunkBatchPlan.locksPerChunk(indexes: 2, copiesData: true, checksums: true) == 3)
-        // At PostgreSQL's defaults with two indexes and two jobs: 800 chunks a batch instead of 400.
-        let locks = ChunkBatchPlan.locksPerChunk(indexes: 2, copiesData: true, checksums: false)
-        #expect(ChunkBatchPlan.chunksPerBatch(lockBudget: 6_400, jobs: 2, locksPerChunk: locks) == 800)
+        #expect(ChunkBatchPlan.locksPerChunk(indexes: 2, copiesData: false) == 4)
+        // Data files: psql's lock, then pg_dump's, one at a time, whatever the indexes.
+        #expect(ChunkBatchPlan.locksPerChunk(indexes: 0, copiesData: true) == 1)
+        #expect(ChunkBatchPlan.locksPerChunk(indexes: 5, copiesData: true) == 1)
+        // At PostgreSQL's defaults with two indexes and two jobs: 1,600 chunks a batch instead of 400.
+        #expect(ChunkBatchPlan.chunksPerBatch(lockBudget: 6_400, jobs: 2, locksPerChunk: 1, cap: ChunkBatchPlan.copyFormCap) == 1_600)
+        #expect(ChunkBatchPlan.chunksPerBatch(lockBudget: 6_400, jobs: 2, locksPerChunk: 4) == 400)
+        #expect(ChunkBatchPlan.chunksPerBatch(lockBudget: 1_000_000, jobs: 1, locksPerChunk: 1, cap: ChunkBatchPlan.copyFormCap) == 2_000)
     }
 
     @Test func viewsAndTheirCommentsAndGrantsAreHeldBack() {

@@ -104,6 +104,7 @@ struct BatchedDump: Sendable {
     struct LockRace: Error { var underlying: any Error }
 
     private func attempt(_ batch: ChunkBatchPlan.Batch, session: DatabaseSession) async throws -> BatchResult {
+        if plan.copiesData { return try await attemptCopying(batch, session: session) }
         try await TableContent.prepare(session)
         try await session.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         try await session.execute("SET TRANSACTION SNAPSHOT \(SQLLiteral.quote(snapshot))",
@@ -128,18 +129,9 @@ struct BatchedDump: Sendable {
             _ = try? await session.execute("ROLLBACK")
             throw LockRace(underlying: error)
         }
-        // Data files: the hashing query (planned, so it locks every index of every chunk) runs
-        // in a savepoint whose rollback releases those locks before pg_dump and psql take theirs;
-        // the guard locks stay. Row counts come from the copy itself.
-        var figures: [Int: ContentFigures] = [:]
-        if !plan.copiesData || request.checksums {
-            if plan.copiesData { try await session.execute("SAVEPOINT figures") }
-            figures = try await measure(dumped, session: session)
-            if plan.copiesData { try await session.execute("ROLLBACK TO SAVEPOINT figures") }
-        }
+        let figures = try await measure(dumped, session: session)
         let archive = staging + "/" + batch.archive
         var arguments = ["--format=custom", "--file=\(archive)", "--snapshot=\(snapshot)", "--no-password", "--no-sync", "--verbose", "--strict-names"]
-        if plan.copiesData { arguments.append("--schema-only") }
         if let level = request.compression { arguments.append("--compress=\(level)") }
         arguments += dumped.map { "--table=\(RootDefinition.pattern(schema: $0.0.schema, name: $0.0.name))" }
         arguments.append(request.settings.database)
@@ -148,66 +140,153 @@ struct BatchedDump: Sendable {
             _ = collector.withLock { $0.take(line, tableBytes: [:]) }
         }
         let collected = collector.withLock { $0 }
+        try await session.execute("COMMIT")
         guard result.succeeded, collected.errors.isEmpty else {
-            _ = try? await session.execute("ROLLBACK")
             let detail = collected.errors.joined(separator: " ").singleLine(limit: 600)
             throw TSBackupError(.failed, "pg_dump of chunk batch \(batch.number) (\(batch.hypertable)) failed (\(result.statusDescription)): \(detail.isEmpty ? "no error message" : detail)")
         }
-        var dataFile: String?
-        if plan.copiesData {
-            // Still under the guard locks: no chunk of the DDL can be dropped before its rows are copied.
-            figures = try await copyRows(dumped.map(\.0), of: batch, measured: request.checksums ? figures : nil)
-            dataFile = batch.dataFile
-        }
-        try await session.execute("COMMIT")
-        var done = BatchResult(batch: batch, dropped: dropped, chunkFigures: figures,
-                               warnings: collected.warnings.map { "chunk batch \(batch.number): \($0)" })
-        done.dataFile = dataFile
-        return done
+        return BatchResult(batch: batch, dropped: dropped, chunkFigures: figures,
+                           warnings: collected.warnings.map { "chunk batch \(batch.number): \($0)" })
     }
 
-    /// Copies the rows of `chunks` (COPY TO STDOUT, table form: it locks no index) in a psql
-    /// session of their own on the backup's snapshot into the batch's data file, zstd-compressed
-    /// as the archives' data files are (one frame, content checksum). The rows each chunk sent
-    /// are its figures; with `--checksums` they must equal the hashing query's count (`measured`,
-    /// the same snapshot), whose figures are kept.
-    private func copyRows(_ chunks: [ChunkPathDetector.ChunkRow], of batch: ChunkBatchPlan.Batch,
-                          measured: [Int: ContentFigures]?) async throws -> [Int: ContentFigures] {
+    /// The chunks of `chunks` that still exist (`to_regclass` reads the catalog as it is now, not
+    /// in the snapshot: a chunk the snapshot lists that is gone was dropped after the snapshot).
+    private func present(_ chunks: [ChunkPathDetector.ChunkRow], of batch: ChunkBatchPlan.Batch,
+                         session: DatabaseSession) async throws -> [ChunkPathDetector.ChunkRow] {
+        let names = chunks.map(Self.quoted)
+        let found = Set(try await session.values(
+            "SELECT t FROM unnest(\(names)::text[]) t WHERE to_regclass(t) IS NOT NULL", as: String.self,
+            purpose: "checking which chunks of batch \(batch.number) still exist"))
+        return zip(chunks, names).filter { found.contains($0.1) }.map(\.0)
+    }
+
+    static func quoted(_ chunk: ChunkPathDetector.ChunkRow) -> String {
+        "\(quoteIdentifier(chunk.schema)).\(quoteIdentifier(chunk.name))"
+    }
+
+    /// A batch of the data-file form, holding one lock per chunk at a time (so a batch may be
+    /// twice as large as one whose session guards pg_dump, and pg_dump runs half as often):
+    /// 1. the chunks that still exist are copied by psql (one transaction on the snapshot that
+    ///    first locks them all, then COPYs each TO STDOUT) into a plain file, a `\.` line after
+    ///    each chunk's rows; with `--checksums` their rows are hashed before, in transactions of
+    ///    a share of the lock budget each;
+    /// 2. `pg_dump --schema-only` writes the DDL of the chunks copied. A chunk dropped (retention)
+    ///    between its copy and pg_dump's lock makes pg_dump fail; it runs again without the chunks
+    ///    found gone, and their rows are taken out of the file, so the archive and the data file
+    ///    hold the same chunks, and a chunk is either wholly in the backup or recorded dropped;
+    /// 3. the file is compressed with zstd (one frame, content checksum).
+    private func attemptCopying(_ batch: ChunkBatchPlan.Batch, session: DatabaseSession) async throws -> BatchResult {
+        try await TableContent.prepare(session)
+        var copied = try await present(Array(batch.chunks), of: batch, session: session)
+        guard !copied.isEmpty else {
+            return BatchResult(batch: batch, dropped: Array(batch.chunks), chunkFigures: [:], warnings: [])
+        }
+        var measured: [Int: ContentFigures]?
+        if request.checksums {
+            measured = try await hashInShares(copied, of: batch, session: session)
+        }
         let plain = staging + "/" + batch.dataFile + ".plain"
         defer { unlink(plain) }
-        let statements = chunks.map { chunk in
-            "COPY \(quoteIdentifier(chunk.schema)).\(quoteIdentifier(chunk.name)) TO STDOUT;\n\(CopyPipeline.markerCommand)"
+        let rows: [Int64]
+        do {
+            rows = try await copyRows(copied, of: batch, to: plain)
+        } catch let error as TSBackupError {
+            // A chunk dropped between the check and psql's lock: start the batch again.
+            if try await present(copied, of: batch, session: session).count < copied.count { throw LockRace(underlying: error) }
+            throw error
         }
-        // The settings pg_dump dumps data with, so the text reads back the same on any server.
-        let script = """
-            SET client_encoding = 'UTF8';
-            BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY;
-            SET TRANSACTION SNAPSHOT \(SQLLiteral.quote(snapshot));
-            \(TableContent.settings.map { "SET LOCAL " + $0 + ";" }.joined(separator: "\n"))
-            \(statements.joined(separator: "\n"))
-            COMMIT;
-
-            """
-        let what = "the rows of chunk batch \(batch.number) (\(chunks.count) chunks of \(batch.hypertable))"
-        let exported = try await CopyPipeline.exportKeepingMarkers(
-            psql: psql.path, environment: request.settings.childProcessEnvironment(), script: script, outputPath: plain, what: what)
-        guard exported.rowsPerPart.count == chunks.count else {
-            throw TSBackupError(.failed, "psql's output for \(what) did not separate into one part per chunk (\(exported.rowsPerPart.count) parts for \(chunks.count) chunks); the backup was not kept. Report it with the psql version (\(psql.version)).")
+        var rowsByID = Dictionary(zip(copied.map(\.id), rows), uniquingKeysWith: { a, _ in a })
+        var warnings: [String] = []
+        for attempt in 1...max(1, request.maxAttempts) {
+            if attempt == 1 { await TestSeams.pauseIfAsked(atStep: "chunk batch \(batch.number) DDL of \(batch.hypertable)") }
+            do {
+                warnings = try await dumpDefinitions(copied, of: batch)
+                break
+            } catch let error as TSBackupError {
+                let still = try await present(copied, of: batch, session: session)
+                guard still.count < copied.count, attempt < request.maxAttempts else { throw error }
+                // Dropped (retention) after their rows were copied: out of the archive and the file.
+                let kept = Set(still.map(\.id))
+                try Self.keepParts(of: plain, where: copied.map { kept.contains($0.id) })
+                copied = still
+                rowsByID = rowsByID.filter { kept.contains($0.key) }
+                if copied.isEmpty { break }
+            }
+        }
+        let keptIDs = Set(copied.map(\.id))
+        let dropped = batch.chunks.filter { !keptIDs.contains($0.id) }
+        guard !copied.isEmpty else {
+            unlink(staging + "/" + batch.archive)
+            return BatchResult(batch: batch, dropped: dropped, chunkFigures: [:], warnings: warnings)
         }
         _ = try ZstdFile.compress(plain, to: staging + "/" + batch.dataFile, level: request.zstdLevel ?? Backup.defaultZstdLevel)
         var figures: [Int: ContentFigures] = [:]
-        for (chunk, rows) in zip(chunks, exported.rowsPerPart) {
+        for chunk in copied {
+            let sent = rowsByID[chunk.id] ?? 0
             if let measured {
                 let counted = measured[chunk.id] ?? ContentFigures()
-                guard counted.rows == rows else {
-                    throw TSBackupError(.failed, "Chunk \(chunk.qualifiedName) sent \(rows) row(s) to its copy but holds \(counted.rows) in the same snapshot; the backup was not kept. Run it again, and report this to the tsbackup developers if it repeats.")
+                guard counted.rows == sent else {
+                    throw TSBackupError(.failed, "Chunk \(chunk.qualifiedName) sent \(sent) row(s) to its copy but holds \(counted.rows) in the same snapshot; the backup was not kept. Run it again, and report this to the tsbackup developers if it repeats.")
                 }
                 figures[chunk.id] = counted
             } else {
-                figures[chunk.id] = ContentFigures(rows: rows)
+                figures[chunk.id] = ContentFigures(rows: sent)
+            }
+        }
+        var result = BatchResult(batch: batch, dropped: dropped, chunkFigures: figures, warnings: warnings)
+        result.dataFile = batch.dataFile
+        return result
+    }
+
+    /// `--checksums`: the chunks' rows hashed on the snapshot, in transactions each locking at
+    /// most a batch's share of the lock table (the query is planned: it locks each chunk's indexes).
+    private func hashInShares(_ chunks: [ChunkPathDetector.ChunkRow], of batch: ChunkBatchPlan.Batch,
+                              session: DatabaseSession) async throws -> [Int: ContentFigures] {
+        let indexes = plan.batched.first { $0.qualifiedName == batch.hypertable }?.indexCount ?? 0
+        let share = max(1, plan.chunksPerBatch / (1 + indexes))
+        var figures: [Int: ContentFigures] = [:]
+        var start = 0
+        while start < chunks.count {
+            let part = Array(chunks[start..<min(chunks.count, start + share)])
+            start += share
+            try await session.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            do {
+                try await session.execute("SET TRANSACTION SNAPSHOT \(SQLLiteral.quote(snapshot))", purpose: "importing the backup's snapshot")
+                do {
+                    try await session.execute("LOCK TABLE \(part.map(Self.quoted).joined(separator: ", ")) IN ACCESS SHARE MODE",
+                                              purpose: "locking the chunks of batch \(batch.number)")
+                } catch {
+                    throw LockRace(underlying: error)
+                }
+                figures.merge(try await measure(part.map { ($0, Self.quoted($0)) }, session: session)) { a, _ in a }
+                try await session.execute("COMMIT")
+            } catch {
+                _ = try? await session.execute("ROLLBACK")
+                throw error
             }
         }
         return figures
+    }
+
+    /// `pg_dump --schema-only` of `chunks` on the snapshot into the batch's archive; its warnings.
+    private func dumpDefinitions(_ chunks: [ChunkPathDetector.ChunkRow], of batch: ChunkBatchPlan.Batch) async throws -> [String] {
+        let archive = staging + "/" + batch.archive
+        unlink(archive)
+        var arguments = ["--format=custom", "--schema-only", "--file=\(archive)", "--snapshot=\(snapshot)", "--no-password", "--no-sync",
+                         "--verbose", "--strict-names"]
+        if let level = request.compression { arguments.append("--compress=\(level)") }
+        arguments += chunks.map { "--table=\(RootDefinition.pattern(schema: $0.schema, name: $0.name))" }
+        arguments.append(request.settings.database)
+        let collector = Mutex(StderrCollector())
+        let result = try await ProcessRunner.runStreamingErrors(pgDump.path, arguments, environment: request.settings.childProcessEnvironment()) { line in
+            _ = collector.withLock { $0.take(line, tableBytes: [:]) }
+        }
+        let collected = collector.withLock { $0 }
+        guard result.succeeded, collected.errors.isEmpty else {
+            let detail = collected.errors.joined(separator: " ").singleLine(limit: 600)
+            throw TSBackupError(.failed, "pg_dump of chunk batch \(batch.number) (\(batch.hypertable)) failed (\(result.statusDescription)): \(detail.isEmpty ? "no error message" : detail)")
+        }
+        return collected.warnings.map { "chunk batch \(batch.number): \($0)" }
     }
 
     /// Rows of each chunk in the snapshot (read from the chunk itself), and the content-hash sums
@@ -236,6 +315,77 @@ struct BatchedDump: Sendable {
             figures[chunks[index].0.id] = try ContentFigures(rows: count, highText: high, lowText: low)
         }
         return figures
+    }
+
+    /// Copies the rows of `chunks` (COPY TO STDOUT, table form: it is not planned and locks no
+    /// index) by psql on the backup's snapshot into the plain file `plain`, a `\.` line after
+    /// each chunk's rows; the rows each chunk sent. psql's transaction first locks every chunk,
+    /// so a chunk dropped since it was found fails the copy before any row is read.
+    private func copyRows(_ chunks: [ChunkPathDetector.ChunkRow], of batch: ChunkBatchPlan.Batch, to plain: String) async throws -> [Int64] {
+        unlink(plain)
+        let statements = chunks.map { "COPY \(Self.quoted($0)) TO STDOUT;\n\(CopyPipeline.markerCommand)" }
+        // The settings pg_dump dumps data with, so the text reads back the same on any server.
+        let script = """
+            SET client_encoding = 'UTF8';
+            BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY;
+            SET TRANSACTION SNAPSHOT \(SQLLiteral.quote(snapshot));
+            \(TableContent.settings.map { "SET LOCAL " + $0 + ";" }.joined(separator: "\n"))
+            LOCK TABLE \(chunks.map(Self.quoted).joined(separator: ", ")) IN ACCESS SHARE MODE;
+            \(statements.joined(separator: "\n"))
+            COMMIT;
+
+            """
+        let what = "the rows of chunk batch \(batch.number) (\(chunks.count) chunks of \(batch.hypertable))"
+        let exported = try await CopyPipeline.exportKeepingMarkers(
+            psql: psql.path, environment: request.settings.childProcessEnvironment(), script: script, outputPath: plain, what: what)
+        guard exported.rowsPerPart.count == chunks.count else {
+            throw TSBackupError(.failed, "psql's output for \(what) did not separate into one part per chunk (\(exported.rowsPerPart.count) parts for \(chunks.count) chunks); the backup was not kept. Report it with the psql version (\(psql.version)).")
+        }
+        return exported.rowsPerPart
+    }
+
+    /// Rewrites the plain data file `path` keeping only the parts whose flag in `keep` is set
+    /// (chunks dropped between their copy and their DDL leave it). Rare: only under retention.
+    /// Streams through a second file, a piece at a time, whatever the batch's size.
+    static func keepParts(of path: String, where keep: [Bool]) throws {
+        let input = open(path, O_RDONLY | O_CLOEXEC)
+        guard input >= 0 else { throw FileSystem.ioError("open \(path)") }
+        defer { close(input) }
+        let filtered = path + ".kept"
+        let output = open(filtered, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        guard output >= 0 else { throw FileSystem.ioError("create \(filtered)") }
+        var closed = false
+        defer { if !closed { close(output); unlink(filtered) } }
+        let piece = UnsafeMutableRawBufferPointer.allocate(byteCount: ZstdFile.pieceSize, alignment: 16)
+        defer { piece.deallocate() }
+        var pending: [UInt8] = []  // bytes of the current part read so far (whole lines and a partial one)
+        var lineStart = 0          // where the current (partial) line starts in `pending`
+        var part = 0
+        func flush(upTo end: Int, keeping: Bool) throws {
+            if keeping { try pending.withUnsafeBytes { try FileSystem.writeAll(output, UnsafeRawBufferPointer(rebasing: $0[0..<end]), path: filtered) } }
+            pending.removeSubrange(0..<end)
+            lineStart -= end
+        }
+        while true {
+            let n = try FileSystem.readSome(input, into: piece, path: path)
+            if n == 0 { break }
+            pending.append(contentsOf: UnsafeRawBufferPointer(rebasing: piece[0..<n]))
+            while let newline = pending[lineStart...].firstIndex(of: 0x0A) {
+                let next = newline + 1
+                let isEnd = next - lineStart == CopyPipeline.marker.count && pending[lineStart] == CopyPipeline.marker[0]
+                    && pending[lineStart + 1] == CopyPipeline.marker[1]
+                lineStart = next
+                if isEnd {
+                    try flush(upTo: next, keeping: part < keep.count && keep[part])
+                    part += 1
+                }
+            }
+            // Whole lines need not wait for their part's end: memory stays at a piece and a line.
+            if lineStart > 0 { try flush(upTo: lineStart, keeping: part < keep.count && keep[part]) }
+        }
+        closed = true
+        guard close(output) == 0 else { unlink(filtered); throw FileSystem.ioError("write \(filtered)") }
+        guard rename(filtered, path) == 0 else { unlink(filtered); throw FileSystem.ioError("rename \(filtered)") }
     }
 
     /// The position of `id` in the ascending `ids`, by binary search.

@@ -217,23 +217,25 @@ struct ChunkBatchPlan: Sendable {
     }
 
     /// Chunks per batch: half the lock budget shared by the `jobs` batches running at once, which
-    /// leaves room for other sessions and the batches' catalog locks. A chunk costs
-    /// `locksPerChunk`: the batch's session locks it (so retention cannot drop it under pg_dump)
-    /// and, by planning the row count, each of its indexes; pg_dump locks it once more.
-    static func chunksPerBatch(lockBudget: Int, jobs: Int, locksPerChunk: Int = 2) -> Int {
-        let share = lockBudget / 2 / (max(2, locksPerChunk) * max(1, jobs))
-        return min(1000, max(5, share))
+    /// leaves room for other sessions and the batches' catalog locks, divided by the locks a
+    /// chunk costs at once (``locksPerChunk(indexes:copiesData:)``); 5 to `cap`.
+    static func chunksPerBatch(lockBudget: Int, jobs: Int, locksPerChunk: Int = 2, cap: Int = 1000) -> Int {
+        let share = lockBudget / 2 / (max(1, locksPerChunk) * max(1, jobs))
+        return min(cap, max(5, share))
     }
 
-    /// Locks a batch holds at once per chunk. Old form: the batch's guard lock, each index (its
-    /// planned row count) and pg_dump's lock. Data files: the guard lock and one more, pg_dump's
-    /// (a `--schema-only` dump locks the table only) or psql's (COPY of a table is not planned,
-    /// so it locks no index); with `--checksums` the hashing query plans each chunk, locking its
-    /// indexes beside the guard until a savepoint's rollback releases them.
-    static func locksPerChunk(indexes: Int, copiesData: Bool, checksums: Bool) -> Int {
-        guard copiesData else { return 2 + indexes }
-        return checksums ? max(2, 1 + indexes) : 2
+    /// Locks a batch holds at once per chunk. Old form: the batch's session locks the chunk (so
+    /// retention cannot drop it under pg_dump) and, by planning its row count, each of its
+    /// indexes; pg_dump locks it once more. Data files (``BatchedDump``): one, taken in turn by
+    /// psql's COPY (a table's COPY is not planned: no index locks) and by pg_dump `--schema-only`
+    /// (tables only); with `--checksums` the hashing runs first, in transactions of a share each.
+    static func locksPerChunk(indexes: Int, copiesData: Bool) -> Int {
+        copiesData ? 1 : 2 + indexes
     }
+
+    /// Most chunks a batch of the data-file form names on pg_dump's command line (about 60
+    /// bytes each), at PostgreSQL's default lock settings and two jobs 1,600 are allowed.
+    static let copyFormCap = 2000
 
     /// How much of the chunk catalog a plan reads: every chunk (the plan the backup runs, read
     /// once, in the snapshot), or only counts and unusual chunks (the preflight's decision,
@@ -243,7 +245,7 @@ struct ChunkBatchPlan: Sendable {
     /// Decides the path of each hypertable and cuts the batched ones' chunks into batches, each
     /// of one hypertable so its row count and hash add up per hypertable.
     static func make(session: DatabaseSession, lockBudget: Int, jobs: Int, listing: Listing = .full,
-                     copiesData: Bool = !TestSeams.chunkDataInArchives(), checksums: Bool = false) async throws -> ChunkBatchPlan {
+                     copiesData: Bool = !TestSeams.chunkDataInArchives()) async throws -> ChunkBatchPlan {
         let hypertables: [ChunkPathDetector.HypertableRow]
         var byHypertable: [Int: [ChunkPathDetector.ChunkRow]]
         var counts: [Int: Int]
@@ -286,7 +288,7 @@ struct ChunkBatchPlan: Sendable {
             }
         }
         var batches: [Batch] = []
-        var smallest = 1000
+        var smallest = copiesData ? copyFormCap : 1000
         for index in batched.indices {
             let table = batched[index]
             // Chunks carry copies of the root's indexes, which the batch's count locks too.
@@ -294,8 +296,8 @@ struct ChunkBatchPlan: Sendable {
                 "SELECT count(*) FROM pg_index WHERE indrelid = format('%I.%I', \(table.row.schema)::text, \(table.row.name)::text)::regclass",
                 as: Int64.self, purpose: "counting the indexes of \(table.qualifiedName)")
             batched[index].indexCount = Int(indexes)
-            let size = chunksPerBatch(lockBudget: lockBudget, jobs: jobs,
-                                      locksPerChunk: locksPerChunk(indexes: Int(indexes), copiesData: copiesData, checksums: checksums))
+            let size = chunksPerBatch(lockBudget: lockBudget, jobs: jobs, locksPerChunk: locksPerChunk(indexes: Int(indexes), copiesData: copiesData),
+                                      cap: copiesData ? copyFormCap : 1000)
             smallest = min(smallest, size)
             var start = 0
             while listing == .full, start < table.chunks.count {
