@@ -3,7 +3,9 @@ import PostgresNIO
 import Synchronization
 
 /// Dumps the batched chunks: one pg_dump per batch on the coordinator's exported snapshot, up to
-/// `--jobs` at a time, each into its own custom-format archive.
+/// `--jobs` at a time, each into its own custom-format archive: the chunks' DDL only, their rows
+/// copied by psql into a data file beside it (``ChunkBatchPlan/copiesData``, see
+/// `attemptCopying`), or, in the old form, DDL and rows together as described below.
 ///
 /// Every batch has a session of its own that imports the same snapshot, locks the batch's chunks
 /// (so retention cannot drop them while pg_dump reads them), counts and hashes their rows in the
@@ -164,8 +166,9 @@ struct BatchedDump: Sendable {
         "\(quoteIdentifier(chunk.schema)).\(quoteIdentifier(chunk.name))"
     }
 
-    /// A batch of the data-file form, holding one lock per chunk at a time (so a batch may be
-    /// twice as large as one whose session guards pg_dump, and pg_dump runs half as often):
+    /// A batch of the data-file form, holding one lock per chunk at a time (a batch of the old
+    /// form held 2 + its indexes: so batches are several times larger, and pg_dump, which reads
+    /// the whole catalog each time it runs, runs several times less often):
     /// 1. the chunks that still exist are copied by psql (one transaction on the snapshot that
     ///    first locks them all, then COPYs each TO STDOUT) into a plain file, a `\.` line after
     ///    each chunk's rows; with `--checksums` their rows are hashed before, in transactions of

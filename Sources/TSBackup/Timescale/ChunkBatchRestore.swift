@@ -14,8 +14,9 @@ import PostgresNIO
 ///    never names a missing table;
 /// 6. (the main archive's data and post-data, as for every restore), then the roots' constraints,
 ///    indexes, triggers and foreign keys;
-/// 7. the batches' data and post-data, on `--jobs` processes: rows first, then each chunk's
-///    indexes and foreign keys (after the main post-data, so referenced keys exist).
+/// 7. the batches' data and post-data, on `--jobs` processes: rows first (from each batch's
+///    data file by COPY FROM STDIN, or in backups of the old form from its archive), then each
+///    chunk's indexes and foreign keys (after the main post-data, so referenced keys exist).
 final class ChunkBatchRestore: Sendable {
     let path: BackupManifest.ChunkPath
     let directory: String
