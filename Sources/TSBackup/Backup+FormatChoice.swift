@@ -10,6 +10,7 @@ extension Backup {
             bytes += size
         }
         if let format = request.format { return .user(format, tables: tables, tableBytes: bytes) }
+        if request.zstdAsked, request.zstdLevel != nil { return .zstdAsked(tables: tables, tableBytes: bytes) }
         return .automatic(tables: tables, tableBytes: bytes, jobs: request.jobs)
     }
 }

@@ -23,6 +23,9 @@ public enum Backup {
         /// are always compressed by pg_dump at `compression`. Starts at
         /// ``Backup/defaultZstdLevel``.
         public var zstdLevel: Int? = Backup.defaultZstdLevel
+        /// The user asked for zstd (`--compress zstd[:N]`): the automatic format choice keeps the
+        /// directory format, the only one tsbackup compresses with zstd.
+        public var zstdAsked = false
         public var tables: [String] = []
         public var excludeTables: [String] = []
         public var excludeSchemas: [String] = []
@@ -42,9 +45,11 @@ public enum Backup {
             case .pgDump(let level):
                 compression = level
                 zstdLevel = nil
+                zstdAsked = false
             case .zstd(let level):
                 compression = Backup.defaultCompression
                 zstdLevel = level
+                zstdAsked = true
             }
         }
 

@@ -417,7 +417,8 @@ actor RestoreRun {
             // Databases of restores killed outright (no cleanup code ran) are dropped here, and said so;
             // so are their scratch directories in $TMPDIR.
             warnings += try await InterruptedRuns.sweepDatabases(session, server: "\(target.host):\(target.port)")
-            warnings += OwnedScratchDirectory.sweep(prefix: RestoreProcedure.scratchPrefix, what: "restore")
+            warnings += OwnedScratchDirectory.sweep(prefix: RestoreProcedure.scratchPrefix, what: "restore",
+                                                    legacyAfter: RestoreProcedure.legacyScratchAge)
             warnings += ArchiveDataCompression.sweep()
             if server.majorVersion < manifest.server.majorVersion {
                 throw TSBackupError(.precondition, "Backup \(manifest.id) comes from PostgreSQL \(manifest.server.majorVersion) but the target runs \(server.majorVersion); a dump never restores into an older major version. Restore to a PostgreSQL \(manifest.server.majorVersion) or newer server.")

@@ -26,28 +26,12 @@ package enum LocalArchiveFile {
 
         /// Appends `bytes`.
         package func put(_ bytes: UnsafeRawBufferPointer) throws {
-            var done = 0
-            while done < bytes.count {
-                let n = write(fd, bytes.baseAddress! + done, bytes.count - done)
-                if n < 0 {
-                    if errno == EINTR { continue }
-                    throw ioError("write \(path)")
-                }
-                done += n
-            }
+            try SystemIO.writeAll(fd, bytes) { ioError("write \(path)", code: $0) }
         }
 
         /// Writes `bytes` again at `offset` (a header known only once the rest is written).
         package func rewrite(_ bytes: UnsafeRawBufferPointer, at offset: Int) throws {
-            var done = 0
-            while done < bytes.count {
-                let n = pwrite(fd, bytes.baseAddress! + done, bytes.count - done, off_t(offset + done))
-                if n < 0 {
-                    if errno == EINTR { continue }
-                    throw ioError("write \(path)")
-                }
-                done += n
-            }
+            try SystemIO.writeAll(fd, bytes, at: Int64(offset)) { ioError("write \(path)", code: $0) }
         }
     }
 
@@ -110,9 +94,8 @@ package enum LocalArchiveFile {
         return String(path[path.index(after: slash)...])
     }
 
-    /// An error for a failed system call (errno), as the library's `FileSystem.ioError` words it.
-    package static func ioError(_ what: String) -> TSBackupError {
-        let code = errno
+    /// An error for a failed system call (`code`: its errno), as the library's `FileSystem.ioError` words it.
+    package static func ioError(_ what: String, code: Int32 = errno) -> TSBackupError {
         if code == ENOSPC {
             return TSBackupError(.failed, "Could not \(what): the disk is full. Free space on that filesystem or use a repository elsewhere, then run the command again.")
         }

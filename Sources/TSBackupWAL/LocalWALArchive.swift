@@ -55,15 +55,8 @@ package enum LocalWALArchive {
         guard fd >= 0 else { return nil }
         defer { close(fd) }
         var bytes = [UInt8](repeating: 0, count: 64 << 10)
-        var filled = 0
-        while filled < bytes.count {
-            let n = bytes.withUnsafeMutableBytes { read(fd, $0.baseAddress! + filled, $0.count - filled) }
-            if n < 0 && errno == EINTR { continue }
-            guard n >= 0 else { return nil }
-            if n == 0 { break }
-            filled += n
-        }
-        guard filled < bytes.count,
+        guard let filled = try? bytes.withUnsafeMutableBytes({ try SystemIO.readFull(fd, into: $0) { SystemIO.Errno(code: $0) } }),
+              filled < bytes.count,
               let marker = try? JSONDecoder().decode(RepositoryMarkerProbe.self, from: Data(bytes[0..<filled])),
               marker.kind == "tsbackup-repository", marker.formatVersion == 1, marker.encryption == nil else { return nil }
         return root
@@ -231,11 +224,7 @@ package enum LocalWALArchive {
         var data = Data()
         var buffer = [UInt8](repeating: 0, count: 4096)
         while true {
-            let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw LocalArchiveFile.ioError("read \(path)")
-            }
+            let n = try buffer.withUnsafeMutableBytes { try SystemIO.readSome(fd, into: $0) { LocalArchiveFile.ioError("read \(path)", code: $0) } }
             if n == 0 { break }
             data.append(contentsOf: buffer[0..<n])
             // The marker is a few hundred bytes; anything large is not one (decode refuses it).
@@ -285,10 +274,8 @@ package enum LocalWALArchive {
         let header: WALObjectFormat.Header
         do {
             while true {
-                let n = read(fd, buffer.baseAddress, buffer.count)
-                if n < 0 {
-                    if errno == EINTR { continue }
-                    throw TSBackupError(.failed, "The archived \(file) in \(root) cannot be used: Could not read \(path): \(String(cString: strerror(errno))). \(advice)")
+                let n = try SystemIO.readSome(fd, into: buffer) {
+                    TSBackupError(.failed, "The archived \(file) in \(root) cannot be used: Could not read \(path): \(String(cString: strerror($0))). \(advice)")
                 }
                 if n == 0 { break }
                 try decoder.update(Data(bytesNoCopy: buffer.baseAddress!, count: n, deallocator: .none)) { plain in
@@ -320,17 +307,9 @@ package enum LocalWALArchive {
             if fd < 0 {
                 // Mode 0666 less the umask, as the library's wal-fetch writes it.
                 fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o666)
-                guard fd >= 0 else { throw failure() }
+                guard fd >= 0 else { throw failure(code: errno) }
             }
-            var written = 0
-            while written < bytes.count {
-                let n = Glibc.write(fd, bytes.baseAddress! + written, bytes.count - written)
-                if n < 0 {
-                    if errno == EINTR { continue }
-                    throw failure()
-                }
-                written += n
-            }
+            try SystemIO.writeAll(fd, bytes) { failure(code: $0) }
         }
 
         /// Closes the file (creating it empty if nothing was written: an empty archived file).
@@ -338,7 +317,7 @@ package enum LocalWALArchive {
             if fd < 0 { try write(UnsafeRawBufferPointer(start: nil, count: 0)) }
             let result = Glibc.close(fd)
             fd = -1
-            guard result == 0 else { throw failure() }
+            guard result == 0 else { throw failure(code: errno) }
         }
 
         func renamed() { done = true }
@@ -348,8 +327,8 @@ package enum LocalWALArchive {
             if !done { unlink(path) }
         }
 
-        private func failure() -> TSBackupError {
-            TSBackupError(.failed, "Could not write \(path): \(String(cString: strerror(errno))). Check that the directory exists and PostgreSQL's OS user can write it.")
+        private func failure(code: Int32) -> TSBackupError {
+            TSBackupError(.failed, "Could not write \(path): \(String(cString: strerror(code))). Check that the directory exists and PostgreSQL's OS user can write it.")
         }
     }
 }

@@ -88,13 +88,7 @@ package enum WALCommandLine {
 
     /// One line on stderr, written at once.
     package static func printToStandardError(_ line: String) {
-        var bytes = Array((line + "\n").utf8)
-        var done = 0
-        while done < bytes.count {
-            let n = bytes.withUnsafeMutableBytes { write(2, $0.baseAddress! + done, $0.count - done) }
-            if n < 0 && errno == EINTR { continue }
-            guard n > 0 else { return }
-            done += n
-        }
+        // Nothing to do when stderr cannot take it.
+        try? Array((line + "\n").utf8).withUnsafeBytes { try SystemIO.writeAll(2, $0) { SystemIO.Errno(code: $0) } }
     }
 }

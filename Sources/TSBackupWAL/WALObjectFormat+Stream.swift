@@ -22,8 +22,7 @@ extension WALObjectFormat {
     /// payload; so the compressed payload (about a quarter of the segment) is kept as pieces and
     /// handed over with the header by ``finish()``. The plain file is never held.
     package final class Encoder {
-        private let context: OpaquePointer
-        private let output: UnsafeMutableRawBufferPointer
+        private let stream: ZstdCompressionStream
         private var hasher = SHA256()
         private var plainBytes: Int64 = 0
         private var payload: [Data] = []
@@ -31,19 +30,7 @@ extension WALObjectFormat {
 
         /// `pledgedSize`: the file's size, recorded in the zstd frame as the one-shot form does.
         package init(level: Int32 = defaultLevel, pledgedSize: Int64) throws {
-            guard let context = ZSTD_createCCtx() else { throw Zstd.Failure(description: "out of memory") }
-            self.context = context
-            output = .allocate(byteCount: pieceSize, alignment: 16)
-            for code in [ZSTD_CCtx_setParameter(context, ZSTD_c_compressionLevel, level),
-                         ZSTD_CCtx_setParameter(context, ZSTD_c_checksumFlag, 1),
-                         ZSTD_CCtx_setPledgedSrcSize(context, UInt64(pledgedSize))] where ZSTD_isError(code) != 0 {
-                throw Zstd.Failure(description: String(cString: ZSTD_getErrorName(code)))
-            }
-        }
-
-        deinit {
-            ZSTD_freeCCtx(context)
-            output.deallocate()
+            stream = try ZstdCompressionStream(level: level, pledgedSize: pledgedSize, outputSize: pieceSize)
         }
 
         /// Hashes and compresses the next piece of the file.
@@ -52,10 +39,7 @@ extension WALObjectFormat {
             guard input.count > 0 else { return }
             hasher.update(bufferPointer: input)
             plainBytes += Int64(input.count)
-            var source = ZSTD_inBuffer(src: input.baseAddress, size: input.count, pos: 0)
-            while source.pos < source.size {
-                try step(&source, ZSTD_e_continue)
-            }
+            try stream.compress(input, sink: keep)
         }
 
         /// Ends the frame. Returns the header (size and SHA-256 of everything fed) and the
@@ -63,21 +47,14 @@ extension WALObjectFormat {
         package func finish() throws -> (header: Data, payload: [Data], digest: [UInt8], plainBytes: Int64) {
             precondition(!finished, "WALObjectFormat.Encoder finished twice")
             finished = true
-            var source = ZSTD_inBuffer(src: nil, size: 0, pos: 0)
-            while try step(&source, ZSTD_e_end) != 0 {}
+            try stream.end(sink: keep)
             let digest = Array(hasher.finalize())
             return (headerBytes(compression: compressionZstd, plainSize: plainBytes, sha256: digest), payload, digest, plainBytes)
         }
 
-        /// One call of ZSTD_compressStream2; what it produced is kept. Returns what zstd still
-        /// holds to flush (0 when a frame end is complete).
-        @discardableResult
-        private func step(_ source: inout ZSTD_inBuffer, _ directive: ZSTD_EndDirective) throws -> Int {
-            var target = ZSTD_outBuffer(dst: output.baseAddress, size: output.count, pos: 0)
-            let remaining = ZSTD_compressStream2(context, &target, &source, directive)
-            if ZSTD_isError(remaining) != 0 { throw Zstd.Failure(description: String(cString: ZSTD_getErrorName(remaining))) }
-            if target.pos > 0 { payload.append(Data(bytes: output.baseAddress!, count: target.pos)) }
-            return remaining
+        /// Keeps a piece of the compressed payload.
+        private func keep(_ piece: UnsafeRawBufferPointer) {
+            payload.append(Data(bytes: piece.baseAddress!, count: piece.count))
         }
     }
 
@@ -97,12 +74,11 @@ extension WALObjectFormat {
     package final class Decoder {
         private var headerBuffer = Data()
         package private(set) var header: Header?
-        private var context: OpaquePointer?
-        private let output: UnsafeMutableRawBufferPointer
+        /// The payload's decompression (nil before the header, and for compression none).
+        private var stream: ZstdDecompressionStream?
+        private let outputSize: Int
         private var hasher = SHA256()
         private var plainBytes: Int64 = 0
-        /// ZSTD_decompressStream's last answer: 0 once a frame is complete and flushed.
-        private var pending = 1
         /// The payload's first bytes, until there are 5: the frame magic and header descriptor.
         private var frameStart: [UInt8] = []
         /// Decided at the first plain byte: whether the SHA-256 is computed (nil: not yet).
@@ -113,17 +89,12 @@ extension WALObjectFormat {
 
         /// `outputSize`: bytes of plain output handed over at a time.
         package init(outputSize: Int = pieceSize) {
-            output = .allocate(byteCount: outputSize, alignment: 16)
-        }
-
-        deinit {
-            if let context { ZSTD_freeDCtx(context) }
-            output.deallocate()
+            self.outputSize = outputSize
         }
 
         /// Takes the next stored bytes; calls `sink` with each plain piece (valid only during the call).
         package func update(_ stored: Data, sink: (UnsafeRawBufferPointer) throws -> Void) throws {
-            try stored.withUnsafeBytes { raw in
+            try stored.withUnsafeBytes { (raw: UnsafeRawBufferPointer) throws -> Void in
                 var input = raw
                 if header == nil {
                     let take = min(headerSize - headerBuffer.count, input.count)
@@ -133,35 +104,25 @@ extension WALObjectFormat {
                     let parsed = try WALObjectFormat.header(of: headerBuffer)
                     header = parsed
                     if parsed.compression == compressionZstd {
-                        guard let made = ZSTD_createDCtx() else { throw WALObjectError.malformed("zstd could not allocate its context") }
-                        context = made
+                        do {
+                            stream = try ZstdDecompressionStream(outputSize: outputSize)
+                        } catch let error as ZstdStreamError {
+                            throw WALObjectError.malformed(error.reason)
+                        }
                     }
                 }
                 guard input.count > 0 else { return }
-                guard let context else {
+                guard let stream else {
                     try emit(input, sink: sink)
                     return
                 }
                 if frameStart.count < 5 { frameStart.append(contentsOf: input.prefix(5 - frameStart.count)) }
-                var source = ZSTD_inBuffer(src: input.baseAddress, size: input.count, pos: 0)
-                var full = false
-                // A full output buffer may leave data inside zstd: call again until it is not full.
-                while source.pos < source.size || full {
-                    // An object is one frame; bytes after it would start a second frame, which
-                    // the first one's checksum would not cover.
-                    if pending == 0 {
-                        throw WALObjectError.malformed("its compressed data does not decompress (bytes follow its zstd frame)")
-                    }
-                    var target = ZSTD_outBuffer(dst: output.baseAddress, size: output.count, pos: 0)
-                    let result = ZSTD_decompressStream(context, &target, &source)
-                    if ZSTD_isError(result) != 0 {
-                        throw WALObjectError.malformed("its compressed data does not decompress (\(String(cString: ZSTD_getErrorName(result))))")
-                    }
-                    pending = result
-                    // 0: the frame is complete and flushed, even when it just filled the buffer
-                    // (a 16 MiB segment fills it exactly); calling again would start a new frame.
-                    full = target.pos == target.size && result != 0
-                    if target.pos > 0 { try emit(UnsafeRawBufferPointer(start: output.baseAddress, count: target.pos), sink: sink) }
+                // An object is one frame; bytes after it would start a second frame, which the
+                // first one's checksum would not cover (ZstdStreamError.bytesAfterFrame).
+                do {
+                    try stream.decompress(input) { try emit($0, sink: sink) }
+                } catch let error as ZstdStreamError {
+                    throw WALObjectError.malformed("its compressed data does not decompress (\(error.reason))")
                 }
             }
         }
@@ -171,14 +132,14 @@ extension WALObjectFormat {
         /// recorded unless the frame checksum confirmed the content. Returns the header.
         package func finish() throws(WALObjectError) -> Header {
             guard let header else { throw .malformed("it is shorter than its header") }
-            if context != nil && pending != 0 {
-                throw .malformed("its compressed data does not decompress (it ends inside its zstd frame)")
+            if let stream, !stream.isFrameComplete {
+                throw .malformed("its compressed data does not decompress (\(ZstdStreamError.truncated.reason))")
             }
             guard plainBytes == header.plainSize else {
                 throw .checksumMismatch("it decompresses to \(plainBytes) bytes, its header says \(header.plainSize)")
             }
             // An empty file emits nothing: decide here too.
-            if hashing == nil { hashing = !(context != nil && WALObjectFormat.frameDeclaresContentChecksum(frameStart)) }
+            if hashing == nil { hashing = !(stream != nil && WALObjectFormat.frameDeclaresContentChecksum(frameStart)) }
             guard hashing == false || Array(hasher.finalize()) == header.sha256 else {
                 throw .checksumMismatch("the SHA-256 of its content differs from the one recorded when it was archived")
             }
@@ -193,7 +154,7 @@ extension WALObjectFormat {
             }
             // zstd emits nothing before it parsed the frame header, so the first 5 payload bytes
             // are known here; decided once, for the whole object.
-            if hashing == nil { hashing = !(context != nil && WALObjectFormat.frameDeclaresContentChecksum(frameStart)) }
+            if hashing == nil { hashing = !(stream != nil && WALObjectFormat.frameDeclaresContentChecksum(frameStart)) }
             if hashing == true { hasher.update(bufferPointer: plain) }
             try sink(plain)
         }
@@ -215,38 +176,20 @@ extension WALObjectFormat {
     /// SHA-256, is written by the caller once this returns (in place, at the object's start).
     package static func compress(pledgedSize: Int64, level: Int32 = defaultLevel, read: (UnsafeMutableRawBufferPointer) throws -> Int,
                                  sink: (UnsafeRawBufferPointer) throws -> Void) throws -> (digest: [UInt8], plainBytes: Int64) {
-        guard let context = ZSTD_createCCtx() else { throw Zstd.Failure(description: "out of memory") }
-        defer { ZSTD_freeCCtx(context) }
+        let stream = try ZstdCompressionStream(level: level, pledgedSize: pledgedSize, outputSize: streamPieceSize)
         let input = UnsafeMutableRawBufferPointer.allocate(byteCount: streamPieceSize, alignment: 16)
         defer { input.deallocate() }
-        let output = UnsafeMutableRawBufferPointer.allocate(byteCount: streamPieceSize, alignment: 16)
-        defer { output.deallocate() }
-        for code in [ZSTD_CCtx_setParameter(context, ZSTD_c_compressionLevel, level),
-                     ZSTD_CCtx_setParameter(context, ZSTD_c_checksumFlag, 1),
-                     ZSTD_CCtx_setPledgedSrcSize(context, UInt64(pledgedSize))] where ZSTD_isError(code) != 0 {
-            throw Zstd.Failure(description: String(cString: ZSTD_getErrorName(code)))
-        }
         var hasher = SHA256()
         var plainBytes: Int64 = 0
-        /// One call of ZSTD_compressStream2; returns what zstd still holds to flush.
-        func step(_ source: inout ZSTD_inBuffer, _ directive: ZSTD_EndDirective) throws -> Int {
-            var target = ZSTD_outBuffer(dst: output.baseAddress, size: output.count, pos: 0)
-            let remaining = ZSTD_compressStream2(context, &target, &source, directive)
-            if ZSTD_isError(remaining) != 0 { throw Zstd.Failure(description: String(cString: ZSTD_getErrorName(remaining))) }
-            if target.pos > 0 { try sink(UnsafeRawBufferPointer(start: output.baseAddress, count: target.pos)) }
-            return remaining
-        }
         while true {
             let count = try read(input)
             if count == 0 { break }
             let piece = UnsafeRawBufferPointer(start: input.baseAddress, count: count)
             hasher.update(bufferPointer: piece)
             plainBytes += Int64(count)
-            var source = ZSTD_inBuffer(src: piece.baseAddress, size: count, pos: 0)
-            while source.pos < source.size { _ = try step(&source, ZSTD_e_continue) }
+            try stream.compress(piece, sink: sink)
         }
-        var end = ZSTD_inBuffer(src: nil, size: 0, pos: 0)
-        while try step(&end, ZSTD_e_end) != 0 {}
+        try stream.end(sink: sink)
         return (Array(hasher.finalize()), plainBytes)
     }
 }
@@ -266,25 +209,9 @@ extension WALObjectFormat {
     package static func compress(mapped input: UnsafeRawBufferPointer, level: Int32 = defaultLevel,
                                  prepare: (Range<Int>) throws -> Void = { _ in }, release: (Range<Int>) -> Void = { _ in },
                                  sink: (UnsafeRawBufferPointer) throws -> Void) throws -> [UInt8] {
-        guard let context = ZSTD_createCCtx() else { throw Zstd.Failure(description: "out of memory") }
-        defer { ZSTD_freeCCtx(context) }
-        let output = UnsafeMutableRawBufferPointer.allocate(byteCount: streamPieceSize, alignment: 16)
-        defer { output.deallocate() }
-        for code in [ZSTD_CCtx_setParameter(context, ZSTD_c_compressionLevel, level),
-                     ZSTD_CCtx_setParameter(context, ZSTD_c_checksumFlag, 1),
-                     ZSTD_CCtx_setPledgedSrcSize(context, UInt64(input.count))] where ZSTD_isError(code) != 0 {
-            throw Zstd.Failure(description: String(cString: ZSTD_getErrorName(code)))
-        }
-        // A libzstd without it answers an error: zstd then copies its input, as the read path does.
-        _ = ZSTD_CCtx_setParameter(context, tsbackup_ZSTD_c_stableInBuffer(), 1)
+        // A libzstd without the stable input copies it, as the read path does.
+        let stream = try ZstdCompressionStream(level: level, pledgedSize: Int64(input.count), outputSize: streamPieceSize, stableInput: true)
         var hasher = SHA256()
-        func step(_ source: inout ZSTD_inBuffer, _ directive: ZSTD_EndDirective) throws -> Int {
-            var target = ZSTD_outBuffer(dst: output.baseAddress, size: output.count, pos: 0)
-            let remaining = ZSTD_compressStream2(context, &target, &source, directive)
-            if ZSTD_isError(remaining) != 0 { throw Zstd.Failure(description: String(cString: ZSTD_getErrorName(remaining))) }
-            if target.pos > 0 { try sink(UnsafeRawBufferPointer(start: output.baseAddress, count: target.pos)) }
-            return remaining
-        }
         // With a stable input zstd requires the same `src` on every call; only `size` grows.
         var source = ZSTD_inBuffer(src: input.baseAddress, size: 0, pos: 0)
         var released = 0
@@ -293,7 +220,7 @@ extension WALObjectFormat {
             try prepare(range)
             hasher.update(bufferPointer: UnsafeRawBufferPointer(rebasing: input[range]))
             source.size = range.upperBound
-            while source.pos < source.size { _ = try step(&source, ZSTD_e_continue) }
+            try stream.compress(&source, sink: sink)
             // zstd looks back at most its window (512 KiB at the levels wal-push uses); what lies
             // more than a step behind that is done with. Dropping it is only a hint: pages it
             // did need again would come back from the page cache unchanged.
@@ -303,7 +230,7 @@ extension WALObjectFormat {
                 released = done
             }
         }
-        while try step(&source, ZSTD_e_end) != 0 {}
+        try stream.end(&source, sink: sink)
         return Array(hasher.finalize())
     }
 

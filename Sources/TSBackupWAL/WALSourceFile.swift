@@ -59,17 +59,7 @@ package struct WALSourceFile {
 
     /// Fills `buffer` from the file's current position (short only at its end); the bytes read.
     package func readPiece(_ buffer: UnsafeMutableRawBufferPointer) throws -> Int {
-        var filled = 0
-        while filled < buffer.count {
-            let n = read(descriptor, buffer.baseAddress! + filled, buffer.count - filled)
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw cannotRead(String(cString: strerror(errno)))
-            }
-            if n == 0 { break }
-            filled += n
-        }
-        return filled
+        try SystemIO.readFull(descriptor, into: buffer) { cannotRead(String(cString: strerror($0))) }
     }
 
     /// Whose WAL this is: a segment names its cluster in its first page (`firstBytes`, the start

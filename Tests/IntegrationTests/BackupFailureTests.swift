@@ -280,10 +280,11 @@ struct BackupFailureTests {
         let scratch = try ScratchDirectory("corrupt")
         defer { scratch.remove() }
         let repository = scratch.path + "/repo"
-        let result = try await runBackup(cluster, database, repository: repository)
+        let result = try await runBackup(cluster, database, repository: repository, ["--format", "directory"])
         let id = try JSONOutput.decode(BackupManifest.Summary.self, from: Data(result.standardOutput.utf8)).id
         let manifest = try backupManifest(repository, id)
-        // Data files as tsbackup stores them by default: zstd frames (a flip lands in the frame).
+        // Data files of a directory archive as tsbackup stores them by default: zstd frames (a
+        // flip lands in the frame).
         let dataFiles = manifest.files.filter { $0.path.hasSuffix(".dat.zst") && $0.bytes > 20 }
         let victim = try #require(dataFiles.first)
         let gone = try #require(dataFiles.last)

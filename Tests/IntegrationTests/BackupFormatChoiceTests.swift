@@ -20,6 +20,16 @@ struct BackupFormatChoiceTests {
         }
     }
 
+    /// A backup of `database` into `repository` (with `arguments` added), which must succeed:
+    /// its id and manifest.
+    static func backUp(_ cluster: SandboxCluster, _ database: String, repository: String, _ arguments: [String] = [],
+                       sourceLocation: SourceLocation = #_sourceLocation) async throws -> (id: String, manifest: BackupManifest) {
+        let result = try await runBackup(cluster, database, repository: repository, arguments)
+        try #require(result.exitCode == 0, "\(result.standardError)", sourceLocation: sourceLocation)
+        let id = try JSONOutput.decode(BackupManifest.Summary.self, from: Data(result.standardOutput.utf8)).id
+        return (id, try backupManifest(repository, id))
+    }
+
     @Test("many small chunks: the default backup is one custom-format file, says why, and restores with --jobs 2 exactly")
     func manySmallChunks() async throws {
         // 240 hourly chunks of a few rows each, plus the other sample tables: past the table floor.
@@ -30,17 +40,14 @@ struct BackupFormatChoiceTests {
         defer { scratch.remove() }
         let repository = scratch.path + "/repo"
 
-        let result = try await runBackup(cluster, database, repository: repository)
-        try #require(result.exitCode == 0, "\(result.standardError)")
-        let id = try JSONOutput.decode(BackupManifest.Summary.self, from: Data(result.standardOutput.utf8)).id
-        let manifest = try backupManifest(repository, id)
+        let (id, manifest) = try await Self.backUp(cluster, database, repository: repository)
         #expect(manifest.format == .custom)
         #expect(manifest.archive == "dump.pgdump")
         #expect(manifest.jobsUsed == 1)
         let choice = try #require(manifest.formatChoice)
         #expect(choice.format == .custom)
         #expect(choice.chosenBy == "auto")
-        #expect(choice.tables >= BackupManifest.FormatChoice.minimumTablesForCustom)
+        #expect(choice.tables > 240)
         #expect(choice.reason.contains("one custom-format file"), "\(choice.reason)")
         #expect(manifest.files.contains { $0.path == "dump.pgdump" })
         #expect(!manifest.files.contains { $0.path.hasPrefix("dump/") })
@@ -69,30 +76,53 @@ struct BackupFormatChoiceTests {
         try await cluster.withSuperuser { try await $0.execute("DROP DATABASE \(quoteIdentifier(into)) WITH (FORCE)") }
 
         // --format still forces the user's choice, and says so.
-        let forced = try await runBackup(cluster, database, repository: repository, ["--format", "directory"])
-        try #require(forced.exitCode == 0, "\(forced.standardError)")
-        let forcedID = try JSONOutput.decode(BackupManifest.Summary.self, from: Data(forced.standardOutput.utf8)).id
-        let directory = try backupManifest(repository, forcedID)
+        let directory = try await Self.backUp(cluster, database, repository: repository, ["--format", "directory"]).manifest
         #expect(directory.format == .directory)
         #expect(directory.formatChoice?.chosenBy == "user")
         #expect(directory.files.filter { $0.path.hasPrefix("dump/") }.count > 240)
     }
 
-    @Test("few tables: the default backup stays in the parallel directory format")
-    func fewTables() async throws {
+    @Test("a small database: one custom-format file by default; heavy data or --compress zstd keep the directory format")
+    func smallAndHeavy() async throws {
         let (cluster, database) = try await makeSampleDatabase("fmtfew")
         let scratch = try ScratchDirectory("fmtfew")
         defer { scratch.remove() }
         let repository = scratch.path + "/repo"
-        let result = try await runBackup(cluster, database, repository: repository)
-        try #require(result.exitCode == 0, "\(result.standardError)")
-        let id = try JSONOutput.decode(BackupManifest.Summary.self, from: Data(result.standardOutput.utf8)).id
-        let manifest = try backupManifest(repository, id)
-        #expect(manifest.format == .directory)
-        #expect(manifest.jobsUsed >= 2)
-        let choice = try #require(manifest.formatChoice)
+        func backup(_ extra: [String] = []) async throws -> BackupManifest {
+            try await Self.backUp(cluster, database, repository: repository, extra).manifest
+        }
+
+        // The sample database: a few dozen small tables. One file, one pg_dump connection.
+        let small = try await backup()
+        #expect(small.format == .custom)
+        #expect(small.jobsUsed == 1)
+        #expect(small.compression == Backup.defaultCompression && small.fileCompression == nil)
+        #expect(small.files.map(\.path).sorted() == ["dump.pgdump", "roles.sql"])
+        let choice = try #require(small.formatChoice)
         #expect(choice.chosenBy == "auto")
-        #expect(choice.tables < BackupManifest.FormatChoice.minimumTablesForCustom)
-        #expect(choice.reason.contains("fewer than"), "\(choice.reason)")
+        #expect(choice.tables < 100)
+        #expect(choice.reason.contains("one custom-format file"), "\(choice.reason)")
+        let verify = try await CLI.run(["verify", small.id, "--repo", repository])
+        #expect(verify.exitCode == 0, "\(verify.standardOutput) \(verify.standardError)")
+
+        // --compress zstd asks for tsbackup's per-file zstd, which only the directory format has.
+        let zstd = try await backup(["--compress", "zstd:3"])
+        #expect(zstd.format == .directory)
+        #expect(zstd.formatChoice?.chosenBy == "user")
+        #expect(zstd.formatChoice?.reason.contains("--compress zstd") == true)
+        #expect(zstd.fileCompression?.level == 3)
+
+        // Megabytes of heap in a few tables: the parallel directory format is estimated faster.
+        try await cluster.withSuperuser(database: database) { session in
+            try await session.execute("CREATE TABLE public.heavy AS SELECT g AS id, repeat(md5(g::text), 6) AS payload FROM generate_series(1, 60000) g")
+        }
+        let heavy = try await backup()
+        #expect(heavy.format == .directory)
+        #expect(heavy.jobsUsed >= 2)
+        let heavyChoice = try #require(heavy.formatChoice)
+        #expect(heavyChoice.chosenBy == "auto")
+        #expect(heavyChoice.tableBytes > 10_000_000)
+        #expect(heavyChoice.reason.contains("parallel jobs"), "\(heavyChoice.reason)")
+        #expect(heavy.fileCompression?.method == "zstd")
     }
 }

@@ -55,7 +55,9 @@ struct BackupTests {
         defer { scratch.remove() }
         let repository = scratch.path + "/repo"
 
-        let result = try await runBackup(cluster, database, repository: repository, ["--checksums", "--label", "nightly"])
+        // The directory format, forced: a database this small gets the custom format by default
+        // (BackupFormatChoiceTests), and this test checks the per-table files and their zstd.
+        let result = try await runBackup(cluster, database, repository: repository, ["--checksums", "--label", "nightly", "--format", "directory"])
         #expect(result.exitCode == 0, "\(result.standardError)")
         let summary = try JSONOutput.decode(BackupManifest.Summary.self, from: Data(result.standardOutput.utf8))
         #expect(summary.status == "complete")
@@ -66,9 +68,10 @@ struct BackupTests {
         #expect(manifest.timescaledb?.catalogVersion == manifest.timescaledb?.version)
         #expect(manifest.server.majorVersion == 15)
         #expect(manifest.pgDump.majorVersion >= 15)
-        // The defaults: directory format, one pg_dump job per core (2 to 8), written
+        // The directory format's defaults: one pg_dump job per core (2 to 8), written
         // uncompressed by pg_dump and compressed by tsbackup with zstd, file by file.
         #expect(manifest.format == .directory)
+        #expect(manifest.formatChoice?.chosenBy == "user")
         #expect(manifest.jobsUsed == min(8, max(2, ProcessInfo.processInfo.activeProcessorCount)))
         #expect(manifest.compression == 0)
         let dataFiles = manifest.files.filter { $0.path.hasPrefix("dump/") && $0.path.contains(".dat") && $0.path != "dump/toc.dat" }
@@ -145,7 +148,7 @@ struct BackupTests {
         // certainly newer than its snapshot), states waited for rather than times.
         let writer = ConditionsWriter(cluster, database, from: "2026-06-01", step: "hours")
         try await writer.waitForBatches(2)
-        let result = try await runBackup(cluster, database, repository: repository, ["--jobs", "2"])
+        let result = try await runBackup(cluster, database, repository: repository, ["--jobs", "2", "--format", "directory"])
         try await writer.waitForBatches(writer.committed + 2)
         let batches = try await writer.stop()
         #expect(result.exitCode == 0, "\(result.standardError)")

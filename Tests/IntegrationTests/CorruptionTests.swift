@@ -21,7 +21,9 @@ struct CorruptionTests {
         let scratch = try ScratchDirectory("corrupt")
         defer { scratch.remove() }
         let repository = scratch.path + "/repo"
-        let backup = try await runBackup(cluster, database, repository: repository)
+        // The directory format, forced: its toc.dat and per-table files are classes of their own
+        // (a database this small gets one custom-format file by default, as the S3 case below).
+        let backup = try await runBackup(cluster, database, repository: repository, ["--format", "directory"])
         #expect(backup.exitCode == 0, "\(backup.standardError)")
         let id = try JSONOutput.decode(BackupManifest.Summary.self, from: Data(backup.standardOutput.utf8)).id
         let campaign = CorruptionCampaign(tsbackup: CLI.executable, repository: repository, environment: ["HOME": NSTemporaryDirectory()],

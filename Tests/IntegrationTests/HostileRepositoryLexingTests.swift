@@ -48,17 +48,12 @@ struct HostileRepositoryLexingTests {
     func crlfComment() async throws {
         let exported = try await ExportedEvents("hostcrlf")
         defer { exported.scratch.remove() }
-        let (cluster, repository, entry) = (exported.cluster, exported.repository, exported.entry)
+        let (cluster, repository) = (exported.cluster, exported.repository)
         let export = exported.export
-        let original = try exported.definition()
-        let create = try #require(original.range(of: "CREATE TABLE public.events"))
-        let anchor = try #require(original.range(of: ");\n", range: create.upperBound..<original.endIndex))
-        var tampered = original
         // Character-wise, "\r\n" is not "\n", so the importer took the comment to run on over the
         // ALTER TABLE to the next bare "\n" and silently left the constraint out; the policy's
         // lexer (and PostgreSQL) saw the ALTER TABLE.
-        tampered.insert(contentsOf: "-- a note\r\nALTER TABLE public.events ADD CONSTRAINT events_crlf_check CHECK (true);\r\n", at: anchor.upperBound)
-        try tamper(entry: entry, file: export.definitionFile, with: tampered)
+        try exported.tamperDefinition(insertingAfterCreateTable: "-- a note\r\nALTER TABLE public.events ADD CONSTRAINT events_crlf_check CHECK (true);\r\n")
 
         let target = uniqueDatabaseName("hostcrlf_dst")
         try await cluster.createDatabase(target)
@@ -68,6 +63,33 @@ struct HostileRepositoryLexingTests {
             try await $0.value("SELECT count(*) FROM pg_constraint WHERE conname = 'events_crlf_check' AND conrelid = 'public.events'::regclass", as: Int64.self)
         }
         #expect(constraints == 1)
+    }
+
+    @Test("a definition stored with CRLF line endings throughout imports as the LF one does")
+    func crlfDefinition() async throws {
+        let exported = try await ExportedEvents("hostcrlfall")
+        defer { exported.scratch.remove() }
+        let (cluster, repository, export) = (exported.cluster, exported.repository, exported.export)
+        let original = try exported.definition()
+        #expect(!original.contains("\r"))
+        // TableDefinition split the text on the Character "\n", which CRLF text does not
+        // contain: it found no object, and the import created nothing.
+        try tamper(entry: exported.entry, file: export.definitionFile, with: original.replacingOccurrences(of: "\n", with: "\r\n"))
+
+        let target = uniqueDatabaseName("hostcrlfall_dst")
+        try await cluster.createDatabase(target)
+        let (imported, _) = try await importHypertable(cluster, export.id, into: target, repository: repository)
+        #expect(imported.exitCode == 0, "\(imported.standardError)")
+        // Counted through the hypertable's root, and its indexes, against the source's.
+        let query = """
+            SELECT (SELECT count(*) FROM public.events),
+                   (SELECT count(*) FROM pg_index WHERE indrelid = 'public.events'::regclass),
+                   (SELECT count(*) FROM timescaledb_information.hypertables WHERE hypertable_schema = 'public' AND hypertable_name = 'events')
+            """
+        let source = try await cluster.withSuperuser(database: exported.database) { try await $0.row("\(unescaped: query)", as: (Int64, Int64, Int64).self) }
+        let copy = try await cluster.withSuperuser(database: target) { try await $0.row("\(unescaped: query)", as: (Int64, Int64, Int64).self) }
+        #expect(source.0 > 0 && source.1 > 0 && source.2 == 1)
+        #expect(copy == source)
     }
 
     @Test("the server splits scripts where SQLScript does: quote with combining mark, U+037E, CRLF comments")

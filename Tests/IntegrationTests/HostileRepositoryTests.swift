@@ -29,6 +29,8 @@ func tamper(entry directory: String, file: String, with text: String) throws {
 /// point of every test that tampers with an export. The caller removes `scratch`.
 struct ExportedEvents {
     let cluster: SandboxCluster
+    /// The sample database public.events was exported from.
+    let database: String
     let scratch: ScratchDirectory
     let repository: String
     let export: HypertableManifest
@@ -41,13 +43,25 @@ struct ExportedEvents {
         let repository = scratch.path + "/repo"
         let (_, manifest) = try await exportHypertable(cluster, database, table: "public.events", repository: repository)
         let export = try #require(manifest)
-        (self.cluster, self.scratch, self.repository, self.export) = (cluster, scratch, repository, export)
+        (self.cluster, self.database, self.scratch, self.repository, self.export) = (cluster, database, scratch, repository, export)
         entry = "\(repository)/backups/\(export.id)"
     }
 
     /// The definition file as stored.
     func definition() throws -> String {
         try String(contentsOfFile: entry + "/" + export.definitionFile, encoding: .utf8)
+    }
+
+    /// Stores the definition with `text` inserted right after its CREATE TABLE statement (inside
+    /// the table's own object, where the importer would run it), the manifest vouching for it,
+    /// as a writer of the repository could.
+    func tamperDefinition(insertingAfterCreateTable text: String, sourceLocation: SourceLocation = #_sourceLocation) throws {
+        let original = try definition()
+        let create = try #require(original.range(of: "CREATE TABLE public.events"), sourceLocation: sourceLocation)
+        let anchor = try #require(original.range(of: ");\n", range: create.upperBound..<original.endIndex), sourceLocation: sourceLocation)
+        var tampered = original
+        tampered.insert(contentsOf: text, at: anchor.upperBound)
+        try tamper(entry: entry, file: export.definitionFile, with: tampered)
     }
 }
 
@@ -100,15 +114,9 @@ struct HostileRepositoryTests {
     func tamperedDefinition(_ payload: String) async throws {
         let exported = try await ExportedEvents("hostdef")
         defer { exported.scratch.remove() }
-        let (cluster, repository, entry) = (exported.cluster, exported.repository, exported.entry)
+        let (cluster, repository) = (exported.cluster, exported.repository)
         let export = exported.export
-        let original = try exported.definition()
-        // Inside the table's own object, after its CREATE TABLE, where the importer would run it.
-        let create = try #require(original.range(of: "CREATE TABLE public.events"))
-        let anchor = try #require(original.range(of: ");\n", range: create.upperBound..<original.endIndex))
-        var tampered = original
-        tampered.insert(contentsOf: "\n" + payload + "\n", at: anchor.upperBound)
-        try tamper(entry: entry, file: export.definitionFile, with: tampered)
+        try exported.tamperDefinition(insertingAfterCreateTable: "\n" + payload + "\n")
         let verify = try await CLI.run(["verify", export.id, "--repo", repository])
         #expect(verify.exitCode == 0, "\(verify.standardOutput)")
 

@@ -41,6 +41,25 @@ struct KilledRunTests {
         try await owner(cluster, database: database, "SELECT obj_description('public.conditions'::regclass, 'pg_class')")
     }
 
+    /// A backup of the sample database "faults" (with `arguments` added) in a new scratch
+    /// directory named after `name`: the directory (the caller removes it), the repository in
+    /// it, the environment the runs need, and the backup's id.
+    func sampleBackup(_ cluster: SandboxCluster, _ name: String, _ arguments: [String] = [], sourceLocation: SourceLocation = #_sourceLocation) async throws
+        -> (scratch: ScratchDirectory, repository: String, environment: [String: String], id: String) {
+        let scratch = try ScratchDirectory(name)
+        let repository = scratch.path + "/repo"
+        let environment = ["PGPASSWORD": cluster.superuserPassword]
+        do {
+            let backup = try await CLI.run(["backup", "--db", cluster.url(database: "faults"), "--repo", repository, "--json"] + arguments, environment: environment)
+            #expect(backup.exitCode == 0, "\(backup.standardError)", sourceLocation: sourceLocation)
+            let id = try JSONOutput.decode(BackupManifest.Summary.self, from: Data(backup.standardOutput.utf8)).id
+            return (scratch, repository, environment, id)
+        } catch {
+            scratch.remove()
+            throw error
+        }
+    }
+
     /// An export of the sample's public.conditions and a new, empty database `target`: the
     /// arguments and environment that import it there, and the export's id.
     func prepareImport(_ cluster: SandboxCluster, _ scratch: ScratchDirectory, target: String) async throws -> (arguments: [String], environment: [String: String], id: String) {
@@ -75,13 +94,10 @@ struct KilledRunTests {
     @Test("a restore killed in its data phase: the next restore into the same name drops the leftover and restores")
     func killedRestore() async throws {
         try await faults.withSampleCluster { cluster in
-            let scratch = try ScratchDirectory("killed-restore")
+            // The directory format, forced (a database this small gets one custom-format file):
+            // its zstd data files are what the restore decompresses into a scratch directory.
+            let (scratch, repository, env, id) = try await sampleBackup(cluster, "killed-restore", ["--format", "directory"])
             defer { scratch.remove() }
-            let repository = scratch.path + "/repo"
-            let env = ["PGPASSWORD": cluster.superuserPassword]
-            let backup = try await CLI.run(["backup", "--db", cluster.url(database: "faults"), "--repo", repository, "--json"], environment: env)
-            #expect(backup.exitCode == 0, "\(backup.standardError)")
-            let id = try JSONOutput.decode(BackupManifest.Summary.self, from: Data(backup.standardOutput.utf8)).id
             let into = "killed_restore"
             let pause = scratch.path + "/pause"
             let arguments = ["restore", id, "--repo", repository, "--target", cluster.url(database: "postgres"), "--into", into]
@@ -92,7 +108,7 @@ struct KilledRunTests {
             let first = Task { try await CLI.run(arguments, environment: runEnvironment.merging(["TSBACKUP_TEST_PAUSE": "pg_restore data and post-data=\(pause)"]) { $1 }) }
             try await faults.waitUntil("the restore reaching its data phase") { FileManager.default.fileExists(atPath: pause) }
             // Two kinds: the restore's own scratch directory and, for a backup whose data files
-            // tsbackup compressed (the default), the one holding them decompressed for pg_restore.
+            // tsbackup compressed (the directory format's default), the one holding them decompressed for pg_restore.
             let inTmp = { ((try? FileManager.default.contentsOfDirectory(atPath: tmp)) ?? []).filter { !$0.hasSuffix(".lock") } }
             let dataScratchDirectories = { inTmp().filter { $0.hasPrefix("tsbackup-restore-data-") } }
             let scratchDirectories = { inTmp().filter { $0.hasPrefix("tsbackup-restore-") && !$0.hasPrefix("tsbackup-restore-data-") } }
@@ -102,6 +118,14 @@ struct KilledRunTests {
             #expect(dataScratchDirectories().count == 1)
             // An older tsbackup's scratch directory (no lock file): nothing proves its owner gone.
             try FileManager.default.createDirectory(atPath: tmp + "/tsbackup-restore-legacy", withIntermediateDirectories: true)
+            // One named as they were (tsbackup-restore-<UUID>, no lock file) and unchanged for
+            // eight days: certainly an older tsbackup's leftover, which the next restore removes.
+            let stale = tmp + "/tsbackup-restore-" + UUID().uuidString
+            try FileManager.default.createDirectory(atPath: stale, withIntermediateDirectories: true)
+            FileManager.default.createFile(atPath: stale + "/rest.list", contents: Data("x".utf8))
+            let eightDaysAgo = Date().addingTimeInterval(-8 * 24 * 3600)
+            try FileManager.default.setAttributes([.modificationDate: eightDaysAgo], ofItemAtPath: stale + "/rest.list")
+            try FileManager.default.setAttributes([.modificationDate: eightDaysAgo], ofItemAtPath: stale)
             #expect(try await faults.restoreModeDatabases(cluster) == [into])
             let marked = try #require(try await owner(cluster, "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = '\(into)'"),
                                       "the new database carries the run's marker")
@@ -119,7 +143,9 @@ struct KilledRunTests {
             let said = next.standardOutput + next.standardError
             #expect(said.contains("Dropped the database \(into)") && said.contains("interrupted restore"), "\(said)")
             #expect(said.contains("Removed the scratch directory \(tmp)/\(killedScratch) of an interrupted restore"), "\(said)")
-            #expect(scratchDirectories() == ["tsbackup-restore-legacy"], "the killed run's directory is gone, the unprovable one kept, the next run's own removed")
+            #expect(said.contains("Removed the scratch directory \(stale) of an interrupted restore, left by an older tsbackup"), "\(said)")
+            #expect(scratchDirectories() == ["tsbackup-restore-legacy"],
+                    "the killed run's directory is gone, so is the week-old one named as tsbackup names them, the unprovable one kept, the next run's own removed")
             #expect(dataScratchDirectories().isEmpty, "the killed run's decompressed data files are gone too, and the next run's own")
             #expect(!FileManager.default.fileExists(atPath: tmp + "/" + killedDataScratch + ".lock"))
             #expect(!FileManager.default.fileExists(atPath: tmp + "/" + killedScratch + ".lock"))
@@ -184,13 +210,8 @@ struct KilledRunTests {
     @Test("a restore's sweep waits for a database still being created and marked, then drops it and names it")
     func sweepWaitsForDatabaseCreators() async throws {
         try await faults.withSampleCluster { cluster in
-            let scratch = try ScratchDirectory("sweep-waits")
+            let (scratch, repository, env, id) = try await sampleBackup(cluster, "sweep-waits")
             defer { scratch.remove() }
-            let repository = scratch.path + "/repo"
-            let env = ["PGPASSWORD": cluster.superuserPassword]
-            let backup = try await CLI.run(["backup", "--db", cluster.url(database: "faults"), "--repo", repository, "--json"], environment: env)
-            #expect(backup.exitCode == 0, "\(backup.standardError)")
-            let id = try JSONOutput.decode(BackupManifest.Summary.self, from: Data(backup.standardOutput.utf8)).id
             let leftover = "sweep_race_left"
             let into = "sweep_race_next"
             var pair = cluster.settings()

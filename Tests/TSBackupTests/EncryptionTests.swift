@@ -4,29 +4,8 @@ import Testing
 import _CryptoExtras
 @testable import TSBackup
 
-/// Deterministic test bytes (SplitMix64), so a failure reproduces.
-private struct TestBytes {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-    mutating func data(_ count: Int) -> Data {
-        var bytes = [UInt8](repeating: 0, count: count)
-        for i in bytes.indices { bytes[i] = UInt8(truncatingIfNeeded: next()) }
-        return Data(bytes)
-    }
-    mutating func int(_ range: Range<Int64>) -> Int64 {
-        range.lowerBound + Int64(next() % UInt64(range.count))
-    }
-}
-
 private func testData(seed: UInt64, count: Int) -> Data {
-    var bytes = TestBytes(seed: seed)
+    var bytes = SplitMix(seed: seed)
     return bytes.data(count)
 }
 
@@ -72,7 +51,7 @@ struct EncryptionTests {
     @Test(arguments: [0, 1, smallSegment - 1, smallSegment, smallSegment + 1, 3 * smallSegment, 3 * smallSegment + 5])
     func roundTripsEverySize(size: Int) throws {
         let encryption = try repository()
-        var bytes = TestBytes(seed: UInt64(size))
+        var bytes = SplitMix(seed: UInt64(size))
         let plaintext = bytes.data(size)
         let name = "backups/x/dump/\(size).dat"
 
@@ -132,7 +111,7 @@ struct EncryptionTests {
 
     @Test func exactlyOneDefaultSegment() throws {
         let encryption = try repository(segmentSize: RepositoryEncryption.defaultSegmentSize)
-        var bytes = TestBytes(seed: 7)
+        var bytes = SplitMix(seed: 7)
         let plaintext = bytes.data(1 << 20)
         let sealed = try encryption.encrypt(plaintext, name: "one")
         #expect(sealed.count == 44 + (1 << 20) + 16)
@@ -150,7 +129,7 @@ struct EncryptionTests {
 
     @Test func arbitraryRangesMatchTheWholeEncryption() throws {
         let encryption = try repository()
-        var bytes = TestBytes(seed: 42)
+        var bytes = SplitMix(seed: 42)
         let size = 5 * smallSegment + 123
         let plaintext = bytes.data(size)
         let encryptor = encryption.makeEncryptor(name: "backups/r/dump/1.dat", plaintextSize: Int64(size))
@@ -199,7 +178,7 @@ struct EncryptionTests {
 
     @Test func segmentAlignedPartsUploadAndDownloadInParallel() async throws {
         let encryption = try repository()
-        var bytes = TestBytes(seed: 11)
+        var bytes = SplitMix(seed: 11)
         let size = 10 * smallSegment + 1
         let plaintext = bytes.data(size)
         let name = "backups/p/dump/big.dat"

@@ -20,7 +20,9 @@ struct FormatChoiceTests {
         // The data-heavy benchmark point: about 300 MB of heap in a few dozen tables.
         let choice = BackupManifest.FormatChoice.automatic(tables: 45, tableBytes: 300_000_000, jobs: 2)
         #expect(choice.format == .directory)
-        #expect(choice.reason.contains("fewer than \(BackupManifest.FormatChoice.minimumTablesForCustom) tables"))
+        #expect(choice.reason.contains("2 parallel jobs"), "\(choice.reason)")
+        // A few megabytes in a few tables are enough to keep the parallel format.
+        #expect(BackupManifest.FormatChoice.automatic(tables: 20, tableBytes: 10_000_000, jobs: 2).format == .directory)
     }
 
     @Test("many chunks that each hold much data keep the directory format")
@@ -32,12 +34,14 @@ struct FormatChoiceTests {
         #expect(BackupManifest.FormatChoice.automatic(tables: 5_000, tableBytes: 5_000 * 10_000_000, jobs: 1).format == .custom)
     }
 
-    @Test("below the table floor the directory format stays, whatever the estimate")
-    func fewTables() {
-        let tables = BackupManifest.FormatChoice.minimumTablesForCustom - 1
-        #expect(BackupManifest.FormatChoice.automatic(tables: tables, tableBytes: 0, jobs: 2).format == .directory)
-        #expect(BackupManifest.FormatChoice.automatic(tables: tables + 1, tableBytes: 0, jobs: 2).format == .custom)
-        #expect(BackupManifest.FormatChoice.automatic(tables: 0, tableBytes: 0, jobs: 2).format == .directory)
+    @Test("a small database (few tables, little data) gets one custom-format file")
+    func smallDatabase() {
+        // The benchmark's 26-chunk point: 58 tables, about 80 kB.
+        let small = BackupManifest.FormatChoice.automatic(tables: 58, tableBytes: 80_000, jobs: 2)
+        #expect(small.format == .custom)
+        #expect(small.reason.contains("58 tables averaging"), "\(small.reason)")
+        #expect(BackupManifest.FormatChoice.automatic(tables: 1, tableBytes: 8_192, jobs: 2).format == .custom)
+        #expect(BackupManifest.FormatChoice.automatic(tables: 0, tableBytes: 0, jobs: 2).format == .custom)
     }
 
     @Test("the user's --format is recorded as theirs")

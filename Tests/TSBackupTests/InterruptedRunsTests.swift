@@ -72,6 +72,64 @@ struct InterruptedRunsTests {
         #expect(!FileManager.default.fileExists(atPath: live.path) && !FileManager.default.fileExists(atPath: live.lockPath))
     }
 
+    @Test("an older tsbackup's lock-less scratch directory goes only when it is ours, named as we name them, and long unchanged")
+    func legacyScratchSweep() throws {
+        let parent = try Self.parent()
+        defer { try? FileManager.default.removeItem(atPath: parent) }
+        let prefix = "tsbackup-restore-"
+        let fileManager = FileManager.default
+        func directory(_ name: String, file: String? = "rest.list") throws -> String {
+            let path = parent + "/" + name
+            try fileManager.createDirectory(atPath: path, withIntermediateDirectories: true)
+            if let file { fileManager.createFile(atPath: path + "/" + file, contents: Data("x".utf8)) }
+            return path
+        }
+        // What a restore before the lock files left: <prefix><UUID>, no lock file.
+        let leftover = try directory(prefix + UUID().uuidString)
+        try fileManager.createDirectory(atPath: leftover + "/sub", withIntermediateDirectories: true)
+        fileManager.createFile(atPath: leftover + "/sub/more.list", contents: Data("y".utf8))
+        // Same name pattern, but a file in it changes "later" (in the future of the sweep's now).
+        let busy = try directory(prefix + UUID().uuidString)
+        // Not our name pattern: another kind of scratch directory, or someone else's.
+        let other = try directory(prefix + "data-" + UUID().uuidString)
+        let legacy = try directory(prefix + "legacy")
+        let shortUUID = try directory(prefix + String(UUID().uuidString.dropLast()))
+        // A symbolic link with our name pattern, to a directory that would qualify.
+        let target = try directory("elsewhere")
+        let link = parent + "/" + prefix + UUID().uuidString
+        try fileManager.createSymbolicLink(atPath: link, withDestinationPath: target)
+
+        let day: TimeInterval = 24 * 3600
+        let later = Date().addingTimeInterval(8 * day)
+        try fileManager.setAttributes([.modificationDate: later.addingTimeInterval(-3600)], ofItemAtPath: busy + "/rest.list")
+        // Not given `legacyAfter`, nothing without a lock file is touched, however old.
+        #expect(OwnedScratchDirectory.sweep(prefix: prefix, parent: parent, what: "restore", now: later).isEmpty)
+        // Too recent for a 7-day rule (now: no time passed).
+        #expect(OwnedScratchDirectory.sweep(prefix: prefix, parent: parent, what: "restore", legacyAfter: 7 * day).isEmpty)
+        #expect(fileManager.fileExists(atPath: leftover))
+
+        // Eight days on: only the leftover goes, and the sweep says so.
+        let messages = OwnedScratchDirectory.sweep(prefix: prefix, parent: parent, what: "restore", legacyAfter: 7 * day, now: later)
+        #expect(messages == ["Removed the scratch directory \(leftover) of an interrupted restore, left by an older tsbackup (it has no lock file and nothing in it changed for more than 168 hours)."])
+        #expect(!fileManager.fileExists(atPath: leftover))
+        for kept in [busy, other, legacy, shortUUID, target, busy + "/rest.list", target + "/rest.list"] {
+            #expect(fileManager.fileExists(atPath: kept), "\(kept) is kept")
+        }
+        #expect((try? fileManager.destinationOfSymbolicLink(atPath: link)) == target, "the link is kept")
+
+        // Another user's directory with our name pattern stays (checkable only as root, who can chown).
+        if geteuid() == 0 {
+            let foreign = try directory(prefix + UUID().uuidString)
+            #expect(chown(foreign, 4242, 4242) == 0)
+            #expect(OwnedScratchDirectory.sweep(prefix: prefix, parent: parent, what: "restore", legacyAfter: 7 * day, now: later).isEmpty)
+            #expect(fileManager.fileExists(atPath: foreign))
+        }
+        #expect(OwnedScratchDirectory.isLegacyLeftover(name: URL(fileURLWithPath: busy).lastPathComponent, path: busy, prefix: prefix,
+                                                       olderThan: later.addingTimeInterval(-7 * day)) == false)
+        #expect(OwnedScratchDirectory.isLegacyLeftover(name: URL(fileURLWithPath: busy).lastPathComponent, path: busy, prefix: prefix,
+                                                       olderThan: later.addingTimeInterval(day)) == true)
+    }
+
     @Test("a psql running a restore's CREATE DATABASE + marker pair on this host is seen in /proc")
     func localCreatorsFromProc() throws {
         let proc = try Self.parent()

@@ -33,6 +33,33 @@ struct LocalWALArchiveTests {
         try body(scratch, root)
     }
 
+    /// What ``push(system:name:scratch:root:sourceLocation:)`` archived.
+    struct Pushed {
+        let plain: Data
+        let file: WALFileName
+        let plainBytes: Int64
+        let storedBytes: Int64
+        /// The object's path in the repository, and its bytes as stored.
+        let objectPath: String
+        let stored: Data
+    }
+
+    /// Writes a segment of `system` as `name` in `scratch` (standing in for the data directory)
+    /// and pushes it as archive_command gives it (%p relative to the data directory). Nil, with
+    /// the failure recorded, when it was not archived.
+    static func push(system: UInt64, name: String, scratch: String, root: String,
+                     sourceLocation: SourceLocation = #_sourceLocation) throws -> Pushed? {
+        let plain = segment(system: system)
+        try plain.write(to: URL(fileURLWithPath: scratch + "/" + name))
+        guard case .archived(let file, let plainBytes, let storedBytes) = try LocalWALArchive.push(path: name, root: root, dataDirectory: scratch) else {
+            Issue.record("not archived", sourceLocation: sourceLocation)
+            return nil
+        }
+        let objectPath = root + "/wal/\(system)/00000001/\(name).zst"
+        return Pushed(plain: plain, file: file, plainBytes: plainBytes, storedBytes: storedBytes, objectPath: objectPath,
+                      stored: try Data(contentsOf: URL(fileURLWithPath: objectPath)))
+    }
+
     @Test("a header declaring more than 1 GB (PostgreSQL's largest segment) is refused, whole or streamed, before anything that size is allocated")
     func declaredSizeCap() throws {
         func object(declaring size: UInt64) -> Data {
@@ -55,19 +82,13 @@ struct LocalWALArchiveTests {
     @Test("push stores the library's object format; fetch restores the bytes; repeats, conflicts, other clusters, misses and damage")
     func pushAndFetch() throws {
         try Self.withRepository { scratch, root in
-            let plain = Self.segment(system: 7_000_000_000_000_000_001)
             let name = "000000010000000000000003"
-            try plain.write(to: URL(fileURLWithPath: scratch + "/" + name))
-
             // Relative to the data directory, as archive_command gives %p.
-            guard case .archived(let file, let plainBytes, let storedBytes) = try LocalWALArchive.push(path: name, root: root, dataDirectory: scratch) else {
-                Issue.record("not archived")
-                return
-            }
-            #expect(file.name == name && plainBytes == Int64(plain.count))
-            let objectPath = root + "/wal/7000000000000000001/00000001/\(name).zst"
-            let stored = try Data(contentsOf: URL(fileURLWithPath: objectPath))
-            #expect(Int64(stored.count) == storedBytes && stored.count < plain.count / 2)
+            guard let pushed = try Self.push(system: 7_000_000_000_000_000_001, name: name, scratch: scratch, root: root) else { return }
+            let (plain, file, objectPath, stored) = (pushed.plain, pushed.file, pushed.objectPath, pushed.stored)
+            #expect(file.name == name && pushed.plainBytes == Int64(plain.count))
+            #expect(objectPath == root + "/wal/7000000000000000001/00000001/\(name).zst")
+            #expect(Int64(stored.count) == pushed.storedBytes && stored.count < plain.count / 2)
             // The library reads it as its own: whole, and through the repository in pieces.
             let (header, decoded) = try WALObjectFormat.decode(stored)
             #expect(decoded == plain && header.sha256 == Array(SHA256.hash(data: plain)))
@@ -139,15 +160,9 @@ struct LocalWALArchiveTests {
     @Test("fetch relies on zstd's frame checksum where the object has one: any flipped payload or size byte fails and leaves nothing; objects without one keep the SHA-256 check")
     func frameChecksum() throws {
         try Self.withRepository { scratch, root in
-            let plain = Self.segment(system: 7_000_000_000_000_000_002)
             let name = "000000010000000000000004"
-            try plain.write(to: URL(fileURLWithPath: scratch + "/" + name))
-            guard case .archived(let file, _, _) = try LocalWALArchive.push(path: name, root: root, dataDirectory: scratch) else {
-                Issue.record("not archived")
-                return
-            }
-            let objectPath = root + "/wal/7000000000000000002/00000001/\(name).zst"
-            let stored = try Data(contentsOf: URL(fileURLWithPath: objectPath))
+            guard let pushed = try Self.push(system: 7_000_000_000_000_000_002, name: name, scratch: scratch, root: root) else { return }
+            let (plain, file, objectPath, stored) = (pushed.plain, pushed.file, pushed.objectPath, pushed.stored)
             let headerSize = WALObjectFormat.headerSize
             #expect(WALObjectFormat.frameDeclaresContentChecksum(stored.suffix(from: headerSize)), "push writes zstd's frame checksum")
             // Standard zstd: the one-shot decompressor of the whole-object read (which older

@@ -102,11 +102,21 @@ enum SQLTextCharacterOracle {
         return statements.map { stripComments($0).trimmingCharacters(in: .whitespacesAndNewlines) }.filter { !$0.isEmpty }
     }
 
+    /// Comments out; one between two tokens with no whitespace on either side leaves a space
+    /// (added with the same rule in `SQLText.statements`: `a/*c*/b` once became `ab`).
     private static func stripComments(_ sql: String) -> String {
-        tokenize(sql).map { token, text in
-            if case .other(let value) = token, value.hasPrefix("--") || value.hasPrefix("/*") { return "" }
-            return text
-        }.joined()
+        var out = ""
+        var afterComment = false
+        for (token, text) in tokenize(sql) {
+            if case .other(let value) = token, value.hasPrefix("--") || value.hasPrefix("/*") {
+                afterComment = true
+                continue
+            }
+            if afterComment, let before = out.last, !before.isWhitespace, let after = text.first, !after.isWhitespace { out += " " }
+            afterComment = false
+            out += text
+        }
+        return out
     }
 
     static func qualifiedNames(after keyword: String, in sql: String) -> [(schema: String, name: String)] {

@@ -88,15 +88,8 @@ extension RepositoryEncryption {
     private static func read(_ file: RawFile, count: Int, path: String) throws -> Data {
         guard count > 0 else { return Data() }
         let buffer = file.buffer(count)
-        var done = 0
-        while done < count {
-            let n = Foundation.read(file.fd, buffer + done, count - done)
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw FileSystem.ioError("read \(path)")
-            }
-            if n == 0 { break }
-            done += n
+        let done = try SystemIO.readFull(file.fd, into: UnsafeMutableRawBufferPointer(start: buffer, count: count)) {
+            FileSystem.ioError("read \(path)", code: $0)
         }
         return Data(bytesNoCopy: buffer, count: done, deallocator: .none)
     }

@@ -135,19 +135,18 @@ public struct EncryptionKeyFile: Sendable, CustomStringConvertible, CustomDebugS
         guard fd >= 0 else { throw .keyFileUnreadable(path: path, reason: String(cString: strerror(errno))) }
         defer { close(fd) }
         var bytes: [UInt8] = []
-        var buffer = [UInt8](repeating: 0, count: 4096)
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 4096, alignment: 1)
+        // Wipe the scratch buffer, on every way out: it held key material.
+        defer {
+            buffer.initializeMemory(as: UInt8.self, repeating: 0)
+            buffer.deallocate()
+        }
         while true {
-            let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw .keyFileUnreadable(path: path, reason: String(cString: strerror(errno)))
-            }
+            let n = try SystemIO.readSome(fd, into: buffer) { EncryptionError.keyFileUnreadable(path: path, reason: String(cString: strerror($0))) }
             if n == 0 { break }
             bytes.append(contentsOf: buffer[0..<n])
             if bytes.count > maximumFileSize { throw .keyFileTooLarge(path: path, limit: maximumFileSize) }
         }
-        // Wipe the scratch buffer: it held key material.
-        for i in buffer.indices { buffer[i] = 0 }
         return bytes
     }
 }

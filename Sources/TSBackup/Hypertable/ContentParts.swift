@@ -26,13 +26,16 @@ struct ContentParts: Sendable {
         return ContentParts(count: count, high: high, low: low)
     }
 
+    /// The `v1:` hash of these figures: the table's, when they are the whole table's.
+    var hash: String { "v1:" + FileSystem.sha256(of: Data("\(count):\(high):\(low)".utf8)) }
+
     /// The parts added up by the server (numeric arithmetic is exact there), as the `v1:` hash.
     static func combine(_ parts: [ContentParts], session: DatabaseSession) async throws -> (Int64, String) {
         let all = parts.isEmpty ? [zero] : parts
         let (high, low) = try await session.row(
             PostgresQuery(unsafeSQL: "SELECT (\(all.map { "\($0.high)::numeric" }.joined(separator: " + ")))::text, (\(all.map { "\($0.low)::numeric" }.joined(separator: " + ")))::text"),
             as: (String, String).self, purpose: "adding up the content hash")
-        let count = all.reduce(0) { $0 + $1.count }
-        return (count, "v1:" + FileSystem.sha256(of: Data("\(count):\(high):\(low)".utf8)))
+        let sum = ContentParts(count: all.reduce(0) { $0 + $1.count }, high: high, low: low)
+        return (sum.count, sum.hash)
     }
 }

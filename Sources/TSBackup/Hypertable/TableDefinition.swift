@@ -29,17 +29,30 @@ public struct TableDefinition: Sendable, Equatable {
             }
             body = ""
         }
-        for line in text.split(separator: "\n", omittingEmptySubsequences: false) {
-            if line.hasPrefix("-- Name: "), let header = Self.header(line) {
+        for line in Self.lines(text) {
+            let content = Self.content(of: line)
+            if content.hasPrefix("-- Name: "), let header = Self.header(content) {
                 flush()
                 current = Object(type: header.type, name: header.name, statements: [])
                 continue
             }
-            if line.hasPrefix("\\") { continue }
+            if content.hasPrefix("\\") { continue }
             if current != nil { body += line + "\n" }
         }
         flush()
         self.objects = objects
+    }
+
+    /// The text's lines, split at each "\n" byte, so a "\r" before it stays at the end of its
+    /// line: the lines joined with "\n" give back the text byte for byte, CRLF or not. (Splitting
+    /// on the Character "\n" finds no line in CRLF text, where "\r\n" is one Character.)
+    static func lines(_ text: String) -> [Substring] {
+        text.utf8.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false).map { text[$0.startIndex..<$0.endIndex] }
+    }
+
+    /// A line without the "\r" a CRLF line ending leaves on it, for matching pg_dump's headers.
+    static func content(of line: Substring) -> Substring {
+        line.utf8.last == UInt8(ascii: "\r") ? line[..<line.utf8.index(before: line.utf8.endIndex)] : line
     }
 
     /// "-- Name: readings ts_insert_blocker; Type: TRIGGER; Schema: iot; Owner: postgres"
@@ -61,16 +74,17 @@ public struct TableDefinition: Sendable, Equatable {
         var removed: [Object] = []
         var skipping = false
         var pendingSeparator: [Substring] = []
-        for line in text.split(separator: "\n", omittingEmptySubsequences: false) {
+        for line in Self.lines(text) {
+            let content = Self.content(of: line)
             // A header is preceded by a lone "--" line; hold it until we know whether it is kept.
-            if line == "--" {
+            if content == "--" {
                 pendingSeparator.append(line)
                 continue
             }
             // A comment right after a "--" line starts the next section: an object or the footer.
-            if line.hasPrefix("-- "), !pendingSeparator.isEmpty {
+            if content.hasPrefix("-- "), !pendingSeparator.isEmpty {
                 skipping = false
-                if line.hasPrefix("-- Name: "), let header = Self.header(line) {
+                if content.hasPrefix("-- Name: "), let header = Self.header(content) {
                     let object = Object(type: header.type, name: header.name, statements: [])
                     if drop(object) {
                         skipping = true
@@ -114,9 +128,16 @@ enum SQLText {
 
     /// Splits a script on semicolons outside quotes and comments; comments are removed and
     /// empty statements dropped.
+    ///
+    /// A comment separates tokens as whitespace does (scan.l), so where one stood between two
+    /// tokens with no whitespace on either side, a space takes its place: `a/*c*/b` is `a b`,
+    /// never `ab`, and `-/**/-` stays two minus signs instead of becoming the start of a comment
+    /// that would hide the rest of the statement. Elsewhere the comment simply goes.
     static func statements(_ sql: String) -> [String] {
         var statements: [String] = []
         var current = ""
+        /// Whether a comment was dropped since the last token kept.
+        var afterComment = false
         func flush() {
             // Trimmed of PostgreSQL's whitespace only: U+00A0 at the end of `x\u{A0}` is part of the name.
             let bytes = Array(current.utf8)
@@ -124,6 +145,7 @@ enum SQLText {
                 statements.append(String(decoding: bytes[first...last], as: UTF8.self))
             }
             current = ""
+            afterComment = false
         }
         // One pass: a statement is the texts of its tokens but comments. (Tokenizing each
         // statement again to strip them, as this once did, gives the same tokens: a statement
@@ -132,8 +154,13 @@ enum SQLText {
             if token == .symbol(";") {
                 flush()
             } else if case .other = token, text.utf8.starts(with: "--".utf8) || text.utf8.starts(with: "/*".utf8) {
-                continue
+                afterComment = true
             } else {
+                if afterComment, let before = current.utf8.last, !SQLScript.isSpace(before),
+                   let after = text.utf8.first, !SQLScript.isSpace(after) {
+                    current += " "
+                }
+                afterComment = false
                 current += text
             }
         }

@@ -77,15 +77,7 @@ public enum WALFetch {
                 fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o666)
                 guard fd >= 0 else { throw failure("Could not write \(path): \(String(cString: strerror(errno))).") }
             }
-            var written = 0
-            while written < bytes.count {
-                let n = Glibc.write(fd, bytes.baseAddress! + written, bytes.count - written)
-                if n < 0 {
-                    if errno == EINTR { continue }
-                    throw failure("Could not write \(path): \(String(cString: strerror(errno))).")
-                }
-                written += n
-            }
+            try SystemIO.writeAll(fd, bytes) { failure("Could not write \(path): \(String(cString: strerror($0))).") }
         }
 
         /// Closes the file (creating it empty if nothing was written: an empty archived file).

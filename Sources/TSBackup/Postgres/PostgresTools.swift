@@ -21,9 +21,10 @@ public enum PostgresTools {
     /// once, so that a later ``locate(_:minimumMajor:environment:)`` (which needs the server's
     /// major version, known only after connecting) finds them done or under way.
     public static func prefetch(_ names: [String], environment: [String: String] = ProcessInfo.processInfo.environment) {
+        let file = VersionCacheFile(environment: environment)
         for name in names {
             for candidate in candidates(name, environment: environment) {
-                _ = VersionCache.shared.lookup(candidate)
+                _ = VersionCache.shared.lookup(candidate, file: file)
             }
         }
     }
@@ -32,7 +33,8 @@ public enum PostgresTools {
     /// directories, newest major first), each real binary once.
     static func discover(_ name: String, environment: [String: String]) async -> [PostgresTool] {
         // Every candidate's lookup starts before the first is awaited: they run side by side.
-        let lookups = candidates(name, environment: environment).map { VersionCache.shared.lookup($0) }
+        let file = VersionCacheFile(environment: environment)
+        let lookups = candidates(name, environment: environment).map { VersionCache.shared.lookup($0, file: file) }
         var found: [PostgresTool] = []
         for lookup in lookups {
             if let tool = await lookup.value { found.append(tool) }
@@ -94,18 +96,31 @@ public enum PostgresTools {
     /// `tsbackup serve` runs backup after backup, and every run is a child process (tens of
     /// milliseconds each on a loaded machine). A file replaced in place (a package upgrade) has a
     /// new inode, size or modification time and is asked again. A failed run is not kept.
+    /// Across processes the answers are kept in a file (``VersionCacheFile``) under the same key.
     final class VersionCache: Sendable {
         static let shared = VersionCache()
 
         private let lookups = Mutex<[String: (identity: Candidate.Identity, task: Task<PostgresTool?, Never>)]>([:])
+        private let fileWrites = Mutex(())
 
-        /// The lookup of `candidate`: the one already started for the same file, or a new one.
-        func lookup(_ candidate: Candidate) -> Task<PostgresTool?, Never> {
+        /// The lookup of `candidate`: the one already started for the same file, or a new one,
+        /// which takes the answer `file` kept for exactly this file or else runs `--version` (and
+        /// keeps a successful answer in `file`).
+        func lookup(_ candidate: Candidate, file: VersionCacheFile? = nil) -> Task<PostgresTool?, Never> {
             lookups.withLock { lookups in
                 if let known = lookups[candidate.path], known.identity == candidate.identity { return known.task }
                 let task = Task<PostgresTool?, Never> {
+                    if let kept = file?.answer(for: candidate) { return kept }
                     let tool = await Self.run(candidate.path)
-                    if tool == nil { self.forget(candidate) }
+                    if let tool {
+                        // Kept only if the file is still the one asked (not replaced meanwhile);
+                        // one writer at a time in this process, each merging the file it reads.
+                        if let file, Candidate.Identity(path: candidate.path) == candidate.identity {
+                            self.fileWrites.withLock { _ in file.store(tool, for: candidate) }
+                        }
+                    } else {
+                        self.forget(candidate)
+                    }
                     return tool
                 }
                 lookups[candidate.path] = (candidate.identity, task)

@@ -154,29 +154,16 @@ public enum FileSystem {
 
     /// One read(2) into `buffer`, retried on EINTR: the bytes read, 0 at the end of the file.
     static func readSome(_ fd: Int32, into buffer: UnsafeMutableRawBufferPointer, path: String) throws -> Int {
-        while true {
-            let n = read(fd, buffer.baseAddress, buffer.count)
-            if n >= 0 { return n }
-            if errno == EINTR { continue }
-            throw ioError("read \(path)")
-        }
+        try SystemIO.readSome(fd, into: buffer) { ioError("read \(path)", code: $0) }
     }
 
     /// Writes all of `bytes` to `fd`, through short writes and EINTR.
     static func writeAll(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, path: String) throws {
-        var offset = 0
-        while offset < bytes.count {
-            let n = write(fd, bytes.baseAddress! + offset, bytes.count - offset)
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw ioError("write \(path)")
-            }
-            offset += n
-        }
+        try SystemIO.writeAll(fd, bytes) { ioError("write \(path)", code: $0) }
     }
 
-    static func ioError(_ what: String, underlying: (any Error)? = nil) -> TSBackupError {
-        let code = errno
+    /// An error for a failed system call (`code`: its errno) or a failed Foundation call (`underlying`).
+    static func ioError(_ what: String, underlying: (any Error)? = nil, code: Int32 = errno) -> TSBackupError {
         let reason = underlying.map { "\($0)" } ?? String(cString: strerror(code))
         if code == ENOSPC || reason.contains("No space left") {
             return TSBackupError(.failed, "Could not \(what): the disk is full. Free space on that filesystem or use a repository elsewhere, then run the command again.")

@@ -2,7 +2,8 @@ import CZstd
 import Crypto
 import Foundation
 
-/// Whole files compressed and decompressed with libzstd, streaming: one zstd frame per file,
+/// Whole files compressed and decompressed with libzstd, streaming (through the WAL archive's
+/// ``ZstdCompressionStream`` and ``ZstdDecompressionStream``): one zstd frame per file,
 /// with zstd's content checksum (XXH64 of the plain bytes, checked by the decompressor at the
 /// frame's end) and the plain size recorded in the frame. Memory stays at two 1 MiB buffers and
 /// zstd's context whatever the file's size.
@@ -26,46 +27,32 @@ enum ZstdFile {
         try transfer(source, to: destination) { input, output in
             var info = stat()
             guard fstat(input, &info) == 0 else { throw FileSystem.ioError("stat \(source)") }
-            guard let context = ZSTD_createCCtx() else { throw failure("zstd could not allocate its context", source) }
-            defer { ZSTD_freeCCtx(context) }
-            for code in [ZSTD_CCtx_setParameter(context, ZSTD_c_compressionLevel, Int32(level)),
-                         ZSTD_CCtx_setParameter(context, ZSTD_c_checksumFlag, 1),
-                         ZSTD_CCtx_setPledgedSrcSize(context, UInt64(info.st_size))] where ZSTD_isError(code) != 0 {
-                throw failure(String(cString: ZSTD_getErrorName(code)), source)
-            }
             let plain = UnsafeMutableRawBufferPointer.allocate(byteCount: pieceSize, alignment: 16)
             defer { plain.deallocate() }
-            let packed = UnsafeMutableRawBufferPointer.allocate(byteCount: ZSTD_CStreamOutSize(), alignment: 16)
-            defer { packed.deallocate() }
             var hasher = SHA256()
             var written: Int64 = 0
             var plainBytes: Int64 = 0
-
-            /// One call of ZSTD_compressStream2, its output written and hashed; what zstd still holds.
-            func step(_ piece: inout ZSTD_inBuffer, _ directive: ZSTD_EndDirective) throws -> Int {
-                var target = ZSTD_outBuffer(dst: packed.baseAddress, size: packed.count, pos: 0)
-                let remaining = ZSTD_compressStream2(context, &target, &piece, directive)
-                if ZSTD_isError(remaining) != 0 { throw failure(String(cString: ZSTD_getErrorName(remaining)), source) }
-                if target.pos > 0 {
-                    let bytes = UnsafeRawBufferPointer(start: packed.baseAddress, count: target.pos)
-                    hasher.update(bufferPointer: bytes)
-                    try FileSystem.writeAll(output, bytes, path: destination)
-                    written += Int64(target.pos)
+            /// The compressed bytes, hashed and written.
+            let sink = { (bytes: UnsafeRawBufferPointer) in
+                hasher.update(bufferPointer: bytes)
+                try FileSystem.writeAll(output, bytes, path: destination)
+                written += Int64(bytes.count)
+            }
+            do {
+                let stream = try ZstdCompressionStream(level: Int32(level), pledgedSize: Int64(info.st_size), outputSize: ZSTD_CStreamOutSize())
+                while true {
+                    let n = try FileSystem.readSome(input, into: plain, path: source)
+                    if n == 0 { break }
+                    plainBytes += Int64(n)
+                    try stream.compress(UnsafeRawBufferPointer(rebasing: plain[0..<n]), sink: sink)
                 }
-                return remaining
+                guard plainBytes == Int64(info.st_size) else {
+                    throw TSBackupError(.failed, "The file \(source) changed size while it was compressed (\(info.st_size) bytes, then \(plainBytes)); the backup was not kept. Run it again.")
+                }
+                try stream.end(sink: sink)
+            } catch let error as Zstd.Failure {
+                throw failure(error.description, source)
             }
-            while true {
-                let n = try FileSystem.readSome(input, into: plain, path: source)
-                if n == 0 { break }
-                plainBytes += Int64(n)
-                var piece = ZSTD_inBuffer(src: plain.baseAddress, size: n, pos: 0)
-                while piece.pos < piece.size { _ = try step(&piece, ZSTD_e_continue) }
-            }
-            guard plainBytes == Int64(info.st_size) else {
-                throw TSBackupError(.failed, "The file \(source) changed size while it was compressed (\(info.st_size) bytes, then \(plainBytes)); the backup was not kept. Run it again.")
-            }
-            var end = ZSTD_inBuffer(src: nil, size: 0, pos: 0)
-            while try step(&end, ZSTD_e_end) != 0 {}
             return Compressed(bytes: written, sha256: FileSystem.hex(hasher.finalize()), plainBytes: plainBytes)
         }
     }
@@ -76,39 +63,29 @@ enum ZstdFile {
     /// `destination` and names `name` (the file as the manifest calls it).
     static func decompress(_ source: String, to destination: String, name: String, expectedBytes: Int64? = nil) throws -> Int64 {
         try transfer(source, to: destination) { input, output in
-            guard let context = ZSTD_createDCtx() else { throw corrupt(name, "zstd could not allocate its context") }
-            defer { ZSTD_freeDCtx(context) }
             let packed = UnsafeMutableRawBufferPointer.allocate(byteCount: ZSTD_DStreamInSize(), alignment: 16)
             defer { packed.deallocate() }
-            let plain = UnsafeMutableRawBufferPointer.allocate(byteCount: ZSTD_DStreamOutSize(), alignment: 16)
-            defer { plain.deallocate() }
-            var pending = 1
             var produced: Int64 = 0
             var sawInput = false
-            while true {
-                let n = try FileSystem.readSome(input, into: packed, path: source)
-                if n == 0 { break }
-                sawInput = true
-                var piece = ZSTD_inBuffer(src: packed.baseAddress, size: n, pos: 0)
-                var full = false
-                while piece.pos < piece.size || full {
-                    // One frame per file: bytes after it would be a second frame its checksum does not cover.
-                    if pending == 0 { throw corrupt(name, "bytes follow its zstd frame") }
-                    var target = ZSTD_outBuffer(dst: plain.baseAddress, size: plain.count, pos: 0)
-                    let result = ZSTD_decompressStream(context, &target, &piece)
-                    if ZSTD_isError(result) != 0 { throw corrupt(name, String(cString: ZSTD_getErrorName(result))) }
-                    pending = result
-                    full = target.pos == target.size && result != 0
-                    if target.pos > 0 {
-                        produced += Int64(target.pos)
+            do {
+                // One frame per file: bytes after it would be a second frame its checksum does not cover.
+                let stream = try ZstdDecompressionStream(outputSize: ZSTD_DStreamOutSize())
+                while true {
+                    let n = try FileSystem.readSome(input, into: packed, path: source)
+                    if n == 0 { break }
+                    sawInput = true
+                    try stream.decompress(UnsafeRawBufferPointer(rebasing: packed[0..<n])) { plain in
+                        produced += Int64(plain.count)
                         if let expectedBytes, produced > expectedBytes {
                             throw corrupt(name, "it decompresses to more than the \(expectedBytes) bytes recorded")
                         }
-                        try FileSystem.writeAll(output, UnsafeRawBufferPointer(start: plain.baseAddress, count: target.pos), path: destination)
+                        try FileSystem.writeAll(output, plain, path: destination)
                     }
                 }
+                guard sawInput, stream.isFrameComplete else { throw ZstdStreamError.truncated }
+            } catch let error as ZstdStreamError {
+                throw corrupt(name, error.reason)
             }
-            guard sawInput, pending == 0 else { throw corrupt(name, "it ends inside its zstd frame") }
             if let expectedBytes, produced != expectedBytes {
                 throw corrupt(name, "it decompresses to \(produced) bytes, \(expectedBytes) were recorded")
             }

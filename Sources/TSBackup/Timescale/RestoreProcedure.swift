@@ -42,6 +42,10 @@ struct RestoreProcedure: Sendable {
 
     /// The list directories' names in $TMPDIR: `tsbackup-restore-<UUID>` (and `.lock` beside).
     static let scratchPrefix = "tsbackup-restore-"
+    /// A list directory an older tsbackup made without a lock file is removed once nothing in it
+    /// changed for this long (a week): no lock can prove its restore gone, and the directory
+    /// holds only pg_restore's lists (kilobytes), so waiting well past any restore's length costs nothing.
+    static let legacyScratchAge: TimeInterval = 7 * 24 * 3600
     let scratch: OwnedScratchDirectory
 
     func removeLists() {

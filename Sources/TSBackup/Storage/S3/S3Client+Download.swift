@@ -120,18 +120,13 @@ final class ReadOnlyFile: Sendable {
 
     func read(_ range: Range<Int64>) throws -> Data {
         var data = Data(count: Int(range.count))
-        var done = 0
-        try data.withUnsafeMutableBytes { buffer in
-            while done < buffer.count {
-                let n = pread(fd, buffer.baseAddress! + done, buffer.count - done, off_t(range.lowerBound) + off_t(done))
-                if n < 0 && errno == EINTR { continue }
-                guard n > 0 else {
-                    throw S3Error(code: .other, operation: "PutObject",
-                                  message: n == 0 ? "\(path) ended early at \(range.lowerBound + Int64(done)) bytes (it shrank while being uploaded)"
-                                                  : "could not read \(path): \(String(cString: strerror(errno)))")
-                }
-                done += n
+        let done = try data.withUnsafeMutableBytes { buffer in
+            try SystemIO.readFull(fd, into: buffer, at: range.lowerBound) {
+                S3Error(code: .other, operation: "PutObject", message: "could not read \(path): \(String(cString: strerror($0)))")
             }
+        }
+        guard done == data.count else {
+            throw S3Error(code: .other, operation: "PutObject", message: "\(path) ended early at \(range.lowerBound + Int64(done)) bytes (it shrank while being uploaded)")
         }
         return data
     }
@@ -155,15 +150,9 @@ final class WritableFile: Sendable {
     }
 
     func write(_ data: Data, at offset: Int64) throws {
-        var done = 0
         try data.withUnsafeBytes { buffer in
-            while done < buffer.count {
-                let n = pwrite(fd, buffer.baseAddress! + done, buffer.count - done, off_t(offset) + off_t(done))
-                if n < 0 && errno == EINTR { continue }
-                guard n > 0 else {
-                    throw S3Error(code: .other, operation: "GetObject", message: "could not write \(path): \(String(cString: strerror(errno)))")
-                }
-                done += n
+            try SystemIO.writeAll(fd, buffer, at: offset) {
+                S3Error(code: .other, operation: "GetObject", message: "could not write \(path): \(String(cString: strerror($0)))")
             }
         }
     }
