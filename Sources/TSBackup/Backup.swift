@@ -318,9 +318,10 @@ public enum Backup {
             let archives = ChunkBatchRun.archives(main: archivePath, manifest: manifest, directory: staging)
             let chunkTables = manifest.chunkTables
             let timescaleInstalled = survey.timescaledb != nil
+            let copied = ChunkBatchRun.chunksInDataFiles(manifest)
             async let checked = Self.timed {
                 try await Archive.missingTimescaleEntries(archives, pgRestore: plan.pgRestore, chunks: chunkTables,
-                                                          timescaleInstalled: timescaleInstalled)
+                                                          timescaleInstalled: timescaleInstalled, dataCopied: copied)
             }
             let rolesWait = Date()
             if try await rolesDumped {

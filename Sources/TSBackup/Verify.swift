@@ -75,7 +75,9 @@ public enum Verify {
             do {
                 let local = try await repository.materialize(entry, files: tocFiles)
                 defer { local.remove() }
-                problems += try await checkArchive(manifest, directory: local.directory).problems
+                // The chunk batches' data files are decompressed and split where they lie; from a
+                // copy (S3, encrypted) their SHA-256, streamed above, is the check.
+                problems += try await checkArchive(manifest, directory: local.directory, dataFiles: repository.readsInPlace).problems
             } catch let error as TSBackupError {
                 problems.append(error.message)
             }
@@ -112,18 +114,25 @@ public enum Verify {
     }
 
     /// The archive's table of contents against the manifest's chunks and tables.
-    static func checkArchive(_ manifest: BackupManifest, directory: String) async throws -> (problems: [String], contents: ArchiveContents?) {
+    /// `dataFiles`: the chunk batches' data files are in `directory` too, and are read whole
+    /// (``ChunkBatchRun/dataFileProblems(_:directory:)``).
+    static func checkArchive(_ manifest: BackupManifest, directory: String, dataFiles: Bool = false) async throws -> (problems: [String], contents: ArchiveContents?) {
         var problems: [String] = []
         do {
             let pgRestore = try await PostgresTools.locate("pg_restore", minimumMajor: manifest.pgDump.majorVersion)
             let contents = try await Archive.list(try EntryPath.resolve(manifest.archive, in: directory), pgRestore: pgRestore)
             // Batched chunks live in archives of their own (chunk_path.batches).
             let combined = try await ChunkBatchRun.combinedContents(main: contents, manifest: manifest, directory: directory, pgRestore: pgRestore)
-            let missing = combined.missingTimescaleEntries(chunks: manifest.chunkTables, timescaleInstalled: manifest.timescaledb != nil)
+            let copied = ChunkBatchRun.chunksInDataFiles(manifest)
+            let missing = combined.missingTimescaleEntries(chunks: manifest.chunkTables, timescaleInstalled: manifest.timescaledb != nil,
+                                                           dataCopied: copied)
             if !missing.isEmpty {
                 problems.append("the archive's table of contents lacks \(missing.count) entr\(missing.count == 1 ? "y" : "ies"): \(missing.prefix(5).joined(separator: ", "))")
             }
-            let dataEntries = combined.items.filter { $0.type == "TABLE DATA" }.count
+            if dataFiles {
+                problems += await ChunkBatchRun.dataFileProblems(manifest, directory: directory)
+            }
+            let dataEntries = combined.items.filter { $0.type == "TABLE DATA" }.count + copied.count
             let expected = manifest.chunkTables.count + manifest.plainTables.count
             if dataEntries < expected {
                 problems.append("the archive holds \(dataEntries) table data entries, fewer than the \(expected) chunks and plain tables recorded")

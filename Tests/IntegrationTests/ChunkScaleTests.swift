@@ -156,6 +156,12 @@ struct ChunkScaleTests {
             #expect(path.fallbacks.contains { $0.hypertable == "public.events" && $0.reason.contains("sequence") })
             #expect(manifest.warnings.contains { $0.contains("in batches") })
             #expect(manifest.chunkTables.count == Self.hours + 5)
+            // The batches' archives hold DDL only; the rows are in one zstd data file per batch,
+            // hashed in the manifest like every file.
+            #expect(path.dataForm == .copyFiles)
+            let listedFiles = Set(manifest.files.map(\.path))
+            #expect(path.batches.allSatisfy { $0.dataFile.map { listedFiles.contains($0) } == true })
+            #expect(path.batches.reduce(0) { $0 + $1.rowCount } == Int64(Self.hours * 6))
 
             let verify = try await CLI.run(["verify", id, "--repo", repository])
             #expect(verify.exitCode == 0, "\(verify.standardOutput) \(verify.standardError)")
@@ -197,6 +203,44 @@ struct ChunkScaleTests {
             #expect(hereReport?.ok == true)
             #expect(hereReport?.checks.contains { $0.subject == "public.metrics" && $0.check == "rows" && $0.actual == String(Self.hours * 6) } == true)
             #expect(try await Self.digests(cluster, local, days: days) == source)
+
+            // A backup of the old form (rows inside the batches' archives, as tsbackup wrote them
+            // before the data files) still restores exactly, through the old path. Its batches
+            // are smaller: each chunk's indexes counted in its lock share.
+            let oldRepository = scratch.path + "/old-form-repo"
+            let oldBackup = try await runBackup(cluster, database, repository: oldRepository, ["--checksums"],
+                                                environment: ["TSBACKUP_TEST_CHUNK_DATA_IN_ARCHIVES": "1"])
+            try #require(oldBackup.exitCode == 0, "\(oldBackup.standardError)")
+            let oldID = try JSONOutput.decode(BackupManifest.Summary.self, from: Data(oldBackup.standardOutput.utf8)).id
+            let oldPath = try #require(try backupManifest(oldRepository, oldID).chunkPath)
+            #expect(oldPath.dataForm == nil)
+            #expect(oldPath.batches.allSatisfy { $0.dataFile == nil })
+            #expect(oldPath.batches.count > path.batches.count)
+            let oldVerify = try await CLI.run(["verify", oldID, "--repo", oldRepository])
+            #expect(oldVerify.exitCode == 0, "\(oldVerify.standardOutput) \(oldVerify.standardError)")
+            let oldInto = "scale_restored_old_form"
+            let (oldRestore, oldReport) = try await Self.restore(oldRepository, oldID, into: cluster, as: oldInto)
+            #expect(oldRestore.exitCode == 0, "\(oldRestore.standardOutput) \(oldRestore.standardError)")
+            #expect(oldReport?.ok == true)
+            #expect(try await Self.digests(cluster, oldInto, days: days) == source)
+
+            // A damaged data file: verify names it, and a restore refuses it without leaving a database.
+            let damaged = try #require(path.batches.last?.dataFile)
+            let damagedPath = repository + "/backups/\(id)/" + damaged
+            var bytes = try Data(contentsOf: URL(fileURLWithPath: damagedPath))
+            bytes[bytes.count / 2] ^= 0x01
+            try bytes.write(to: URL(fileURLWithPath: damagedPath))
+            let badVerify = try await CLI.run(["verify", id, "--repo", repository])
+            #expect(badVerify.exitCode != 0)
+            #expect((badVerify.standardOutput + badVerify.standardError).contains(damaged), "\(badVerify.standardOutput) \(badVerify.standardError)")
+            let badInto = "scale_restored_damaged"
+            let (badRestore, _) = try await Self.restore(repository, id, into: cluster, as: badInto)
+            #expect(badRestore.exitCode != 0)
+            #expect((badRestore.standardOutput + badRestore.standardError).contains(damaged), "\(badRestore.standardOutput) \(badRestore.standardError)")
+            let left = try await cluster.withSuperuser { session in
+                try await session.value("SELECT count(*) FROM pg_database WHERE datname = \(badInto)", as: Int64.self)
+            }
+            #expect(left == 0)
         }
     }
 
@@ -299,6 +343,81 @@ struct ChunkScaleTests {
                       SELECT timestamptz '\(Self.epoch)' + make_interval(hours => h, mins => m * 10) AS time, 1 + (h + m) % 5 AS device,
                              (h * 6 + m)::float8 AS value, CASE WHEN m = 0 THEN 'hour ' || h END AS note
                       FROM generate_series(0, \(hoursPresent.count - 1)) h, generate_series(0, 5) m) t
+                    """), as: String.self)
+                #expect(restored == expected)
+            }
+            try await target.withSuperuser { try await $0.execute("DROP DATABASE \(quoteIdentifier(into)) WITH (FORCE)") }
+        }
+    }
+
+    @Test("a chunk dropped between its rows' copy and its batch's DDL leaves the backup whole: recorded dropped, in neither file")
+    func droppedBetweenCopyAndDefinitions() async throws {
+        try await SandboxCluster.with(Self.lowLocks) { cluster in
+            let database = "gap"
+            try await Self.load(cluster, database, foreignKey: false)
+            let scratch = try ScratchDirectory("gap")
+            defer { scratch.remove() }
+            let repository = scratch.path + "/repo"
+            // One job; the run pauses after batch 1 copied its chunks' rows, before its pg_dump
+            // of their DDL (a test seam): retention then drops the ten oldest chunks, all in batch 1.
+            let pause = scratch.path + "/pause-before-ddl-1"
+            async let running = runBackup(cluster, database, repository: repository, ["--checksums", "--jobs", "1"],
+                                          environment: ["TSBACKUP_TEST_PAUSE": "chunk batch 1 DDL of=\(pause)"])
+            for _ in 0..<6000 where !FileManager.default.fileExists(atPath: pause) {  // a hang guard of ten minutes
+                try await Task.sleep(for: .milliseconds(100))
+            }
+            let paused = FileManager.default.fileExists(atPath: pause)
+            var dropped: [String] = []
+            do {
+                if paused {
+                    dropped = try await DatabaseSession.with(cluster.settings(database: database)) { session in
+                        try await session.values(PostgresQuery(unsafeSQL:
+                            "SELECT drop_chunks('public.metrics', older_than => timestamptz '\(Self.epoch)' + interval '10 hours')::text"),
+                            as: String.self)
+                    }
+                }
+            } catch {
+                try? FileManager.default.removeItem(atPath: pause)
+                throw error
+            }
+            try? FileManager.default.removeItem(atPath: pause)
+            let backup = try await running
+            try #require(paused, "the backup never reached the DDL of its first chunk batch: \(backup.standardError)")
+            try #require(backup.exitCode == 0, "\(backup.standardError)")
+            #expect(dropped.count == 10)
+
+            let id = try JSONOutput.decode(BackupManifest.Summary.self, from: Data(backup.standardOutput.utf8)).id
+            let manifest = try backupManifest(repository, id)
+            let path = try #require(manifest.chunkPath)
+            #expect(Set(path.droppedChunks.map(\.table)) == Set(dropped))
+            #expect(Set(dropped).isDisjoint(with: manifest.chunkTables))
+            let first = try #require(path.batches.first)
+            #expect(Set(first.chunks).isDisjoint(with: dropped))
+            let metrics = try #require(manifest.hypertables.first { $0.name == "metrics" })
+            #expect(metrics.chunkCount == Self.hours - 10)
+            #expect(metrics.rowCount == Int64((Self.hours - 10) * 6))
+            // The data file lost those chunks' rows too: verify splits it into the batch's chunks.
+            let verify = try await CLI.run(["verify", id, "--repo", repository])
+            #expect(verify.exitCode == 0, "\(verify.standardOutput) \(verify.standardError)")
+
+            let target = try await SharedCluster.shared.cluster()
+            let into = uniqueDatabaseName("gap_restored")
+            let (result, report) = try await Self.restore(repository, id, into: target, as: into)
+            #expect(result.exitCode == 0, "\(result.standardOutput) \(result.standardError)")
+            #expect(report?.ok == true)
+            try await target.withSuperuser(database: into) { session in
+                let missing = try await session.value(
+                    "SELECT count(*) FROM _timescaledb_catalog.chunk WHERE to_regclass(format('%I.%I', schema_name, table_name)) IS NULL",
+                    as: Int64.self)
+                #expect(missing == 0)
+                #expect(try await session.value("SELECT count(*) FROM show_chunks('public.metrics')", as: Int64.self) == Int64(Self.hours - 10))
+                let restored = try await session.value(
+                    "SELECT md5(string_agg(t::text, E'\\n' ORDER BY time, device)) FROM public.metrics t", as: String.self)
+                let expected = try await session.value(PostgresQuery(unsafeSQL: """
+                    SELECT md5(string_agg(t::text, E'\\n' ORDER BY time, device)) FROM (
+                      SELECT timestamptz '\(Self.epoch)' + make_interval(hours => h, mins => m * 10) AS time, 1 + (h + m) % 5 AS device,
+                             (h * 6 + m)::float8 AS value, CASE WHEN m = 0 THEN 'hour ' || h END AS note
+                      FROM generate_series(10, \(Self.hours - 1)) h, generate_series(0, 5) m) t
                     """), as: String.self)
                 #expect(restored == expected)
             }

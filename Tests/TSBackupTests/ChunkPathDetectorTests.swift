@@ -71,6 +71,18 @@ struct ChunkPathDetectorTests {
         #expect(ChunkBatchPlan.chunksPerBatch(lockBudget: 6_400, jobs: 2, locksPerChunk: 4) == 400)
     }
 
+    @Test func copiedRowsCostOneLockAChunk() {
+        // Old form: the guard, each index (the planned row count) and pg_dump's lock.
+        #expect(ChunkBatchPlan.locksPerChunk(indexes: 2, copiesData: false) == 4)
+        // Data files: psql's lock, then pg_dump's, one at a time, whatever the indexes.
+        #expect(ChunkBatchPlan.locksPerChunk(indexes: 0, copiesData: true) == 1)
+        #expect(ChunkBatchPlan.locksPerChunk(indexes: 5, copiesData: true) == 1)
+        // At PostgreSQL's defaults with two indexes and two jobs: 1,600 chunks a batch instead of 400.
+        #expect(ChunkBatchPlan.chunksPerBatch(lockBudget: 6_400, jobs: 2, locksPerChunk: 1, cap: ChunkBatchPlan.copyFormCap) == 1_600)
+        #expect(ChunkBatchPlan.chunksPerBatch(lockBudget: 6_400, jobs: 2, locksPerChunk: 4) == 400)
+        #expect(ChunkBatchPlan.chunksPerBatch(lockBudget: 1_000_000, jobs: 1, locksPerChunk: 1, cap: ChunkBatchPlan.copyFormCap) == 2_000)
+    }
+
     @Test func viewsAndTheirCommentsAndGrantsAreHeldBack() {
         let listing = """
             201; 1259 16500 VIEW public daily postgres

@@ -19,6 +19,18 @@ extension BackupManifest {
         /// The check of each batched hypertable through its root (absent in backups made before
         /// tsbackup ran it).
         public var rootChecks: [RootCheck]? = nil
+        /// Where the batched chunks' rows are: ``DataForm/copyFiles`` (each batch's data file);
+        /// absent in backups whose batch archives hold the rows (pg_dump's TABLE DATA).
+        public var dataForm: DataForm? = nil
+
+        /// The form of a batched backup's chunk rows.
+        public enum DataForm: String, Codable, Sendable {
+            /// Each batch's archive is pg_dump's `--schema-only` DDL of its chunks; their rows
+            /// were copied by tsbackup (COPY TO STDOUT on the backup's snapshot) into the batch's
+            /// ``Batch/dataFile``: one zstd frame holding, for each chunk of ``Batch/chunks`` in
+            /// order, its rows in COPY's text format and a line `\.`.
+            case copyFiles = "copy_files"
+        }
 
         /// One pg_dump archive of chunks of one hypertable, all read in the backup's snapshot.
         public struct Batch: Codable, Sendable, Equatable {
@@ -27,10 +39,13 @@ extension BackupManifest {
             /// Chunks in the archive ("schema.name"): those of the snapshot minus dropped ones.
             public var chunks: [String]
             public var rowCount: Int64
+            /// The chunks' rows (``DataForm/copyFiles``); nil when the archive holds them.
+            public var dataFile: String? = nil
 
             enum CodingKeys: String, CodingKey {
                 case archive, hypertable, chunks
                 case rowCount = "row_count"
+                case dataFile = "data_file"
             }
         }
 
@@ -77,6 +92,7 @@ extension BackupManifest {
             case batches, fallbacks
             case droppedChunks = "dropped_chunks"
             case rootChecks = "root_checks"
+            case dataForm = "data_form"
         }
     }
 }

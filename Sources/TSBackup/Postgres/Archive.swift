@@ -16,8 +16,9 @@ public enum Archive {
     /// of `paths` together, each streamed from `pg_restore --list` and never held whole: what is
     /// missing, empty when complete.
     public static func missingTimescaleEntries(_ paths: [String], pgRestore: PostgresTool, chunks: [String],
-                                               timescaleInstalled: Bool) async throws -> [String] {
+                                               timescaleInstalled: Bool, dataCopied: [String] = []) async throws -> [String] {
         var check = ArchiveCompleteness(chunks: chunks, timescaleInstalled: timescaleInstalled)
+        check.dataCopied(dataCopied)
         for path in paths {
             let result = try await ProcessRunner.runStreamingOutput(pgRestore.path, ["--list", path]) { check.take(line: $0) }
             guard result.succeeded else {

@@ -164,9 +164,10 @@ public struct ArchiveContents: Sendable {
 
     /// What is missing for a restorable TimescaleDB archive: the extension, the catalog data, and
     /// one TABLE and TABLE DATA entry per chunk ("schema.name"). Empty when complete.
-    public func missingTimescaleEntries(chunks: [String], timescaleInstalled: Bool) -> [String] {
+    public func missingTimescaleEntries(chunks: [String], timescaleInstalled: Bool, dataCopied: [String] = []) -> [String] {
         var check = ArchiveCompleteness(chunks: chunks, timescaleInstalled: timescaleInstalled)
         for item in items { check.take(type: item.type, schema: item.schema, name: item.name) }
+        check.dataCopied(dataCopied)
         return check.missing
     }
 }
@@ -222,6 +223,14 @@ public struct ArchiveCompleteness: Sendable {
             }
         default:
             break
+        }
+    }
+
+    /// Counts the data of `chunks` as present: their rows are in a batched backup's data files
+    /// (``BackupManifest/ChunkPath/DataForm/copyFiles``), not in TABLE DATA entries.
+    public mutating func dataCopied(_ chunks: [String]) {
+        for chunk in chunks {
+            if let index = chunkIndex[chunk] { dataFound[index] = true }
         }
     }
 

@@ -83,6 +83,22 @@ public final class DatabaseSession: Sendable {
         }
     }
 
+    /// `COPY table FROM STDIN` (text format), the rows handed to the writer `body` is given.
+    /// postgres-nio writes `table` between double quotes as it is, one identifier: the caller doubles any double quote in it, and names its schema through `search_path`. An error
+    /// `body` throws fails the COPY and is rethrown as it is.
+    public func copyIn(table: String, purpose: String, _ body: (PostgresCopyFromWriter) async throws -> Void) async throws {
+        guard !connection.isClosed else {
+            throw TSBackupError(.connection, "The connection to \(settings.displayName) was closed by the server before \(purpose). The server may have restarted or crashed; check its log, then try again.")
+        }
+        do {
+            try await connection.copyFrom(table: table, logger: logger, writeData: body)
+        } catch let error as TSBackupError {
+            throw error
+        } catch {
+            throw PostgresErrorTranslator.translate(error, settings: settings, during: purpose)
+        }
+    }
+
     /// Runs one statement given as plain SQL text (identifiers already quoted by the caller).
     @discardableResult
     public func execute(_ sql: String, purpose: String? = nil) async throws -> [PostgresRow] {

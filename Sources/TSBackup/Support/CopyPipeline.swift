@@ -79,6 +79,43 @@ enum CopyPipeline {
         }
     }
 
+    /// Runs `script` in psql (it must COPY ... TO STDOUT, ``markerCommand`` after each COPY) and
+    /// writes psql's output as it is, markers included, to the new file `outputPath` (mode 0600):
+    /// each COPY's rows end with a line `\\.`, so the file splits into its parts again without a
+    /// count (the chunk batches' data files, ``BatchedDump``).
+    static func exportKeepingMarkers(psql: String, environment: [String: String?], script: String,
+                                     outputPath: String, what: String) async throws -> Exported {
+        let file = open(outputPath, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+        guard file >= 0 else { throw FileSystem.ioError("create \(outputPath)") }
+        var closed = false
+        defer { if !closed { close(file) } }
+        do {
+            let psqlCommand = ChildLaunch.command(psql, ["-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", "-"])
+            let psqlRun = try await Subprocess.run(
+                psqlCommand.0, arguments: psqlCommand.1,
+                environment: ChildEnvironment.subprocess(environment), platformOptions: teardown,
+                input: .string(script), output: .sequence, error: .string(limit: 1 << 20)
+            ) { execution -> Exported in
+                var splitter = MarkerSplitter(keepMarkers: true)
+                for try await buffer in execution.standardOutput {
+                    let data = buffer.withUnsafeBytes { splitter.feed($0) }
+                    try data.withUnsafeBytes { try FileSystem.writeAll(file, $0, path: outputPath) }
+                }
+                let (counted, rest) = splitter.finish()
+                try rest.withUnsafeBytes { try FileSystem.writeAll(file, $0, path: outputPath) }
+                return counted
+            }
+            closed = true
+            guard close(file) == 0 else { throw FileSystem.ioError("write \(outputPath)") }
+            guard exitCode(psqlRun.terminationStatus) == 0 else {
+                throw TSBackupError(.failed, "psql could not copy \(what) (\(describe(psqlRun.terminationStatus))): \(psqlRun.standardError.singleLine(limit: 500)). Nothing was kept; fix the cause and run the backup again.")
+            }
+            return psqlRun.closureResult
+        } catch let error as SubprocessError {
+            throw TSBackupError(.failed, "psql failed for \(what): \(error). Check that it is installed and executable.")
+        }
+    }
+
     /// Decompresses `inputPath` with `decompressor` straight into `psql -c command` (a COPY FROM
     /// STDIN); returns the number of rows psql reports.
     static func load(psql: String, environment: [String: String?], command: String,
@@ -190,6 +227,12 @@ enum CopyPipeline {
         /// The start of a line held back because it may be a marker cut by the buffer's end.
         private var held: [UInt8] = []
         private var rowsInPart: Int64 = 0
+        /// Marker lines stay in the output (they are still counted, and not as rows).
+        let keepMarkers: Bool
+
+        init(keepMarkers: Bool = false) {
+            self.keepMarkers = keepMarkers
+        }
 
         /// Returns the bytes to keep (everything but marker lines).
         mutating func feed(_ input: UnsafeRawBufferPointer) -> [UInt8] {
@@ -222,6 +265,7 @@ enum CopyPipeline {
                         }
                         counted.rowsPerPart.append(rowsInPart)
                         rowsInPart = 0
+                        if keepMarkers { out.append(contentsOf: marker) }
                         index += marker.count
                         kept = index
                         continue

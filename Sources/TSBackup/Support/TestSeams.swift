@@ -21,6 +21,13 @@ public enum TestSeams {
         return value
     }
 
+    /// `TSBACKUP_TEST_CHUNK_DATA_IN_ARCHIVES=1`: a batched backup writes its chunks' rows into the
+    /// batches' pg_dump archives, as tsbackup did before it copied them into data files of its
+    /// own (``BatchedDump``), so the tests can make and restore a backup of the old form.
+    static func chunkDataInArchives(environment: [String: String] = ProcessInfo.processInfo.environment) -> Bool {
+        environment["TSBACKUP_TEST_CHUNK_DATA_IN_ARCHIVES"] == "1"
+    }
+
     /// `TSBACKUP_TEST_LEASE_GATE=<dir>`: a run about to take over a stale S3 lease first creates
     /// `<dir>/stale-<pid>`, then waits (a hang guard of ten minutes: the other run may be slow to
     /// get there on a loaded machine) until `<dir>/go` exists. A test holds two runs there, so
@@ -36,7 +43,8 @@ public enum TestSeams {
 
 extension TestSeams {
     /// The steps that can pause: a restore's, each chunk batch of a backup, named "chunk batch
-    /// <n> of <schema.table>" (a test drops chunks there), and "base backup: streaming", after
+    /// <n> of <schema.table>" (a test drops chunks there), a chunk batch after its rows were
+    /// copied and before its DDL is dumped, "chunk batch <n> DDL of <schema.table>", and "base backup: streaming", after
     /// the first piece of pg_basebackup's stream is stored (a test crashes the server there).
     /// `TSBACKUP_TEST_PAUSE=<step>=<file>`: when a restore step whose name starts with `<step>`
     /// begins, the run creates `<file>` and waits until the test removes it, so a test can act on

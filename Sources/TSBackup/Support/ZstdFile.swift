@@ -93,6 +93,79 @@ enum ZstdFile {
         }
     }
 
+    /// Reads one zstd file's plain bytes piece by piece, for a caller that works on them as they
+    /// come (a COPY FROM fed from a data file): the same checks as ``decompress(_:to:name:expectedBytes:)``
+    /// (one complete frame, its content checksum, nothing after it), the last ones when the
+    /// file's end is read. Not shared between tasks.
+    final class Reader {
+        private let input: Int32
+        private let path: String
+        private let name: String
+        private let context: OpaquePointer
+        private let packed: UnsafeMutableRawBufferPointer
+        private let plain: UnsafeMutableRawBufferPointer
+        private var piece = ZSTD_inBuffer(src: nil, size: 0, pos: 0)
+        private var pending = 1
+        private var sawInput = false
+        private var finished = false
+        /// Plain bytes handed out so far.
+        private(set) var produced: Int64 = 0
+
+        init(_ path: String, name: String) throws {
+            input = open(path, O_RDONLY | O_CLOEXEC)
+            guard input >= 0 else { throw FileSystem.ioError("open \(path)") }
+            guard let context = ZSTD_createDCtx() else {
+                close(input)
+                throw ZstdFile.corrupt(name, "zstd could not allocate its context")
+            }
+            self.path = path
+            self.name = name
+            self.context = context
+            packed = .allocate(byteCount: ZSTD_DStreamInSize(), alignment: 16)
+            plain = .allocate(byteCount: ZSTD_DStreamOutSize(), alignment: 16)
+        }
+
+        deinit {
+            close(input)
+            ZSTD_freeDCtx(context)
+            packed.deallocate()
+            plain.deallocate()
+        }
+
+        /// The next plain bytes (valid until the next call), or nil at the file's end, once the
+        /// frame is checked complete.
+        func next() throws -> UnsafeRawBufferPointer? {
+            while !finished {
+                if piece.pos == piece.size {
+                    let n = try FileSystem.readSome(input, into: packed, path: path)
+                    if n == 0 {
+                        // zstd may still hold output when its last call filled the buffer.
+                        if pending != 0, sawInput, let out = try step() { return out }
+                        finished = true
+                        guard sawInput, pending == 0 else { throw ZstdFile.corrupt(name, "it ends inside its zstd frame") }
+                        return nil
+                    }
+                    sawInput = true
+                    piece = ZSTD_inBuffer(src: packed.baseAddress, size: n, pos: 0)
+                }
+                if pending == 0 { throw ZstdFile.corrupt(name, "bytes follow its zstd frame") }
+                if let out = try step() { return out }
+            }
+            return nil
+        }
+
+        /// One ZSTD_decompressStream call; its output, nil when it produced none.
+        private func step() throws -> UnsafeRawBufferPointer? {
+            var target = ZSTD_outBuffer(dst: plain.baseAddress, size: plain.count, pos: 0)
+            let result = ZSTD_decompressStream(context, &target, &piece)
+            if ZSTD_isError(result) != 0 { throw ZstdFile.corrupt(name, String(cString: ZSTD_getErrorName(result))) }
+            pending = result
+            guard target.pos > 0 else { return nil }
+            produced += Int64(target.pos)
+            return UnsafeRawBufferPointer(start: plain.baseAddress, count: target.pos)
+        }
+    }
+
     /// Opens `source` for reading and creates `destination` (mode 0600; it must not exist) for
     /// `body`, which streams one into the other. Closes both; removes `destination` when `body`
     /// throws or the close that flushes it fails, so no partial file is left.

@@ -3,7 +3,9 @@ import PostgresNIO
 import Synchronization
 
 /// Dumps the batched chunks: one pg_dump per batch on the coordinator's exported snapshot, up to
-/// `--jobs` at a time, each into its own custom-format archive.
+/// `--jobs` at a time, each into its own custom-format archive: the chunks' DDL only, their rows
+/// copied by psql into a data file beside it (``ChunkBatchPlan/copiesData``, see
+/// `attemptCopying`), or, in the old form, DDL and rows together as described below.
 ///
 /// Every batch has a session of its own that imports the same snapshot, locks the batch's chunks
 /// (so retention cannot drop them while pg_dump reads them), counts and hashes their rows in the
@@ -14,6 +16,8 @@ import Synchronization
 struct BatchedDump: Sendable {
     let request: Backup.Request
     let pgDump: PostgresTool
+    /// Copies the rows when the plan ``ChunkBatchPlan/copiesData``.
+    let psql: PostgresTool
     let plan: ChunkBatchPlan
     let snapshot: String
     let staging: String
@@ -31,6 +35,8 @@ struct BatchedDump: Sendable {
         var figures: [ContentFigures]
         var warnings: [String]
         var rows: Int64
+        /// The batch's data file (``ChunkBatchPlan/copiesData``).
+        var dataFile: String?
 
         /// `chunkFigures`: the figures of the dumped chunks, by chunk id.
         init(batch: ChunkBatchPlan.Batch, dropped: [ChunkPathDetector.ChunkRow], chunkFigures: [Int: ContentFigures], warnings: [String]) {
@@ -100,6 +106,7 @@ struct BatchedDump: Sendable {
     struct LockRace: Error { var underlying: any Error }
 
     private func attempt(_ batch: ChunkBatchPlan.Batch, session: DatabaseSession) async throws -> BatchResult {
+        if plan.copiesData { return try await attemptCopying(batch, session: session) }
         try await TableContent.prepare(session)
         try await session.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         try await session.execute("SET TRANSACTION SNAPSHOT \(SQLLiteral.quote(snapshot))",
@@ -144,6 +151,147 @@ struct BatchedDump: Sendable {
                            warnings: collected.warnings.map { "chunk batch \(batch.number): \($0)" })
     }
 
+    /// The chunks of `chunks` that still exist (`to_regclass` reads the catalog as it is now, not
+    /// in the snapshot: a chunk the snapshot lists that is gone was dropped after the snapshot).
+    private func present(_ chunks: [ChunkPathDetector.ChunkRow], of batch: ChunkBatchPlan.Batch,
+                         session: DatabaseSession) async throws -> [ChunkPathDetector.ChunkRow] {
+        let names = chunks.map(Self.quoted)
+        let found = Set(try await session.values(
+            "SELECT t FROM unnest(\(names)::text[]) t WHERE to_regclass(t) IS NOT NULL", as: String.self,
+            purpose: "checking which chunks of batch \(batch.number) still exist"))
+        return zip(chunks, names).filter { found.contains($0.1) }.map(\.0)
+    }
+
+    static func quoted(_ chunk: ChunkPathDetector.ChunkRow) -> String {
+        "\(quoteIdentifier(chunk.schema)).\(quoteIdentifier(chunk.name))"
+    }
+
+    /// A batch of the data-file form, holding one lock per chunk at a time (a batch of the old
+    /// form held 2 + its indexes: so batches are several times larger, and pg_dump, which reads
+    /// the whole catalog each time it runs, runs several times less often):
+    /// 1. the chunks that still exist are copied by psql (one transaction on the snapshot that
+    ///    first locks them all, then COPYs each TO STDOUT) into a plain file, a `\.` line after
+    ///    each chunk's rows; with `--checksums` their rows are hashed before, in transactions of
+    ///    a share of the lock budget each;
+    /// 2. `pg_dump --schema-only` writes the DDL of the chunks copied. A chunk dropped (retention)
+    ///    between its copy and pg_dump's lock makes pg_dump fail; it runs again without the chunks
+    ///    found gone, and their rows are taken out of the file, so the archive and the data file
+    ///    hold the same chunks, and a chunk is either wholly in the backup or recorded dropped;
+    /// 3. the file is compressed with zstd (one frame, content checksum).
+    private func attemptCopying(_ batch: ChunkBatchPlan.Batch, session: DatabaseSession) async throws -> BatchResult {
+        try await TableContent.prepare(session)
+        var copied = try await present(Array(batch.chunks), of: batch, session: session)
+        guard !copied.isEmpty else {
+            return BatchResult(batch: batch, dropped: Array(batch.chunks), chunkFigures: [:], warnings: [])
+        }
+        var measured: [Int: ContentFigures]?
+        if request.checksums {
+            measured = try await hashInShares(copied, of: batch, session: session)
+        }
+        let plain = staging + "/" + batch.dataFile + ".plain"
+        defer { unlink(plain) }
+        let rows: [Int64]
+        do {
+            rows = try await copyRows(copied, of: batch, to: plain)
+        } catch let error as TSBackupError {
+            // A chunk dropped between the check and psql's lock: start the batch again.
+            if try await present(copied, of: batch, session: session).count < copied.count { throw LockRace(underlying: error) }
+            throw error
+        }
+        var rowsByID = Dictionary(zip(copied.map(\.id), rows), uniquingKeysWith: { a, _ in a })
+        var warnings: [String] = []
+        for attempt in 1...max(1, request.maxAttempts) {
+            if attempt == 1 { await TestSeams.pauseIfAsked(atStep: "chunk batch \(batch.number) DDL of \(batch.hypertable)") }
+            do {
+                warnings = try await dumpDefinitions(copied, of: batch)
+                break
+            } catch let error as TSBackupError {
+                let still = try await present(copied, of: batch, session: session)
+                guard still.count < copied.count, attempt < request.maxAttempts else { throw error }
+                // Dropped (retention) after their rows were copied: out of the archive and the file.
+                let kept = Set(still.map(\.id))
+                try Self.keepParts(of: plain, where: copied.map { kept.contains($0.id) })
+                copied = still
+                rowsByID = rowsByID.filter { kept.contains($0.key) }
+                if copied.isEmpty { break }
+            }
+        }
+        let keptIDs = Set(copied.map(\.id))
+        let dropped = batch.chunks.filter { !keptIDs.contains($0.id) }
+        guard !copied.isEmpty else {
+            unlink(staging + "/" + batch.archive)
+            return BatchResult(batch: batch, dropped: dropped, chunkFigures: [:], warnings: warnings)
+        }
+        _ = try ZstdFile.compress(plain, to: staging + "/" + batch.dataFile, level: request.zstdLevel ?? Backup.defaultZstdLevel)
+        var figures: [Int: ContentFigures] = [:]
+        for chunk in copied {
+            let sent = rowsByID[chunk.id] ?? 0
+            if let measured {
+                let counted = measured[chunk.id] ?? ContentFigures()
+                guard counted.rows == sent else {
+                    throw TSBackupError(.failed, "Chunk \(chunk.qualifiedName) sent \(sent) row(s) to its copy but holds \(counted.rows) in the same snapshot; the backup was not kept. Run it again, and report this to the tsbackup developers if it repeats.")
+                }
+                figures[chunk.id] = counted
+            } else {
+                figures[chunk.id] = ContentFigures(rows: sent)
+            }
+        }
+        var result = BatchResult(batch: batch, dropped: dropped, chunkFigures: figures, warnings: warnings)
+        result.dataFile = batch.dataFile
+        return result
+    }
+
+    /// `--checksums`: the chunks' rows hashed on the snapshot, in transactions each locking at
+    /// most a batch's share of the lock table (the query is planned: it locks each chunk's indexes).
+    private func hashInShares(_ chunks: [ChunkPathDetector.ChunkRow], of batch: ChunkBatchPlan.Batch,
+                              session: DatabaseSession) async throws -> [Int: ContentFigures] {
+        let indexes = plan.batched.first { $0.qualifiedName == batch.hypertable }?.indexCount ?? 0
+        let share = max(1, plan.chunksPerBatch / (1 + indexes))
+        var figures: [Int: ContentFigures] = [:]
+        var start = 0
+        while start < chunks.count {
+            let part = Array(chunks[start..<min(chunks.count, start + share)])
+            start += share
+            try await session.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            do {
+                try await session.execute("SET TRANSACTION SNAPSHOT \(SQLLiteral.quote(snapshot))", purpose: "importing the backup's snapshot")
+                do {
+                    try await session.execute("LOCK TABLE \(part.map(Self.quoted).joined(separator: ", ")) IN ACCESS SHARE MODE",
+                                              purpose: "locking the chunks of batch \(batch.number)")
+                } catch {
+                    throw LockRace(underlying: error)
+                }
+                figures.merge(try await measure(part.map { ($0, Self.quoted($0)) }, session: session)) { a, _ in a }
+                try await session.execute("COMMIT")
+            } catch {
+                _ = try? await session.execute("ROLLBACK")
+                throw error
+            }
+        }
+        return figures
+    }
+
+    /// `pg_dump --schema-only` of `chunks` on the snapshot into the batch's archive; its warnings.
+    private func dumpDefinitions(_ chunks: [ChunkPathDetector.ChunkRow], of batch: ChunkBatchPlan.Batch) async throws -> [String] {
+        let archive = staging + "/" + batch.archive
+        unlink(archive)
+        var arguments = ["--format=custom", "--schema-only", "--file=\(archive)", "--snapshot=\(snapshot)", "--no-password", "--no-sync",
+                         "--verbose", "--strict-names"]
+        if let level = request.compression { arguments.append("--compress=\(level)") }
+        arguments += chunks.map { "--table=\(RootDefinition.pattern(schema: $0.schema, name: $0.name))" }
+        arguments.append(request.settings.database)
+        let collector = Mutex(StderrCollector())
+        let result = try await ProcessRunner.runStreamingErrors(pgDump.path, arguments, environment: request.settings.childProcessEnvironment()) { line in
+            _ = collector.withLock { $0.take(line, tableBytes: [:]) }
+        }
+        let collected = collector.withLock { $0 }
+        guard result.succeeded, collected.errors.isEmpty else {
+            let detail = collected.errors.joined(separator: " ").singleLine(limit: 600)
+            throw TSBackupError(.failed, "pg_dump of chunk batch \(batch.number) (\(batch.hypertable)) failed (\(result.statusDescription)): \(detail.isEmpty ? "no error message" : detail)")
+        }
+        return collected.warnings.map { "chunk batch \(batch.number): \($0)" }
+    }
+
     /// Rows of each chunk in the snapshot (read from the chunk itself), and the content-hash sums
     /// when asked: the same figures ``TableContent/measure`` takes, chunk by chunk, so the check
     /// through the root (``BatchRootCheck``) can name a chunk that differs. Keyed by chunk id.
@@ -172,6 +320,77 @@ struct BatchedDump: Sendable {
         return figures
     }
 
+    /// Copies the rows of `chunks` (COPY TO STDOUT, table form: it is not planned and locks no
+    /// index) by psql on the backup's snapshot into the plain file `plain`, a `\.` line after
+    /// each chunk's rows; the rows each chunk sent. psql's transaction first locks every chunk,
+    /// so a chunk dropped since it was found fails the copy before any row is read.
+    private func copyRows(_ chunks: [ChunkPathDetector.ChunkRow], of batch: ChunkBatchPlan.Batch, to plain: String) async throws -> [Int64] {
+        unlink(plain)
+        let statements = chunks.map { "COPY \(Self.quoted($0)) TO STDOUT;\n\(CopyPipeline.markerCommand)" }
+        // The settings pg_dump dumps data with, so the text reads back the same on any server.
+        let script = """
+            SET client_encoding = 'UTF8';
+            BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY;
+            SET TRANSACTION SNAPSHOT \(SQLLiteral.quote(snapshot));
+            \(TableContent.settings.map { "SET LOCAL " + $0 + ";" }.joined(separator: "\n"))
+            LOCK TABLE \(chunks.map(Self.quoted).joined(separator: ", ")) IN ACCESS SHARE MODE;
+            \(statements.joined(separator: "\n"))
+            COMMIT;
+
+            """
+        let what = "the rows of chunk batch \(batch.number) (\(chunks.count) chunks of \(batch.hypertable))"
+        let exported = try await CopyPipeline.exportKeepingMarkers(
+            psql: psql.path, environment: request.settings.childProcessEnvironment(), script: script, outputPath: plain, what: what)
+        guard exported.rowsPerPart.count == chunks.count else {
+            throw TSBackupError(.failed, "psql's output for \(what) did not separate into one part per chunk (\(exported.rowsPerPart.count) parts for \(chunks.count) chunks); the backup was not kept. Report it with the psql version (\(psql.version)).")
+        }
+        return exported.rowsPerPart
+    }
+
+    /// Rewrites the plain data file `path` keeping only the parts whose flag in `keep` is set
+    /// (chunks dropped between their copy and their DDL leave it). Rare: only under retention.
+    /// Streams through a second file, a piece at a time, whatever the batch's size.
+    static func keepParts(of path: String, where keep: [Bool]) throws {
+        let input = open(path, O_RDONLY | O_CLOEXEC)
+        guard input >= 0 else { throw FileSystem.ioError("open \(path)") }
+        defer { close(input) }
+        let filtered = path + ".kept"
+        let output = open(filtered, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        guard output >= 0 else { throw FileSystem.ioError("create \(filtered)") }
+        var closed = false
+        defer { if !closed { close(output); unlink(filtered) } }
+        let piece = UnsafeMutableRawBufferPointer.allocate(byteCount: ZstdFile.pieceSize, alignment: 16)
+        defer { piece.deallocate() }
+        var pending: [UInt8] = []  // bytes of the current part read so far (whole lines and a partial one)
+        var lineStart = 0          // where the current (partial) line starts in `pending`
+        var part = 0
+        func flush(upTo end: Int, keeping: Bool) throws {
+            if keeping { try pending.withUnsafeBytes { try FileSystem.writeAll(output, UnsafeRawBufferPointer(rebasing: $0[0..<end]), path: filtered) } }
+            pending.removeSubrange(0..<end)
+            lineStart -= end
+        }
+        while true {
+            let n = try FileSystem.readSome(input, into: piece, path: path)
+            if n == 0 { break }
+            pending.append(contentsOf: UnsafeRawBufferPointer(rebasing: piece[0..<n]))
+            while let newline = pending[lineStart...].firstIndex(of: 0x0A) {
+                let next = newline + 1
+                let isEnd = next - lineStart == CopyPipeline.marker.count && pending[lineStart] == CopyPipeline.marker[0]
+                    && pending[lineStart + 1] == CopyPipeline.marker[1]
+                lineStart = next
+                if isEnd {
+                    try flush(upTo: next, keeping: part < keep.count && keep[part])
+                    part += 1
+                }
+            }
+            // Whole lines need not wait for their part's end: memory stays at a piece and a line.
+            if lineStart > 0 { try flush(upTo: lineStart, keeping: part < keep.count && keep[part]) }
+        }
+        closed = true
+        guard close(output) == 0 else { unlink(filtered); throw FileSystem.ioError("write \(filtered)") }
+        guard rename(filtered, path) == 0 else { unlink(filtered); throw FileSystem.ioError("rename \(filtered)") }
+    }
+
     /// The position of `id` in the ascending `ids`, by binary search.
     static func index(of id: Int, in ids: [Int]) -> Int? {
         var low = 0, high = ids.count
@@ -198,7 +417,8 @@ struct BatchedDump: Sendable {
             return chunk.qualifiedName
         }
         let batchLists = results.filter { $0.dropped.count < $0.batch.chunks.count }.map {
-            BackupManifest.ChunkPath.Batch(archive: $0.batch.archive, hypertable: $0.batch.hypertable, chunks: $0.dumped.map(name(of:)), rowCount: $0.rows)
+            BackupManifest.ChunkPath.Batch(archive: $0.batch.archive, hypertable: $0.batch.hypertable, chunks: $0.dumped.map(name(of:)), rowCount: $0.rows,
+                                           dataFile: $0.dataFile)
         }
         let dropped = results.flatMap(\.dropped)
         let droppedNames = Set(dropped.map(\.qualifiedName))
@@ -242,7 +462,8 @@ struct BatchedDump: Sendable {
                 let batchRows: Int64 = results.filter { $0.batch.hypertable == check.hypertable }.reduce(0) { $0 + $1.rows }
                 return BackupManifest.ChunkPath.RootCheck(hypertable: check.hypertable, windows: check.windows, rootRows: check.root.rows,
                                                           batchRows: batchRows, droppedAfterDump: check.droppedAfterDump)
-            })
+            },
+            dataForm: plan.copiesData ? .copyFiles : nil)
     }
 }
 
@@ -267,7 +488,8 @@ enum ChunkBatchRun {
         } catch {
             throw FileSystem.ioError("write \(staging)/\(rootsFile)", underlying: error)
         }
-        let runner = BatchedDump(request: request, pgDump: plan.pgDump, plan: batchPlan, snapshot: snapshot, staging: staging) { done, total in
+        let psql = try await PostgresTools.locate("psql", minimumMajor: plan.server.majorVersion)
+        let runner = BatchedDump(request: request, pgDump: plan.pgDump, psql: psql, plan: batchPlan, snapshot: snapshot, staging: staging) { done, total in
             onProgress?(.init(phase: "dumping chunk batches", tablesDone: done, tablesTotal: total,
                               bytesWritten: FileSystem.size(of: staging), fractionDone: Double(done) / Double(max(1, total)),
                               elapsed: Date().timeIntervalSince(started)))
@@ -293,6 +515,11 @@ enum ChunkBatchRun {
     /// every chunk (the completeness check).
     static func archives(main: String, manifest: BackupManifest, directory: String) -> [String] {
         [main] + (manifest.chunkPath?.batches ?? []).map { directory + "/" + $0.archive }
+    }
+
+    /// The chunks whose rows are in the batches' data files, not in any archive's TABLE DATA.
+    static func chunksInDataFiles(_ manifest: BackupManifest) -> [String] {
+        (manifest.chunkPath?.batches ?? []).filter { $0.dataFile != nil }.flatMap(\.chunks)
     }
 
     /// The main archive's table of contents with the batches' added, for the completeness check.

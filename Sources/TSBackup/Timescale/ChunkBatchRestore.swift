@@ -14,8 +14,9 @@ import PostgresNIO
 ///    never names a missing table;
 /// 6. (the main archive's data and post-data, as for every restore), then the roots' constraints,
 ///    indexes, triggers and foreign keys;
-/// 7. the batches' data and post-data, on `--jobs` processes: rows first, then each chunk's
-///    indexes and foreign keys (after the main post-data, so referenced keys exist).
+/// 7. the batches' data and post-data, on `--jobs` processes: rows first (from each batch's
+///    data file by COPY FROM STDIN, or in backups of the old form from its archive), then each
+///    chunk's indexes and foreign keys (after the main post-data, so referenced keys exist).
 final class ChunkBatchRestore: Sendable {
     let path: BackupManifest.ChunkPath
     let directory: String
@@ -117,30 +118,93 @@ final class ChunkBatchRestore: Sendable {
         }
     }
 
-    /// Step 7; pg_restore's warnings.
+    /// Step 7; pg_restore's warnings. A batch with a data file (``BackupManifest/ChunkPath/DataForm/copyFiles``)
+    /// has its rows loaded from it by COPY FROM STDIN, then its archive's post-data; an old
+    /// batch's archive restores its own data.
     func restoreData() async throws -> [String] {
-        try await eachBatch(phase: "chunk data") { batch in
-            try await batch.pgRestore(["--section=data", "--section=post-data"], phase: "chunk batch data and post-data")
+        try await eachBatch(phase: "chunk data") { batch, procedure in
+            if let file = batch.dataFile {
+                try await self.load(file, of: batch)
+                return try await procedure.pgRestore(["--section=post-data"], phase: "chunk batch post-data")
+            }
+            return try await procedure.pgRestore(["--section=data", "--section=post-data"], phase: "chunk batch data and post-data")
+        }
+    }
+
+    /// Loads a batch's data file: each part into its chunk (the batch's chunks, in order) by
+    /// COPY FROM STDIN, in one transaction (committed without waiting for its WAL flush, as the
+    /// rest of the restore). The file has been checked against its SHA-256 before; its parts and
+    /// rows are checked again against the batch as they load.
+    func load(_ file: String, of batch: BackupManifest.ChunkPath.Batch) async throws {
+        let reader = try ChunkDataFileReader(try EntryPath.resolve(file, in: directory), name: file)
+        try await DatabaseSession.with(settings) { session in
+            try await session.execute("BEGIN")
+            // The settings the rows were copied out with (BatchedDump.copyRows).
+            for setting in TableContent.settings where setting.hasPrefix("DateStyle") || setting.hasPrefix("IntervalStyle") || setting.hasPrefix("TimeZone") {
+                try await session.execute("SET LOCAL " + setting)
+            }
+            // The manifest names chunks "schema.name"; TimescaleDB's catalog (restored before
+            // this step) tells the two parts apart even when a schema's name holds a dot.
+            let tables = Dictionary(try await session.rows(
+                """
+                SELECT schema_name::text || '.' || table_name::text, schema_name::text, table_name::text
+                FROM _timescaledb_catalog.chunk WHERE schema_name::text || '.' || table_name::text = ANY(\(batch.chunks)::text[])
+                """, as: (String, String, String).self, purpose: "finding the chunk tables of \(file)").map { ($0.0, ($0.1, $0.2)) },
+                uniquingKeysWith: { a, _ in a })
+            var rows: Int64 = 0
+            var schema: String?
+            for chunk in batch.chunks {
+                guard let (chunkSchema, name) = tables[chunk] else {
+                    throw TSBackupError(.failed, "Chunk \(chunk), whose rows \(file) holds, is not in the restored TimescaleDB catalog; the backup is inconsistent. Run `tsbackup verify` on it and restore another one.")
+                }
+                // postgres-nio's COPY FROM puts the name in double quotes as one identifier, so
+                // the schema comes from the search path, and a double quote in the name is doubled.
+                if schema != chunkSchema {
+                    try await session.execute("SET LOCAL search_path = \(quoteIdentifier(chunkSchema))")
+                    schema = chunkSchema
+                }
+                let table = name.replacingOccurrences(of: "\"", with: "\"\"")
+                var loaded: Int64?
+                try await session.copyIn(table: table, purpose: "loading the rows of chunk \(chunk) from \(file)") { writer in
+                    loaded = try await reader.nextPart { try await writer.write($0) }
+                }
+                guard let loaded else {
+                    throw ZstdFile.corrupt(file, "it holds rows for fewer than the \(batch.chunks.count) chunks its batch lists")
+                }
+                rows += loaded
+            }
+            guard try await reader.nextPart(nil) == nil else {
+                throw ZstdFile.corrupt(file, "it holds rows for more than the \(batch.chunks.count) chunks its batch lists")
+            }
+            guard rows == batch.rowCount else {
+                throw ZstdFile.corrupt(file, "it holds \(rows) rows, the manifest records \(batch.rowCount)")
+            }
+            try await session.execute("COMMIT")
         }
     }
 
     /// Runs `body` for every batch archive, `jobs` at a time, each with its own pg_restore; the
     /// warnings of all of them.
     private func eachBatch(phase: String, _ body: @escaping @Sendable (RestoreProcedure) async throws -> [String]) async throws -> [String] {
+        try await eachBatch(phase: phase) { _, procedure in try await body(procedure) }
+    }
+
+    private func eachBatch(phase: String,
+                           _ body: @escaping @Sendable (BackupManifest.ChunkPath.Batch, RestoreProcedure) async throws -> [String]) async throws -> [String] {
         let archives = path.batches.map { directory + "/" + $0.archive }
         let procedures = try archives.map { try RestoreProcedure(archive: $0, pgRestore: pgRestore, settings: settings, jobs: 1) }
         defer { procedures.forEach { $0.removeLists() } }
         return try await withThrowingTaskGroup(of: [String].self) { group in
-            var pending = procedures[...]
+            var pending = zip(path.batches, procedures).makeIterator()
             var warnings: [String] = []
             for _ in 0..<jobs {
-                guard let next = pending.popFirst() else { break }
-                group.addTask { try await body(next) }
+                guard let next = pending.next() else { break }
+                group.addTask { try await body(next.0, next.1) }
             }
             while let finished = try await group.next() {
                 warnings += finished
-                if let next = pending.popFirst() {
-                    group.addTask { try await body(next) }
+                if let next = pending.next() {
+                    group.addTask { try await body(next.0, next.1) }
                 }
             }
             return warnings

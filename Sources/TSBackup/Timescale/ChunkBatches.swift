@@ -194,6 +194,8 @@ struct ChunkBatchPlan: Sendable {
         /// A slice of its hypertable's `chunks`, sharing their storage rather than copying rows.
         var chunks: ArraySlice<ChunkPathDetector.ChunkRow>
         var archive: String { String(format: "chunks/batch-%05d.pgdump", number) }
+        /// The chunks' rows when the plan ``ChunkBatchPlan/copiesData``.
+        var dataFile: String { String(format: "chunks/batch-%05d.copy.zst", number) }
     }
 
     var batched: [Hypertable]
@@ -204,6 +206,10 @@ struct ChunkBatchPlan: Sendable {
     var mainExclusions: [String]
     var chunksPerBatch: Int
     var lockBudget: Int
+    /// The batches' pg_dump writes only the chunks' DDL (`--schema-only`) and tsbackup copies
+    /// their rows into data files (``BackupManifest/ChunkPath/DataForm/copyFiles``); false in the
+    /// old form, where each batch's archive holds its chunks' rows.
+    var copiesData = true
 
     /// Relations the main pg_dump still locks: all minus the batched roots and chunks.
     func mainRelations(total: Int) -> Int {
@@ -211,13 +217,25 @@ struct ChunkBatchPlan: Sendable {
     }
 
     /// Chunks per batch: half the lock budget shared by the `jobs` batches running at once, which
-    /// leaves room for other sessions and the batches' catalog locks. A chunk costs
-    /// `locksPerChunk`: the batch's session locks it (so retention cannot drop it under pg_dump)
-    /// and, by planning the row count, each of its indexes; pg_dump locks it once more.
-    static func chunksPerBatch(lockBudget: Int, jobs: Int, locksPerChunk: Int = 2) -> Int {
-        let share = lockBudget / 2 / (max(2, locksPerChunk) * max(1, jobs))
-        return min(1000, max(5, share))
+    /// leaves room for other sessions and the batches' catalog locks, divided by the locks a
+    /// chunk costs at once (``locksPerChunk(indexes:copiesData:)``); 5 to `cap`.
+    static func chunksPerBatch(lockBudget: Int, jobs: Int, locksPerChunk: Int = 2, cap: Int = 1000) -> Int {
+        let share = lockBudget / 2 / (max(1, locksPerChunk) * max(1, jobs))
+        return min(cap, max(5, share))
     }
+
+    /// Locks a batch holds at once per chunk. Old form: the batch's session locks the chunk (so
+    /// retention cannot drop it under pg_dump) and, by planning its row count, each of its
+    /// indexes; pg_dump locks it once more. Data files (``BatchedDump``): one, taken in turn by
+    /// psql's COPY (a table's COPY is not planned: no index locks) and by pg_dump `--schema-only`
+    /// (tables only); with `--checksums` the hashing runs first, in transactions of a share each.
+    static func locksPerChunk(indexes: Int, copiesData: Bool) -> Int {
+        copiesData ? 1 : 2 + indexes
+    }
+
+    /// Most chunks a batch of the data-file form names on pg_dump's command line (about 60
+    /// bytes each), at PostgreSQL's default lock settings and two jobs 1,600 are allowed.
+    static let copyFormCap = 2000
 
     /// How much of the chunk catalog a plan reads: every chunk (the plan the backup runs, read
     /// once, in the snapshot), or only counts and unusual chunks (the preflight's decision,
@@ -226,7 +244,8 @@ struct ChunkBatchPlan: Sendable {
 
     /// Decides the path of each hypertable and cuts the batched ones' chunks into batches, each
     /// of one hypertable so its row count and hash add up per hypertable.
-    static func make(session: DatabaseSession, lockBudget: Int, jobs: Int, listing: Listing = .full) async throws -> ChunkBatchPlan {
+    static func make(session: DatabaseSession, lockBudget: Int, jobs: Int, listing: Listing = .full,
+                     copiesData: Bool = !TestSeams.chunkDataInArchives()) async throws -> ChunkBatchPlan {
         let hypertables: [ChunkPathDetector.HypertableRow]
         var byHypertable: [Int: [ChunkPathDetector.ChunkRow]]
         var counts: [Int: Int]
@@ -269,7 +288,7 @@ struct ChunkBatchPlan: Sendable {
             }
         }
         var batches: [Batch] = []
-        var smallest = 1000
+        var smallest = copiesData ? copyFormCap : 1000
         for index in batched.indices {
             let table = batched[index]
             // Chunks carry copies of the root's indexes, which the batch's count locks too.
@@ -277,7 +296,8 @@ struct ChunkBatchPlan: Sendable {
                 "SELECT count(*) FROM pg_index WHERE indrelid = format('%I.%I', \(table.row.schema)::text, \(table.row.name)::text)::regclass",
                 as: Int64.self, purpose: "counting the indexes of \(table.qualifiedName)")
             batched[index].indexCount = Int(indexes)
-            let size = chunksPerBatch(lockBudget: lockBudget, jobs: jobs, locksPerChunk: 2 + Int(indexes))
+            let size = chunksPerBatch(lockBudget: lockBudget, jobs: jobs, locksPerChunk: locksPerChunk(indexes: Int(indexes), copiesData: copiesData),
+                                      cap: copiesData ? copyFormCap : 1000)
             smallest = min(smallest, size)
             var start = 0
             while listing == .full, start < table.chunks.count {
@@ -290,7 +310,7 @@ struct ChunkBatchPlan: Sendable {
             batches = leaveOut(leftOut, from: batches)
         }
         return ChunkBatchPlan(batched: batched, fallbacks: fallbacks, batches: batches, mainExclusions: batched.flatMap(\.exclusions),
-                              chunksPerBatch: smallest, lockBudget: lockBudget)
+                              chunksPerBatch: smallest, lockBudget: lockBudget, copiesData: copiesData)
     }
 
     /// The batches without the chunk named `chunk` ("schema.name"), which the main pg_dump still
