@@ -138,8 +138,9 @@ struct DemoCommand: AsyncParsableCommand {
             while ContinuousClock.now < deadline {
                 let listed = try await LocalHTTP.request(base + "/api/jobs?database=demo", bearer: token)
                 jobs = (try? JSONDecoder().decode([Job].self, from: Data(listed.body.utf8))) ?? []
-                let done = { (kind: String) in jobs.contains { $0.kind == kind && $0.requested_by == "scheduler" && ["finished", "failed"].contains($0.state) } }
-                if done("backup") && done("rehearsal") { break }
+                // A rehearsal the schedule fires before the first backup exists fails (nothing to
+                // rehearse); wait for one that was queued after a backup finished.
+                if rehearsalAfterBackup(jobs.map { ($0.id, $0.kind, $0.requested_by, $0.state) }) != nil { break }
                 try await Task.sleep(for: .seconds(1))
             }
             _ = try await LocalHTTP.request(base + "/api/schedules/demo/pause", method: "POST", bearer: token)
@@ -152,7 +153,7 @@ struct DemoCommand: AsyncParsableCommand {
             }
             say("\n  Dashboard: \(base)/dashboard  (sign in with the token \(token))")
             say("  Metrics:   \(base)/metrics (Authorization: Bearer, an operator's or viewer's token)    API: \(base)/openapi.json")
-            guard jobs.contains(where: { $0.kind == "backup" && $0.state == "finished" }), jobs.contains(where: { $0.kind == "rehearsal" && $0.state == "finished" }) else {
+            guard rehearsalAfterBackup(jobs.map { ($0.id, $0.kind, $0.requested_by, $0.state) }) == "finished" else {
                 throw ValidationError("the service did not finish a scheduled backup and a rehearsal; its log:\n\(service.log().suffix(3000))")
             }
         } catch {
@@ -161,6 +162,14 @@ struct DemoCommand: AsyncParsableCommand {
         }
         step("Stopping the service (SIGTERM: it stops taking work and exits)")
         await service.stop()
+    }
+
+    /// The state of the first scheduled rehearsal that ended after the first scheduled backup
+    /// finished (job ids grow in queue order); nil while there is none.
+    func rehearsalAfterBackup(_ jobs: [(id: Int, kind: String, by: String, state: String)]) -> String? {
+        guard let backup = jobs.filter({ $0.kind == "backup" && $0.by == "scheduler" && $0.state == "finished" }).map(\.id).min() else { return nil }
+        return jobs.filter { $0.kind == "rehearsal" && $0.by == "scheduler" && $0.id > backup && ["finished", "failed"].contains($0.state) }
+            .min { $0.id < $1.id }?.state
     }
 
     /// Point-in-time recovery: a cluster archiving through `tsbackup wal-push`, a base backup, two
