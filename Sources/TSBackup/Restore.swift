@@ -242,7 +242,7 @@ actor RestoreRun {
             var archive = archivePath
             if manifest.fileCompression != nil {
                 expansion = try await step("copy the table of contents to scratch space") {
-                    try ArchiveDataCompression.prepare(self.manifest, directory: self.directory)
+                    try ArchiveDataCompression.prepare(self.manifest, directory: self.directory, lanes: self.request.jobs)
                 }
                 if let expansion {
                     archive = expansion.archivePath

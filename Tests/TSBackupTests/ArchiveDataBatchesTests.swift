@@ -34,6 +34,23 @@ struct ArchiveDataBatchesTests {
         #expect(ArchiveDataBatches.batches(["1; 0 0 ENCODING - ENCODING"], budget: 1, plainBytes: { Self.sizes[$0] }).map(\.ids) == [[]])
     }
 
+    @Test("scratch space checked up front: two batches of max(budget, largest file) per lane, lanes at most the files, at most the whole plain size")
+    func scratchBytes() {
+        // 4 lanes x 2 x 100 = 800 of 10 000.
+        #expect(ArchiveDataBatches.scratchBytes(largest: 60, files: 50, total: 10_000, budget: 100, lanes: 4) == 800)
+        // The largest file is a batch of its own: 4 x 2 x 300.
+        #expect(ArchiveDataBatches.scratchBytes(largest: 300, files: 50, total: 10_000, budget: 100, lanes: 4) == 2_400)
+        // No more lanes than data files: 2 x 2 x 100.
+        #expect(ArchiveDataBatches.scratchBytes(largest: 60, files: 2, total: 10_000, budget: 100, lanes: 8) == 400)
+        // Capped at the whole plain size, also for a budget that would overflow.
+        #expect(ArchiveDataBatches.scratchBytes(largest: 60, files: 50, total: 700, budget: 100, lanes: 4) == 700)
+        #expect(ArchiveDataBatches.scratchBytes(largest: 60, files: 50, total: 700, budget: .max, lanes: 4) == 700)
+        #expect(ArchiveDataBatches.scratchBytes(largest: 0, files: 0, total: 0, budget: 100, lanes: 4) == 0)
+        // The largest file's estimate from the stored sizes and the archive's ratio.
+        let batches = ArchiveDataBatches(directory: "/nowhere", sources: [1: .init(path: "a", name: "a", bytes: 10), 2: .init(path: "b", name: "b", bytes: 40)], ratio: 3)
+        #expect(batches.largestPlainBytes == 120)
+    }
+
     @Test("TSBACKUP_RESTORE_BATCH_BYTES sets the budget; TSBACKUP_RESTORE_SCRATCH_COPY=1 and large objects keep the full copy")
     func settings() {
         #expect(ArchiveDataBatches.batchBytes(environment: [:]) == ArchiveDataBatches.defaultBatchBytes)

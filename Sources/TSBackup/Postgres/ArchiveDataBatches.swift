@@ -119,6 +119,23 @@ struct ArchiveDataBatches: Sendable {
         return result
     }
 
+    /// The most plain bytes the batches can hold in scratch space at once: in each of `lanes`
+    /// lanes (no more than there are data `files`) the batch pg_restore loads and the one
+    /// decompressed ahead, each at most `budget` or the `largest` file (a batch of its own);
+    /// never more than the `total` plain size. The restore checks this much is free before it
+    /// creates the database.
+    static func scratchBytes(largest: Int64, files: Int, total: Int64, budget: Int64, lanes: Int) -> Int64 {
+        guard files > 0 else { return 0 }
+        let lanes = Int64(max(1, min(lanes, files)))
+        let batch = max(budget, largest, 0)
+        let (twice, overflowA) = batch.multipliedReportingOverflow(by: 2)
+        let (all, overflowB) = twice.multipliedReportingOverflow(by: lanes)
+        return overflowA || overflowB ? max(total, 0) : max(0, min(total, all))
+    }
+
+    /// The largest data file's estimated plain size (0 without any).
+    var largestPlainBytes: Int64 { sources.keys.compactMap(plainBytes(of:)).max() ?? 0 }
+
     /// A file's estimated plain size.
     func plainBytes(of id: Int) -> Int64? {
         sources[id].map { Int64(Double($0.bytes) * ratio) }

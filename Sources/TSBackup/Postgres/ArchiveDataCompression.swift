@@ -89,7 +89,7 @@ public enum ArchiveDataCompression {
     /// ``batchingAllowed(_:)``) the restore decompresses batch by batch (``Expansion/batches``);
     /// otherwise the caller runs ``Expansion/decompress()``. The caller removes the scratch directory once
     /// nothing writes into it any more.
-    static func prepare(_ manifest: BackupManifest, directory: String, batched: Bool = true) throws -> Expansion? {
+    static func prepare(_ manifest: BackupManifest, directory: String, batched: Bool = true, lanes: Int = 1) throws -> Expansion? {
         guard let compression = manifest.fileCompression else { return nil }
         guard compression.method == "zstd", compression.suffix == suffix else {
             throw TSBackupError(.failed, "Backup \(manifest.id) stores its data files compressed with \(compression.method) (\(compression.suffix)), which this tsbackup cannot read. Restore it with the tsbackup version that took it (\(manifest.tsbackupVersion)) or newer.")
@@ -111,6 +111,16 @@ public enum ArchiveDataCompression {
                 try FileManager.default.copyItem(atPath: try EntryPath.resolve(file.path, in: directory), toPath: scratch.path + "/" + file.path)
             }
             if batched, batchingAllowed(compressed), let batches = try batchSources(compressed, archive: expansion.archivePath, directory: directory, plainBytes: compression.plainBytes) {
+                // Up front, not as the zstd writer's I/O error halfway through the data.
+                let budget = ArchiveDataBatches.batchBytes()
+                let largest = batches.largestPlainBytes
+                let held = ArchiveDataBatches.scratchBytes(largest: largest, files: batches.sources.count, total: compression.plainBytes,
+                                                           budget: budget, lanes: lanes)
+                let needed = held + tocBytes
+                if let free, free < needed + (64 << 20) {
+                    let lanesUsed = max(1, min(lanes, batches.sources.count))
+                    throw TSBackupError(.precondition, "Restoring backup \(manifest.id) needs \(ByteCount.format(needed)) of local scratch space in \(parent), which has \(ByteCount.format(free)) free: pg_restore cannot read zstd, so its data files are decompressed there batch by batch, and \(lanesUsed) lane\(lanesUsed == 1 ? "" : "s") (--jobs) each hold the batch loading and the next one, each up to \(ByteCount.format(max(budget, largest))) (TSBACKUP_RESTORE_BATCH_BYTES is \(ByteCount.format(budget)), the largest data file about \(ByteCount.format(largest)) decompressed), plus the table of contents. Nothing was restored. Free space there, point TSBACKUP_SCRATCH_DIR (or TMPDIR) at a larger filesystem, or set a smaller TSBACKUP_RESTORE_BATCH_BYTES (or fewer --jobs); a batch is never smaller than the largest data file.")
+                }
                 expansion.batches = batches
                 return expansion
             }
