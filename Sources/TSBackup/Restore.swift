@@ -236,6 +236,8 @@ actor RestoreRun {
         // need none of them (database, extension, pre-data) and waited for before the first data.
         var expansion: ArchiveDataCompression.Expansion?
         var decompression: Task<Void, any Error>?
+        // Batched: each data lane's first batch, decompressed beside pre-data.
+        var firstBatches: RestoreProcedure.FirstBatches?
         defer { expansion?.scratch.remove() }
         do {
             let tools = try await step("preflight") { try await self.preflight() }
@@ -258,6 +260,7 @@ actor RestoreRun {
                                                  progress: reporter.counter, onItem: { reporter.tick() }, batches: expansion?.batches)
             defer { procedure.removeLists() }
             let chunkKeys = try await step("split the archive's contents") { try procedure.splitLists(tools.contents, chunkTables: self.manifest.chunkTables) }
+            firstBatches = try procedure.startFirstBatches()
             // Chunks dumped in batches past the lock limit: phases around the usual ones (ChunkBatchRestore).
             let batches = try manifest.chunkPath.map {
                 try ChunkBatchRestore(path: $0, directory: directory, pgRestore: tools.pgRestore, settings: targetSettings, jobs: request.jobs)
@@ -286,7 +289,7 @@ actor RestoreRun {
                     try await decompression.value
                 }
             }
-            restoreWarnings += try await step("pg_restore TimescaleDB catalog data") { try await procedure.restoreCatalogData() }
+            restoreWarnings += try await step("pg_restore TimescaleDB catalog data") { try await procedure.restoreCatalogData(first: firstBatches) }
             if let batches, !batches.path.droppedChunks.isEmpty {
                 try await step("remove \(batches.path.droppedChunks.count) chunks dropped during the backup from the catalog") {
                     try await batches.removeDroppedChunks()
@@ -295,7 +298,7 @@ actor RestoreRun {
             // The step's name starts the same either way (tests pause at it by prefix).
             let rest = "pg_restore data and post-data, \(request.jobs) jobs" + (chunkKeys > 0 ? ", the chunks' \(chunkKeys) foreign keys beside their indexes" : "")
                 + (expansion?.batches != nil ? ", data decompressed batch by batch in \(request.jobs) serial lanes" : "")
-            restoreWarnings += try await step(rest) { try await procedure.restoreRest(chunkKeys: chunkKeys) }
+            restoreWarnings += try await step(rest) { try await procedure.restoreRest(chunkKeys: chunkKeys, first: firstBatches) }
             if let batches {
                 try await step("hypertable roots' indexes and constraints") { try await batches.finishRoots() }
                 restoreWarnings += try await step("pg_restore chunk batches' data and post-data, \(request.jobs) jobs") { try await batches.restoreData() }
@@ -317,6 +320,7 @@ actor RestoreRun {
         } catch {
             // The scratch directory goes only once nothing writes into it any more.
             _ = try? await decompression?.value
+            await firstBatches?.settle()
             let failure = (error as? TSBackupError) ?? TSBackupError(.failed, "The restore failed: \(error)")
             let failedStep = report.steps.last(where: { !$0.ok })?.name ?? "preflight"
             var message = failure.message

@@ -34,14 +34,14 @@ struct ArchiveDataBatchesTests {
         #expect(ArchiveDataBatches.batches(["1; 0 0 ENCODING - ENCODING"], budget: 1, plainBytes: { Self.sizes[$0] }).map(\.ids) == [[]])
     }
 
-    @Test("scratch space checked up front: two batches of max(budget, largest file) per lane, lanes at most the files, at most the whole plain size")
+    @Test("scratch space checked up front: two batches of max(budget, largest file) per lane and one more, lanes at most the files, at most the whole plain size")
     func scratchBytes() {
-        // 4 lanes x 2 x 100 = 800 of 10 000.
-        #expect(ArchiveDataBatches.scratchBytes(largest: 60, files: 50, total: 10_000, budget: 100, lanes: 4) == 800)
-        // The largest file is a batch of its own: 4 x 2 x 300.
-        #expect(ArchiveDataBatches.scratchBytes(largest: 300, files: 50, total: 10_000, budget: 100, lanes: 4) == 2_400)
-        // No more lanes than data files: 2 x 2 x 100.
-        #expect(ArchiveDataBatches.scratchBytes(largest: 60, files: 2, total: 10_000, budget: 100, lanes: 8) == 400)
+        // (4 lanes x 2 + 1) x 100 = 900 of 10 000.
+        #expect(ArchiveDataBatches.scratchBytes(largest: 60, files: 50, total: 10_000, budget: 100, lanes: 4) == 900)
+        // The largest file is a batch of its own: 9 x 300.
+        #expect(ArchiveDataBatches.scratchBytes(largest: 300, files: 50, total: 10_000, budget: 100, lanes: 4) == 2_700)
+        // No more lanes than data files: (2 x 2 + 1) x 100.
+        #expect(ArchiveDataBatches.scratchBytes(largest: 60, files: 2, total: 10_000, budget: 100, lanes: 8) == 500)
         // Capped at the whole plain size, also for a budget that would overflow.
         #expect(ArchiveDataBatches.scratchBytes(largest: 60, files: 50, total: 700, budget: 100, lanes: 4) == 700)
         #expect(ArchiveDataBatches.scratchBytes(largest: 60, files: 50, total: 700, budget: .max, lanes: 4) == 700)

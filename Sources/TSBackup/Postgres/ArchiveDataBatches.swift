@@ -9,7 +9,7 @@ import Foundation
 /// while it reads cannot be used. Instead the data runs as serial pg_restores ("lanes", see
 /// ``RestoreProcedure``), each over consecutive batches of its items: the files of batch k+1 are
 /// decompressed while pg_restore loads batch k, and batch k's files are removed once it has
-/// loaded them. Scratch space peaks near `2 x lanes x` ``batchBytes`` (or the largest table's
+/// loaded them. Scratch space peaks near `(2 x lanes + 1) x` ``batchBytes`` (or the largest table's
 /// data file, which is a batch of its own when larger).
 struct ArchiveDataBatches: Sendable {
     struct Source: Sendable {
@@ -121,16 +121,16 @@ struct ArchiveDataBatches: Sendable {
 
     /// The most plain bytes the batches can hold in scratch space at once: in each of `lanes`
     /// lanes (no more than there are data `files`) the batch pg_restore loads and the one
-    /// decompressed ahead, each at most `budget` or the `largest` file (a batch of its own);
-    /// never more than the `total` plain size. The restore checks this much is free before it
-    /// creates the database.
+    /// decompressed ahead, and one batch more (the catalog data's lane loads and prefetches while
+    /// every data lane's first batch waits, ``RestoreProcedure/startFirstBatches()``), each at most
+    /// `budget` or the `largest` file (a batch of its own); never more than the `total` plain
+    /// size. The restore checks this much is free before it creates the database.
     static func scratchBytes(largest: Int64, files: Int, total: Int64, budget: Int64, lanes: Int) -> Int64 {
         guard files > 0 else { return 0 }
-        let lanes = Int64(max(1, min(lanes, files)))
+        let held = 2 * Int64(max(1, min(lanes, files))) + 1
         let batch = max(budget, largest, 0)
-        let (twice, overflowA) = batch.multipliedReportingOverflow(by: 2)
-        let (all, overflowB) = twice.multipliedReportingOverflow(by: lanes)
-        return overflowA || overflowB ? max(total, 0) : max(0, min(total, all))
+        let (all, overflow) = batch.multipliedReportingOverflow(by: held)
+        return overflow ? max(total, 0) : max(0, min(total, all))
     }
 
     /// The largest data file's estimated plain size (0 without any).

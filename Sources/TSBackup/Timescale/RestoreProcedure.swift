@@ -245,10 +245,58 @@ struct RestoreProcedure: Sendable {
         }
     }
 
-    func restoreCatalogData() async throws -> [String] {
+    /// The data lanes' plans and their first batches' decompression, begun beside pre-data
+    /// (``startFirstBatches()``), so that every lane's first pg_restore starts loading at once.
+    struct FirstBatches: Sendable {
+        /// Per list file: each lane's batches.
+        let plans: [String: [[ArchiveDataBatches.Batch]]]
+        /// Per list file: each lane's first batch being decompressed.
+        let tasks: [String: [Task<Int64, any Error>]]
+
+        /// Waits for every decompression (cancelled) before the scratch directory goes.
+        func settle() async {
+            for lanes in tasks.values {
+                for task in lanes {
+                    task.cancel()
+                    _ = try? await task.value
+                }
+            }
+        }
+    }
+
+    /// The batches of the catalog data (one lane) and of the data (`jobs` lanes), and each
+    /// lane's first batch decompressed from now on, beside the steps that need no data (as the
+    /// full scratch copy ran beside pre-data). nil without ``batches``. The caller settles it
+    /// (``FirstBatches/settle()``) on failure.
+    func startFirstBatches() throws -> FirstBatches? {
+        guard let batches else { return nil }
+        var plans: [String: [[ArchiveDataBatches.Batch]]] = [:]
+        var tasks: [String: [Task<Int64, any Error>]] = [:]
+        for (list, lanes) in [(catalogList, 1), (restList, jobs)] {
+            let plan = try plan(list: list, lanes: lanes)
+            plans[list] = plan
+            tasks[list] = plan.map { parts in
+                let ids = parts.first?.ids ?? []
+                return Task { try await batches.decompress(ids) }
+            }
+        }
+        return FirstBatches(plans: plans, tasks: tasks)
+    }
+
+    /// The lanes of `list` cut into batches (``ArchiveDataBatches/lanes(_:count:bytes:)``, ``ArchiveDataBatches/batches(_:budget:plainBytes:)``).
+    func plan(list: String, lanes: Int) throws -> [[ArchiveDataBatches.Batch]] {
+        guard let batches else { return [] }
+        let lines = try String(contentsOfFile: list, encoding: .utf8).split(separator: "\n").map(String.init)
+        let budget = ArchiveDataBatches.batchBytes()
+        return ArchiveDataBatches.lanes(lines, count: lanes, bytes: batches.bytes(of:)).map {
+            ArchiveDataBatches.batches($0, budget: budget, plainBytes: batches.plainBytes(of:))
+        }
+    }
+
+    func restoreCatalogData(first: FirstBatches? = nil) async throws -> [String] {
         if batches != nil {
             // Archive order, one connection: the catalog's foreign keys need parents first.
-            return try await restoreBatched(list: catalogList, options: [], phase: "TimescaleDB catalog data", lanes: 1)
+            return try await restoreBatched(list: catalogList, options: [], phase: "TimescaleDB catalog data", lanes: 1, first: first)
         }
         return try await pgRestore(["--use-list=\(catalogList)"], phase: "TimescaleDB catalog data", parallel: false)
     }
@@ -258,20 +306,20 @@ struct RestoreProcedure: Sendable {
     /// while pg_restore loads the current one, whose files are removed once it succeeded. A data
     /// file that does not decompress fails the step naming it; a failing pg_restore fails it
     /// with its own message. A serial pg_restore with `--use-list` restores in the list's order.
-    func restoreBatched(list: String, options: [String], phase: String, lanes: Int) async throws -> [String] {
+    func restoreBatched(list: String, options: [String], phase: String, lanes: Int, first: FirstBatches? = nil) async throws -> [String] {
         guard let batches else { throw TSBackupError(.failed, "pg_restore (\(phase)): no data batches") }
-        let lines = try String(contentsOfFile: list, encoding: .utf8).split(separator: "\n").map(String.init)
-        let plan = ArchiveDataBatches.lanes(lines, count: lanes, bytes: batches.bytes(of:))
-        let budget = ArchiveDataBatches.batchBytes()
+        // The plan whose first batches were begun beside pre-data, or a new one.
+        let started = first?.plans[list].flatMap { plan in first?.tasks[list].map { (plan, $0) } }
+        let plan = try started?.0 ?? self.plan(list: list, lanes: lanes)
         let name = URL(fileURLWithPath: list).deletingPathExtension().lastPathComponent
         let count = plan.count
         return try await withThrowingTaskGroup(of: [String].self) { group in
-            for (index, lane) in plan.enumerated() {
+            for (index, parts) in plan.enumerated() {
                 let lanePhase = count > 1 ? "\(phase), lane \(index + 1) of \(count)" : phase
-                let parts = ArchiveDataBatches.batches(lane, budget: budget, plainBytes: batches.plainBytes(of:))
                 let prefix = listDirectory + "/\(name)-lane-\(index + 1)"
+                let head = started.flatMap { index < $0.1.count ? $0.1[index] : nil }
                 group.addTask {
-                    try await self.restoreLane(parts, listPrefix: prefix, options: options, phase: lanePhase, batches: batches)
+                    try await self.restoreLane(parts, listPrefix: prefix, options: options, phase: lanePhase, batches: batches, first: head)
                 }
             }
             var warnings: [String] = []
@@ -282,9 +330,9 @@ struct RestoreProcedure: Sendable {
 
     /// One lane: its batches in order, each decompressed ahead of its pg_restore.
     private func restoreLane(_ parts: [ArchiveDataBatches.Batch], listPrefix: String, options: [String], phase: String,
-                             batches: ArchiveDataBatches) async throws -> [String] {
+                             batches: ArchiveDataBatches, first: Task<Int64, any Error>? = nil) async throws -> [String] {
         var warnings: [String] = []
-        var ready: Task<Int64, any Error>? = parts.first.map { first in Task { try await batches.decompress(first.ids) } }
+        var ready: Task<Int64, any Error>? = first ?? parts.first.map { first in Task { try await batches.decompress(first.ids) } }
         for (index, part) in parts.enumerated() {
             let current = ready
             ready = index + 1 < parts.count ? { let next = parts[index + 1]; return Task { try await batches.decompress(next.ids) } }() : nil
@@ -321,10 +369,10 @@ struct RestoreProcedure: Sendable {
     /// With the data decompressed batch by batch (``batches``), the data runs first, in `jobs`
     /// serial lanes, then the post-data as above: pg_restore -j opens data files in an order
     /// nobody can predict, so it cannot be told which files to have ready.
-    func restoreRest(chunkKeys: Int = 0) async throws -> [String] {
+    func restoreRest(chunkKeys: Int = 0, first: FirstBatches? = nil) async throws -> [String] {
         var warnings: [String]
         if batches != nil {
-            warnings = try await restoreBatched(list: restList, options: ["--section=data"], phase: "data", lanes: jobs)
+            warnings = try await restoreBatched(list: restList, options: ["--section=data"], phase: "data", lanes: jobs, first: first)
             warnings += try await pgRestore(["--section=post-data", "--use-list=\(restList)", "--jobs=\(jobs)"],
                                             phase: chunkKeys > 0 ? "post-data except the chunks' indexes and keys" : "post-data",
                                             parallel: jobs > 1)
