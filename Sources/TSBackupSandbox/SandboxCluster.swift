@@ -219,10 +219,13 @@ public final class SandboxCluster: Sendable {
             ("fsync", options.durable ? "on" : "off"),
             ("full_page_writes", options.durable ? "on" : "off"),
             ("max_connections", "200"),
-            // Every database with TimescaleDB gets a scheduler worker; tests create dozens.
-            ("max_worker_processes", "160"),
+            // Every database with TimescaleDB keeps a scheduler worker for as long as it exists,
+            // and the suites leave well over a hundred databases on the shared cluster: at 150
+            // workers the last restores of a full run found no scheduler slot and failed their
+            // "scheduler running" check (CI, 477 tests).
+            ("max_worker_processes", "400"),
             ("timescaledb.telemetry_level", "off"),
-            ("timescaledb.max_background_workers", "150"),
+            ("timescaledb.max_background_workers", "390"),
             ("log_min_messages", "warning"),
             ("log_line_prefix", "'%m [%p] %d '"),
         ]
