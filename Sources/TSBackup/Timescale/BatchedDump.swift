@@ -111,18 +111,14 @@ struct BatchedDump: Sendable {
         try await session.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         try await session.execute("SET TRANSACTION SNAPSHOT \(SQLLiteral.quote(snapshot))",
                                   purpose: "importing the backup's snapshot")
-        let names = batch.chunks.map { "\(quoteIdentifier($0.schema)).\(quoteIdentifier($0.name))" }
-        // to_regclass looks at the catalog as it is now, not in the snapshot: a chunk the
-        // snapshot lists but that is gone now was dropped after the snapshot was taken.
-        let present = Set(try await session.values(
-            "SELECT t FROM unnest(\(names)::text[]) t WHERE to_regclass(t) IS NOT NULL", as: String.self,
-            purpose: "checking which chunks of batch \(batch.number) still exist"))
-        let dumped = zip(batch.chunks, names).filter { present.contains($0.1) }
-        let dropped = zip(batch.chunks, names).filter { !present.contains($0.1) }.map(\.0)
-        guard !dumped.isEmpty else {
+        let kept = try await present(Array(batch.chunks), of: batch, session: session)
+        let keptIDs = Set(kept.map(\.id))
+        let dropped = batch.chunks.filter { !keptIDs.contains($0.id) }
+        guard !kept.isEmpty else {
             try await session.execute("COMMIT")
             return BatchResult(batch: batch, dropped: dropped, chunkFigures: [:], warnings: [])
         }
+        let dumped = kept.map { ($0, Self.quoted($0)) }
         do {
             try await session.execute("LOCK TABLE \(dumped.map(\.1).joined(separator: ", ")) IN ACCESS SHARE MODE",
                                       purpose: "locking the chunks of batch \(batch.number)")
@@ -132,23 +128,10 @@ struct BatchedDump: Sendable {
             throw LockRace(underlying: error)
         }
         let figures = try await measure(dumped, session: session)
-        let archive = staging + "/" + batch.archive
-        var arguments = ["--format=custom", "--file=\(archive)", "--snapshot=\(snapshot)", "--no-password", "--no-sync", "--verbose", "--strict-names"]
-        if let level = request.compression { arguments.append("--compress=\(level)") }
-        arguments += dumped.map { "--table=\(RootDefinition.pattern(schema: $0.0.schema, name: $0.0.name))" }
-        arguments.append(request.settings.database)
-        let collector = Mutex(StderrCollector())
-        let result = try await ProcessRunner.runStreamingErrors(pgDump.path, arguments, environment: request.settings.childProcessEnvironment()) { line in
-            _ = collector.withLock { $0.take(line, tableBytes: [:]) }
-        }
-        let collected = collector.withLock { $0 }
+        let run = try await runBatchDump(kept, of: batch, schemaOnly: false)
+        // pg_dump has ended, failed or not: the batch's locks go now, before any error is thrown.
         try await session.execute("COMMIT")
-        guard result.succeeded, collected.errors.isEmpty else {
-            let detail = collected.errors.joined(separator: " ").singleLine(limit: 600)
-            throw TSBackupError(.failed, "pg_dump of chunk batch \(batch.number) (\(batch.hypertable)) failed (\(result.statusDescription)): \(detail.isEmpty ? "no error message" : detail)")
-        }
-        return BatchResult(batch: batch, dropped: dropped, chunkFigures: figures,
-                           warnings: collected.warnings.map { "chunk batch \(batch.number): \($0)" })
+        return BatchResult(batch: batch, dropped: dropped, chunkFigures: figures, warnings: try run.warnings())
     }
 
     /// The chunks of `chunks` that still exist (`to_regclass` reads the catalog as it is now, not
@@ -271,12 +254,30 @@ struct BatchedDump: Sendable {
         return figures
     }
 
-    /// `pg_dump --schema-only` of `chunks` on the snapshot into the batch's archive; its warnings.
-    private func dumpDefinitions(_ chunks: [ChunkPathDetector.ChunkRow], of batch: ChunkBatchPlan.Batch) async throws -> [String] {
+    /// How one pg_dump of a batch ended and what it wrote on stderr.
+    struct BatchDumpRun {
+        var batch: ChunkBatchPlan.Batch
+        var result: ProcessResult
+        var collected: StderrCollector
+
+        /// pg_dump's warnings, named by batch; throws when pg_dump failed or reported an error.
+        func warnings() throws -> [String] {
+            guard result.succeeded, collected.errors.isEmpty else {
+                let detail = collected.errors.joined(separator: " ").singleLine(limit: 600)
+                throw TSBackupError(.failed, "pg_dump of chunk batch \(batch.number) (\(batch.hypertable)) failed (\(result.statusDescription)): \(detail.isEmpty ? "no error message" : detail)")
+            }
+            return collected.warnings.map { "chunk batch \(batch.number): \($0)" }
+        }
+    }
+
+    /// pg_dump of `chunks` on the snapshot into the batch's archive: their DDL only when
+    /// `schemaOnly`, DDL and rows otherwise. Throws only when pg_dump cannot run; how it ended is
+    /// in the result (``BatchDumpRun/warnings()`` throws its failure), so the old form can commit
+    /// its session first.
+    private func runBatchDump(_ chunks: [ChunkPathDetector.ChunkRow], of batch: ChunkBatchPlan.Batch, schemaOnly: Bool) async throws -> BatchDumpRun {
         let archive = staging + "/" + batch.archive
-        unlink(archive)
-        var arguments = ["--format=custom", "--schema-only", "--file=\(archive)", "--snapshot=\(snapshot)", "--no-password", "--no-sync",
-                         "--verbose", "--strict-names"]
+        var arguments = ["--format=custom"] + (schemaOnly ? ["--schema-only"] : [])
+            + ["--file=\(archive)", "--snapshot=\(snapshot)", "--no-password", "--no-sync", "--verbose", "--strict-names"]
         if let level = request.compression { arguments.append("--compress=\(level)") }
         arguments += chunks.map { "--table=\(RootDefinition.pattern(schema: $0.schema, name: $0.name))" }
         arguments.append(request.settings.database)
@@ -284,12 +285,13 @@ struct BatchedDump: Sendable {
         let result = try await ProcessRunner.runStreamingErrors(pgDump.path, arguments, environment: request.settings.childProcessEnvironment()) { line in
             _ = collector.withLock { $0.take(line, tableBytes: [:]) }
         }
-        let collected = collector.withLock { $0 }
-        guard result.succeeded, collected.errors.isEmpty else {
-            let detail = collected.errors.joined(separator: " ").singleLine(limit: 600)
-            throw TSBackupError(.failed, "pg_dump of chunk batch \(batch.number) (\(batch.hypertable)) failed (\(result.statusDescription)): \(detail.isEmpty ? "no error message" : detail)")
-        }
-        return collected.warnings.map { "chunk batch \(batch.number): \($0)" }
+        return BatchDumpRun(batch: batch, result: result, collected: collector.withLock { $0 })
+    }
+
+    /// `pg_dump --schema-only` of `chunks` on the snapshot into the batch's archive; its warnings.
+    private func dumpDefinitions(_ chunks: [ChunkPathDetector.ChunkRow], of batch: ChunkBatchPlan.Batch) async throws -> [String] {
+        unlink(staging + "/" + batch.archive)
+        return try await runBatchDump(chunks, of: batch, schemaOnly: true).warnings()
     }
 
     /// Rows of each chunk in the snapshot (read from the chunk itself), and the content-hash sums
