@@ -256,13 +256,6 @@ struct ChunkScaleTests {
             // One job: the batches run one after another, oldest chunks first. The run pauses
             // before its second batch (a test seam): the first is dumped, the snapshot is taken, the
             // later batches have not started. That moment is waited for, not guessed.
-            let pause = scratch.path + "/pause-before-batch-2"
-            async let running = runBackup(cluster, database, repository: repository, ["--checksums", "--jobs", "1"],
-                                          environment: ["TSBACKUP_TEST_PAUSE": "chunk batch 2 of=\(pause)"])
-            for _ in 0..<6000 where !FileManager.default.fileExists(atPath: pause) {  // a hang guard of ten minutes
-                try await Task.sleep(for: .milliseconds(100))
-            }
-            let paused = FileManager.default.fileExists(atPath: pause)
             // Writes: more rows into hours 100-199, all committed after the backup's snapshot, so
             // none may reach the backup; a hundred before the batches go on, the rest while they run.
             func write(_ rows: Range<Int>) async throws {
@@ -272,33 +265,26 @@ struct ChunkScaleTests {
                     }
                 }
             }
-            var droppedCount = 0
-            var writer: Task<Void, any Error>?
-            do {
-                if paused {
-                    // Retention drops the newest 60 chunks, five at a time (the last batches find them gone).
-                    droppedCount = try await DatabaseSession.with(cluster.settings(database: database)) { session in
-                        var dropped = 0
-                        var newer = Self.hours - 5
-                        while dropped < 60 {
-                            let rows = try await session.query(PostgresQuery(unsafeSQL:
-                                "SELECT drop_chunks('public.metrics', newer_than => timestamptz '\(Self.epoch)' + interval '\(newer) hours' - interval '1 microsecond')"))
-                            dropped += rows.count
-                            newer -= 5
-                        }
-                        return dropped
+            let (backup, (droppedCount, writer)) = try await pausedBackup(
+                cluster, database, repository: repository, ["--checksums", "--jobs", "1"],
+                at: "chunk batch 2 of", marker: scratch.path + "/pause-before-batch-2"
+            ) {
+                // Retention drops the newest 60 chunks, five at a time (the last batches find them gone).
+                let droppedCount = try await DatabaseSession.with(cluster.settings(database: database)) { session in
+                    var dropped = 0
+                    var newer = Self.hours - 5
+                    while dropped < 60 {
+                        let rows = try await session.query(PostgresQuery(unsafeSQL:
+                            "SELECT drop_chunks('public.metrics', newer_than => timestamptz '\(Self.epoch)' + interval '\(newer) hours' - interval '1 microsecond')"))
+                        dropped += rows.count
+                        newer -= 5
                     }
-                    try await write(0..<100)
-                    writer = Task { try await write(100..<500) }
+                    return dropped
                 }
-            } catch {
-                try? FileManager.default.removeItem(atPath: pause)
-                throw error
+                try await write(0..<100)
+                return (droppedCount, Task { try await write(100..<500) })
             }
-            try? FileManager.default.removeItem(atPath: pause)
-            let backup = try await running
-            try await writer?.value
-            try #require(paused, "the backup never reached its second chunk batch: \(backup.standardError)")
+            try await writer.value
             try #require(backup.exitCode == 0, "\(backup.standardError)")
             #expect(droppedCount > 0)
 
@@ -360,29 +346,16 @@ struct ChunkScaleTests {
             let repository = scratch.path + "/repo"
             // One job; the run pauses after batch 1 copied its chunks' rows, before its pg_dump
             // of their DDL (a test seam): retention then drops the ten oldest chunks, all in batch 1.
-            let pause = scratch.path + "/pause-before-ddl-1"
-            async let running = runBackup(cluster, database, repository: repository, ["--checksums", "--jobs", "1"],
-                                          environment: ["TSBACKUP_TEST_PAUSE": "chunk batch 1 DDL of=\(pause)"])
-            for _ in 0..<6000 where !FileManager.default.fileExists(atPath: pause) {  // a hang guard of ten minutes
-                try await Task.sleep(for: .milliseconds(100))
-            }
-            let paused = FileManager.default.fileExists(atPath: pause)
-            var dropped: [String] = []
-            do {
-                if paused {
-                    dropped = try await DatabaseSession.with(cluster.settings(database: database)) { session in
-                        try await session.values(PostgresQuery(unsafeSQL:
-                            "SELECT drop_chunks('public.metrics', older_than => timestamptz '\(Self.epoch)' + interval '10 hours')::text"),
-                            as: String.self)
-                    }
+            let (backup, dropped) = try await pausedBackup(
+                cluster, database, repository: repository, ["--checksums", "--jobs", "1"],
+                at: "chunk batch 1 DDL of", marker: scratch.path + "/pause-before-ddl-1"
+            ) {
+                try await DatabaseSession.with(cluster.settings(database: database)) { session in
+                    try await session.values(PostgresQuery(unsafeSQL:
+                        "SELECT drop_chunks('public.metrics', older_than => timestamptz '\(Self.epoch)' + interval '10 hours')::text"),
+                        as: String.self)
                 }
-            } catch {
-                try? FileManager.default.removeItem(atPath: pause)
-                throw error
             }
-            try? FileManager.default.removeItem(atPath: pause)
-            let backup = try await running
-            try #require(paused, "the backup never reached the DDL of its first chunk batch: \(backup.standardError)")
             try #require(backup.exitCode == 0, "\(backup.standardError)")
             #expect(dropped.count == 10)
 

@@ -1,5 +1,6 @@
 import Foundation
 import Synchronization
+import Testing
 import TSBackup
 import TSBackupSandbox
 
@@ -30,6 +31,32 @@ func makeSampleDatabase(_ prefix: String, options: SampleData.Options = .small) 
     try await cluster.createDatabase(name)
     try await cluster.withSuperuser(database: name) { try await SampleData(options).load(into: $0) }
     return (cluster, name)
+}
+
+/// Runs a backup (``runBackup``) that pauses where its step named `step` begins (the
+/// `TSBACKUP_TEST_PAUSE` seam, `marker` its file), runs `whilePaused` while it waits there, then
+/// lets it go on. Requires that the backup paused; returns its result and what `whilePaused`
+/// returned. The pause is waited for as a state (the marker file), with a hang guard of ten
+/// minutes only; the marker is removed whether `whilePaused` succeeds or throws.
+func pausedBackup<T>(_ cluster: SandboxCluster, _ database: String, repository: String, _ extra: [String] = [],
+                     at step: String, marker: String, sourceLocation: SourceLocation = #_sourceLocation,
+                     whilePaused: () async throws -> T) async throws -> (backup: ProcessResult, value: T) {
+    async let running = runBackup(cluster, database, repository: repository, extra,
+                                  environment: ["TSBACKUP_TEST_PAUSE": "\(step)=\(marker)"])
+    for _ in 0..<6000 where !FileManager.default.fileExists(atPath: marker) {  // a hang guard of ten minutes
+        try await Task.sleep(for: .milliseconds(100))
+    }
+    var value: T?
+    do {
+        if FileManager.default.fileExists(atPath: marker) { value = try await whilePaused() }
+    } catch {
+        try? FileManager.default.removeItem(atPath: marker)
+        throw error
+    }
+    try? FileManager.default.removeItem(atPath: marker)
+    let backup = try await running
+    let done = try #require(value, "the backup never paused at \"\(step)\": \(backup.standardError)", sourceLocation: sourceLocation)
+    return (backup, done)
 }
 
 /// Runs the real `tsbackup` binary built next to the test bundle.
