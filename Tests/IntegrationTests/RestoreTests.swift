@@ -22,11 +22,41 @@ struct BackedUpDatabase {
         return BackedUpDatabase(cluster: cluster, database: database, repository: repository, id: id, scratch: scratch)
     }
 
+    /// A directory-format backup (its data files zstd), its manifest, and an empty directory
+    /// for the restore's scratch space (`TSBACKUP_SCRATCH_DIR`), which a test can check is left
+    /// empty. Removes the scratch directory itself if it fails after the backup.
+    static func directoryFormat(_ prefix: String) async throws -> (backup: BackedUpDatabase, manifest: BackupManifest, scratchBase: String) {
+        let backup = try await make(prefix, backupOptions: ["--format", "directory"])
+        do {
+            let manifest = try backupManifest(backup.repository, backup.id)
+            let scratchBase = backup.scratch.path + "/tmp"
+            try FileManager.default.createDirectory(atPath: scratchBase, withIntermediateDirectories: true)
+            return (backup, manifest, scratchBase)
+        } catch {
+            backup.scratch.remove()
+            throw error
+        }
+    }
+
     func restore(_ extra: [String] = [], target: SandboxCluster? = nil, user: String = SandboxCluster.superuser,
                  password: String? = nil, environment: [String: String] = [:]) async throws -> ProcessResult {
         let server = target ?? cluster
         return try await CLI.run(["restore", id, "--repo", repository, "--target", server.url(database: "postgres", user: user)] + extra,
                                  environment: ["PGPASSWORD": password ?? server.superuserPassword].merging(environment) { $1 })
+    }
+
+    /// Restores into a new database with two jobs, and checks it succeeded: the report all ok,
+    /// and, independently of tsbackup's checks, the same rows table by table as the source. The
+    /// report, for the test's own checks.
+    func restoreMatchingSource(_ prefix: String, environment: [String: String] = [:],
+                               sourceLocation: SourceLocation = #_sourceLocation) async throws -> Restore.Report {
+        let into = uniqueDatabaseName(prefix)
+        let result = try await restore(["--into", into, "--jobs", "2", "--json"], environment: environment)
+        #expect(result.exitCode == 0, "\(result.standardOutput) \(result.standardError)", sourceLocation: sourceLocation)
+        let report = try JSONOutput.decode(Restore.Report.self, from: Data(result.standardOutput.utf8))
+        #expect(report.ok && report.checks.allSatisfy { $0.ok }, sourceLocation: sourceLocation)
+        #expect(try await contentDigests(cluster, into) == contentDigests(cluster, database), sourceLocation: sourceLocation)
+        return report
     }
 }
 
@@ -165,32 +195,18 @@ struct RestoreTests {
 
         let verify = try await CLI.run(["verify", backup.id, "--repo", backup.repository])
         #expect(verify.exitCode == 0, "\(verify.standardOutput) \(verify.standardError)")
-        let into = uniqueDatabaseName("gzip")
-        let result = try await backup.restore(["--into", into, "--jobs", "2", "--json"])
-        #expect(result.exitCode == 0, "\(result.standardOutput) \(result.standardError)")
-        let report = try JSONOutput.decode(Restore.Report.self, from: Data(result.standardOutput.utf8))
-        #expect(report.ok && report.checks.allSatisfy { $0.ok })
+        let report = try await backup.restoreMatchingSource("gzip")
         #expect(!report.steps.contains { $0.name.hasPrefix("decompress") }, "pg_restore reads gzip itself")
-        #expect(try await contentDigests(backup.cluster, into) == contentDigests(backup.cluster, backup.database))
     }
 
     @Test("with TSBACKUP_RESTORE_SCRATCH_COPY=1 a directory backup's zstd data files are all decompressed into scratch space first, which is removed afterwards")
     func zstdBackupRestores() async throws {
-        let backup = try await BackedUpDatabase.make("rszstd", backupOptions: ["--format", "directory"])
+        let (backup, manifest, scratchBase) = try await BackedUpDatabase.directoryFormat("rszstd")
         defer { backup.scratch.remove() }
-        let manifest = try backupManifest(backup.repository, backup.id)
         let packed = try #require(manifest.fileCompression)
-        let scratchBase = backup.scratch.path + "/tmp"
-        try FileManager.default.createDirectory(atPath: scratchBase, withIntermediateDirectories: true)
-        let into = uniqueDatabaseName("zstd")
-        let result = try await backup.restore(["--into", into, "--jobs", "2", "--json"],
-                                              environment: ["TSBACKUP_SCRATCH_DIR": scratchBase, "TSBACKUP_RESTORE_SCRATCH_COPY": "1"])
-        #expect(result.exitCode == 0, "\(result.standardOutput) \(result.standardError)")
-        let report = try JSONOutput.decode(Restore.Report.self, from: Data(result.standardOutput.utf8))
-        #expect(report.ok && report.checks.allSatisfy { $0.ok })
+        let report = try await backup.restoreMatchingSource("zstd", environment: ["TSBACKUP_SCRATCH_DIR": scratchBase, "TSBACKUP_RESTORE_SCRATCH_COPY": "1"])
         let step = try #require(report.steps.first { $0.name.hasPrefix("decompress") })
         #expect(step.ok && step.name.contains("\(packed.files) data files"))
-        #expect(try await contentDigests(backup.cluster, into) == contentDigests(backup.cluster, backup.database))
         // The decompressed copy went into TSBACKUP_SCRATCH_DIR and is gone; the entry is untouched.
         #expect(try FileManager.default.contentsOfDirectory(atPath: scratchBase).isEmpty)
         let verify = try await CLI.run(["verify", backup.id, "--repo", backup.repository])
@@ -199,14 +215,11 @@ struct RestoreTests {
 
     @Test("by default the zstd data files are decompressed batch by batch as pg_restore loads them: the scratch directory never holds more than two batches per lane")
     func zstdBackupRestoresInBatches() async throws {
-        let backup = try await BackedUpDatabase.make("rsbatch", backupOptions: ["--format", "directory"])
+        let (backup, manifest, scratchBase) = try await BackedUpDatabase.directoryFormat("rsbatch")
         defer { backup.scratch.remove() }
-        let manifest = try backupManifest(backup.repository, backup.id)
         let packed = try #require(manifest.fileCompression)
         // One data file per batch, two lanes: at most 4 data files at once, out of many more.
         try #require(packed.files > 4, "the sample archive has enough data files to tell a bound from a full copy")
-        let scratchBase = backup.scratch.path + "/tmp"
-        try FileManager.default.createDirectory(atPath: scratchBase, withIntermediateDirectories: true)
         // A pg_restore in front of the real one that records, at each start, the data files in
         // the archive directory it was given (its last argument).
         let log = backup.scratch.path + "/seen.log"
@@ -218,14 +231,9 @@ struct RestoreTests {
             """)
         environment["TSBACKUP_SCRATCH_DIR"] = scratchBase
         environment["TSBACKUP_RESTORE_BATCH_BYTES"] = "1"
-        let into = uniqueDatabaseName("batch")
-        let result = try await backup.restore(["--into", into, "--jobs", "2", "--json"], environment: environment)
-        #expect(result.exitCode == 0, "\(result.standardOutput) \(result.standardError)")
-        let report = try JSONOutput.decode(Restore.Report.self, from: Data(result.standardOutput.utf8))
-        #expect(report.ok && report.checks.allSatisfy { $0.ok })
+        let report = try await backup.restoreMatchingSource("batch", environment: environment)
         #expect(!report.steps.contains { $0.name.hasPrefix("decompress") }, "no step decompresses the whole archive")
         #expect(report.steps.contains { $0.name.hasPrefix("pg_restore data and post-data") && $0.name.contains("batch by batch") })
-        #expect(try await contentDigests(backup.cluster, into) == contentDigests(backup.cluster, backup.database))
         let seen = try String(contentsOfFile: log, encoding: .utf8).split(separator: "\n").compactMap { Int($0.split(separator: " ").first ?? "") }
         // Every table's data went through a pg_restore started with its file present: more
         // starts than files at once, and never more than two batches of each lane.
@@ -236,13 +244,10 @@ struct RestoreTests {
 
     @Test("a zstd data file that does not decompress (its hash rewritten to match) fails the restore naming it, drops the database and leaves no scratch")
     func corruptZstdFileNamed() async throws {
-        let backup = try await BackedUpDatabase.make("rsbadzst", backupOptions: ["--format", "directory"])
+        let (backup, manifest, scratchBase) = try await BackedUpDatabase.directoryFormat("rsbadzst")
         defer { backup.scratch.remove() }
-        let manifest = try backupManifest(backup.repository, backup.id)
         let file = try #require(manifest.files.filter { $0.path.hasSuffix(".dat.zst") }.max { $0.bytes < $1.bytes })
         try tamper(entry: "\(backup.repository)/backups/\(backup.id)", file: file.path, with: "not a zstd frame")
-        let scratchBase = backup.scratch.path + "/tmp"
-        try FileManager.default.createDirectory(atPath: scratchBase, withIntermediateDirectories: true)
         let into = uniqueDatabaseName("badzst")
         let result = try await backup.restore(["--into", into, "--jobs", "2"], environment: ["TSBACKUP_SCRATCH_DIR": scratchBase])
         #expect(result.exitCode == 1, "\(result.standardOutput) \(result.standardError)")
