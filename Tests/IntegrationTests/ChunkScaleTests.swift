@@ -129,8 +129,11 @@ struct ChunkScaleTests {
 
             // The chunk catalog is listed once (in the snapshot): the preflight decides from counts.
             let listings = scratch.path + "/chunk-listings"
+            // The check through the root moves to a new server session after each window here
+            // (every 5,000 chunks planned otherwise), and still agrees.
             let backup = try await runBackup(cluster, database, repository: repository, ["--checksums"],
-                                             environment: ["TSBACKUP_TEST_COUNT_CHUNK_LISTINGS": listings])
+                                             environment: ["TSBACKUP_TEST_COUNT_CHUNK_LISTINGS": listings,
+                                                           "TSBACKUP_TEST_ROOT_CHECK_CHUNKS_PER_SESSION": "1"])
             try #require(backup.exitCode == 0, "\(backup.standardError)")
             let listed = (try? String(contentsOfFile: listings, encoding: .utf8)) ?? ""
             #expect(listed.split(separator: "\n").count == 1, "\(listed)")
@@ -147,6 +150,7 @@ struct ChunkScaleTests {
             #expect(check.rootRows == Int64(Self.hours * 6))
             #expect(check.batchRows == check.rootRows)
             #expect(check.droppedAfterDump.isEmpty)
+            #expect(check.sessions == check.windows)
             let metrics = try #require(manifest.hypertables.first { $0.name == "metrics" })
             #expect(metrics.dumpPath == "chunk_batches")
             #expect(metrics.chunkCount == Self.hours)

@@ -119,4 +119,18 @@ struct PITRUnitTests {
         #expect(Expire.plan(bases, keep: 1, olderThan: 60_000, now: now).delete.map(\.id) == ["a"])
         #expect(Expire.plan([], keep: 1, olderThan: nil, now: now).delete.isEmpty)
     }
+
+    @Test("a recover report written before `warnings` existed still decodes, and the field round-trips")
+    func recoverReportDecodesOlderJSON() throws {
+        let old = #"{"ok":true,"base_backup":"b1","target":"latest","pgdata":"/d","port":5433,"connection":"host=x","steps":[],"checks":[],"server_running":true}"#
+        let decoded = try JSONOutput.decode(Recover.Report.self, from: Data(old.utf8))
+        #expect(decoded.ok && decoded.baseBackup == "b1" && decoded.port == 5433 && decoded.warnings.isEmpty)
+        #expect(decoded.lastReplayedCommit == nil && decoded.timeline == nil)
+        var report = decoded
+        report.warnings = ["swept a killed recover's server"]
+        let again = try JSONOutput.decode(Recover.Report.self, from: try JSONOutput.encodeData(report))
+        #expect(again.warnings == report.warnings)
+        let missing = #"{"ok":true,"target":"latest"}"#
+        #expect(throws: DecodingError.self) { try JSONOutput.decode(Recover.Report.self, from: Data(missing.utf8)) }
+    }
 }

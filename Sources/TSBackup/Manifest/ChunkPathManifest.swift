@@ -75,12 +75,16 @@ extension BackupManifest {
             /// Chunks dumped, then dropped (retention) before the root was counted: in the
             /// archive, not under the root any more; the only difference allowed.
             public var droppedAfterDump: [String]
+            /// Server sessions the windows ran on: a new one every few thousand chunks planned,
+            /// which bounds the server's caches (absent in backups made before this was recorded).
+            public var sessions: Int? = nil
 
             enum CodingKeys: String, CodingKey {
                 case hypertable, windows
                 case rootRows = "root_rows"
                 case batchRows = "batch_rows"
                 case droppedAfterDump = "dropped_after_dump"
+                case sessions
             }
         }
 

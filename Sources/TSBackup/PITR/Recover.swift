@@ -99,6 +99,7 @@ public enum Recover {
             case serverRunning = "server_running"
             case warnings
         }
+
     }
 
     public static func run(_ request: Request) async throws -> Report {
@@ -357,5 +358,25 @@ enum ServerControl {
         guard result.succeeded else {
             throw TSBackupError(.failed, "Could not hand \(directory) to the postgres user: \(result.standardError.singleLine(limit: 300)).")
         }
+    }
+}
+
+extension Recover.Report {
+    /// Reports written before `warnings` existed still decode (with none).
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        ok = try container.decode(Bool.self, forKey: .ok)
+        baseBackup = try container.decode(String.self, forKey: .baseBackup)
+        target = try container.decode(String.self, forKey: .target)
+        pgdata = try container.decode(String.self, forKey: .pgdata)
+        port = try container.decode(Int.self, forKey: .port)
+        connection = try container.decode(String.self, forKey: .connection)
+        steps = try container.decode([Step].self, forKey: .steps)
+        checks = try container.decode([Restore.Report.Check].self, forKey: .checks)
+        lastReplayedCommit = try container.decodeIfPresent(Date.self, forKey: .lastReplayedCommit)
+        replayLSN = try container.decodeIfPresent(String.self, forKey: .replayLSN)
+        timeline = try container.decodeIfPresent(Int.self, forKey: .timeline)
+        serverRunning = try container.decode(Bool.self, forKey: .serverRunning)
+        warnings = try container.decodeIfPresent([String].self, forKey: .warnings) ?? []
     }
 }

@@ -84,6 +84,14 @@ extension TestSeams {
 }
 
 extension TestSeams {
+    /// `TSBACKUP_TEST_ROOT_CHECK_CHUNKS_PER_SESSION=<n>`: the check through the roots moves to a
+    /// new server session every `n` chunks planned (5,000 otherwise), so a test with a few
+    /// hundred chunks runs it on several sessions.
+    static func rootCheckChunksPerSession(environment: [String: String] = ProcessInfo.processInfo.environment) -> Int? {
+        guard let value = environment["TSBACKUP_TEST_ROOT_CHECK_CHUNKS_PER_SESSION"], let n = Int(value), n > 0 else { return nil }
+        return n
+    }
+
     /// `TSBACKUP_TEST_COUNT_CHUNK_LISTINGS=<file>`: every read of the whole chunk catalog
     /// (``ChunkPathDetector/read(_:)``) appends a line to `<file>`, so a test can check that a
     /// batched backup lists its chunks once (at 50,000 chunks each listing cost megabytes and

@@ -56,14 +56,16 @@ enum BatchRootCheck {
         var droppedAfterDump: [String]
         /// The archive's rows: the root's plus those of `droppedAfterDump`.
         var total: ContentFigures
+        /// Server sessions the hypertable's windows ran on (see ``Sessions``).
+        var sessions = 1
     }
 
     /// Checks every batched hypertable of `plan` against `results`; throws a `.failed` error on
     /// the first window whose chunks disagree.
     static func run(plan: ChunkBatchPlan, results: [BatchedDump.BatchResult], settings: ConnectionSettings,
                     snapshot: String, hash: Bool) async throws -> [Outcome] {
-        try await DatabaseSession.with(settings) { session in
-            try await TableContent.prepare(session)
+        var sessions = try await Sessions.open(settings, chunksPerSession: TestSeams.rootCheckChunksPerSession() ?? Sessions.chunksPerSession)
+        do {
             var outcomes: [Outcome] = []
             for table in plan.batched {
                 var dumped: [Int: ContentFigures] = [:]
@@ -71,16 +73,71 @@ enum BatchRootCheck {
                     for (id, figures) in result.dumpedFigures where dumped[id] == nil { dumped[id] = figures }
                 }
                 let limit = ChunkBatchPlan.chunksPerBatch(lockBudget: plan.lockBudget, jobs: 1, locksPerChunk: 2 + table.indexCount)
-                outcomes.append(try await check(table, dumped: dumped, limit: limit, session: session, snapshot: snapshot, hash: hash))
+                outcomes.append(try await check(table, dumped: dumped, limit: limit, sessions: &sessions, snapshot: snapshot, hash: hash))
             }
+            await sessions.close()
             return outcomes
+        } catch {
+            await sessions.close()
+            throw error
         }
+    }
+
+    /// The check's server sessions. A session keeps a cache entry for every relation it has
+    /// planned over, and one session that counted 50,000 chunks (and their 100,000 indexes)
+    /// through their roots grew to about 1.06 GB on the server; so the check moves to a new
+    /// session once the windows it ran have planned over `chunksPerSession` chunks. A new
+    /// session costs a connection and a few catalog reads, paid every few thousand chunks.
+    struct Sessions {
+        static let chunksPerSession = 5_000
+
+        let settings: ConnectionSettings
+        let chunksPerSession: Int
+        private(set) var current: DatabaseSession
+        /// Sessions opened so far (the manifest's `root_checks[].sessions` counts those of one hypertable).
+        private(set) var opened = 1
+        private var planned = 0
+
+        static func open(_ settings: ConnectionSettings, chunksPerSession: Int) async throws -> Sessions {
+            let session = try await DatabaseSession.connect(settings)
+            do {
+                try await TableContent.prepare(session)
+            } catch {
+                await session.close()
+                throw error
+            }
+            return Sessions(settings: settings, chunksPerSession: max(1, chunksPerSession), current: session)
+        }
+
+        private init(settings: ConnectionSettings, chunksPerSession: Int, current: DatabaseSession) {
+            self.settings = settings
+            self.chunksPerSession = chunksPerSession
+            self.current = current
+        }
+
+        /// The session for a query planning over at most `chunks` chunks: a new one when this
+        /// one would pass its share.
+        mutating func session(planning chunks: Int) async throws -> DatabaseSession {
+            if planned > 0, planned + chunks > chunksPerSession {
+                await current.close()
+                current = try await DatabaseSession.connect(settings)
+                opened += 1
+                planned = 0
+                try await TableContent.prepare(current)
+            }
+            planned += chunks
+            return current
+        }
+
+        func close() async { await current.close() }
     }
 
     /// `dumped`: the batches' figures of `table`'s chunks, by chunk id.
     static func check(_ table: ChunkBatchPlan.Hypertable, dumped: [Int: ContentFigures], limit: Int,
-                      session: DatabaseSession, snapshot: String, hash: Bool) async throws -> Outcome {
+                      sessions: inout Sessions, snapshot: String, hash: Bool) async throws -> Outcome {
         let name = table.qualifiedName
+        let openedBefore = sessions.opened
+        var session = try await sessions.session(planning: 0)
         let predicates = try await inSnapshot(session, snapshot) {
             try await RootWindows.predicates(session, schema: table.row.schema, name: table.row.name, limit: limit)
         }
@@ -93,6 +150,7 @@ enum BatchRootCheck {
         // The root names each row's table; the batches' figures are by chunk id.
         let ids = Dictionary(table.chunks.map { ($0.qualifiedName, $0.id) }, uniquingKeysWith: { a, _ in a })
         for (index, predicate) in windows.enumerated() {
+            session = try await sessions.session(planning: windows.count == 1 ? table.chunks.count : limit)
             let perChunk = try await inSnapshot(session, snapshot) {
                 try await session.rows(PostgresQuery(unsafeSQL: query(qualified, predicate: predicate, hash: hash)),
                                        as: (String, Int64, String, String).self,
@@ -139,7 +197,8 @@ enum BatchRootCheck {
             droppedAfterDump = unseen
         }
         let total = droppedAfterDump.reduce(root) { $0 + (unseenByName[$1].flatMap { dumped[$0] } ?? ContentFigures()) }
-        return Outcome(hypertable: name, windows: windows.count, root: root, droppedAfterDump: droppedAfterDump, total: total)
+        return Outcome(hypertable: name, windows: windows.count, root: root, droppedAfterDump: droppedAfterDump, total: total,
+                       sessions: sessions.opened - openedBefore + 1)
     }
 
     /// Per chunk (by the table each row comes from, found by the planner through the root):

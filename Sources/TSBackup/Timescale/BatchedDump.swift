@@ -463,7 +463,7 @@ struct BatchedDump: Sendable {
             rootChecks: checks.map { check in
                 let batchRows: Int64 = results.filter { $0.batch.hypertable == check.hypertable }.reduce(0) { $0 + $1.rows }
                 return BackupManifest.ChunkPath.RootCheck(hypertable: check.hypertable, windows: check.windows, rootRows: check.root.rows,
-                                                          batchRows: batchRows, droppedAfterDump: check.droppedAfterDump)
+                                                          batchRows: batchRows, droppedAfterDump: check.droppedAfterDump, sessions: check.sessions)
             },
             dataForm: plan.copiesData ? .copyFiles : nil)
     }
