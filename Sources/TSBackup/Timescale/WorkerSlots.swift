@@ -63,6 +63,17 @@ struct WorkerSlots: Sendable, Equatable {
     /// after all the work, dropping the database. Workers that end on their own (job workers,
     /// parallel workers) only warn: the launcher starts the scheduler once one ends, and the
     /// check waits for it; refusing on them would turn a momentary job into a failed restore.
+    ///
+    /// A full max_worker_processes refuses as well, not just warns: a scheduler the launcher cannot
+    /// register for want of a PostgreSQL slot keeps its TimescaleDB slot and is retried each
+    /// round, so it starts when a slot frees, and never when long-running workers hold them all.
+    /// Those include TimescaleDB's launcher, every scheduler, the logical replication launcher
+    /// (a background worker like any other) and other extensions' workers, which tsbackup
+    /// cannot tell apart and counts as long-running: most are launchers or supervisors, and a
+    /// short-lived one caught in the act costs a rerun, not a restore that fails at its end.
+    /// Parallel and TimescaleDB job workers are the short-lived ones tsbackup can recognise;
+    /// with PostgreSQL's default of 8 slots (and TimescaleDB's 16) this pool runs out first:
+    /// the two launchers and six databases' schedulers fill it, and a seventh gets none.
     /// The counts are a snapshot of pg_stat_activity: a scheduler started or stopped meanwhile, a
     /// database created or dropped in the same moment, or a database still waiting for a slot of
     /// its own (invisible here) can change the outcome; the scheduler check after the restore
