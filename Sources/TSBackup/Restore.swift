@@ -487,6 +487,19 @@ actor RestoreRun {
                 }
             }
 
+            // The restored database's scheduler needs a slot of TimescaleDB's pool and one of
+            // max_worker_processes; without one it never starts and the restore fails its last
+            // check after all the work. Counted after the sweep (its drops free slots) and
+            // before --create-roles changes anything, so a refusal leaves the server as it was.
+            // Refused only on slots that stay taken in either pool (launcher, schedulers, other
+            // long-running workers); job and parallel workers end on their own and only warn
+            // (WorkerSlots.assess).
+            if manifest.timescaledb != nil {
+                let (refusal, slotWarnings) = try await WorkerSlots.read(session).assess(server: "\(target.host):\(target.port)")
+                if let refusal { throw TSBackupError(.precondition, refusal) }
+                warnings += slotWarnings
+            }
+
             warnings += try await checkRoles(session, contents: contents, request: request, manifest: manifest, directory: directory)
 
             let exists = try await session.value("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = \(database))", as: Bool.self)
@@ -497,17 +510,6 @@ actor RestoreRun {
                 throw TSBackupError(.usage, "--promote-to names the restore's own database \"\(database)\"; name the database the restore should replace.")
             }
 
-            let (maxWorkers, used) = try await session.row(
-                """
-                SELECT current_setting('max_worker_processes')::int8,
-                       (SELECT count(*) FROM pg_stat_activity WHERE backend_type NOT IN
-                          ('client backend', 'autovacuum launcher', 'autovacuum worker', 'checkpointer', 'background writer',
-                           'walwriter', 'archiver', 'startup', 'walreceiver', 'walsender', 'logical replication launcher')
-                          AND backend_type NOT LIKE 'parallel%')
-                """, as: (Int64, Int64).self)
-            if used + 1 > maxWorkers {
-                warnings.append("The target has no free background-worker slot (max_worker_processes \(maxWorkers), \(used) in use): the restored database's TimescaleDB scheduler may not start, so its jobs would not run. Raise max_worker_processes.")
-            }
             let creator: PostgresTool
             if let psql { creator = psql } else { creator = try await PostgresTools.locate("psql", minimumMajor: server.majorVersion) }
             return PreflightOutcome(tools: Tools(pgRestore: pgRestore, psql: psql, creator: creator, contents: contents), warnings: warnings,

@@ -9,7 +9,10 @@ struct RestoreCommand: AsyncParsableCommand {
         discussion: """
             Preflight first (the backup verifies; the target role is a superuser; the target's \
             PostgreSQL is not older and offers the backup's TimescaleDB version; needed roles \
-            exist; the new database does not). Then the TimescaleDB procedure: CREATE DATABASE, \
+            exist; the new database does not; its TimescaleDB scheduler will find a slot in both \
+            timescaledb.max_background_workers and max_worker_processes, which the launcher, every \
+            other database's scheduler and other long-running workers hold: refused with exit 5 \
+            when either is full). Then the TimescaleDB procedure: CREATE DATABASE, \
             CREATE EXTENSION timescaledb VERSION '<backup's>', timescaledb_pre_restore(), a phased \
             pg_restore (pre-data; catalog data serially; data and post-data with --jobs), \
             timescaledb_post_restore(), a restart of background workers from a new session, ANALYZE. \
