@@ -49,6 +49,18 @@ struct InspectTests {
         let conditions = try #require(report.hypertables.first { $0.name == "conditions" })
         #expect(conditions.chunkCount >= 20)
 
+        // Read in slices of 3 chunks, each on a server session of its own (past 5,000 chunks
+        // otherwise): the same sizes, hypertable by hypertable.
+        let sliced = try await CLI.run(["inspect", "--db", cluster.url(database: database), "--json"],
+                                       environment: ["PGPASSWORD": cluster.superuserPassword, "TSBACKUP_TEST_SIZES_CHUNKS_PER_SESSION": "3"])
+        #expect(sliced.exitCode == 0, "\(sliced.standardError)")
+        let slicedReport = try JSONOutput.decode(ServerInspection.self, from: Data(sliced.standardOutput.utf8))
+        #expect(slicedReport.hypertables.map(\.name) == report.hypertables.map(\.name))
+        for (table, expected) in zip(slicedReport.hypertables, truth) {
+            #expect(table.totalBytes == expected.3, "size of \(table.name), read in slices")
+            #expect(table.totalBytes == table.tableBytes + table.indexBytes + table.toastBytes)
+        }
+
         let dimensions = try await cluster.withSuperuser(database: database) { session in
             try await session.rows(
                 """

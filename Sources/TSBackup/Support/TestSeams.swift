@@ -92,6 +92,13 @@ extension TestSeams {
         return n
     }
 
+    /// `TSBACKUP_TEST_SIZES_CHUNKS_PER_SESSION=<n>`: hypertable sizes are read on a session of
+    /// their own per `n` chunks (5,000 otherwise), so a test with a few dozen chunks reads them in slices.
+    static func sizesChunksPerSession(environment: [String: String] = ProcessInfo.processInfo.environment) -> Int? {
+        guard let value = environment["TSBACKUP_TEST_SIZES_CHUNKS_PER_SESSION"], let n = Int(value), n > 0 else { return nil }
+        return n
+    }
+
     /// `TSBACKUP_TEST_COUNT_CHUNK_LISTINGS=<file>`: every read of the whole chunk catalog
     /// (``ChunkPathDetector/read(_:)``) appends a line to `<file>`, so a test can check that a
     /// batched backup lists its chunks once (at 50,000 chunks each listing cost megabytes and
