@@ -114,6 +114,13 @@ public struct ServiceOperations: Sendable {
         context.progress(["phase": "restoring the newest complete backup into a scratch database on \(rehearsal.target), verifying, dropping it"])
         let result = await Rehearsal.run(request)
         let report = try JSONOutput.encode(result)
+        // A schedule that fires before the database's first backup has nothing to rehearse yet:
+        // the job ends as skipped, not failed, so a new installation does not start with a
+        // failure alert (the backups' own failures and freshness metric speak for missing backups).
+        // Asked for by a person, it still fails and says why.
+        if result.nothingToRehearse == true, job.requestedBy == "scheduler" {
+            return JobResult(report: report)
+        }
         guard result.ok else {
             throw JobFailure(message: result.error ?? "The rehearsal failed.", report: report, entryID: result.backupID)
         }
@@ -174,6 +181,8 @@ public struct ServiceOperations: Sendable {
             }
         case OperationsJobKinds.rehearsal:
             let result = record.report.flatMap { try? JSONOutput.decode(Rehearsal.Result.self, from: Data($0.utf8)) }
+            // A skipped scheduled rehearsal (no backup yet) is neither a success nor a failure.
+            if ok, result?.nothingToRehearse == true { return }
             metrics.rehearsal(database: record.database, ok: ok, finishedAt: record.finishedAt ?? Date(),
                               duration: result?.durationSeconds ?? record.finishedAt.map { $0.timeIntervalSince(record.startedAt ?? $0) } ?? 0)
             await alert(database: record.database, check: .rehearsal, ok: ok, record: record)
@@ -198,13 +207,19 @@ public struct ServiceOperations: Sendable {
         await notifier.post(event)
     }
 
+    /// A scheduled rehearsal that found no backup to rehearse (see ``runRehearsal(_:_:)``).
+    static func skippedRehearsal(_ record: JobRecord) -> Bool {
+        record.state == .finished
+            && record.report.flatMap { try? JSONOutput.decode(Rehearsal.Result.self, from: Data($0.utf8)) }?.nothingToRehearse == true
+    }
+
     // MARK: Metrics
 
     /// Sets the per-database gauges from the repository and the job history (at start).
     func loadMetrics() async {
         for name in core.config.databases.keys.sorted() {
             if let last = try? core.state.jobs(databases: [name], kind: OperationsJobKinds.rehearsal, limit: 20)
-                .first(where: { $0.state == .finished || $0.state == .failed }) {
+                .first(where: { ($0.state == .finished || $0.state == .failed) && !Self.skippedRehearsal($0) }) {
                 let result = last.report.flatMap { try? JSONOutput.decode(Rehearsal.Result.self, from: Data($0.utf8)) }
                 metrics.rehearsal(database: name, ok: last.state == .finished, finishedAt: last.finishedAt ?? last.createdAt,
                                   duration: result?.durationSeconds ?? 0, countFailure: false)

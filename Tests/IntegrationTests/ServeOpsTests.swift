@@ -234,4 +234,70 @@ import TSBackupService
         #expect(refusedDom.contains("id=\"message\""))
         #expect(!refusedDom.contains("data-database"))
     }
+
+    @Test("a scheduled rehearsal before the first backup is skipped, not a failure: no alert, no failure counted; one asked for by an operator still fails")
+    func rehearsalBeforeFirstBackup() async throws {
+        let cluster = try await SharedCluster.shared.cluster()
+        let work = NSTemporaryDirectory() + "tsbackup-rhskip-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: work + "/run", withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: work) }
+        let receiver = try await WebhookReceiver.start()
+        defer { Task { await receiver.stop() } }
+        let port = try SandboxCluster.freeLoopbackPort()
+        // No backup schedule: the repository never holds a backup of "fresh".
+        let yaml = """
+            listen: {host: 127.0.0.1, port: \(port)}
+            repository: {url: \(work)/repo}
+            state_file: \(work)/state.sqlite
+            rehearsal_targets:
+              scratch: {host: 127.0.0.1, port: \(cluster.port), user: postgres, password_env: RH_PGPASSWORD}
+            databases:
+              fresh:
+                {host: 127.0.0.1, port: \(cluster.port), user: postgres, password_env: RH_PGPASSWORD, dbname: postgres, rehearsal: {target: scratch, schedule: {cron: "*/2 * * * * *"}}}
+            webhooks:
+              - {url: "\(receiver.url)"}
+            tokens:
+              - {name: olga, sha256: \(TokenHash.hex(of: Self.operatorToken)), role: operator}
+
+            """
+        try yaml.write(toFile: work + "/serve.yaml", atomically: true, encoding: .utf8)
+        let process = try await BackgroundProcess.start(
+            name: "serve", command: [CLI.executable, "serve", "--config", work + "/serve.yaml"],
+            environment: ["RH_PGPASSWORD": cluster.superuserPassword, "PGPASSWORD": ""], directory: work + "/run")
+        defer { Task { await process.stop() } }
+        try await process.waitForPort(port, timeout: .seconds(600))
+        let service = Running(process: process, port: port)
+
+        try await service.waitUntil("two scheduled rehearsals of fresh ended") {
+            try await service.jobs("fresh").filter { $0["kind"] as? String == "rehearsal" && ["finished", "failed"].contains($0["state"] as? String ?? "") }.count >= 2
+        }
+        let scheduled = try await service.jobs("fresh").filter { $0["kind"] as? String == "rehearsal" && ["finished", "failed"].contains($0["state"] as? String ?? "") }
+        for job in scheduled {
+            #expect(job["requested_by"] as? String == "scheduler")
+            #expect(job["state"] as? String == "finished", "\(job)")
+            let report = try #require(job["report"] as? [String: Any])
+            #expect(report["nothing_to_rehearse"] as? Bool == true)
+            #expect(report["ok"] as? Bool == false)
+        }
+        let metrics = try await service.request(.GET, "/metrics").body
+        #expect(!metrics.contains("tsbackup_rehearsal_failures_total{database=\"fresh\"} 1"), "\(metrics)")
+
+        // Asked for by an operator, the same rehearsal fails, naming the cause; its failure is
+        // the first the alert state sees, so it sends the one failure webhook.
+        let (status, body) = try await service.request(.POST, "/api/databases/fresh/rehearsals")
+        #expect(status == 202, "\(body)")
+        try await service.waitUntil("the operator's rehearsal fails") {
+            try await service.jobs("fresh").contains { $0["kind"] as? String == "rehearsal" && $0["requested_by"] as? String == "olga" && $0["state"] as? String == "failed" }
+        }
+        let asked = try #require(try await service.jobs("fresh").first { $0["requested_by"] as? String == "olga" })
+        #expect((asked["error"] as? String)?.contains("Take a backup first") == true, "\(asked)")
+        try await service.waitUntil("the failure webhook for fresh") {
+            receiver.received().compactMap(\.json).contains { $0["database"] as? String == "fresh" }
+        }
+        let events = receiver.received().compactMap(\.json).filter { $0["database"] as? String == "fresh" }
+        #expect(events.count == 1, "\(events)")
+        #expect(events.first?["event"] as? String == "failure")
+        #expect(events.first?["check"] as? String == "rehearsal")
+        #expect(events.first?["job_id"] as? String == (asked["id"] as? String ?? (asked["id"] as? Int).map(String.init)), "\(events)")
+    }
 }

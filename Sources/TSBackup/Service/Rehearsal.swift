@@ -48,6 +48,9 @@ public enum Rehearsal {
         public var scratchDropped: Bool
         /// The restore's report: steps, versions and every verification check.
         public var report: Restore.Report?
+        /// True when the repository held no complete backup of the database to rehearse (a
+        /// schedule that fires before the first backup); absent otherwise.
+        public var nothingToRehearse: Bool?
 
         enum CodingKeys: String, CodingKey {
             case database
@@ -59,10 +62,11 @@ public enum Rehearsal {
             case error
             case scratchDropped = "scratch_dropped"
             case report
+            case nothingToRehearse = "nothing_to_rehearse"
         }
 
         public init(database: String, backupID: String?, scratchDatabase: String?, server: String, ok: Bool, startedAt: Date,
-                    durationSeconds: Double, error: String?, scratchDropped: Bool, report: Restore.Report?) {
+                    durationSeconds: Double, error: String?, scratchDropped: Bool, report: Restore.Report?, nothingToRehearse: Bool? = nil) {
             self.database = database
             self.backupID = backupID
             self.scratchDatabase = scratchDatabase
@@ -73,6 +77,7 @@ public enum Rehearsal {
             self.error = error
             self.scratchDropped = scratchDropped
             self.report = report
+            self.nothingToRehearse = nothingToRehearse
         }
 
         /// Verification checks passed / total, for summaries.
@@ -106,8 +111,19 @@ public enum Rehearsal {
             if let chosen = request.backupID {
                 id = chosen
             } else {
-                guard let newest = try await newestCompleteBackup(request) else {
+                let found: String?
+                do {
+                    found = try await newestCompleteBackup(request)
+                } catch let error as TSBackupError where error.kind == .notFound {
+                    // The repository does not exist yet: no backup was ever taken into it.
+                    result.error = "No backup of \(request.database) to rehearse: \(error.message) Take a backup first."
+                    result.nothingToRehearse = true
+                    result.durationSeconds = Date().timeIntervalSince(started)
+                    return result
+                }
+                guard let newest = found else {
                     result.error = "No complete backup of \(request.database) in \(request.repository.url) to rehearse. Take a backup first."
+                    result.nothingToRehearse = true
                     result.durationSeconds = Date().timeIntervalSince(started)
                     return result
                 }
