@@ -78,5 +78,6 @@ struct RehearsalTests {
         #expect(result.backupID == nil)
         #expect(result.scratchDatabase == nil)
         #expect(result.error != nil)
+        #expect(result.nothingToRehearse == true)
     }
 }
