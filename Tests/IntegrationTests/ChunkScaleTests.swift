@@ -83,6 +83,41 @@ struct ChunkScaleTests {
         return (result, try? JSONOutput.decode(Restore.Report.self, from: Data(result.standardOutput.utf8)))
     }
 
+    /// Restores `id` into a new database on the shared cluster (two jobs), expects a verified
+    /// restore whose catalog names no missing table, runs `check` on it, and drops it.
+    static func restoreAndCheck(_ repository: String, _ id: String, prefix: String,
+                                _ check: (DatabaseSession) async throws -> Void) async throws {
+        let target = try await SharedCluster.shared.cluster()
+        let into = uniqueDatabaseName(prefix)
+        let (result, report) = try await restore(repository, id, into: target, as: into)
+        #expect(result.exitCode == 0, "\(result.standardOutput) \(result.standardError)")
+        #expect(report?.ok == true)
+        try await target.withSuperuser(database: into) { session in
+            let missing = try await session.value(
+                "SELECT count(*) FROM _timescaledb_catalog.chunk WHERE to_regclass(format('%I.%I', schema_name, table_name)) IS NULL",
+                as: Int64.self)
+            #expect(missing == 0)
+            try await check(session)
+        }
+        try await target.withSuperuser { try await $0.execute("DROP DATABASE \(quoteIdentifier(into)) WITH (FORCE)") }
+    }
+
+    /// md5 of `public.metrics`' rows in order.
+    static func metricsDigest(_ session: DatabaseSession) async throws -> String {
+        try await session.value("SELECT md5(string_agg(t::text, E'\\n' ORDER BY time, device)) FROM public.metrics t", as: String.self)
+    }
+
+    /// md5 of the rows ``insertHour(_:)`` generates for `hours`, in the same order and text,
+    /// computed by SQL from the formula, not read from any table.
+    static func generatedDigest(_ session: DatabaseSession, hours: ClosedRange<Int>) async throws -> String {
+        try await session.value(PostgresQuery(unsafeSQL: """
+            SELECT md5(string_agg(t::text, E'\\n' ORDER BY time, device)) FROM (
+              SELECT timestamptz '\(epoch)' + make_interval(hours => h, mins => m * 10) AS time, 1 + (h + m) % 5 AS device,
+                     (h * 6 + m)::float8 AS value, CASE WHEN m = 0 THEN 'hour ' || h END AS note
+              FROM generate_series(\(hours.lowerBound), \(hours.upperBound)) h, generate_series(0, 5) m) t
+            """), as: String.self)
+    }
+
     @Test("a backup past the lock limit succeeds where pg_dump fails, and restores exactly")
     func pastTheLockLimit() async throws {
         try await SandboxCluster.with(Self.lowLocks) { cluster in
@@ -306,18 +341,7 @@ struct ChunkScaleTests {
             #expect(check.rootRows <= check.batchRows)
             #expect(check.droppedAfterDump.isEmpty == (check.rootRows == check.batchRows))
 
-            let target = try await SharedCluster.shared.cluster()
-            let into = uniqueDatabaseName("churn_restored")
-            let (result, report) = try await Self.restore(repository, id, into: target, as: into)
-            #expect(result.exitCode == 0, "\(result.standardOutput) \(result.standardError)")
-            #expect(report?.ok == true)
-
-            try await target.withSuperuser(database: into) { session in
-                // The catalog names no missing table.
-                let missing = try await session.value(
-                    "SELECT count(*) FROM _timescaledb_catalog.chunk WHERE to_regclass(format('%I.%I', schema_name, table_name)) IS NULL",
-                    as: Int64.self)
-                #expect(missing == 0)
+            try await Self.restoreAndCheck(repository, id, prefix: "churn_restored") { session in
                 // Exactly the generated rows of the hours that are there (none of the concurrent
                 // writes), and the hours are the original ones up to where the drops began.
                 let hoursPresent = try await session.values(PostgresQuery(unsafeSQL:
@@ -326,17 +350,10 @@ struct ChunkScaleTests {
                 #expect(hoursPresent.first == 0)
                 #expect(hoursPresent == Array(0..<Int64(hoursPresent.count)))
                 #expect(hoursPresent.count == metrics.chunkCount)
-                let restored = try await session.value(
-                    "SELECT md5(string_agg(t::text, E'\\n' ORDER BY time, device)) FROM public.metrics t", as: String.self)
-                let expected = try await session.value(PostgresQuery(unsafeSQL: """
-                    SELECT md5(string_agg(t::text, E'\\n' ORDER BY time, device)) FROM (
-                      SELECT timestamptz '\(Self.epoch)' + make_interval(hours => h, mins => m * 10) AS time, 1 + (h + m) % 5 AS device,
-                             (h * 6 + m)::float8 AS value, CASE WHEN m = 0 THEN 'hour ' || h END AS note
-                      FROM generate_series(0, \(hoursPresent.count - 1)) h, generate_series(0, 5) m) t
-                    """), as: String.self)
+                let (restored, expected) = (try await Self.metricsDigest(session),
+                                            try await Self.generatedDigest(session, hours: 0...max(0, hoursPresent.count - 1)))
                 #expect(restored == expected)
             }
-            try await target.withSuperuser { try await $0.execute("DROP DATABASE \(quoteIdentifier(into)) WITH (FORCE)") }
         }
     }
 
@@ -377,28 +394,12 @@ struct ChunkScaleTests {
             let verify = try await CLI.run(["verify", id, "--repo", repository])
             #expect(verify.exitCode == 0, "\(verify.standardOutput) \(verify.standardError)")
 
-            let target = try await SharedCluster.shared.cluster()
-            let into = uniqueDatabaseName("gap_restored")
-            let (result, report) = try await Self.restore(repository, id, into: target, as: into)
-            #expect(result.exitCode == 0, "\(result.standardOutput) \(result.standardError)")
-            #expect(report?.ok == true)
-            try await target.withSuperuser(database: into) { session in
-                let missing = try await session.value(
-                    "SELECT count(*) FROM _timescaledb_catalog.chunk WHERE to_regclass(format('%I.%I', schema_name, table_name)) IS NULL",
-                    as: Int64.self)
-                #expect(missing == 0)
-                #expect(try await session.value("SELECT count(*) FROM show_chunks('public.metrics')", as: Int64.self) == Int64(Self.hours - 10))
-                let restored = try await session.value(
-                    "SELECT md5(string_agg(t::text, E'\\n' ORDER BY time, device)) FROM public.metrics t", as: String.self)
-                let expected = try await session.value(PostgresQuery(unsafeSQL: """
-                    SELECT md5(string_agg(t::text, E'\\n' ORDER BY time, device)) FROM (
-                      SELECT timestamptz '\(Self.epoch)' + make_interval(hours => h, mins => m * 10) AS time, 1 + (h + m) % 5 AS device,
-                             (h * 6 + m)::float8 AS value, CASE WHEN m = 0 THEN 'hour ' || h END AS note
-                      FROM generate_series(10, \(Self.hours - 1)) h, generate_series(0, 5) m) t
-                    """), as: String.self)
+            try await Self.restoreAndCheck(repository, id, prefix: "gap_restored") { session in
+                let chunks = try await session.value("SELECT count(*) FROM show_chunks('public.metrics')", as: Int64.self)
+                #expect(chunks == Int64(Self.hours - 10))
+                let (restored, expected) = (try await Self.metricsDigest(session), try await Self.generatedDigest(session, hours: 10...(Self.hours - 1)))
                 #expect(restored == expected)
             }
-            try await target.withSuperuser { try await $0.execute("DROP DATABASE \(quoteIdentifier(into)) WITH (FORCE)") }
         }
     }
 }
