@@ -177,7 +177,9 @@ public enum Backup {
         let scope = try await DumpScope.resolve(session: session, tables: request.tables,
                                                 excludeTables: request.excludeTables, excludeSchemas: request.excludeSchemas)
 
-        let unreadable = try await ServerInspector(session: session).unreadableRelations().filter { !scope.excludedTables.contains($0) }
+        // A superuser reads every table; the check reads every relation's privileges (62 ms at
+        // 5,000 chunks), so it runs only for other roles.
+        let unreadable = facts.superuser ? [] : try await ServerInspector(session: session).unreadableRelations().filter { !scope.excludedTables.contains($0) }
         if !unreadable.isEmpty {
             throw TSBackupError(.permission, "Role \"\(request.settings.user)\" cannot read \(unreadable.count) table(s) of \(request.settings.displayName), e.g. \(unreadable.prefix(3).joined(separator: ", ")); pg_dump needs SELECT on every table and chunk. Run the backup as the owner of all tables or a superuser, or GRANT SELECT to this role.")
         }

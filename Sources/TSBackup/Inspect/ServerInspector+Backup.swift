@@ -26,6 +26,8 @@ struct BackupServerFacts: Sendable, Equatable {
     var maxPreparedTransactions: Int
     var relationsToLock: Int
     var databaseBytes: Int64
+    /// The connected role is a superuser, so it can read every table.
+    var superuser = false
 
     var timescaleInstalled: Bool { timescaleVersion != nil }
 
@@ -42,13 +44,14 @@ struct BackupServerFacts: Sendable, Equatable {
                    current_setting('max_locks_per_transaction')::int8, current_setting('max_connections')::int8,
                    current_setting('max_prepared_transactions')::int8,
                    (\(ServerInspector.relationsToLockQuery)),
-                   pg_database_size(current_database())
+                   pg_database_size(current_database()),
+                   coalesce((SELECT rolsuper FROM pg_roles WHERE rolname = current_user), false)
             FROM (SELECT 1) one
             LEFT JOIN pg_extension e ON e.extname = 'timescaledb'
             LEFT JOIN pg_namespace n ON n.oid = e.extnamespace
-            """), as: (String, Int32, String?, String?, String?, Bool, Int64, Int64, Int64, Int64, Int64).self,
+            """), as: (String, Int32, String?, String?, String?, Bool, Int64, Int64, Int64, Int64, Int64, Bool).self,
             purpose: "reading the server version, TimescaleDB and lock settings")
-        let (version, number, extensionVersion, schema, license, restoring, locks, connections, prepared, relations, databaseBytes) = row
+        let (version, number, extensionVersion, schema, license, restoring, locks, connections, prepared, relations, databaseBytes, superuser) = row
         var catalogVersion: String?
         if extensionVersion != nil {
             // Only now: this table exists only where the extension is installed.
@@ -61,7 +64,7 @@ struct BackupServerFacts: Sendable, Equatable {
             timescaleVersion: extensionVersion, timescaleSchema: schema, catalogVersion: catalogVersion,
             license: license.flatMap { $0.isEmpty ? nil : $0 }, restoringDatabaseSetting: restoring,
             maxLocksPerTransaction: Int(locks), maxConnections: Int(connections), maxPreparedTransactions: Int(prepared),
-            relationsToLock: Int(relations), databaseBytes: databaseBytes)
+            relationsToLock: Int(relations), databaseBytes: databaseBytes, superuser: superuser)
     }
 
     /// The lock budget, with the indexes of the hypertables and their chunks counted now. Called
