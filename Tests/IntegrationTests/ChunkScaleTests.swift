@@ -76,10 +76,11 @@ struct ChunkScaleTests {
         }
     }
 
-    static func restore(_ repository: String, _ id: String, into target: SandboxCluster, as name: String) async throws -> (ProcessResult, Restore.Report?) {
+    static func restore(_ repository: String, _ id: String, into target: SandboxCluster, as name: String,
+                        environment: [String: String] = [:]) async throws -> (ProcessResult, Restore.Report?) {
         let result = try await CLI.run(["restore", id, "--repo", repository, "--target", target.url(database: "postgres"),
                                         "--into", name, "--jobs", "2", "--json"],
-                                       environment: ["PGPASSWORD": target.superuserPassword])
+                                       environment: environment.merging(["PGPASSWORD": target.superuserPassword]) { _, new in new })
         return (result, try? JSONOutput.decode(Restore.Report.self, from: Data(result.standardOutput.utf8)))
     }
 
@@ -235,11 +236,23 @@ struct ChunkScaleTests {
             try await target.withSuperuser { try await $0.execute("DROP DATABASE \(quoteIdentifier(into)) WITH (FORCE)") }
 
             // And on the small-lock server itself: verification reads the roots a window of
-            // chunks at a time, and ANALYZE leaves the roots out.
+            // chunks at a time (here on a new server session per window), and ANALYZE leaves the roots out.
             let local = "scale_restored_here"
-            let (here, hereReport) = try await Self.restore(repository, id, into: cluster, as: local)
+            // ANALYZE moves to a new session every 50 tables here (2,000 otherwise).
+            let (here, hereReport) = try await Self.restore(repository, id, into: cluster, as: local,
+                                                            environment: ["TSBACKUP_TEST_ROOT_CHECK_CHUNKS_PER_SESSION": "1",
+                                                                          "TSBACKUP_TEST_ANALYZE_TABLES_PER_SESSION": "50"])
             #expect(here.exitCode == 0, "\(here.standardOutput) \(here.standardError)")
             #expect(hereReport?.ok == true)
+            let notAnalyzed = try await cluster.withSuperuser(database: local) { session in
+                try await session.value(
+                    """
+                    SELECT count(*) FROM _timescaledb_catalog.chunk c
+                    JOIN pg_stat_user_tables s ON s.schemaname = c.schema_name AND s.relname = c.table_name
+                    WHERE s.last_analyze IS NULL
+                    """, as: Int64.self)
+            }
+            #expect(notAnalyzed == 0)
             #expect(hereReport?.checks.contains { $0.subject == "public.metrics" && $0.check == "rows" && $0.actual == String(Self.hours * 6) } == true)
             #expect(try await Self.digests(cluster, local, days: days) == source)
 

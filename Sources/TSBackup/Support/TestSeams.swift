@@ -84,9 +84,9 @@ extension TestSeams {
 }
 
 extension TestSeams {
-    /// `TSBACKUP_TEST_ROOT_CHECK_CHUNKS_PER_SESSION=<n>`: the check through the roots moves to a
-    /// new server session every `n` chunks planned (5,000 otherwise), so a test with a few
-    /// hundred chunks runs it on several sessions.
+    /// `TSBACKUP_TEST_ROOT_CHECK_CHUNKS_PER_SESSION=<n>`: the checks through the roots (the
+    /// backup's and the restore verification's) move to a new server session every `n` chunks
+    /// planned (5,000 otherwise), so a test with a few hundred chunks runs them on several sessions.
     static func rootCheckChunksPerSession(environment: [String: String] = ProcessInfo.processInfo.environment) -> Int? {
         guard let value = environment["TSBACKUP_TEST_ROOT_CHECK_CHUNKS_PER_SESSION"], let n = Int(value), n > 0 else { return nil }
         return n
@@ -96,6 +96,13 @@ extension TestSeams {
     /// their own per `n` chunks (5,000 otherwise), so a test with a few dozen chunks reads them in slices.
     static func sizesChunksPerSession(environment: [String: String] = ProcessInfo.processInfo.environment) -> Int? {
         guard let value = environment["TSBACKUP_TEST_SIZES_CHUNKS_PER_SESSION"], let n = Int(value), n > 0 else { return nil }
+        return n
+    }
+
+    /// `TSBACKUP_TEST_ANALYZE_TABLES_PER_SESSION=<n>`: the restore's ANALYZE moves to a new session
+    /// every `n` tables (2,000 otherwise), so a test with a few hundred chunks uses several.
+    static func analyzeTablesPerSession(environment: [String: String] = ProcessInfo.processInfo.environment) -> Int? {
+        guard let value = environment["TSBACKUP_TEST_ANALYZE_TABLES_PER_SESSION"], let n = Int(value), n > 0 else { return nil }
         return n
     }
 

@@ -56,7 +56,7 @@ enum BatchRootCheck {
         var droppedAfterDump: [String]
         /// The archive's rows: the root's plus those of `droppedAfterDump`.
         var total: ContentFigures
-        /// Server sessions the hypertable's windows ran on (see ``Sessions``).
+        /// Server sessions the hypertable's windows ran on (see ``RotatingSessions``).
         var sessions = 1
     }
 
@@ -64,8 +64,7 @@ enum BatchRootCheck {
     /// the first window whose chunks disagree.
     static func run(plan: ChunkBatchPlan, results: [BatchedDump.BatchResult], settings: ConnectionSettings,
                     snapshot: String, hash: Bool) async throws -> [Outcome] {
-        var sessions = try await Sessions.open(settings, chunksPerSession: TestSeams.rootCheckChunksPerSession() ?? Sessions.chunksPerSession)
-        do {
+        try await RotatingSessions.with(settings, chunksPerSession: TestSeams.rootCheckChunksPerSession() ?? RotatingSessions.chunksPerSession) { sessions in
             var outcomes: [Outcome] = []
             for table in plan.batched {
                 var dumped: [Int: ContentFigures] = [:]
@@ -75,66 +74,14 @@ enum BatchRootCheck {
                 let limit = ChunkBatchPlan.chunksPerBatch(lockBudget: plan.lockBudget, jobs: 1, locksPerChunk: 2 + table.indexCount)
                 outcomes.append(try await check(table, dumped: dumped, limit: limit, sessions: &sessions, snapshot: snapshot, hash: hash))
             }
-            await sessions.close()
             return outcomes
-        } catch {
-            await sessions.close()
-            throw error
         }
     }
 
-    /// The check's server sessions. A session keeps a cache entry for every relation it has
-    /// planned over, and one session that counted 50,000 chunks (and their 100,000 indexes)
-    /// through their roots grew to about 1.06 GB on the server; so the check moves to a new
-    /// session once the windows it ran have planned over `chunksPerSession` chunks. A new
-    /// session costs a connection and a few catalog reads, paid every few thousand chunks.
-    struct Sessions {
-        static let chunksPerSession = 5_000
-
-        let settings: ConnectionSettings
-        let chunksPerSession: Int
-        private(set) var current: DatabaseSession
-        /// Sessions opened so far (the manifest's `root_checks[].sessions` counts those of one hypertable).
-        private(set) var opened = 1
-        private var planned = 0
-
-        static func open(_ settings: ConnectionSettings, chunksPerSession: Int) async throws -> Sessions {
-            let session = try await DatabaseSession.connect(settings)
-            do {
-                try await TableContent.prepare(session)
-            } catch {
-                await session.close()
-                throw error
-            }
-            return Sessions(settings: settings, chunksPerSession: max(1, chunksPerSession), current: session)
-        }
-
-        private init(settings: ConnectionSettings, chunksPerSession: Int, current: DatabaseSession) {
-            self.settings = settings
-            self.chunksPerSession = chunksPerSession
-            self.current = current
-        }
-
-        /// The session for a query planning over at most `chunks` chunks: a new one when this
-        /// one would pass its share.
-        mutating func session(planning chunks: Int) async throws -> DatabaseSession {
-            if planned > 0, planned + chunks > chunksPerSession {
-                await current.close()
-                current = try await DatabaseSession.connect(settings)
-                opened += 1
-                planned = 0
-                try await TableContent.prepare(current)
-            }
-            planned += chunks
-            return current
-        }
-
-        func close() async { await current.close() }
-    }
 
     /// `dumped`: the batches' figures of `table`'s chunks, by chunk id.
     static func check(_ table: ChunkBatchPlan.Hypertable, dumped: [Int: ContentFigures], limit: Int,
-                      sessions: inout Sessions, snapshot: String, hash: Bool) async throws -> Outcome {
+                      sessions: inout RotatingSessions, snapshot: String, hash: Bool) async throws -> Outcome {
         let name = table.qualifiedName
         let openedBefore = sessions.opened
         var session = try await sessions.session(planning: 0)

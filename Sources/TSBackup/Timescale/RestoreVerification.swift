@@ -60,17 +60,33 @@ struct RestoreVerification: Sendable {
         // Past the lock limit, hypertables are read through their roots a window of chunks at a time.
         let windowed = manifest.chunkPath == nil ? [] : Set(manifest.hypertables.map { "\($0.schema).\($0.name)" })
         let limit = windowed.isEmpty ? 0 : try await RootWindows.limit(session)
-        for (schema, name, rows, hash) in tables {
-            let qualified = "\(quoteIdentifier(schema)).\(quoteIdentifier(name))"
-            let (count, actualHash) = windowed.contains("\(schema).\(name)")
-                ? try await RootWindows.measure(session, schema: schema, name: name, hash: manifest.checksums && hash != nil, limit: limit)
-                : try await TableContent.measure(session, table: qualified, hash: manifest.checksums && hash != nil)
-            checks.append(.init(subject: "\(schema).\(name)", check: "rows", expected: String(rows), actual: String(count), ok: rows == count))
-            if let hash, manifest.checksums {
-                checks.append(.init(subject: "\(schema).\(name)", check: "content hash", expected: hash,
-                                    actual: actualHash ?? "none", ok: hash == actualHash))
+        // The windows plan over every chunk: on sessions of their own, a new one every few
+        // thousand chunks, so this session's caches do not grow with the chunk count.
+        var windowSessions: RotatingSessions?
+        do {
+            for (schema, name, rows, hash) in tables {
+                let qualified = "\(quoteIdentifier(schema)).\(quoteIdentifier(name))"
+                let count: Int64
+                let actualHash: String?
+                if windowed.contains("\(schema).\(name)") {
+                    if windowSessions == nil {
+                        windowSessions = try await RotatingSessions.open(settings, chunksPerSession: TestSeams.rootCheckChunksPerSession() ?? RotatingSessions.chunksPerSession)
+                    }
+                    (count, actualHash) = try await RootWindows.measure(&windowSessions!, schema: schema, name: name, hash: manifest.checksums && hash != nil, limit: limit)
+                } else {
+                    (count, actualHash) = try await TableContent.measure(session, table: qualified, hash: manifest.checksums && hash != nil)
+                }
+                checks.append(.init(subject: "\(schema).\(name)", check: "rows", expected: String(rows), actual: String(count), ok: rows == count))
+                if let hash, manifest.checksums {
+                    checks.append(.init(subject: "\(schema).\(name)", check: "content hash", expected: hash,
+                                        actual: actualHash ?? "none", ok: hash == actualHash))
+                }
             }
+        } catch {
+            await windowSessions?.close()
+            throw error
         }
+        await windowSessions?.close()
         return checks
     }
 

@@ -75,15 +75,20 @@ enum RootWindows {
 
     /// ``TableContent/measure`` of a hypertable through its root, window by window (each query
     /// its own transaction), with the same count and hash as one query would give.
-    static func measure(_ session: DatabaseSession, schema: String, name: String, hash: Bool, limit: Int) async throws -> (Int64, String?) {
+    /// Each window's query runs on `sessions`, which moves to a new server session every few
+    /// thousand chunks planned (``RotatingSessions``).
+    static func measure(_ sessions: inout RotatingSessions, schema: String, name: String, hash: Bool, limit: Int) async throws -> (Int64, String?) {
         let qualified = "\(quoteIdentifier(schema)).\(quoteIdentifier(name))"
+        var session = try await sessions.session(planning: 0)
         guard let windows = try await predicates(session, schema: schema, name: name, limit: limit) else {
+            session = try await sessions.session(planning: limit)
             return try await TableContent.measure(session, table: qualified, hash: hash)
         }
         var count: Int64 = 0
         var highs: [String] = []
         var lows: [String] = []
         for predicate in windows {
+            session = try await sessions.session(planning: limit)
             let (rows, high, low) = try await session.row(
                 PostgresQuery(unsafeSQL: hash ? """
                 SELECT count(*),
