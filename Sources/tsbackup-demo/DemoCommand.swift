@@ -132,7 +132,15 @@ struct DemoCommand: AsyncParsableCommand {
             try await service.waitForPort(port, timeout: .seconds(60))
             let base = "http://127.0.0.1:\(port)"
             say("  listening on \(base); waiting for the scheduled backup and the scheduled rehearsal (a few seconds to a minute)")
-            struct Job: Decodable { var id: Int; var kind: String; var state: String; var requested_by: String; var entry_id: String? }
+            /// Only a skipped rehearsal's flag; any other report (or none) decodes to nil.
+            struct Report: Decodable {
+                enum Key: String, CodingKey { case nothing_to_rehearse }
+                var nothing_to_rehearse: Bool?
+                init(from decoder: any Decoder) throws {
+                    nothing_to_rehearse = (try? decoder.container(keyedBy: Key.self)).flatMap { try? $0.decodeIfPresent(Bool.self, forKey: .nothing_to_rehearse) } ?? nil
+                }
+            }
+            struct Job: Decodable { var id: Int; var kind: String; var state: String; var requested_by: String; var entry_id: String?; var report: Report? }
             var jobs: [Job] = []
             let deadline = ContinuousClock.now + .seconds(300)
             while ContinuousClock.now < deadline {
@@ -145,7 +153,7 @@ struct DemoCommand: AsyncParsableCommand {
             }
             _ = try await LocalHTTP.request(base + "/api/schedules/demo/pause", method: "POST", bearer: token)
             for job in jobs.reversed() {
-                say("  job \(job.id): \(job.kind) by \(job.requested_by): \(job.state)\(job.entry_id.map { " (\($0))" } ?? "")")
+                say("  job \(job.id): \(job.kind) by \(job.requested_by): \(job.report?.nothing_to_rehearse == true ? "skipped, no backup to rehearse yet" : job.state)\(job.entry_id.map { " (\($0))" } ?? "")")
             }
             let metrics = try await LocalHTTP.request(base + "/metrics", bearer: token).body
             for line in metrics.split(separator: "\n") where line.hasPrefix("tsbackup_last_") && line.contains("\"demo\"") {
