@@ -253,4 +253,50 @@ struct KilledRunTests {
             #expect(left == [into], "the leftover was dropped; the restore made its own database")
         }
     }
+
+    /// The other sweep race: a sweep read a database's marker while its restore was still
+    /// running; the restore then finished, removed its marker and exited; the sweep, finding the
+    /// run gone, dropped a complete, reported database (seen in CI: a restore exited 0 and its
+    /// database was not there). The sweep now reads the marker again after finding the run gone.
+    /// Here the sweep pauses between its reading and its check, the marker is removed as the
+    /// finished run would, and the database must stay.
+    @Test("a sweep that read a marker before its restore finished leaves the finished restore's database alone")
+    func sweepRereadsTheMarker() async throws {
+        try await faults.withSampleCluster { cluster in
+            let (scratch, repository, env, id) = try await sampleBackup(cluster, "sweep-reread")
+            defer { scratch.remove() }
+            let finished = "sweep_finished_run"
+            let gone = InterruptedRuns.Owner(kind: .restore, backup: id, pid: Int32.max - 1)
+            try await cluster.withSuperuser { session in
+                try await session.execute("CREATE DATABASE \(finished) TEMPLATE template0")
+                try await session.execute("COMMENT ON DATABASE \(finished) IS '\(gone.comment)'")
+            }
+            let pause = scratch.path + "/pause-sweep"
+            let directory = scratch.path + "/next"
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            let status = scratch.path + "/status"
+            let output = scratch.path + "/output"
+            let log = { (try? String(contentsOfFile: output, encoding: .utf8)) ?? "" }
+            let process = try await BackgroundProcess.start(
+                name: "restore", command: ["sh", "-c", "\"$@\" >\(output) 2>&1; echo $? > \(status)", "sh", CLI.executable,
+                                           "restore", id, "--repo", repository, "--target", cluster.url(database: "postgres"), "--into", "sweep_reread_next"],
+                environment: env.merging(["TSBACKUP_TEST_PAUSE": "sweep: checking \(finished)=\(pause)"]) { _, new in new }, directory: directory)
+            try await faults.waitUntil("the sweep to pause between reading the marker and checking its run", seconds: 600) {
+                FileManager.default.fileExists(atPath: pause) || FileManager.default.fileExists(atPath: status)
+            }
+            #expect(FileManager.default.fileExists(atPath: pause), "the restore never reached the sweep's pause: \(log())")
+            // The run finished: it removes its marker (and has exited: its pid is not running).
+            try await cluster.withSuperuser { try await $0.execute("COMMENT ON DATABASE \(finished) IS NULL") }
+            try? FileManager.default.removeItem(atPath: pause)
+            try await faults.waitUntil("the restore to end", seconds: 600) { FileManager.default.fileExists(atPath: status) }
+            _ = process
+            let exit = try String(contentsOfFile: status, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+            #expect(exit == "0", "\(log())")
+            #expect(!log().contains("Dropped the database \(finished)"), "\(log())")
+            let left = try await cluster.withSuperuser {
+                try await $0.values("SELECT datname::text FROM pg_database WHERE datname IN ('\(unescaped: finished)', 'sweep_reread_next') ORDER BY 1", as: String.self)
+            }
+            #expect(left == ["sweep_finished_run", "sweep_reread_next"], "the finished run's database stays; the restore made its own")
+        }
+    }
 }

@@ -44,7 +44,8 @@ public enum TestSeams {
 extension TestSeams {
     /// The steps that can pause: a restore's, each chunk batch of a backup, named "chunk batch
     /// <n> of <schema.table>" (a test drops chunks there), a chunk batch after its rows were
-    /// copied and before its DDL is dumped, "chunk batch <n> DDL of <schema.table>", and "base backup: streaming", after
+    /// copied and before its DDL is dumped, "chunk batch <n> DDL of <schema.table>", a sweep of
+    /// interrupted runs between reading a marker and checking its run, "sweep: checking <name>", and "base backup: streaming", after
     /// the first piece of pg_basebackup's stream is stored (a test crashes the server there).
     /// `TSBACKUP_TEST_PAUSE=<step>=<file>`: when a restore step whose name starts with `<step>`
     /// begins, the run creates `<file>` and waits until the test removes it, so a test can act on

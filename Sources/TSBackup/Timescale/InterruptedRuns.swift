@@ -144,6 +144,7 @@ public enum InterruptedRuns {
             as: (String, String).self, purpose: "looking for databases of interrupted restores")
         return try await sweep(session, rows.map { database, comment in
             Marked(object: "the database \(database) on \(server)", name: database, comment: comment,
+                   current: "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = \(database)",
                    drop: "DROP DATABASE \(quoteIdentifier(database)) WITH (FORCE)",
                    dropIfExists: "DROP DATABASE IF EXISTS \(quoteIdentifier(database)) WITH (FORCE)", leftState: "half-restored (or restored but never reported) and possibly in TimescaleDB's restore mode")
         }, kind: .restore)
@@ -160,6 +161,7 @@ public enum InterruptedRuns {
             """, as: (String, String, String).self, purpose: "looking for tables of interrupted imports")
         return try await sweep(session, rows.map { schema, table, comment in
             Marked(object: "the table \(schema).\(table) in database \"\(database)\"", name: "\(schema).\(table)", comment: comment,
+                   current: "SELECT obj_description(to_regclass(\("\(quoteIdentifier(schema)).\(quoteIdentifier(table))")), 'pg_class')",
                    drop: "DROP TABLE \(quoteIdentifier(schema)).\(quoteIdentifier(table)) CASCADE",
                    dropIfExists: "DROP TABLE IF EXISTS \(quoteIdentifier(schema)).\(quoteIdentifier(table)) CASCADE", leftState: "half-imported")
         }, kind: .import)
@@ -172,6 +174,8 @@ public enum InterruptedRuns {
         /// The name the drop reports (the campaign matches exact names).
         var name: String
         var comment: String
+        /// The object's comment as it is now (NULL when it or its comment is gone).
+        var current: PostgresQuery
         /// The statement given to the operator when it cannot be dropped here.
         var drop: String
         /// The statement the sweep runs (IF EXISTS: a concurrent sweep may have been first).
@@ -186,7 +190,14 @@ public enum InterruptedRuns {
         var warnings: [String] = []
         for item in found {
             guard let owner = Owner.parse(item.comment), owner.kind == kind else { continue }
+            await TestSeams.pauseIfAsked(atStep: "sweep: checking \(item.name)")
             if owner.isGone() {
+                // The marker was read before the run was found gone: a run that finished in
+                // between removed its marker, then exited, and its object is complete. Read the
+                // marker again, after the run was seen gone: if it is still there, the run ended
+                // without removing it (a run removes it before it exits), so the object is a leftover.
+                let now = try await session.value(item.current, as: String?.self, purpose: "reading the marker of \(item.name) again")
+                guard now == item.comment else { continue }
                 do {
                     try await session.execute(item.dropIfExists, purpose: "dropping \(item.name)")
                     warnings.append("Dropped \(item.object): an interrupted \(kind.rawValue) (\(owner.description), a process that no longer runs) had left it \(item.leftState).")
