@@ -180,9 +180,9 @@ public struct ServiceOperations: Sendable {
                 }
             }
         case OperationsJobKinds.rehearsal:
-            let result = record.report.flatMap { try? JSONOutput.decode(Rehearsal.Result.self, from: Data($0.utf8)) }
+            let result = Self.rehearsalResult(record)
             // A skipped scheduled rehearsal (no backup yet) is neither a success nor a failure.
-            if ok, result?.nothingToRehearse == true { return }
+            if Self.skippedRehearsal(result, state: record.state) { return }
             metrics.rehearsal(database: record.database, ok: ok, finishedAt: record.finishedAt ?? Date(),
                               duration: result?.durationSeconds ?? record.finishedAt.map { $0.timeIntervalSince(record.startedAt ?? $0) } ?? 0)
             await alert(database: record.database, check: .rehearsal, ok: ok, record: record)
@@ -207,10 +207,15 @@ public struct ServiceOperations: Sendable {
         await notifier.post(event)
     }
 
-    /// A scheduled rehearsal that found no backup to rehearse (see ``runRehearsal(_:_:)``).
-    static func skippedRehearsal(_ record: JobRecord) -> Bool {
-        record.state == .finished
-            && record.report.flatMap { try? JSONOutput.decode(Rehearsal.Result.self, from: Data($0.utf8)) }?.nothingToRehearse == true
+    /// A rehearsal job's result, read from its report (nil when it has none).
+    static func rehearsalResult(_ record: JobRecord) -> Rehearsal.Result? {
+        record.report.flatMap { try? JSONOutput.decode(Rehearsal.Result.self, from: Data($0.utf8)) }
+    }
+
+    /// A scheduled rehearsal that found no backup to rehearse and finished as skipped (see
+    /// ``runRehearsal(_:_:)``); one asked for by a person fails instead.
+    static func skippedRehearsal(_ result: Rehearsal.Result?, state: JobState) -> Bool {
+        state == .finished && result?.nothingToRehearse == true
     }
 
     // MARK: Metrics
@@ -219,8 +224,8 @@ public struct ServiceOperations: Sendable {
     func loadMetrics() async {
         for name in core.config.databases.keys.sorted() {
             if let last = try? core.state.jobs(databases: [name], kind: OperationsJobKinds.rehearsal, limit: 20)
-                .first(where: { ($0.state == .finished || $0.state == .failed) && !Self.skippedRehearsal($0) }) {
-                let result = last.report.flatMap { try? JSONOutput.decode(Rehearsal.Result.self, from: Data($0.utf8)) }
+                .first(where: { ($0.state == .finished || $0.state == .failed) && !Self.skippedRehearsal(Self.rehearsalResult($0), state: $0.state) }) {
+                let result = Self.rehearsalResult(last)
                 metrics.rehearsal(database: name, ok: last.state == .finished, finishedAt: last.finishedAt ?? last.createdAt,
                                   duration: result?.durationSeconds ?? 0, countFailure: false)
             }

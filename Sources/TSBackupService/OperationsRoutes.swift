@@ -172,7 +172,8 @@ extension ServiceOperations {
         let mine = entries.filter { entry in config.databaseName(of: entry).map(visible.contains) ?? (identity.role != .owner) }
         let rehearsals = try core.state.jobs(databases: visible, kind: OperationsJobKinds.rehearsal, limit: 20).compactMap { job -> Rehearsal.Result? in
             // Skipped scheduled rehearsals (no backup yet) rehearsed nothing: not in the table.
-            job.report.flatMap { try? JSONOutput.decode(Rehearsal.Result.self, from: Data($0.utf8)) }.flatMap { $0.nothingToRehearse == true && job.state == .finished ? nil : $0 }
+            let result = Self.rehearsalResult(job)
+            return Self.skippedRehearsal(result, state: job.state) ? nil : result
         }
         let jobs = try core.state.jobs(databases: visible, limit: 30).map { job in
             DashboardModel.Job(id: String(job.id), kind: job.kind, database: job.database, state: job.state.rawValue, createdAt: job.createdAt,
