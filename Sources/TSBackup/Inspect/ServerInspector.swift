@@ -276,7 +276,8 @@ public struct ServerInspector: Sendable {
         guard chunks > Int64(chunksPerSession) else {
             return try await Self.sizes(session, chunkIDsAfter: nil, upTo: nil)
         }
-        var sizes = try await DatabaseSession.with(session.settings) { try await Self.sizes($0, chunkIDsAfter: nil, upTo: -1) }
+        // The roots are few: their sizes are read here; the chunks' on sessions of their own.
+        var sizes = try await Self.sizes(session, chunkIDsAfter: nil, upTo: -1)
         var after: Int64 = -1
         while true {
             // The last id of the next slice (a short slice at the end).
