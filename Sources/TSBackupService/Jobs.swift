@@ -172,13 +172,13 @@ public actor JobQueue: Service {
         await withGracefulShutdownHandler {
             wake.yield()
             for await _ in wakeups {
-                if await self.isStopping() { break }
-                await self.dispatch()
+                if self.isStopping() { break }
+                self.dispatch()
             }
         } onGracefulShutdown: {
             Task { await self.stop() }
         }
-        await stop()
+        stop()
         await waitUntilIdle()
     }
 
@@ -214,16 +214,16 @@ public actor JobQueue: Service {
             let removed = try await config.repositoryAccess().with(create: false) { repo in
                 try await repo.withLock(command: "tsbackup serve: clean-up after restart") { _ in try await repo.removeInterruptedEntries() }
             }
-            try? state.audit(actor: "service", role: nil, action: "repo.gc", target: config.repository, outcome: "done",
+            _ = try? state.audit(actor: "service", role: nil, action: "repo.gc", target: config.repository, outcome: "done",
                              detail: removed.isEmpty ? "nothing to remove" : "removed \(removed.joined(separator: ", "))")
         } catch let error as TSBackupError where error.kind == .notFound {
             // No run created the repository yet (the interrupted ones stopped before): nothing to clean.
-            try? state.audit(actor: "service", role: nil, action: "repo.gc", target: config.repository, outcome: "done",
+            _ = try? state.audit(actor: "service", role: nil, action: "repo.gc", target: config.repository, outcome: "done",
                              detail: "no repository yet; nothing to remove")
         } catch {
             // Anything else is reported, not fatal: the next writing run's lock takeover cleans up too.
             logger.warning("clean-up after restart failed", metadata: ["error": "\(Self.message(error))"])
-            try? state.audit(actor: "service", role: nil, action: "repo.gc", target: config.repository, outcome: "failed", detail: Self.message(error))
+            _ = try? state.audit(actor: "service", role: nil, action: "repo.gc", target: config.repository, outcome: "failed", detail: Self.message(error))
         }
         await sweepInterruptedRestores(interrupted.filter { $0.kind == JobKinds.restore })
         for job in interrupted {
@@ -245,15 +245,15 @@ public actor JobQueue: Service {
                 let warnings = try await InterruptedRuns.sweepRestores(on: settings)
                 for warning in warnings {
                     logger.warning("interrupted restore cleaned up", metadata: ["detail": "\(warning)"])
-                    try? state.audit(actor: "service", role: nil, action: "restore.cleanup", target: server, outcome: "done", detail: warning)
+                    _ = try? state.audit(actor: "service", role: nil, action: "restore.cleanup", target: server, outcome: "done", detail: warning)
                 }
                 if warnings.isEmpty {
-                    try? state.audit(actor: "service", role: nil, action: "restore.cleanup", target: server, outcome: "done", detail: "no database of an interrupted restore found")
+                    _ = try? state.audit(actor: "service", role: nil, action: "restore.cleanup", target: server, outcome: "done", detail: "no database of an interrupted restore found")
                 }
             } catch {
                 // Not fatal: the next restore on that server sweeps again.
                 logger.warning("clean-up of interrupted restores failed", metadata: ["server": "\(server)", "error": "\(Self.message(error))"])
-                try? state.audit(actor: "service", role: nil, action: "restore.cleanup", target: server, outcome: "failed", detail: Self.message(error))
+                _ = try? state.audit(actor: "service", role: nil, action: "restore.cleanup", target: server, outcome: "failed", detail: Self.message(error))
             }
         }
     }

@@ -33,30 +33,33 @@ public final class ServiceMetrics: Sendable {
         for name in names {
             let label = [("database", name)]
             databases[name] = PerDatabase(
-                lastSuccess: registry.makeGauge(name: "tsbackup_last_successful_backup_timestamp_seconds", labels: label,
-                                                help: "Unix time when the newest complete backup of the database was taken (0: none)."),
-                duration: registry.makeGauge(name: "tsbackup_last_backup_duration_seconds", labels: label,
-                                             help: "Duration of the newest complete backup."),
-                size: registry.makeGauge(name: "tsbackup_last_backup_size_bytes", labels: label,
-                                         help: "Stored size of the newest complete backup."),
-                failures: registry.makeCounter(name: "tsbackup_backup_failures_total", labels: label,
-                                               help: "Backups of the database that failed since the service started."),
-                successes: registry.makeCounter(name: "tsbackup_backup_successes_total", labels: label,
-                                                help: "Backups of the database that completed since the service started."),
-                rehearsalResult: registry.makeGauge(name: "tsbackup_last_rehearsal_success", labels: label,
-                                                    help: "1 if the last restore rehearsal of the database passed, 0 if it failed (or none ran)."),
-                rehearsalTime: registry.makeGauge(name: "tsbackup_last_rehearsal_timestamp_seconds", labels: label,
-                                                  help: "Unix time when the last restore rehearsal of the database finished (0: none)."),
-                rehearsalDuration: registry.makeGauge(name: "tsbackup_last_rehearsal_duration_seconds", labels: label,
-                                                      help: "Duration of the last restore rehearsal."),
-                rehearsalFailures: registry.makeCounter(name: "tsbackup_rehearsal_failures_total", labels: label,
-                                                        help: "Restore rehearsals of the database that failed since the service started."))
+                lastSuccess: registry.makeGauge(descriptor: Self.name("last_successful_backup_timestamp", unit: "seconds",
+                                                                      "Unix time when the newest complete backup of the database was taken (0: none)."), labels: label),
+                duration: registry.makeGauge(descriptor: Self.name("last_backup_duration", unit: "seconds", "Duration of the newest complete backup."), labels: label),
+                size: registry.makeGauge(descriptor: Self.name("last_backup_size", unit: "bytes", "Stored size of the newest complete backup."), labels: label),
+                failures: registry.makeCounter(descriptor: Self.name("backup_failures", unit: "total",
+                                                                     "Backups of the database that failed since the service started."), labels: label),
+                successes: registry.makeCounter(descriptor: Self.name("backup_successes", unit: "total",
+                                                                      "Backups of the database that completed since the service started."), labels: label),
+                rehearsalResult: registry.makeGauge(descriptor: Self.name("last_rehearsal_success", unit: "",
+                                                                          "1 if the last restore rehearsal of the database passed, 0 if it failed (or none ran)."), labels: label),
+                rehearsalTime: registry.makeGauge(descriptor: Self.name("last_rehearsal_timestamp", unit: "seconds",
+                                                                        "Unix time when the last restore rehearsal of the database finished (0: none)."), labels: label),
+                rehearsalDuration: registry.makeGauge(descriptor: Self.name("last_rehearsal_duration", unit: "seconds",
+                                                                            "Duration of the last restore rehearsal."), labels: label),
+                rehearsalFailures: registry.makeCounter(descriptor: Self.name("rehearsal_failures", unit: "total",
+                                                                              "Restore rehearsals of the database that failed since the service started."), labels: label))
         }
         self.databases = databases
-        queued = registry.makeGauge(name: "tsbackup_jobs_queued", help: "Jobs waiting in the queue.")
-        running = registry.makeGauge(name: "tsbackup_jobs_running", help: "Jobs running now.")
-        scheduleLateness = registry.makeGauge(name: "tsbackup_schedule_last_lateness_seconds",
-                                              help: "Seconds between the last scheduled slot's due time and its job's start.")
+        queued = registry.makeGauge(descriptor: Self.name("jobs_queued", unit: "", "Jobs waiting in the queue."))
+        running = registry.makeGauge(descriptor: Self.name("jobs_running", unit: "", "Jobs running now."))
+        scheduleLateness = registry.makeGauge(descriptor: Self.name("schedule_last_lateness", unit: "seconds",
+                                                                    "Seconds between the last scheduled slot's due time and its job's start."))
+    }
+
+    /// `tsbackup_<metric>_<unit>` (no unit part when `unit` is empty), with its help text.
+    private static func name(_ metric: String, unit: String, _ help: String) -> MetricNameDescriptor {
+        MetricNameDescriptor(namespace: "tsbackup", metricName: metric, unitName: unit, helpText: help)
     }
 
     /// A complete backup: its time (the manifest's start), duration and stored size.

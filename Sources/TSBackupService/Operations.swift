@@ -313,7 +313,7 @@ struct SchedulerService: Service {
     let notifier: WebhookNotifier
 
     func run() async throws {
-        try? await cancelWhenGracefulShutdown {
+        await cancelWhenGracefulShutdown {
             await scheduler.run()
         }
         await notifier.drain()

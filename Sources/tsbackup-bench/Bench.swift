@@ -235,7 +235,6 @@ final class Bench {
                                           text: "\(ByteCount.format(packed.plainBytes)) staged uncompressed, \(ByteCount.format(packed.bytes)) stored"))
         }
         log("\n== Default speed: restore of the default backup (zstd) vs the old default (--compress 2), \(repetitions) interleaved runs each, verified")
-        var same = true
         typealias Variant = (name: String, run: () async throws -> [String: Double])
         func restore(_ run: BackupRun) -> () async throws -> [String: Double] {
             return {
@@ -245,7 +244,8 @@ final class Bench {
                     decompress = report.steps.filter { $0.name.hasPrefix("decompress") }.reduce(0) { $0 + $1.seconds }
                 }
                 counters["decompress_seconds"] = decompress
-                if same { same = try await self.digests(into) == source }
+                // 1 when the restored database is identical to the source (read back below).
+                counters["identical"] = try await self.digests(into) == source ? 1 : 0
                 try await self.dropDatabase(into)
                 return counters
             }
@@ -260,6 +260,7 @@ final class Bench {
                 for (key, value) in counters { measured[index].counters[key, default: []].append(value) }
             }
         }
+        let same = measured.allSatisfy { $0.counters["identical"]?.allSatisfy { $0 == 1 } ?? false }
         for measurement in measured {
             let (low, high) = measurement.spread
             log("  " + measurement.name.padding(toLength: 56, withPad: " ", startingAt: 0)

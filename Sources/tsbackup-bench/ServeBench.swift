@@ -157,8 +157,8 @@ extension Bench {
             var when = manifest.startedAt
             for _ in 1..<total {
                 when = when.addingTimeInterval(-3600)
-                let newID = try await repository.newID(now: when)
-                let staged = try await repository.beginEntry(newID)
+                let newID = repository.newID(now: when)
+                let staged = try repository.beginEntry(newID)
                 for file in entry.files {
                     let target = staged.directory + "/" + file.path
                     try FileManager.default.createDirectory(atPath: (target as NSString).deletingLastPathComponent, withIntermediateDirectories: true)

@@ -155,7 +155,7 @@ struct KilledRecoverTests {
             // started by hand since). Its lock file is free, as a killed run's is.
             let foreign = tmp + "/" + RecoverServerGuard.recordPrefix + "by-hand"
             try FileManager.default.createDirectory(atPath: foreign, withIntermediateDirectories: true)
-            FileManager.default.createFile(atPath: foreign + ".lock", contents: Data())
+            _ = FileManager.default.createFile(atPath: foreign + ".lock", contents: Data())
             let source = try Self.postmaster(archiving.cluster.dataDirectory)
             let planted: [String: Any] = ["pgdata": archiving.cluster.dataDirectory, "bin": "/usr/lib/postgresql/15/bin", "port": archiving.cluster.port,
                                           "owner": 999_999, "run": "started-by-hand", "postmaster_pid": source, "postmaster_start": "1"]

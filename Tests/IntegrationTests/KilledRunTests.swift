@@ -122,7 +122,7 @@ struct KilledRunTests {
             // eight days: certainly an older tsbackup's leftover, which the next restore removes.
             let stale = tmp + "/tsbackup-restore-" + UUID().uuidString
             try FileManager.default.createDirectory(atPath: stale, withIntermediateDirectories: true)
-            FileManager.default.createFile(atPath: stale + "/rest.list", contents: Data("x".utf8))
+            _ = FileManager.default.createFile(atPath: stale + "/rest.list", contents: Data("x".utf8))
             let eightDaysAgo = Date().addingTimeInterval(-8 * 24 * 3600)
             try FileManager.default.setAttributes([.modificationDate: eightDaysAgo], ofItemAtPath: stale + "/rest.list")
             try FileManager.default.setAttributes([.modificationDate: eightDaysAgo], ofItemAtPath: stale)

@@ -158,7 +158,7 @@ struct PITRStreamingS3Tests {
             try await archiving.switchAndWaitForArchive()
             // Any staging would fail: the scratch location cannot be created.
             let unusable = scratch.path + "/not-a-directory"
-            FileManager.default.createFile(atPath: unusable, contents: Data())
+            _ = FileManager.default.createFile(atPath: unusable, contents: Data())
             let (result, port, _) = try await archiving.recover("enc-local", ["--to-latest"], environment: ["TSBACKUP_SCRATCH_DIR": unusable + "/scratch"])
             try #require(result.exitCode == 0, "\(result.standardOutput) \(result.standardError)")
             let count = try await archiving.onRecovered(port: port, database: "postgres") {

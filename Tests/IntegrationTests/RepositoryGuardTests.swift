@@ -54,14 +54,14 @@ struct RepositoryGuardTests {
             if waiting == 2 { break }
             try await Task.sleep(for: .milliseconds(100))
         }
-        FileManager.default.createFile(atPath: gate + "/go", contents: Data())
+        _ = FileManager.default.createFile(atPath: gate + "/go", contents: Data())
         for _ in 0..<6000 where await ended.count == 0 { try await Task.sleep(for: .milliseconds(100)) }
-        FileManager.default.createFile(atPath: letGo, contents: nil)
+        _ = FileManager.default.createFile(atPath: letGo, contents: nil)
         let results = [try await first.value, try await second.value]
         try #require(waiting == 2, "both runs must have read the stale lease: \(results.map(\.standardError))")
         let refused = results.filter { $0.exitCode == 5 }
         let winners = results.filter { $0.exitCode != 5 }
-        #expect(refused.count == 1 && winners.count == 1, "\(results.map { "\($0.exitCode): \($0.standardError)" })")
+        #expect(refused.count == 1 && winners.count == 1, "\(results.map { "\(String(describing: $0.exitCode)): \($0.standardError)" })")
         #expect(refused.first?.standardError.contains("is in use by") == true, "\(refused.first?.standardError ?? "")")
         #expect(refused.first?.standardError.contains("(backup of") == true)
         // The winner ran the backup (its fake pg_dump fails it) and released the lease it took.
@@ -87,7 +87,7 @@ struct RepositoryGuardTests {
         env["PATH"] = fake["PATH"]
         env["TSBACKUP_S3_LEASE_SECONDS"] = "3"  // renewed every second
         let backup = Task { try await CLI.run(["backup", "--db", cluster.url(database: database), "--repo", s3.repository], environment: env) }
-        defer { FileManager.default.createFile(atPath: letGo, contents: nil) }
+        defer { _ = FileManager.default.createFile(atPath: letGo, contents: nil) }
         for _ in 0..<6000 where !FileManager.default.fileExists(atPath: started) {  // a hang guard of ten minutes
             try await Task.sleep(for: .milliseconds(100))
         }
@@ -106,7 +106,7 @@ struct RepositoryGuardTests {
             if !acted { try await Task.sleep(for: .milliseconds(100)) }
         }
         try #require(acted, "the run never tried to renew the lease after the takeover")
-        FileManager.default.createFile(atPath: letGo, contents: nil)
+        _ = FileManager.default.createFile(atPath: letGo, contents: nil)
         let result = try await backup.value
         #expect(result.exitCode == 1, "the fake pg_dump fails the run: \(result.standardError)")
         #expect(try await s3.get("lock") == other, "the new holder's lease is neither renewed over nor deleted")

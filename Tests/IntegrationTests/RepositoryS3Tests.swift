@@ -341,7 +341,7 @@ struct RepositoryS3Tests {
         env["PATH"] = fake["PATH"]
         env["TSBACKUP_S3_LEASE_SECONDS"] = "40"
         let backup = Task { try await CLI.run(["backup", "--db", cluster.url(database: database), "--repo", s3.repository], environment: env) }
-        defer { FileManager.default.createFile(atPath: letGo, contents: nil) }
+        defer { _ = FileManager.default.createFile(atPath: letGo, contents: nil) }
         struct Lease: Decodable { var expires: Date }
         func leaseExpiry() async -> Date? {
             guard let data = try? await s3.get("lock") else { return nil }
@@ -365,7 +365,7 @@ struct RepositoryS3Tests {
         let gc = try await CLI.run(["repo", "gc", "--repo", s3.repository], environment: gcEnvironment)
         #expect(gc.exitCode == 5, "\(gc.standardOutput) \(gc.standardError)")
         #expect(gc.standardError.contains("in use by"))
-        FileManager.default.createFile(atPath: letGo, contents: nil)
+        _ = FileManager.default.createFile(atPath: letGo, contents: nil)
         let result = try await backup.value
         #expect(result.exitCode == 1, "the fake pg_dump fails the run: \(result.standardError)")
         #expect(!(try await s3.keys()).contains("lock"), "the lease is released when the run ends")

@@ -49,14 +49,14 @@ struct InterruptedRunsTests {
         // A dead owner: directory and lock file, nobody holds the lock (what SIGKILL leaves).
         let dead = parent + "/" + prefix + "dead"
         try FileManager.default.createDirectory(atPath: dead + "/sub", withIntermediateDirectories: true)
-        FileManager.default.createFile(atPath: dead + "/sub/rest.list", contents: Data("x".utf8))
-        FileManager.default.createFile(atPath: dead + ".lock", contents: nil)
+        _ = FileManager.default.createFile(atPath: dead + "/sub/rest.list", contents: Data("x".utf8))
+        _ = FileManager.default.createFile(atPath: dead + ".lock", contents: nil)
         // An older tsbackup's directory (no lock file): its owner cannot be proven gone.
         let legacy = parent + "/" + prefix + "legacy"
         try FileManager.default.createDirectory(atPath: legacy, withIntermediateDirectories: true)
         // A lock file whose owner died before making its directory.
         let stray = parent + "/" + prefix + "stray.lock"
-        FileManager.default.createFile(atPath: stray, contents: nil)
+        _ = FileManager.default.createFile(atPath: stray, contents: nil)
         // Someone else's directory.
         try FileManager.default.createDirectory(atPath: parent + "/other-dir", withIntermediateDirectories: true)
 
@@ -81,13 +81,13 @@ struct InterruptedRunsTests {
         func directory(_ name: String, file: String? = "rest.list") throws -> String {
             let path = parent + "/" + name
             try fileManager.createDirectory(atPath: path, withIntermediateDirectories: true)
-            if let file { fileManager.createFile(atPath: path + "/" + file, contents: Data("x".utf8)) }
+            if let file { _ = fileManager.createFile(atPath: path + "/" + file, contents: Data("x".utf8)) }
             return path
         }
         // What a restore before the lock files left: <prefix><UUID>, no lock file.
         let leftover = try directory(prefix + UUID().uuidString)
         try fileManager.createDirectory(atPath: leftover + "/sub", withIntermediateDirectories: true)
-        fileManager.createFile(atPath: leftover + "/sub/more.list", contents: Data("y".utf8))
+        _ = fileManager.createFile(atPath: leftover + "/sub/more.list", contents: Data("y".utf8))
         // Same name pattern, but a file in it changes "later" (in the future of the sweep's now).
         let busy = try directory(prefix + UUID().uuidString)
         // Not our name pattern: another kind of scratch directory, or someone else's.
@@ -136,7 +136,7 @@ struct InterruptedRunsTests {
         defer { try? FileManager.default.removeItem(atPath: proc) }
         func process(_ pid: String, _ argv: [String]) throws {
             try FileManager.default.createDirectory(atPath: proc + "/" + pid, withIntermediateDirectories: true)
-            FileManager.default.createFile(atPath: proc + "/\(pid)/cmdline", contents: Data(argv.joined(separator: "\0").utf8 + [0]))
+            _ = FileManager.default.createFile(atPath: proc + "/\(pid)/cmdline", contents: Data(argv.joined(separator: "\0").utf8 + [0]))
         }
         let marker = InterruptedRuns.Owner(kind: .restore, backup: "b", pid: 12, host: "h", started: "t").comment
         try process("100", ["/usr/lib/postgresql/15/bin/psql", "-X", "-c", "CREATE DATABASE \"x\" TEMPLATE template0", "-c", "COMMENT ON DATABASE \"x\" IS '\(marker)'"])

@@ -316,7 +316,7 @@ enum ServerControl {
 
     static func start(bin: String, pgdata: String, logFile: String, environment: [String: String?]) async throws {
         if getuid() == 0, !FileManager.default.fileExists(atPath: logFile) {
-            FileManager.default.createFile(atPath: logFile, contents: Data(), attributes: [.posixPermissions: 0o600])
+            _ = FileManager.default.createFile(atPath: logFile, contents: Data(), attributes: [.posixPermissions: 0o600])
             try handFileToServerUser(logFile)
         }
         // -W: recovery may take long; promotion is waited for by polling, with the log at hand.

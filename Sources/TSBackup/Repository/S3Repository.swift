@@ -104,6 +104,7 @@ public struct S3Repository: Repository {
     }
 
     /// Runs an S3 call, turning its errors into ones the user can act on.
+    @discardableResult
     func s3<T>(_ body: () async throws -> T) async throws -> T {
         do {
             return try await body()

@@ -64,14 +64,14 @@ enum CopyPipeline {
                 }
                 try await writer.finish()
                 return (ProcessResult(exitCode: exitCode(psqlRun.terminationStatus), signal: signal(psqlRun.terminationStatus),
-                                      standardOutput: "", standardError: psqlRun.standardError ?? ""), psqlRun.closureResult)
+                                      standardOutput: "", standardError: psqlRun.standardError), psqlRun.closureResult)
             }
             let (psqlResult, counted) = compressorRun.closureResult
             guard psqlResult.succeeded else {
                 throw TSBackupError(.failed, "psql could not export \(what) (\(psqlResult.statusDescription)): \(psqlResult.standardError.singleLine(limit: 500)). Nothing was kept; fix the cause and export again.")
             }
             guard exitCode(compressorRun.terminationStatus) == 0 else {
-                throw TSBackupError(.failed, "\(compressor[0]) failed while compressing \(what) (\(describe(compressorRun.terminationStatus))): \((compressorRun.standardError ?? "").singleLine(limit: 300)). Check free space in the repository.")
+                throw TSBackupError(.failed, "\(compressor[0]) failed while compressing \(what) (\(describe(compressorRun.terminationStatus))): \(compressorRun.standardError.singleLine(limit: 300)). Check free space in the repository.")
             }
             return counted
         } catch let error as SubprocessError {

@@ -63,8 +63,8 @@ public enum ProcessRunner {
                                                   workingDirectory: directory,
                                                   output: .string(limit: outputLimit), error: .string(limit: outputLimit))
             }
-            return ProcessResult(result.terminationStatus, standardOutput: result.standardOutput ?? "",
-                                 standardError: result.standardError ?? "")
+            return ProcessResult(result.terminationStatus, standardOutput: result.standardOutput,
+                                 standardError: result.standardError)
         } catch let error as SubprocessError {
             throw TSBackupError(.precondition, "Could not start \(executable): \(error). Check that it is installed and executable.")
         }
@@ -148,7 +148,7 @@ extension ProcessRunner {
                 }
                 if !partial.isEmpty { partial.withUnsafeBytes { onOutputLine($0) } }
             }
-            return ProcessResult(result.terminationStatus, standardError: result.standardError ?? "")
+            return ProcessResult(result.terminationStatus, standardError: result.standardError)
         } catch let error as SubprocessError {
             throw TSBackupError(.precondition, "Could not start \(executable): \(error). Check that it is installed and executable.")
         }

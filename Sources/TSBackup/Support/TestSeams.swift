@@ -34,7 +34,7 @@ public enum TestSeams {
     /// both have read the same stale lease before either replaces it.
     static func leaseTakeoverGate(environment: [String: String] = ProcessInfo.processInfo.environment) async throws {
         guard let directory = environment["TSBACKUP_TEST_LEASE_GATE"], !directory.isEmpty else { return }
-        FileManager.default.createFile(atPath: directory + "/stale-\(getpid())", contents: Data())
+        _ = FileManager.default.createFile(atPath: directory + "/stale-\(getpid())", contents: Data())
         for _ in 0..<6000 where !FileManager.default.fileExists(atPath: directory + "/go") {
             try await Task.sleep(for: .milliseconds(100))
         }
@@ -55,7 +55,7 @@ extension TestSeams {
         let step = String(value[..<separator])
         let file = String(value[value.index(after: separator)...])
         guard !step.isEmpty, !file.isEmpty, name.hasPrefix(step) else { return }
-        FileManager.default.createFile(atPath: file, contents: Data(name.utf8))
+        _ = FileManager.default.createFile(atPath: file, contents: Data(name.utf8))
         for _ in 0..<3000 where FileManager.default.fileExists(atPath: file) {
             try? await Task.sleep(for: .milliseconds(100))
         }
@@ -119,7 +119,7 @@ extension TestSeams {
             handle.write(line)
             try? handle.close()
         } else {
-            FileManager.default.createFile(atPath: path, contents: line)
+            _ = FileManager.default.createFile(atPath: path, contents: line)
         }
     }
 }

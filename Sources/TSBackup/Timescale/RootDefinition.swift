@@ -125,7 +125,7 @@ public struct RootDefinition: Codable, Sendable, Equatable {
         ]
         for (reason, sql) in checks {
             var bindings = PostgresBindings()
-            try bindings.append(oid)
+            bindings.append(oid)
             let found = try await session.value(PostgresQuery(unsafeSQL: sql, binds: bindings), as: Bool.self,
                                                 purpose: "checking whether tsbackup can rebuild a hypertable's root table")
             if found { return "root table: \(reason)" }
@@ -136,8 +136,8 @@ public struct RootDefinition: Codable, Sendable, Equatable {
     static func deparse(_ session: DatabaseSession, oid: Int64, qualified: String, schema: String, name: String) async throws -> RootDefinition {
         func statements(_ sql: String) async throws -> [String] {
             var bindings = PostgresBindings()
-            try bindings.append(oid)
-            try bindings.append(qualified)
+            bindings.append(oid)
+            bindings.append(qualified)
             return try await session.values(PostgresQuery(unsafeSQL: sql, binds: bindings), as: String.self,
                                             purpose: "writing the definition of \(qualified)")
         }
