@@ -194,13 +194,8 @@ public enum Backup {
         // Checked against the repository's free space once it is open.
         let databaseBytes = facts.databaseBytes
 
-        let tableBytes = Dictionary(try await session.rows(
-            """
-            SELECT format('%s.%s', n.nspname, c.relname), pg_relation_size(c.oid)
-            FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-            WHERE c.relkind IN ('r', 'p', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
-            """, as: (String, Int64).self, purpose: "reading table sizes"
-        ).map { ($0.0, $0.1) }, uniquingKeysWith: { a, _ in a })
+        let tableBytes = try await ServerInspector.tableBytes(
+            session, relationsPerSession: TestSeams.sizesChunksPerSession() ?? ServerInspector.sizeChunksPerSession)
 
         let formatChoice = chooseFormat(request, tableBytes: tableBytes, excluded: scope.excludedTables)
         let pgDump = try await pgDumpFound

@@ -704,7 +704,10 @@ actor RestoreRun {
     /// tables outside a transaction block is analysed one table per transaction (no lock table
     /// exhaustion at thousands of chunks); with synchronous_commit off those commits cost no
     /// WAL flush each. `roots` ("schema.name") are left out: autovacuum never analyzes
-    /// inheritance parents either, so they stay as they would on the source.
+    /// inheritance parents either, so they stay as they would on the source. "Largest" is the
+    /// catalog's `relpages`, which the restore's index builds have set: `pg_relation_size` would
+    /// open every table, and the listing's session grew to 224 MB on the server at 50,000
+    /// chunks (measured) for an order that only balances the sessions.
     nonisolated static func analyze(_ settings: ConnectionSettings, sessions: Int, skipping roots: Set<String> = []) async throws {
         let tables = try await DatabaseSession.with(settings) { session in
             try await session.values(
@@ -712,7 +715,7 @@ actor RestoreRun {
                 SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
                 WHERE c.relkind IN ('r', 'm', 'p') AND c.relpersistence <> 't'
                   AND format('%s.%s', n.nspname, c.relname) <> ALL (\(Array(roots))::text[])
-                ORDER BY pg_relation_size(c.oid) DESC, 1
+                ORDER BY c.relpages DESC, 1
                 """, as: String.self, purpose: "listing tables to ANALYZE")
         }
         guard !tables.isEmpty else { return }

@@ -49,6 +49,20 @@ struct BackupFormatChoiceTests {
         #expect(choice.chosenBy == "auto")
         #expect(choice.tables > 240)
         #expect(choice.reason.contains("one custom-format file"), "\(choice.reason)")
+        // The table sizes the choice weighed are the catalog's, and the same when they are read
+        // in slices of 50 tables, each on a server session of its own (past 5,000 otherwise).
+        let truth = try await cluster.withSuperuser(database: database) {
+            try await $0.row("""
+                SELECT count(*), sum(pg_relation_size(c.oid))::int8 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                WHERE c.relkind IN ('r', 'p', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+                """, as: (Int64, Int64).self)
+        }
+        #expect(Int64(choice.tables) == truth.0 && choice.tableBytes == truth.1, "\(choice) against \(truth)")
+        let sliced = try await runBackup(cluster, database, repository: repository, environment: ["TSBACKUP_TEST_SIZES_CHUNKS_PER_SESSION": "50"])
+        try #require(sliced.exitCode == 0, "\(sliced.standardError)")
+        let slicedID = try JSONOutput.decode(BackupManifest.Summary.self, from: Data(sliced.standardOutput.utf8)).id
+        let slicedChoice = try #require(try backupManifest(repository, slicedID).formatChoice)
+        #expect(slicedChoice.tables == choice.tables && slicedChoice.tableBytes == choice.tableBytes, "\(slicedChoice) against \(choice)")
         #expect(manifest.files.contains { $0.path == "dump.pgdump" })
         #expect(!manifest.files.contains { $0.path.hasPrefix("dump/") })
         #expect(manifest.chunkTables.count > 240)

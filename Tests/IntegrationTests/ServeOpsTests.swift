@@ -21,6 +21,24 @@ import TSBackupService
         let port: Int
         var base: String { "http://127.0.0.1:\(port)" }
 
+        /// Writes `yaml` as `<work>/serve.yaml`, starts `tsbackup serve` on it in `<work>/run`
+        /// with `environment` (the server passwords; PGPASSWORD emptied so none leaks in) and
+        /// waits for its port (a hang guard, not a timing assertion). The caller stops it.
+        static func start(work: String, port: Int, yaml: String, environment: [String: String]) async throws -> Running {
+            try yaml.write(toFile: work + "/serve.yaml", atomically: true, encoding: .utf8)
+            try FileManager.default.createDirectory(atPath: work + "/run", withIntermediateDirectories: true)
+            let process = try await BackgroundProcess.start(
+                name: "serve", command: [CLI.executable, "serve", "--config", work + "/serve.yaml"],
+                environment: environment.merging(["PGPASSWORD": ""]) { own, _ in own }, directory: work + "/run")
+            do {
+                try await process.waitForPort(port, timeout: .seconds(600))
+            } catch {
+                await process.stop()
+                throw error
+            }
+            return Running(process: process, port: port)
+        }
+
         func request(_ method: HTTPMethod, _ path: String, token: String = ServeOpsTests.operatorToken) async throws -> (status: Int, body: String) {
             var request = HTTPClientRequest(url: base + path)
             request.method = method
@@ -99,14 +117,8 @@ import TSBackupService
               - {name: alice, sha256: \(TokenHash.hex(of: Self.ownerToken)), role: owner, databases: [metrics]}
 
             """
-        try yaml.write(toFile: work + "/serve.yaml", atomically: true, encoding: .utf8)
-        try FileManager.default.createDirectory(atPath: work + "/run", withIntermediateDirectories: true)
-        let process = try await BackgroundProcess.start(
-            name: "serve", command: [CLI.executable, "serve", "--config", work + "/serve.yaml"],
-            environment: ["OPS_PGPASSWORD": cluster.superuserPassword, "PGPASSWORD": ""], directory: work + "/run")
-        defer { Task { await process.stop() } }
-        try await process.waitForPort(port, timeout: .seconds(600))
-        let service = Running(process: process, port: port)
+        let service = try await Running.start(work: work, port: port, yaml: yaml, environment: ["OPS_PGPASSWORD": cluster.superuserPassword])
+        defer { Task { await service.process.stop() } }
 
         // 1. The per-second schedule fires: scheduled backups of metrics finish, with no one asking.
         try await service.waitUntil("two scheduled backups of metrics") {
@@ -260,13 +272,8 @@ import TSBackupService
               - {name: olga, sha256: \(TokenHash.hex(of: Self.operatorToken)), role: operator}
 
             """
-        try yaml.write(toFile: work + "/serve.yaml", atomically: true, encoding: .utf8)
-        let process = try await BackgroundProcess.start(
-            name: "serve", command: [CLI.executable, "serve", "--config", work + "/serve.yaml"],
-            environment: ["RH_PGPASSWORD": cluster.superuserPassword, "PGPASSWORD": ""], directory: work + "/run")
-        defer { Task { await process.stop() } }
-        try await process.waitForPort(port, timeout: .seconds(600))
-        let service = Running(process: process, port: port)
+        let service = try await Running.start(work: work, port: port, yaml: yaml, environment: ["RH_PGPASSWORD": cluster.superuserPassword])
+        defer { Task { await service.process.stop() } }
 
         try await service.waitUntil("two scheduled rehearsals of fresh ended") {
             try await service.jobs("fresh").filter { $0["kind"] as? String == "rehearsal" && ["finished", "failed"].contains($0["state"] as? String ?? "") }.count >= 2

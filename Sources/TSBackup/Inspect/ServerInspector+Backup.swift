@@ -76,3 +76,45 @@ struct BackupServerFacts: Sendable, Equatable {
                                           maxPrepared: maxPreparedTransactions, relations: relationsToLock, indexes: indexes)
     }
 }
+
+extension ServerInspector {
+    /// Bytes of every user table (relkind r, p, m: chunks included), keyed "schema.name", for the
+    /// backup's format choice and its progress. `pg_relation_size` opens each relation, and the
+    /// session keeps a cache entry for every relation it opened (about 5 kB each, measured at
+    /// 991 chunks) until it ends; the backup's own session stays open for the whole backup, so
+    /// at 50,000 chunks this one reading held about 190 MB on the server from the preflight to
+    /// the commit (measured). Past `relationsPerSession` relations the sizes are read in slices
+    /// of oids, each on a short session of its own; below it, on this session as one query.
+    static func tableBytes(_ session: DatabaseSession, relationsPerSession: Int) async throws -> [String: Int64] {
+        let condition = "c.relkind IN ('r', 'p', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema')"
+        func read(_ session: DatabaseSession, after: Int64, upTo: Int64) async throws -> [(String, Int64)] {
+            try await session.rows(
+                PostgresQuery(unsafeSQL: """
+                SELECT format('%s.%s', n.nspname, c.relname), pg_relation_size(c.oid)
+                FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                WHERE \(condition) AND c.oid::int8 > \(after) AND c.oid::int8 <= \(upTo)
+                """), as: (String, Int64).self, purpose: "reading table sizes")
+        }
+        let count = try await session.value(
+            PostgresQuery(unsafeSQL: "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE \(condition)"),
+            as: Int64.self, purpose: "counting tables")
+        var rows: [(String, Int64)] = []
+        if count <= Int64(relationsPerSession) {
+            rows = try await read(session, after: -1, upTo: Int64(UInt32.max))
+        } else {
+            var after: Int64 = -1
+            while true {
+                // The last oid of the next slice, from the catalog alone (no relation opened here).
+                let last = try await session.value(
+                    PostgresQuery(unsafeSQL: """
+                    SELECT max(oid)::int8 FROM (SELECT c.oid::int8 AS oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                                                WHERE \(condition) AND c.oid::int8 > \(after) ORDER BY 1 LIMIT \(Int64(relationsPerSession))) s
+                    """), as: Int64?.self, purpose: "slicing the tables whose sizes are read")
+                guard let last else { break }
+                rows += try await DatabaseSession.with(session.settings) { try await read($0, after: after, upTo: last) }
+                after = last
+            }
+        }
+        return Dictionary(rows, uniquingKeysWith: { a, _ in a })
+    }
+}

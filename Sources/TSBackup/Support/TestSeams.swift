@@ -94,7 +94,8 @@ extension TestSeams {
     }
 
     /// `TSBACKUP_TEST_SIZES_CHUNKS_PER_SESSION=<n>`: hypertable sizes are read on a session of
-    /// their own per `n` chunks (5,000 otherwise), so a test with a few dozen chunks reads them in slices.
+    /// their own per `n` chunks, and a backup's table sizes per `n` tables (5,000 otherwise), so
+    /// a test with a few dozen chunks reads them in slices.
     static func sizesChunksPerSession(environment: [String: String] = ProcessInfo.processInfo.environment) -> Int? {
         guard let value = environment["TSBACKUP_TEST_SIZES_CHUNKS_PER_SESSION"], let n = Int(value), n > 0 else { return nil }
         return n
