@@ -254,6 +254,11 @@ struct ChunkScaleTests {
             }
             #expect(notAnalyzed == 0)
             #expect(hereReport?.checks.contains { $0.subject == "public.metrics" && $0.check == "rows" && $0.actual == String(Self.hours * 6) } == true)
+            // The insert tests, here on a new session per hypertable (past 5,000 chunks
+            // otherwise), ran for every hypertable with rows and passed.
+            let inserted = Set(hereReport?.checks.filter { $0.check == "insert test" && $0.ok }.map(\.subject) ?? [])
+            let withRows = Set(try backupManifest(repository, id).hypertables.filter { $0.rowCount > 0 }.map { "\($0.schema).\($0.name)" })
+            #expect(!withRows.isEmpty && inserted == withRows, "\(inserted) against \(withRows)")
             #expect(try await Self.digests(cluster, local, days: days) == source)
 
             // A backup of the old form (rows inside the batches' archives, as tsbackup wrote them

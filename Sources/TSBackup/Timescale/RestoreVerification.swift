@@ -167,31 +167,49 @@ struct RestoreVerification: Sendable {
 
     /// Inserts a copy of one row into every hypertable, in a transaction that is rolled back:
     /// proves the insert path (chunk routing, triggers, constraints) works without changing data.
+    ///
+    /// An insert into a hypertable opens its chunks, and the session keeps a cache entry for
+    /// each until it ends: 17 MB on the server for one insert into a hypertable of 4,000 chunks,
+    /// 228 MB for the 13 hypertables of 50,000 chunks on one session (measured). Past
+    /// ``RotatingSessions/chunksPerSession`` chunks in all, the inserts move to a new session
+    /// every that many chunks.
     func inserts(_ session: DatabaseSession) async throws -> [Check] {
-        var checks: [Check] = []
-        for table in manifest.hypertables where table.rowCount > 0 {
-            let qualified = "\(quoteIdentifier(table.schema)).\(quoteIdentifier(table.name))"
-            let columns = try await session.value(
-                PostgresQuery(unsafeSQL: """
-                SELECT string_agg(quote_ident(attname), ', ' ORDER BY attnum) FROM pg_attribute
-                WHERE attrelid = \(SQLLiteral.quote(qualified))::regclass
-                  AND attnum > 0 AND NOT attisdropped AND attgenerated = ''
-                """), as: String.self)
-            // Past the lock limit: copy a row of the first window only (RootWindows).
-            let window = manifest.chunkPath == nil ? nil
-                : try await RootWindows.predicates(session, schema: table.schema, name: table.name, limit: RootWindows.limit(session))?.first
-            try await session.execute("BEGIN")
-            var outcome = "inserted and rolled back"
-            var ok = true
-            do {
-                try await session.execute("INSERT INTO \(qualified) (\(columns)) OVERRIDING SYSTEM VALUE SELECT \(columns) FROM \(qualified) WHERE \(window ?? "true") LIMIT 1 ON CONFLICT DO NOTHING")
-            } catch let error as TSBackupError {
-                outcome = error.message
-                ok = false
-            }
-            try await session.execute("ROLLBACK")
-            checks.append(.init(subject: "\(table.schema).\(table.name)", check: "insert test", expected: "inserted and rolled back", actual: outcome, ok: ok))
+        let perSession = TestSeams.rootCheckChunksPerSession() ?? RotatingSessions.chunksPerSession
+        guard manifest.hypertables.reduce(0, { $0 + $1.chunkCount }) > perSession else {
+            var checks: [Check] = []
+            for table in manifest.hypertables where table.rowCount > 0 { checks.append(try await insert(into: table, session)) }
+            return checks
         }
-        return checks
+        return try await RotatingSessions.with(settings, chunksPerSession: perSession) { sessions in
+            var checks: [Check] = []
+            for table in manifest.hypertables where table.rowCount > 0 {
+                checks.append(try await insert(into: table, try await sessions.session(planning: table.chunkCount)))
+            }
+            return checks
+        }
+    }
+
+    private func insert(into table: BackupManifest.Hypertable, _ session: DatabaseSession) async throws -> Check {
+        let qualified = "\(quoteIdentifier(table.schema)).\(quoteIdentifier(table.name))"
+        let columns = try await session.value(
+            PostgresQuery(unsafeSQL: """
+            SELECT string_agg(quote_ident(attname), ', ' ORDER BY attnum) FROM pg_attribute
+            WHERE attrelid = \(SQLLiteral.quote(qualified))::regclass
+              AND attnum > 0 AND NOT attisdropped AND attgenerated = ''
+            """), as: String.self)
+        // Past the lock limit: copy a row of the first window only (RootWindows).
+        let window = manifest.chunkPath == nil ? nil
+            : try await RootWindows.predicates(session, schema: table.schema, name: table.name, limit: RootWindows.limit(session))?.first
+        try await session.execute("BEGIN")
+        var outcome = "inserted and rolled back"
+        var ok = true
+        do {
+            try await session.execute("INSERT INTO \(qualified) (\(columns)) OVERRIDING SYSTEM VALUE SELECT \(columns) FROM \(qualified) WHERE \(window ?? "true") LIMIT 1 ON CONFLICT DO NOTHING")
+        } catch let error as TSBackupError {
+            outcome = error.message
+            ok = false
+        }
+        try await session.execute("ROLLBACK")
+        return .init(subject: "\(table.schema).\(table.name)", check: "insert test", expected: "inserted and rolled back", actual: outcome, ok: ok)
     }
 }
