@@ -87,7 +87,7 @@ extension ServerInspector {
     /// of oids, each on a short session of its own; below it, on this session as one query.
     static func tableBytes(_ session: DatabaseSession, relationsPerSession: Int) async throws -> [String: Int64] {
         let condition = "c.relkind IN ('r', 'p', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema')"
-        func read(_ session: DatabaseSession, after: Int64, upTo: Int64) async throws -> [(String, Int64)] {
+        let read: @Sendable (DatabaseSession, Int64, Int64) async throws -> [(String, Int64)] = { session, after, upTo in
             try await session.rows(
                 PostgresQuery(unsafeSQL: """
                 SELECT format('%s.%s', n.nspname, c.relname), pg_relation_size(c.oid)
@@ -98,23 +98,14 @@ extension ServerInspector {
         let count = try await session.value(
             PostgresQuery(unsafeSQL: "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE \(condition)"),
             as: Int64.self, purpose: "counting tables")
-        var rows: [(String, Int64)] = []
-        if count <= Int64(relationsPerSession) {
-            rows = try await read(session, after: -1, upTo: Int64(UInt32.max))
-        } else {
-            var after: Int64 = -1
-            while true {
-                // The last oid of the next slice, from the catalog alone (no relation opened here).
-                let last = try await session.value(
-                    PostgresQuery(unsafeSQL: """
-                    SELECT max(oid)::int8 FROM (SELECT c.oid::int8 AS oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-                                                WHERE \(condition) AND c.oid::int8 > \(after) ORDER BY 1 LIMIT \(Int64(relationsPerSession))) s
-                    """), as: Int64?.self, purpose: "slicing the tables whose sizes are read")
-                guard let last else { break }
-                rows += try await DatabaseSession.with(session.settings) { try await read($0, after: after, upTo: last) }
-                after = last
-            }
-        }
+        let rows = count <= Int64(relationsPerSession)
+            ? try await read(session, -1, Int64(UInt32.max))
+            : try await inSlices(session, purpose: "slicing the tables whose sizes are read", lastKey: { after in
+                PostgresQuery(unsafeSQL: """
+                SELECT max(oid)::int8 FROM (SELECT c.oid::int8 AS oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                                            WHERE \(condition) AND c.oid::int8 > \(after) ORDER BY 1 LIMIT \(Int64(relationsPerSession))) s
+                """)
+            }, read: read).flatMap { $0 }
         return Dictionary(rows, uniquingKeysWith: { a, _ in a })
     }
 }

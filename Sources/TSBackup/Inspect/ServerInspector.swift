@@ -278,20 +278,29 @@ public struct ServerInspector: Sendable {
         }
         // The roots are few: their sizes are read here; the chunks' on sessions of their own.
         var sizes = try await Self.sizes(session, chunkIDsAfter: nil, upTo: -1)
+        let slices = try await Self.inSlices(session, purpose: "slicing the chunks whose sizes are read", lastKey: { after in
+            """
+            SELECT max(id)::int8 FROM (SELECT id FROM _timescaledb_catalog.chunk WHERE NOT dropped AND id > \(after)
+                                       ORDER BY id LIMIT \(Int64(chunksPerSession))) s
+            """
+        }, read: { try await Self.sizes($0, chunkIDsAfter: $1, upTo: $2) })
+        for slice in slices { sizes.merge(slice, uniquingKeysWith: +) }
+        return sizes
+    }
+
+    /// Reads relations in slices of keys (chunk ids, oids), each slice on a short server session
+    /// of its own, so that no session keeps a cache entry for every relation. `lastKey(after)` is
+    /// a catalog-only query on `session` for the last key of the slice after `after` (NULL when
+    /// none is left); `read(session, after, upTo)` reads the keys in (`after`, `upTo`].
+    static func inSlices<T: Sendable>(_ session: DatabaseSession, purpose: String, lastKey: (Int64) -> PostgresQuery,
+                                      read: @escaping @Sendable (DatabaseSession, Int64, Int64) async throws -> T) async throws -> [T] {
+        var slices: [T] = []
         var after: Int64 = -1
-        while true {
-            // The last id of the next slice (a short slice at the end).
-            let last = try await session.value(
-                """
-                SELECT max(id)::int8 FROM (SELECT id FROM _timescaledb_catalog.chunk WHERE NOT dropped AND id > \(after)
-                                           ORDER BY id LIMIT \(Int64(chunksPerSession))) s
-                """, as: Int64?.self, purpose: "slicing the chunks whose sizes are read")
-            guard let last else { break }
-            let slice = try await DatabaseSession.with(session.settings) { try await Self.sizes($0, chunkIDsAfter: after, upTo: last) }
-            sizes.merge(slice, uniquingKeysWith: +)
+        while let last = try await session.value(lastKey(after), as: Int64?.self, purpose: purpose) {
+            slices.append(try await DatabaseSession.with(session.settings) { try await read($0, after, last) })
             after = last
         }
-        return sizes
+        return slices
     }
 
     /// One reading of sizes: every hypertable's root and chunks (`chunkIDsAfter` nil), only
