@@ -216,35 +216,27 @@ struct KilledRunTests {
             let into = "sweep_race_next"
             var pair = cluster.settings()
             pair.applicationName = InterruptedRuns.creatorApplicationName
-            let directory = scratch.path + "/next"
-            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-            // Outside `directory`, which the process's watchdog removes when it ends.
-            let status = scratch.path + "/status"
-            let output = scratch.path + "/output"
-            let log = { (try? String(contentsOfFile: output, encoding: .utf8)) ?? "" }
-            try await DatabaseSession.with(pair) { session in
+            let restore = try await DatabaseSession.with(pair) { session in
                 try await session.execute("CREATE DATABASE \(leftover) TEMPLATE template0")
                 // The next restore, in the background, its stderr in a log to watch.
-                let process = try await BackgroundProcess.start(
-                    name: "restore", command: ["sh", "-c", "\"$@\" >\(output) 2>&1; echo $? > \(status)", "sh", CLI.executable,
-                                               "restore", id, "--repo", repository, "--target", cluster.url(database: "postgres"), "--into", into],
-                    environment: env, directory: directory)
+                let restore = try await BackgroundRestore.start(id, repository: repository, cluster: cluster, into: into,
+                                                                scratch: scratch.path, environment: env)
                 try await faults.waitUntil("the restore's sweep saying it waits for a restore creating its database", seconds: 600) {
-                    if log().contains("waiting for 1 restore(s) still creating their database") { return true }
+                    if restore.log.contains("waiting for 1 restore(s) still creating their database") { return true }
                     // The old code did not wait: the restore ends without dropping or naming the database.
-                    if FileManager.default.fileExists(atPath: status) {
-                        Issue.record("the restore ended without waiting for the database being created: \(log())")
+                    if restore.ended {
+                        Issue.record("the restore ended without waiting for the database being created: \(restore.log)")
                         return true
                     }
                     return false
                 }
                 let gone = InterruptedRuns.Owner(kind: .restore, backup: id, pid: Int32.max - 1)
                 try await session.execute("COMMENT ON DATABASE \(leftover) IS '\(gone.comment)'")
-                _ = process
+                return restore
             }
-            try await faults.waitUntil("the restore to end", seconds: 600) { FileManager.default.fileExists(atPath: status) }
-            let exit = try String(contentsOfFile: status, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
-            let said = log()
+            try await faults.waitUntil("the restore to end", seconds: 600) { restore.ended }
+            let exit = try restore.exitStatus()
+            let said = restore.log
             #expect(exit == "0", "\(said)")
             #expect(said.contains("Dropped the database \(leftover) on") && said.contains("interrupted restore"), "\(said)")
             let left = try await cluster.withSuperuser {
@@ -272,31 +264,48 @@ struct KilledRunTests {
                 try await session.execute("COMMENT ON DATABASE \(finished) IS '\(gone.comment)'")
             }
             let pause = scratch.path + "/pause-sweep"
-            let directory = scratch.path + "/next"
-            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-            let status = scratch.path + "/status"
-            let output = scratch.path + "/output"
-            let log = { (try? String(contentsOfFile: output, encoding: .utf8)) ?? "" }
-            let process = try await BackgroundProcess.start(
-                name: "restore", command: ["sh", "-c", "\"$@\" >\(output) 2>&1; echo $? > \(status)", "sh", CLI.executable,
-                                           "restore", id, "--repo", repository, "--target", cluster.url(database: "postgres"), "--into", "sweep_reread_next"],
-                environment: env.merging(["TSBACKUP_TEST_PAUSE": "sweep: checking \(finished)=\(pause)"]) { _, new in new }, directory: directory)
+            let restore = try await BackgroundRestore.start(id, repository: repository, cluster: cluster, into: "sweep_reread_next", scratch: scratch.path,
+                                                            environment: env.merging(["TSBACKUP_TEST_PAUSE": "sweep: checking \(finished)=\(pause)"]) { _, new in new })
             try await faults.waitUntil("the sweep to pause between reading the marker and checking its run", seconds: 600) {
-                FileManager.default.fileExists(atPath: pause) || FileManager.default.fileExists(atPath: status)
+                FileManager.default.fileExists(atPath: pause) || restore.ended
             }
-            #expect(FileManager.default.fileExists(atPath: pause), "the restore never reached the sweep's pause: \(log())")
+            #expect(FileManager.default.fileExists(atPath: pause), "the restore never reached the sweep's pause: \(restore.log)")
             // The run finished: it removes its marker (and has exited: its pid is not running).
             try await cluster.withSuperuser { try await $0.execute("COMMENT ON DATABASE \(finished) IS NULL") }
             try? FileManager.default.removeItem(atPath: pause)
-            try await faults.waitUntil("the restore to end", seconds: 600) { FileManager.default.fileExists(atPath: status) }
-            _ = process
-            let exit = try String(contentsOfFile: status, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
-            #expect(exit == "0", "\(log())")
-            #expect(!log().contains("Dropped the database \(finished)"), "\(log())")
+            try await faults.waitUntil("the restore to end", seconds: 600) { restore.ended }
+            let exit = try restore.exitStatus()
+            #expect(exit == "0", "\(restore.log)")
+            #expect(!restore.log.contains("Dropped the database \(finished)"), "\(restore.log)")
             let left = try await cluster.withSuperuser {
                 try await $0.values("SELECT datname::text FROM pg_database WHERE datname IN ('\(unescaped: finished)', 'sweep_reread_next') ORDER BY 1", as: String.self)
             }
             #expect(left == ["sweep_finished_run", "sweep_reread_next"], "the finished run's database stays; the restore made its own")
         }
+    }
+}
+
+/// A `tsbackup restore` in the background: its output goes to a file to watch, and its exit
+/// status to another when it ends. Both files sit outside its working directory, which the
+/// process's watchdog removes when it ends.
+struct BackgroundRestore: Sendable {
+    let process: BackgroundProcess
+    let output: String
+    let status: String
+
+    var log: String { (try? String(contentsOfFile: output, encoding: .utf8)) ?? "" }
+    var ended: Bool { FileManager.default.fileExists(atPath: status) }
+    func exitStatus() throws -> String { try String(contentsOfFile: status, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines) }
+
+    static func start(_ id: String, repository: String, cluster: SandboxCluster, into: String, scratch: String,
+                      environment: [String: String]) async throws -> BackgroundRestore {
+        let directory = scratch + "/next"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let (output, status) = (scratch + "/output", scratch + "/status")
+        let process = try await BackgroundProcess.start(
+            name: "restore", command: ["sh", "-c", "\"$@\" >\(output) 2>&1; echo $? > \(status)", "sh", CLI.executable,
+                                       "restore", id, "--repo", repository, "--target", cluster.url(database: "postgres"), "--into", into],
+            environment: environment, directory: directory)
+        return BackgroundRestore(process: process, output: output, status: status)
     }
 }
