@@ -223,9 +223,10 @@ public struct ServiceOperations: Sendable {
     /// Sets the per-database gauges from the repository and the job history (at start).
     func loadMetrics() async {
         for name in core.config.databases.keys.sorted() {
-            if let last = try? core.state.jobs(databases: [name], kind: OperationsJobKinds.rehearsal, limit: 20)
-                .first(where: { ($0.state == .finished || $0.state == .failed) && !Self.skippedRehearsal(Self.rehearsalResult($0), state: $0.state) }) {
-                let result = Self.rehearsalResult(last)
+            // Each job's report decoded once: the newest ended rehearsal that was not skipped.
+            if let (last, result) = try? core.state.jobs(databases: [name], kind: OperationsJobKinds.rehearsal, limit: 20).lazy
+                .filter({ $0.state == .finished || $0.state == .failed }).map({ ($0, Self.rehearsalResult($0)) })
+                .first(where: { !Self.skippedRehearsal($0.1, state: $0.0.state) }) {
                 metrics.rehearsal(database: name, ok: last.state == .finished, finishedAt: last.finishedAt ?? last.createdAt,
                                   duration: result?.durationSeconds ?? 0, countFailure: false)
             }
